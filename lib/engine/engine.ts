@@ -1,0 +1,522 @@
+// The presence engine: devices' states, their timers, and change events, over a store; no transport here.
+
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import createDebug from 'debug';
+import type { ResolvedConfig } from '../options.js';
+import type { KickFilter, MaybePromise, StoreChange, StoreLoginResult, StoredUser } from '../store/types.js';
+import { deriveUserStatus, isPromiseLike } from '../store/types.js';
+import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS, type Platform, type PlatformClass } from './platforms.js';
+import { Scheduler, type Scheduled } from './scheduler.js';
+import type {
+  ChangeAction,
+  ChangeReason,
+  CustomStatusChange,
+  EndNotice,
+  InstancePresence,
+  InstanceRef,
+  PresenceChange,
+  PresenceStats,
+  UserPresence,
+} from './types.js';
+
+const debug = createDebug('express-presence:engine');
+
+/** Longest user id, instance id, session id and version string accepted. */
+export const MAX_ID_LENGTH = 128;
+/** Longest custom status, in bytes of UTF-8. */
+export const MAX_CUSTOM_STATUS_BYTES = 100;
+
+export type PresenceErrorCode = 'UNAUTHENTICATED' | 'BAD_PLATFORM' | 'BAD_REQUEST' | 'SESSION_REVOKED';
+
+/** A refusal with a code clients can act on. */
+export class PresenceError extends Error {
+  constructor(
+    readonly code: PresenceErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'PresenceError';
+  }
+}
+
+export interface ConnectRequest {
+  /** Who this is, as established by the app's authentication; never taken from the client. */
+  userId: string;
+  platform: unknown;
+  instanceId?: unknown;
+  sessionId?: unknown;
+  version?: unknown;
+  clientIp?: string | undefined;
+}
+
+/** One live connection (one socket) of one device. */
+export interface Connection {
+  readonly userId: string;
+  readonly instanceId: string;
+  readonly platform: Platform;
+  readonly sessionId: string;
+  /** False once the connection was released or its device ended. */
+  readonly open: boolean;
+}
+
+export interface ConnectResult {
+  connection: Connection;
+  /** True when an existing session was taken up again. */
+  resumed: boolean;
+  /** Devices this login displaced. */
+  kicked: InstanceRef[];
+  /** The heartbeat interval to tell the client: the configured one, at most half its class's heartbeat timeout. */
+  heartbeatInterval: number;
+}
+
+/** Told to a connection when the server ends its device (kick, logout elsewhere, timeout). */
+export type EndListener = (notice: EndNotice) => void;
+
+/** A device with a live connection to this process. */
+class LocalInstance implements Scheduled {
+  dueAt = Infinity;
+  heapIndex = -1;
+  lastActivity: number;
+  background = false;
+  backgroundSince = 0;
+  /** When its last connection closed, while the reconnect grace runs; -1 otherwise. */
+  graceSince = -1;
+  ended = false;
+  readonly connections = new Set<LocalConnection>();
+
+  constructor(
+    readonly userId: string,
+    readonly instanceId: string,
+    readonly platform: Platform,
+    readonly cls: PlatformClass,
+    readonly sessionId: string,
+    readonly version: string | undefined,
+    readonly clientIp: string | undefined,
+    now: number,
+  ) {
+    this.lastActivity = now;
+  }
+}
+
+class LocalConnection implements Connection {
+  open = true;
+  constructor(
+    readonly instance: LocalInstance,
+    readonly onEnd: EndListener,
+  ) {}
+  get userId(): string {
+    return this.instance.userId;
+  }
+  get instanceId(): string {
+    return this.instance.instanceId;
+  }
+  get platform(): Platform {
+    return this.instance.platform;
+  }
+  get sessionId(): string {
+    return this.instance.sessionId;
+  }
+}
+
+export function newId(): string {
+  return randomBytes(12).toString('base64url');
+}
+
+function optionalId(name: string, value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_ID_LENGTH) {
+    throw new PresenceError('BAD_REQUEST', `${name} must be a non-empty string of at most ${MAX_ID_LENGTH} characters`);
+  }
+  return value;
+}
+
+/** Checks a user id given to any entry point; throws a TypeError naming the parameter. */
+export function checkUserId(userId: unknown, name = 'userId'): asserts userId is string {
+  if (typeof userId !== 'string' || userId.length === 0 || userId.length > MAX_ID_LENGTH) {
+    throw new TypeError(
+      `${name} must be a non-empty string of at most ${MAX_ID_LENGTH} characters; got ${typeof userId === 'string' ? JSON.stringify(userId.slice(0, 40)) : typeof userId}`,
+    );
+  }
+}
+
+/** Validates a custom status: a string of at most 100 bytes of UTF-8, or null / '' to clear. */
+export function parseCustomStatus(value: unknown): string | null {
+  if (value === null || value === '') return null;
+  if (typeof value !== 'string') throw new TypeError(`customStatus must be a string or null; got ${typeof value}`);
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes > MAX_CUSTOM_STATUS_BYTES) throw new TypeError(`customStatus must be at most ${MAX_CUSTOM_STATUS_BYTES} bytes of UTF-8; got ${bytes}`);
+  return value;
+}
+
+function then<T, R>(value: MaybePromise<T>, next: (value: T) => R): MaybePromise<R> {
+  return isPromiseLike(value) ? value.then(next) : next(value);
+}
+
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+export interface PresenceEngineEvents {
+  change: [PresenceChange];
+  'custom-status': [CustomStatusChange];
+}
+
+/**
+ * Keeps every device's state and timers, decides transitions, and emits one `change` per
+ * transition. Transports call `connect`, `heartbeat`, `background`, `foreground`, `disconnect`
+ * and `logout`; the app calls `query`, `kick` and `setCustomStatus`.
+ */
+export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
+  private readonly local = new Map<string, LocalInstance>();
+  private readonly scheduler: Scheduler<LocalInstance>;
+  private closed = false;
+
+  constructor(readonly config: ResolvedConfig) {
+    super();
+    this.scheduler = new Scheduler(
+      config.clock,
+      (instance, now) => this.onDue(instance, now),
+      (error) => config.logger.error('express-presence: timer failed', error),
+    );
+    config.store.init?.({
+      clock: config.clock,
+      pushOnlineTtl: config.pushOnlineTtl,
+      logger: config.logger,
+      expired: (change) => this.emitChange(change, 'Logout', 'Expired', undefined),
+    });
+  }
+
+  /** Logs a device in (or resumes its session) for one new connection. Throws a PresenceError to refuse. */
+  async connect(request: ConnectRequest, onEnd: EndListener): Promise<ConnectResult> {
+    this.assertOpen();
+    checkUserId(request.userId);
+    const platform = parsePlatform(request.platform);
+    if (!platform) {
+      throw new PresenceError(
+        'BAD_PLATFORM',
+        `platform must be one of ${PLATFORM_NAMES_FOR_ERRORS}; got ${typeof request.platform === 'string' ? JSON.stringify(request.platform.slice(0, 40)) : typeof request.platform}`,
+      );
+    }
+    const instanceId = optionalId('instanceId', request.instanceId) ?? newId();
+    const sessionId = optionalId('sessionId', request.sessionId);
+    const version = optionalId('version', request.version);
+    const cls = platformClass(platform);
+    const heartbeatInterval = Math.min(this.config.heartbeatInterval, Math.floor(this.config.heartbeatTimeout[cls] / 2));
+
+    // Another connection of a device that is live here (a second tab), or one back within its grace.
+    const live = sessionId === undefined ? undefined : this.local.get(sessionId);
+    if (live && live.userId === request.userId && live.instanceId === instanceId && live.platform === platform) {
+      const now = this.config.clock.now();
+      live.lastActivity = now;
+      if (live.graceSince >= 0) {
+        debug('%s/%s back within its reconnect grace', live.userId, instanceId);
+        live.graceSince = -1;
+        this.reschedule(live);
+      }
+      return { connection: this.attachConnection(live, onEnd), resumed: true, kicked: [], heartbeatInterval };
+    }
+
+    const at = this.config.clock.now();
+    const result: StoreLoginResult = await this.config.store.login({
+      userId: request.userId,
+      platform,
+      instanceId,
+      resumeSessionId: sessionId,
+      newSessionId: newId(),
+      version,
+      at,
+      limits: this.config,
+    });
+    if (result.outcome === 'revoked') throw new PresenceError('SESSION_REVOKED', 'this session was ended by a logout or a kick; log in again without it');
+    this.assertOpen();
+
+    let instance = this.local.get(result.sessionId);
+    if (!instance) {
+      instance = new LocalInstance(request.userId, instanceId, platform, cls, result.sessionId, version, request.clientIp, this.config.clock.now());
+      this.local.set(result.sessionId, instance);
+    }
+    instance.graceSince = -1;
+    this.reschedule(instance);
+    const connection = this.attachConnection(instance, onEnd);
+
+    const kicked: InstanceRef[] = [];
+    if (result.change) {
+      const by: InstanceRef = { platform, instanceId };
+      for (const displaced of result.change.kicked) {
+        kicked.push({ platform: displaced.platform, instanceId: displaced.instanceId });
+        this.endLocal(displaced.sessionId, { reason: 'LoginElsewhere', by });
+      }
+      this.emitChange(result.change, 'Login', 'Register', request.clientIp);
+    }
+    debug('%s/%s %s (%s), kicked %o', request.userId, instanceId, result.outcome, platform, kicked);
+    return { connection, resumed: result.outcome === 'resumed', kicked, heartbeatInterval };
+  }
+
+  /** Any traffic from the connection: the hot path, one clock read and one store to a field. */
+  heartbeat(connection: Connection): void {
+    (connection as LocalConnection).instance.lastActivity = this.config.clock.now();
+  }
+
+  background(connection: Connection): void {
+    const instance = this.liveInstance(connection);
+    if (!instance || instance.background) return;
+    instance.background = true;
+    instance.backgroundSince = instance.lastActivity = this.config.clock.now();
+    this.reschedule(instance);
+  }
+
+  foreground(connection: Connection): void {
+    const instance = this.liveInstance(connection);
+    if (!instance) return;
+    instance.background = false;
+    instance.lastActivity = this.config.clock.now();
+    this.reschedule(instance);
+  }
+
+  /**
+   * This connection is gone. `closed`: the transport closed (FIN/RST, page or app killed);
+   * `timeout`: the transport stopped hearing from it. The device transitions when its last
+   * connection goes (after the reconnect grace, for a close).
+   */
+  disconnect(connection: Connection, cause: 'closed' | 'timeout'): void {
+    const conn = connection as LocalConnection;
+    if (!conn.open) return;
+    conn.open = false;
+    const instance = conn.instance;
+    instance.connections.delete(conn);
+    if (instance.ended || instance.connections.size > 0) return;
+    if (cause === 'timeout') {
+      this.endByTransport(instance, 'TimeOut', instance.lastActivity);
+    } else if (this.config.reconnectGrace[instance.cls] > 0) {
+      instance.graceSince = this.config.clock.now();
+      this.reschedule(instance);
+    } else {
+      this.endByTransport(instance, 'LinkClose', this.config.clock.now());
+    }
+  }
+
+  /** The device logs out: it is gone and its session revoked; its other connections are told. */
+  async logout(connection: Connection): Promise<void> {
+    const conn = connection as LocalConnection;
+    const instance = conn.instance;
+    if (instance.ended) return;
+    conn.open = false;
+    this.endLocal(instance.sessionId, { reason: 'Logout' });
+    const now = this.config.clock.now();
+    const change = await this.config.store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: true, lastSeen: now });
+    if (change) this.emitChange(change, 'Logout', 'Unregister', instance.clientIp);
+  }
+
+  /** Admin kick of every device of a user, or of those on one platform or with one instance id. */
+  async kick(userId: string, filter: { platform?: unknown; instanceId?: unknown } = {}): Promise<InstanceRef[]> {
+    this.assertOpen();
+    checkUserId(userId);
+    if (typeof filter !== 'object' || filter === null) throw new TypeError('kick filter must be an object { platform?, instanceId? }');
+    let platform: Platform | undefined;
+    if (filter.platform !== undefined) {
+      platform = parsePlatform(filter.platform);
+      if (!platform) throw new TypeError(`platform must be one of ${PLATFORM_NAMES_FOR_ERRORS}; got ${JSON.stringify(filter.platform)}`);
+    }
+    if (filter.instanceId !== undefined && (typeof filter.instanceId !== 'string' || filter.instanceId === '' || filter.instanceId.length > MAX_ID_LENGTH)) {
+      throw new TypeError(`instanceId must be a non-empty string of at most ${MAX_ID_LENGTH} characters`);
+    }
+    const storeFilter: KickFilter = { platform, instanceId: filter.instanceId as string | undefined };
+    const changes = await this.config.store.kick(userId, storeFilter, this.config.clock.now());
+    return changes.map((change) => {
+      this.endLocal(change.sessionId, { reason: 'AdminKick' });
+      this.emitChange(change, 'Logout', 'Kicked', undefined);
+      return { platform: change.platform, instanceId: change.instanceId };
+    });
+  }
+
+  /** Sets (or with null / '' clears) a user's custom status, at most 100 bytes of UTF-8. */
+  async setCustomStatus(userId: string, customStatus: string | null): Promise<void> {
+    this.assertOpen();
+    checkUserId(userId);
+    const text = parseCustomStatus(customStatus);
+    const at = this.config.clock.now();
+    const userStatus = await this.config.store.setCustomStatus(userId, text, at);
+    this.emitSafely('custom-status', { userId, customStatus: text, userStatus, at });
+  }
+
+  /** The presence of each user asked for, in order (with each device unless `detail: false`). */
+  query(userIds: readonly string[], options: { detail?: boolean } = {}): Promise<UserPresence[]> {
+    try {
+      if (!Array.isArray(userIds)) throw new TypeError(`userIds must be an array of user ids; got ${typeof userIds}`);
+      for (let i = 0; i < userIds.length; i++) checkUserId(userIds[i], `userIds[${i}]`);
+      const detail = options.detail !== false;
+      return Promise.resolve(then(this.config.store.get(userIds), (users) => this.present(userIds, users, detail)));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  async stats(): Promise<PresenceStats> {
+    return this.config.store.stats();
+  }
+
+  /** Devices with a live connection to this process. */
+  get liveInstances(): number {
+    return this.local.size;
+  }
+
+  /** Stops every timer; live connections are left to their transport. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.scheduler.close();
+    for (const instance of this.local.values()) instance.ended = true;
+    this.local.clear();
+    await this.config.store.close?.();
+  }
+
+  private present(userIds: readonly string[], users: readonly (StoredUser | undefined)[], detail: boolean): UserPresence[] {
+    const now = this.config.clock.now();
+    const result: UserPresence[] = new Array(userIds.length);
+    for (let i = 0; i < userIds.length; i++) {
+      const user = users[i];
+      const userId = userIds[i] as string;
+      if (!user) {
+        result[i] = detail
+          ? { userId, status: 'Offline', lastSeen: null, customStatus: null, instances: [] }
+          : { userId, status: 'Offline', lastSeen: null, customStatus: null };
+        continue;
+      }
+      const status = deriveUserStatus(user.instances);
+      const lastSeen = iso(status === 'Online' ? now : user.lastSeen);
+      if (!detail) {
+        result[i] = { userId, status, lastSeen, customStatus: user.customStatus };
+        continue;
+      }
+      const instances: InstancePresence[] = new Array(user.instances.length);
+      for (let j = 0; j < user.instances.length; j++) {
+        const instance = user.instances[j]!;
+        instances[j] = {
+          instanceId: instance.instanceId,
+          platform: instance.platform,
+          status: instance.status,
+          since: new Date(instance.since).toISOString(),
+          version: instance.version ?? null,
+        };
+      }
+      result[i] = { userId, status, lastSeen, customStatus: user.customStatus, instances };
+    }
+    return result;
+  }
+
+  private attachConnection(instance: LocalInstance, onEnd: EndListener): LocalConnection {
+    const connection = new LocalConnection(instance, onEnd);
+    instance.connections.add(connection);
+    return connection;
+  }
+
+  private liveInstance(connection: Connection): LocalInstance | undefined {
+    const conn = connection as LocalConnection;
+    return conn.open && !conn.instance.ended ? conn.instance : undefined;
+  }
+
+  private dueOf(instance: LocalInstance): number {
+    const cls = instance.cls;
+    if (instance.graceSince >= 0) return instance.graceSince + this.config.reconnectGrace[cls];
+    let due = instance.lastActivity + this.config.heartbeatTimeout[cls];
+    const backgroundTimeout = this.config.backgroundTimeout[cls];
+    if (instance.background && backgroundTimeout > 0) due = Math.min(due, instance.backgroundSince + backgroundTimeout);
+    return due;
+  }
+
+  private reschedule(instance: LocalInstance): void {
+    if (!instance.ended) this.scheduler.schedule(instance, this.dueOf(instance));
+  }
+
+  private onDue(instance: LocalInstance, now: number): void {
+    if (instance.ended) return;
+    const due = this.dueOf(instance);
+    if (due > now) {
+      this.scheduler.schedule(instance, due);
+    } else if (instance.graceSince >= 0) {
+      this.endByTransport(instance, 'LinkClose', instance.graceSince);
+    } else {
+      // Heartbeat or background timeout: the transport may still look open, so close it.
+      const lastSeen = instance.background ? Math.min(instance.lastActivity, instance.backgroundSince) : instance.lastActivity;
+      this.endLocal(instance.sessionId, { reason: 'TimeOut' });
+      this.endByTransport(instance, 'TimeOut', Math.max(lastSeen, 0));
+    }
+  }
+
+  /** The device lost its link: mobile devices become PushOnline, the others are gone. */
+  private endByTransport(instance: LocalInstance, reason: 'LinkClose' | 'TimeOut', lastSeen: number): void {
+    this.forget(instance);
+    const now = this.config.clock.now();
+    const store = this.config.store;
+    const result = hasPushOnline(instance.platform)
+      ? store.markPushOnline(instance.userId, instance.instanceId, instance.sessionId, now, lastSeen)
+      : store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: false, lastSeen });
+    const emit = (change: StoreChange | null): void => {
+      if (change) this.emitChange(change, 'Disconnect', reason, instance.clientIp);
+    };
+    if (isPromiseLike(result))
+      result.then(emit, (error: unknown) => this.config.logger.error('express-presence: store failed to record a closed connection', error));
+    else emit(result);
+  }
+
+  /** Ends the local device holding `sessionId`, if any, telling each of its connections why. */
+  private endLocal(sessionId: string, notice: EndNotice): void {
+    const instance = this.local.get(sessionId);
+    if (!instance) return;
+    this.forget(instance);
+    for (const connection of instance.connections) {
+      if (!connection.open) continue;
+      connection.open = false;
+      try {
+        connection.onEnd(notice);
+      } catch (error) {
+        this.config.logger.error('express-presence: a connection end listener threw', error);
+      }
+    }
+    instance.connections.clear();
+  }
+
+  private forget(instance: LocalInstance): void {
+    instance.ended = true;
+    this.scheduler.cancel(instance);
+    if (this.local.get(instance.sessionId) === instance) this.local.delete(instance.sessionId);
+  }
+
+  private emitChange(change: StoreChange, action: ChangeAction, reason: ChangeReason, clientIp: string | undefined): void {
+    const event: PresenceChange = {
+      userId: change.userId,
+      instanceId: change.instanceId,
+      platform: change.platform,
+      action,
+      reason,
+      instanceStatus: change.instanceStatus,
+      userStatus: change.userStatus,
+      previousUserStatus: change.previousUserStatus,
+      kicked: change.kicked.map(({ platform, instanceId }) => ({ platform, instanceId })),
+      seq: change.seq,
+      at: change.at,
+      lastSeen: iso(change.userStatus === 'Online' ? change.at : change.lastSeen),
+      customStatus: change.customStatus,
+    };
+    if (clientIp !== undefined) event.clientIp = clientIp;
+    if (change.version !== undefined) event.version = change.version;
+    debug('change %s %s/%s %s/%s -> %s', event.userId, event.platform, event.instanceId, action, reason, event.userStatus);
+    this.emitSafely('change', event);
+  }
+
+  /** Emits to every listener; one that throws is logged and does not stop the others or the engine. */
+  private emitSafely<K extends keyof PresenceEngineEvents>(name: K, ...payload: PresenceEngineEvents[K]): void {
+    for (const listener of this.listeners(name) as ((...args: PresenceEngineEvents[K]) => void)[]) {
+      try {
+        listener(...payload);
+      } catch (error) {
+        this.config.logger.error(`express-presence: a '${name}' listener threw`, error);
+      }
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error('this presence was closed');
+  }
+}

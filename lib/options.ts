@@ -1,0 +1,303 @@
+// The public options of createPresence and their resolution, once, into a readonly configuration.
+
+import type { IncomingMessage } from 'node:http';
+import type { Clock } from './engine/clock.js';
+import { systemClock } from './engine/clock.js';
+import { PLATFORM_CLASSES, type PlatformClass } from './engine/platforms.js';
+import type { LoginPolicy } from './engine/types.js';
+import type { PresenceStore } from './store/types.js';
+import { MemoryStore } from './store/memory-store.js';
+import { didYouMean } from './util/did-you-mean.js';
+
+/** A duration in milliseconds, either one for every platform class or per class (missing classes keep their default). */
+export type PerClass<T> = T | Partial<Record<PlatformClass, T>>;
+
+/** What the Socket.IO handshake looks like to `authenticate`. */
+export interface HandshakeLike {
+  auth: Record<string, unknown>;
+  headers: Record<string, string | string[] | undefined>;
+  query: Record<string, unknown>;
+  address: string;
+}
+
+/** Who the handshake belongs to; `null`/`undefined`/`false` refuses it with `UNAUTHENTICATED`. */
+export type Authenticate = (handshake: HandshakeLike) => { userId: string } | null | undefined | false | Promise<{ userId: string } | null | undefined | false>;
+
+/** May this HTTP request use the router? */
+export type Authorize<Request = IncomingMessage> = (req: Request) => boolean | Promise<boolean>;
+
+/** May `viewerId` subscribe to the status of `targetId`? */
+export type CanSee = (viewerId: string, targetId: string) => boolean | Promise<boolean>;
+
+/** Where warnings and errors go. `console` fits. */
+export interface Logger {
+  warn(message: string, ...details: unknown[]): void;
+  error(message: string, ...details: unknown[]): void;
+}
+
+export interface CallbackOptions {
+  /** The receiver's URL (http or https). Required. */
+  url: string;
+  /** Signs each body: header `X-Presence-Signature: sha256=<hex HMAC-SHA256>`. Defaults to none (unsigned). */
+  secret?: string;
+  /** Per-attempt timeout in ms. Defaults to 5000. */
+  timeout?: number;
+  /** Retries after the first attempt before the event is given up as `callback-failed`. Defaults to 8. */
+  maxRetries?: number;
+  /** First retry delay in ms; doubles with jitter, capped at 30 s. Defaults to 250. */
+  backoff?: number;
+  /** Events waiting for delivery, over all users; beyond it new events are dropped, counted and logged. Defaults to 100000. */
+  maxQueue?: number;
+}
+
+export interface PresenceOptions {
+  /** How many platforms a user may be logged in on at once. Defaults to `'single'`. */
+  loginPolicy?: LoginPolicy;
+  /** Instances a user may have logged in on one native platform. Defaults to 1. */
+  maxInstancesPerPlatform?: number;
+  /** Instances a user may have logged in on Web and MiniProgram together. Defaults to 1. */
+  maxWebInstances?: number;
+  /** The heartbeat interval told to clients, in ms (capped at half the class's heartbeat timeout). Defaults to 120000. */
+  heartbeatInterval?: number;
+  /** No traffic for this long ends a connection. Defaults to 400000 for mobile and desktop, 60000 for web and miniProgram. */
+  heartbeatTimeout?: PerClass<number>;
+  /** A device left in background this long counts as a closed connection; 0 = never. Defaults to 30000 for miniProgram, 0 for the others. */
+  backgroundTimeout?: PerClass<number>;
+  /** How long a PushOnline device stays logged in without a new login. Defaults to 604800000 (7 days). */
+  pushOnlineTtl?: number;
+  /** How long a closed connection's transition waits for the same instance to reconnect. Defaults to 0. */
+  reconnectGrace?: PerClass<number>;
+  /** Identifies the user of a Socket.IO handshake. Required by `attach()`. Defaults to none. */
+  authenticate?: Authenticate;
+  /** Admits HTTP requests to the router. Required by `router()`. Defaults to none. */
+  authorize?: Authorize;
+  /** The status-change callback. Defaults to none. */
+  callback?: CallbackOptions;
+  /** Users one connection may watch. Defaults to 1000. */
+  maxSubscriptions?: number;
+  /** Visibility rule for subscriptions. Defaults to everyone may see everyone. */
+  canSee?: CanSee;
+  /** Where presence lives. Defaults to `new MemoryStore()`. */
+  store?: PresenceStore;
+  /** The largest HTTP body the router accepts, in bytes or as `'500kb'`, `'1mb'`. Defaults to `'1mb'`. */
+  bodyLimit?: number | string;
+  /** Warnings and errors. Defaults to `console`. */
+  logger?: Logger;
+  /** The time source; pass a `ManualClock` in tests. Defaults to the system clock. */
+  clock?: Clock;
+}
+
+/** The fully-defaulted configuration every part of a mount reads. */
+export interface ResolvedConfig {
+  readonly loginPolicy: LoginPolicy;
+  readonly maxInstancesPerPlatform: number;
+  readonly maxWebInstances: number;
+  readonly heartbeatInterval: number;
+  readonly heartbeatTimeout: Readonly<Record<PlatformClass, number>>;
+  readonly backgroundTimeout: Readonly<Record<PlatformClass, number>>;
+  readonly pushOnlineTtl: number;
+  readonly reconnectGrace: Readonly<Record<PlatformClass, number>>;
+  readonly authenticate: Authenticate | undefined;
+  readonly authorize: Authorize | undefined;
+  readonly callback: Readonly<Required<Omit<CallbackOptions, 'secret'>> & { secret: string | undefined }> | undefined;
+  readonly maxSubscriptions: number;
+  readonly canSee: CanSee | undefined;
+  readonly store: PresenceStore;
+  readonly bodyLimit: number;
+  readonly logger: Logger;
+  readonly clock: Clock;
+}
+
+export const LOGIN_POLICIES: readonly LoginPolicy[] = ['single', 'dual', 'triple', 'multi'];
+
+const DEFAULT_HEARTBEAT_TIMEOUT: Record<PlatformClass, number> = { mobile: 400_000, desktop: 400_000, web: 60_000, miniProgram: 60_000 };
+const DEFAULT_BACKGROUND_TIMEOUT: Record<PlatformClass, number> = { mobile: 0, desktop: 0, web: 0, miniProgram: 30_000 };
+const NO_GRACE: Record<PlatformClass, number> = { mobile: 0, desktop: 0, web: 0, miniProgram: 0 };
+
+/** Durations above this cannot be timers (setTimeout's limit is about 24.8 days; longer ones are re-armed) and are surely a mistake. */
+const MAX_DURATION = 10 * 365 * 24 * 3600 * 1000;
+
+const OPTION_NAMES = [
+  'loginPolicy',
+  'maxInstancesPerPlatform',
+  'maxWebInstances',
+  'heartbeatInterval',
+  'heartbeatTimeout',
+  'backgroundTimeout',
+  'pushOnlineTtl',
+  'reconnectGrace',
+  'authenticate',
+  'authorize',
+  'callback',
+  'maxSubscriptions',
+  'canSee',
+  'store',
+  'bodyLimit',
+  'logger',
+  'clock',
+] as const satisfies readonly (keyof PresenceOptions)[];
+
+const CALLBACK_NAMES = ['url', 'secret', 'timeout', 'maxRetries', 'backoff', 'maxQueue'] as const satisfies readonly (keyof CallbackOptions)[];
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  if (value === null) return 'null';
+  if (typeof value === 'object') return 'an object';
+  return String(value);
+}
+
+function refuse(name: string, accepts: string, value: unknown, hint = ''): never {
+  throw new TypeError(`${name} must be ${accepts}; got ${describe(value)}${hint}`);
+}
+
+function refuseUnknownKeys(where: string, given: object, known: readonly string[]): void {
+  for (const key of Object.keys(given)) {
+    if (known.includes(key)) continue;
+    const near = didYouMean(key, known);
+    const prefix = where ? `${where}.` : '';
+    throw new TypeError(`unknown option ${prefix}${key}${near ? `; did you mean ${prefix}${near}?` : ''} (accepted: ${known.join(', ')})`);
+  }
+}
+
+function integer(name: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    refuse(name, `an integer from ${min} to ${max}`, value);
+  }
+  return value;
+}
+
+function duration(name: string, value: unknown, fallback: number, allowZero: boolean): number {
+  return integer(name, value, fallback, allowZero ? 0 : 1, MAX_DURATION);
+}
+
+function perClass(name: string, value: unknown, defaults: Record<PlatformClass, number>, allowZero: boolean): Record<PlatformClass, number> {
+  if (value === undefined) return { ...defaults };
+  if (typeof value === 'number') {
+    const ms = duration(name, value, 0, allowZero);
+    return { mobile: ms, desktop: ms, web: ms, miniProgram: ms };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    refuse(name, `a number of milliseconds or an object with any of ${PLATFORM_CLASSES.join(', ')}`, value);
+  }
+  refuseUnknownKeys(name, value, PLATFORM_CLASSES);
+  const given = value as Partial<Record<PlatformClass, unknown>>;
+  const resolved = { ...defaults };
+  for (const cls of PLATFORM_CLASSES) resolved[cls] = duration(`${name}.${cls}`, given[cls], defaults[cls], allowZero);
+  return resolved;
+}
+
+function optionalFunction<T>(name: string, value: unknown, signature: string): T | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'function') refuse(name, `a function ${signature}`, value);
+  return value as T;
+}
+
+/** Parses `'1mb'`, `'500kb'`, `'100b'` or a number of bytes. */
+export function parseByteSize(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value === 'number') return integer(name, value, fallback, 1);
+  if (typeof value === 'string') {
+    const match = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$/i.exec(value);
+    if (match?.[1]) {
+      const unit = (match[2] ?? 'b').toLowerCase();
+      const factor = unit === 'gb' ? 1024 ** 3 : unit === 'mb' ? 1024 ** 2 : unit === 'kb' ? 1024 : 1;
+      const bytes = Math.floor(Number(match[1]) * factor);
+      if (bytes >= 1) return bytes;
+    }
+  }
+  return refuse(name, 'a positive number of bytes or a size such as "500kb" or "1mb"', value);
+}
+
+function resolveCallback(value: unknown): ResolvedConfig['callback'] {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    refuse('callback', 'an object { url, secret?, timeout?, maxRetries?, backoff? }', value);
+  refuseUnknownKeys('callback', value, CALLBACK_NAMES);
+  const given = value as Record<string, unknown>;
+  let url: URL | undefined;
+  try {
+    url = typeof given.url === 'string' ? new URL(given.url) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) refuse('callback.url', 'an absolute http:// or https:// URL', given.url);
+  if (given.secret !== undefined && (typeof given.secret !== 'string' || given.secret === '')) refuse('callback.secret', 'a non-empty string', given.secret);
+  return Object.freeze({
+    url: url.href,
+    secret: given.secret as string | undefined,
+    timeout: duration('callback.timeout', given.timeout, 5000, false),
+    maxRetries: integer('callback.maxRetries', given.maxRetries, 8, 0, 1000),
+    backoff: duration('callback.backoff', given.backoff, 250, false),
+    maxQueue: integer('callback.maxQueue', given.maxQueue, 100_000, 1),
+  });
+}
+
+function resolveStore(value: unknown): PresenceStore {
+  if (value === undefined) return new MemoryStore();
+  const required = ['login', 'markPushOnline', 'remove', 'kick', 'setCustomStatus', 'get', 'stats'] as const;
+  if (typeof value !== 'object' || value === null) refuse('store', 'a store such as new MemoryStore() or new RedisStore({ client })', value);
+  const missing = required.filter((method) => typeof (value as Record<string, unknown>)[method] !== 'function');
+  if (missing.length > 0) {
+    throw new TypeError(`store must implement ${required.map((m) => `${m}()`).join(', ')}; the given store lacks ${missing.map((m) => `${m}()`).join(', ')}`);
+  }
+  return value as PresenceStore;
+}
+
+function resolveLogger(value: unknown): Logger {
+  if (value === undefined) return console;
+  if (typeof value !== 'object' || value === null || typeof (value as Logger).warn !== 'function' || typeof (value as Logger).error !== 'function') {
+    refuse('logger', 'an object with warn() and error() methods, such as console', value);
+  }
+  return value as Logger;
+}
+
+function resolveClock(value: unknown): Clock {
+  if (value === undefined) return systemClock;
+  const clock = value as Partial<Clock> | null;
+  if (
+    typeof clock !== 'object' ||
+    clock === null ||
+    typeof clock.now !== 'function' ||
+    typeof clock.setTimeout !== 'function' ||
+    typeof clock.clearTimeout !== 'function'
+  ) {
+    refuse('clock', 'an object with now(), setTimeout() and clearTimeout(), such as a ManualClock', value);
+  }
+  return value as Clock;
+}
+
+/** Checks every option and fills in the defaults; throws a TypeError naming the first bad option. */
+export function resolveOptions(options: PresenceOptions | undefined = {}): ResolvedConfig {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) refuse('options', 'an object', options);
+  refuseUnknownKeys('', options, OPTION_NAMES);
+  const given = options as Record<string, unknown>;
+
+  const policy = given.loginPolicy ?? 'single';
+  if (!LOGIN_POLICIES.includes(policy as LoginPolicy)) {
+    const near = typeof policy === 'string' ? didYouMean(policy, LOGIN_POLICIES) : undefined;
+    refuse('loginPolicy', `one of ${LOGIN_POLICIES.map((p) => `"${p}"`).join(', ')}`, policy, near ? `; did you mean "${near}"?` : '');
+  }
+
+  return Object.freeze({
+    loginPolicy: policy as LoginPolicy,
+    maxInstancesPerPlatform: integer('maxInstancesPerPlatform', given.maxInstancesPerPlatform, 1, 1, 1000),
+    maxWebInstances: integer('maxWebInstances', given.maxWebInstances, 1, 1, 1000),
+    heartbeatInterval: duration('heartbeatInterval', given.heartbeatInterval, 120_000, false),
+    heartbeatTimeout: Object.freeze(perClass('heartbeatTimeout', given.heartbeatTimeout, DEFAULT_HEARTBEAT_TIMEOUT, false)),
+    backgroundTimeout: Object.freeze(perClass('backgroundTimeout', given.backgroundTimeout, DEFAULT_BACKGROUND_TIMEOUT, true)),
+    pushOnlineTtl: duration('pushOnlineTtl', given.pushOnlineTtl, 604_800_000, false),
+    reconnectGrace: Object.freeze(perClass('reconnectGrace', given.reconnectGrace, NO_GRACE, true)),
+    authenticate: optionalFunction<Authenticate>('authenticate', given.authenticate, '(handshake) => ({ userId }) | null'),
+    authorize: optionalFunction<Authorize>('authorize', given.authorize, '(req) => boolean'),
+    callback: resolveCallback(given.callback),
+    maxSubscriptions: integer('maxSubscriptions', given.maxSubscriptions, 1000, 1, 1_000_000),
+    canSee: optionalFunction<CanSee>('canSee', given.canSee, '(viewerId, targetId) => boolean'),
+    store: resolveStore(given.store),
+    bodyLimit: parseByteSize('bodyLimit', given.bodyLimit, 1024 * 1024),
+    logger: resolveLogger(given.logger),
+    clock: resolveClock(given.clock),
+  });
+}

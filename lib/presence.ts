@@ -1,0 +1,90 @@
+// createPresence: one mount of express-presence, the engine plus its Express and Socket.IO adapters.
+
+import { PresenceEngine } from './engine/engine.js';
+import type { CustomStatusChange, InstanceRef, PresenceChange, PresenceStats, UserPresence } from './engine/types.js';
+import { resolveOptions, type PresenceOptions, type ResolvedConfig } from './options.js';
+import type { Namespace, Server } from 'socket.io';
+import { createPresenceRouter, type PresenceRouter, type RouterOptions } from './http/router.js';
+import { attachPresence } from './socket/attach.js';
+import { CallbackDelivery, type StateChangeCallbackBody } from './callback/delivery.js';
+
+export interface PresenceEvents {
+  change: [PresenceChange];
+  'custom-status': [CustomStatusChange];
+  /** A callback still undelivered after `maxRetries`: keep it yourself if it matters. */
+  'callback-failed': [StateChangeCallbackBody, Error];
+}
+
+/** What `createPresence` returns: mount its router, attach it to Socket.IO, query and listen. */
+export class Presence {
+  /** The resolved, readonly configuration. */
+  readonly config: ResolvedConfig;
+  /** The transport-free core; adapters talk to it. */
+  readonly engine: PresenceEngine;
+  private readonly callbacks: CallbackDelivery | undefined;
+  private readonly failureListeners = new Set<(body: StateChangeCallbackBody, error: Error) => void>();
+
+  constructor(options?: PresenceOptions) {
+    this.config = resolveOptions(options);
+    this.engine = new PresenceEngine(this.config);
+    this.callbacks = this.config.callback
+      ? new CallbackDelivery(this.engine, this.config, (body, error) => {
+          for (const listener of this.failureListeners) listener(body, error);
+        })
+      : undefined;
+  }
+
+  /** An Express router (also a plain Node middleware) serving the query, kick and stats routes; needs `authorize`. */
+  router(options?: RouterOptions): PresenceRouter {
+    return createPresenceRouter(this, options);
+  }
+
+  /** Authenticates and tracks every connection of a Socket.IO server or namespace; needs `authenticate`. */
+  attach(target: Server | Namespace): this {
+    attachPresence(this, target);
+    return this;
+  }
+
+  /** The presence of each user, in order, with each device unless `{ detail: false }`. */
+  query(userIds: readonly string[], options?: { detail?: boolean }): Promise<UserPresence[]> {
+    return this.engine.query(userIds, options);
+  }
+
+  /** Kicks every device of a user, or those matching `platform` / `instanceId`; answers who was kicked. */
+  kick(userId: string, filter?: { platform?: string; instanceId?: string }): Promise<InstanceRef[]> {
+    return this.engine.kick(userId, filter);
+  }
+
+  /** Sets (or with null clears) a user's custom status, at most 100 bytes of UTF-8. */
+  setCustomStatus(userId: string, customStatus: string | null): Promise<void> {
+    return this.engine.setCustomStatus(userId, customStatus);
+  }
+
+  /** Counts of users and devices by status and platform. */
+  stats(): Promise<PresenceStats> {
+    return this.engine.stats();
+  }
+
+  on<K extends keyof PresenceEvents>(event: K, listener: (...args: PresenceEvents[K]) => void): this {
+    if (event === 'callback-failed') this.failureListeners.add(listener as (body: StateChangeCallbackBody, error: Error) => void);
+    else this.engine.on(event as 'change', listener as never);
+    return this;
+  }
+
+  off<K extends keyof PresenceEvents>(event: K, listener: (...args: PresenceEvents[K]) => void): this {
+    if (event === 'callback-failed') this.failureListeners.delete(listener as (body: StateChangeCallbackBody, error: Error) => void);
+    else this.engine.off(event as 'change', listener as never);
+    return this;
+  }
+
+  /** Stops every timer, flushes the callback queue within its deadline, and releases the store. */
+  async close(): Promise<void> {
+    await this.callbacks?.close();
+    await this.engine.close();
+  }
+}
+
+/** Creates one presence mount; throws a TypeError naming any invalid option. */
+export function createPresence(options?: PresenceOptions): Presence {
+  return new Presence(options);
+}

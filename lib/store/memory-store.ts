@@ -1,0 +1,278 @@
+// The default store: presence in this process's memory, with PushOnline expiry and bounded caches.
+
+import { LRUCache } from 'lru-cache';
+import { systemClock, type Clock } from '../engine/clock.js';
+import { kickOldestBeyondLimit } from '../engine/policy.js';
+import { PLATFORMS, type Platform } from '../engine/platforms.js';
+import { Scheduler, type Scheduled } from '../engine/scheduler.js';
+import type { InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
+import type { KickFilter, PresenceStore, StoreChange, StoreContext, StoreKicked, StoreLoginRequest, StoreLoginResult, StoredUser } from './types.js';
+import { deriveUserStatus } from './types.js';
+
+export interface MemoryStoreOptions {
+  /** Offline users whose last-seen time and custom status are remembered (least recently used go first). Defaults to 100000. */
+  maxOfflineUsers?: number;
+  /** Revoked sessions remembered so a kicked device cannot resume (each for the PushOnline TTL). Defaults to 100000. */
+  maxRevokedSessions?: number;
+}
+
+class InstanceEntry implements Scheduled {
+  dueAt = Infinity;
+  heapIndex = -1;
+  constructor(
+    readonly userId: string,
+    readonly instanceId: string,
+    readonly platform: Platform,
+    public status: InstanceStatus,
+    public since: number,
+    readonly version: string | undefined,
+    readonly sessionId: string,
+    public order: number,
+  ) {}
+}
+
+class UserEntry implements StoredUser {
+  instances: InstanceEntry[] = [];
+  lastSeen: number | null = null;
+  customStatus: string | null = null;
+  seq = 0;
+  order = 0;
+  constructor(readonly userId: string) {}
+}
+
+function positiveInteger(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+    throw new TypeError(`MemoryStore: ${name} must be a positive integer; got ${String(value)}`);
+  }
+  return value;
+}
+
+const EMPTY_KICKS: readonly StoreKicked[] = Object.freeze([]);
+
+/** Presence in this process. Fast, zero-configuration, and forgotten on restart. */
+export class MemoryStore implements PresenceStore {
+  private readonly users = new Map<string, UserEntry>();
+  private readonly offline: LRUCache<string, UserEntry>;
+  private revoked: LRUCache<string, true>;
+  private readonly maxRevokedSessions: number;
+  private context: StoreContext | undefined;
+  private expiry: Scheduler<InstanceEntry> | undefined;
+  private ttl = 604_800_000;
+  private clock: Clock = systemClock;
+  private readonly instanceCounts = new Map<Platform, Record<InstanceStatus, number>>(PLATFORMS.map((platform) => [platform, { Online: 0, PushOnline: 0 }]));
+  private onlineUsers = 0;
+  private pushOnlineUsers = 0;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    if (typeof options !== 'object' || options === null) throw new TypeError('MemoryStore options must be an object');
+    for (const key of Object.keys(options)) {
+      if (key !== 'maxOfflineUsers' && key !== 'maxRevokedSessions') {
+        throw new TypeError(`MemoryStore: unknown option ${key} (accepted: maxOfflineUsers, maxRevokedSessions)`);
+      }
+    }
+    this.offline = new LRUCache({ max: positiveInteger('maxOfflineUsers', options.maxOfflineUsers, 100_000) });
+    this.maxRevokedSessions = positiveInteger('maxRevokedSessions', options.maxRevokedSessions, 100_000);
+    this.revoked = this.createRevokedCache();
+  }
+
+  init(context: StoreContext): void {
+    if (this.context) throw new Error('this MemoryStore is already used by another createPresence(); give each its own store');
+    this.context = context;
+    this.clock = context.clock;
+    this.ttl = context.pushOnlineTtl;
+    this.revoked = this.createRevokedCache();
+    this.expiry = new Scheduler(
+      context.clock,
+      (entry, now) => this.expire(entry, now),
+      (error) => context.logger.error('express-presence: PushOnline expiry failed', error),
+    );
+  }
+
+  private createRevokedCache(): LRUCache<string, true> {
+    const clock = this.clock;
+    return new LRUCache<string, true>({ max: this.maxRevokedSessions, ttl: this.ttl, perf: { now: () => clock.now() } });
+  }
+
+  login(request: StoreLoginRequest): StoreLoginResult {
+    const { userId, instanceId, resumeSessionId, at } = request;
+    if (resumeSessionId !== undefined && this.revoked.has(resumeSessionId)) return { outcome: 'revoked' };
+    const user = this.userFor(userId);
+    const previousUserStatus = deriveUserStatus(user.instances);
+    const existing = user.instances.find((instance) => instance.instanceId === instanceId);
+
+    if (existing && resumeSessionId !== undefined && existing.sessionId === resumeSessionId && existing.platform === request.platform) {
+      if (existing.status === 'Online') return { outcome: 'resumed', sessionId: existing.sessionId, change: null };
+      this.setStatus(existing, 'Online', at);
+      existing.order = ++user.order;
+      user.lastSeen = at;
+      return { outcome: 'resumed', sessionId: existing.sessionId, change: this.change(user, existing, 'Online', previousUserStatus, at, EMPTY_KICKS) };
+    }
+
+    // A fresh login. The same instance under another session is displaced like any device in the way.
+    const others = user.instances.filter((instance) => instance !== existing);
+    const displaced = kickOldestBeyondLimit(others, request.platform, request.limits);
+    if (existing) displaced.unshift(existing);
+    const kicked: StoreKicked[] = [];
+    for (const instance of displaced) {
+      this.detach(user, instance);
+      this.revoked.set(instance.sessionId, true);
+      kicked.push({ platform: instance.platform, instanceId: instance.instanceId, sessionId: instance.sessionId });
+    }
+    const entry = new InstanceEntry(userId, instanceId, request.platform, 'Online', at, request.version, request.newSessionId, ++user.order);
+    user.instances.push(entry);
+    this.count(entry.platform, 'Online', 1);
+    user.lastSeen = at;
+    const change = this.change(user, entry, 'Online', previousUserStatus, at, kicked);
+    return { outcome: 'created', sessionId: entry.sessionId, change };
+  }
+
+  markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): StoreChange | null {
+    const user = this.users.get(userId);
+    const entry = user?.instances.find((instance) => instance.instanceId === instanceId && instance.sessionId === sessionId);
+    if (!user || !entry || entry.status !== 'Online') return null;
+    const previousUserStatus = deriveUserStatus(user.instances);
+    this.noteLastSeen(user, lastSeen);
+    this.setStatus(entry, 'PushOnline', at);
+    return this.change(user, entry, 'PushOnline', previousUserStatus, at, EMPTY_KICKS);
+  }
+
+  remove(userId: string, instanceId: string, sessionId: string | undefined, at: number, options: { revoke: boolean; lastSeen: number }): StoreChange | null {
+    const user = this.users.get(userId);
+    const entry = user?.instances.find((instance) => instance.instanceId === instanceId && (sessionId === undefined || instance.sessionId === sessionId));
+    if (!user || !entry) return null;
+    return this.removeEntry(user, entry, at, options.revoke, options.lastSeen);
+  }
+
+  kick(userId: string, filter: KickFilter, at: number): StoreChange[] {
+    const user = this.users.get(userId);
+    if (!user) return [];
+    const targets = user.instances.filter(
+      (instance) =>
+        (filter.platform === undefined || instance.platform === filter.platform) &&
+        (filter.instanceId === undefined || instance.instanceId === filter.instanceId),
+    );
+    return targets.map((entry) => this.removeEntry(user, entry, at, true, at));
+  }
+
+  setCustomStatus(userId: string, customStatus: string | null, _at: number): UserStatus {
+    let user = this.users.get(userId) ?? this.offline.get(userId);
+    if (!user) {
+      user = new UserEntry(userId);
+      this.offline.set(userId, user);
+    }
+    user.customStatus = customStatus;
+    return deriveUserStatus(user.instances);
+  }
+
+  get(userIds: readonly string[]): (StoredUser | undefined)[] {
+    const found: (StoredUser | undefined)[] = new Array(userIds.length);
+    for (let i = 0; i < userIds.length; i++) {
+      const userId = userIds[i] as string;
+      found[i] = this.users.get(userId) ?? this.offline.peek(userId);
+    }
+    return found;
+  }
+
+  stats(): PresenceStats {
+    const platforms = {} as Record<Platform, Record<InstanceStatus, number>>;
+    const instances = { Online: 0, PushOnline: 0 };
+    for (const [platform, counts] of this.instanceCounts) {
+      platforms[platform] = { ...counts };
+      instances.Online += counts.Online;
+      instances.PushOnline += counts.PushOnline;
+    }
+    return { users: { Online: this.onlineUsers, PushOnline: this.pushOnlineUsers, Offline: this.offline.size }, instances, platforms };
+  }
+
+  close(): void {
+    this.expiry?.close();
+  }
+
+  /** The live entry for a user, brought back from the offline cache or made new. */
+  private userFor(userId: string): UserEntry {
+    let user = this.users.get(userId);
+    if (user) return user;
+    user = this.offline.get(userId) ?? new UserEntry(userId);
+    this.offline.delete(userId);
+    this.users.set(userId, user);
+    return user;
+  }
+
+  private removeEntry(user: UserEntry, entry: InstanceEntry, at: number, revoke: boolean, lastSeen: number): StoreChange {
+    const previousUserStatus = deriveUserStatus(user.instances);
+    if (entry.status === 'Online') this.noteLastSeen(user, lastSeen);
+    this.detach(user, entry);
+    if (revoke) this.revoked.set(entry.sessionId, true);
+    return this.change(user, entry, 'Offline', previousUserStatus, at, EMPTY_KICKS);
+  }
+
+  private detach(user: UserEntry, entry: InstanceEntry): void {
+    const index = user.instances.indexOf(entry);
+    if (index >= 0) user.instances.splice(index, 1);
+    this.count(entry.platform, entry.status, -1);
+    this.expiry?.cancel(entry);
+  }
+
+  private setStatus(entry: InstanceEntry, status: InstanceStatus, at: number): void {
+    this.count(entry.platform, entry.status, -1);
+    this.count(entry.platform, status, 1);
+    entry.status = status;
+    entry.since = at;
+    if (status === 'PushOnline') this.expiry?.schedule(entry, at + this.ttl);
+    else this.expiry?.cancel(entry);
+  }
+
+  private noteLastSeen(user: UserEntry, lastSeen: number): void {
+    if (user.lastSeen === null || lastSeen > user.lastSeen) user.lastSeen = lastSeen;
+  }
+
+  private count(platform: Platform, status: InstanceStatus, delta: number): void {
+    (this.instanceCounts.get(platform) as Record<InstanceStatus, number>)[status] += delta;
+  }
+
+  /** Records the change: bumps the user's sequence, keeps user counts, files Offline users in the LRU cache. */
+  private change(
+    user: UserEntry,
+    entry: InstanceEntry,
+    instanceStatus: UserStatus,
+    previousUserStatus: UserStatus,
+    at: number,
+    kicked: readonly StoreKicked[],
+  ): StoreChange {
+    const userStatus = deriveUserStatus(user.instances);
+    this.countUser(previousUserStatus, -1);
+    this.countUser(userStatus, 1);
+    if (userStatus === 'Offline') {
+      this.users.delete(user.userId);
+      this.offline.set(user.userId, user);
+    }
+    return {
+      userId: user.userId,
+      instanceId: entry.instanceId,
+      platform: entry.platform,
+      sessionId: entry.sessionId,
+      instanceStatus,
+      userStatus,
+      previousUserStatus,
+      seq: ++user.seq,
+      at,
+      kicked,
+      version: entry.version,
+      lastSeen: user.lastSeen,
+      customStatus: user.customStatus,
+    };
+  }
+
+  private countUser(status: UserStatus, delta: number): void {
+    if (status === 'Online') this.onlineUsers += delta;
+    else if (status === 'PushOnline') this.pushOnlineUsers += delta;
+  }
+
+  private expire(entry: InstanceEntry, now: number): void {
+    const user = this.users.get(entry.userId);
+    if (!user || entry.status !== 'PushOnline' || !user.instances.includes(entry)) return;
+    if (entry.dueAt > now) return;
+    this.context?.expired(this.removeEntry(user, entry, now, false, now));
+  }
+}

@@ -1,0 +1,135 @@
+// The store interface: where presence lives (memory by default, Redis for many processes).
+
+import type { Clock } from '../engine/clock.js';
+import type { PolicyLimits } from '../engine/policy.js';
+import type { Platform } from '../engine/platforms.js';
+import type { InstanceRef, InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
+import type { Logger } from '../options.js';
+
+export type MaybePromise<T> = T | Promise<T>;
+
+/** One logged-in device as the store keeps it. */
+export interface StoredInstance {
+  readonly instanceId: string;
+  readonly platform: Platform;
+  readonly status: InstanceStatus;
+  /** When it entered its current status (ms). */
+  readonly since: number;
+  readonly version: string | undefined;
+  readonly sessionId: string;
+  /** Grows with each login or resume of the user: the policy kicks the lowest first. */
+  readonly order: number;
+}
+
+export interface StoredUser {
+  readonly userId: string;
+  readonly instances: readonly StoredInstance[];
+  /** When the user was last Online (ms), or null. */
+  readonly lastSeen: number | null;
+  readonly customStatus: string | null;
+}
+
+/** A device a login displaced, with the session that is now revoked. */
+export interface StoreKicked extends InstanceRef {
+  readonly sessionId: string;
+}
+
+/** What one store operation changed for one device; the engine adds action and reason. */
+export interface StoreChange {
+  readonly userId: string;
+  readonly instanceId: string;
+  readonly platform: Platform;
+  readonly sessionId: string;
+  /** The device's status after the change; `Offline` when it is gone. */
+  readonly instanceStatus: UserStatus;
+  readonly userStatus: UserStatus;
+  readonly previousUserStatus: UserStatus;
+  readonly seq: number;
+  readonly at: number;
+  readonly kicked: readonly StoreKicked[];
+  readonly version: string | undefined;
+  /** The user's last-seen time and custom status after the change. */
+  readonly lastSeen: number | null;
+  readonly customStatus: string | null;
+}
+
+export interface StoreLoginRequest {
+  readonly userId: string;
+  readonly platform: Platform;
+  readonly instanceId: string;
+  /** The session the client asks to resume, if any. */
+  readonly resumeSessionId: string | undefined;
+  /** The session to create if this is a fresh login. */
+  readonly newSessionId: string;
+  readonly version: string | undefined;
+  readonly at: number;
+  readonly limits: PolicyLimits;
+}
+
+export type StoreLoginResult =
+  /** The session was revoked by a logout or kick: refuse the connection. */
+  | { readonly outcome: 'revoked' }
+  /** The instance was still logged in with that session; `change` is null if it was already Online. */
+  | { readonly outcome: 'resumed'; readonly sessionId: string; readonly change: StoreChange | null }
+  | { readonly outcome: 'created'; readonly sessionId: string; readonly change: StoreChange };
+
+/** What `createPresence` hands its store before first use. */
+export interface StoreContext {
+  readonly clock: Clock;
+  readonly pushOnlineTtl: number;
+  readonly logger: Logger;
+  /** Report a PushOnline device that reached its TTL and is gone (exactly once in the whole cluster). */
+  readonly expired: (change: StoreChange) => void;
+}
+
+export interface KickFilter {
+  readonly platform?: Platform | undefined;
+  readonly instanceId?: string | undefined;
+}
+
+/**
+ * Where presence lives. Every method may answer a value or a promise. Each method is one atomic
+ * step: `login` decides the policy's kicks and applies them together, so two racing logins (even
+ * on two processes) never leave more devices than the policy allows.
+ */
+export interface PresenceStore {
+  /** Called once by createPresence. */
+  init?(context: StoreContext): void;
+  login(request: StoreLoginRequest): MaybePromise<StoreLoginResult>;
+  /** A mobile device lost its connection: Online → PushOnline, if it still holds `sessionId`. */
+  markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): MaybePromise<StoreChange | null>;
+  /**
+   * The device is gone (logout, closed, timed out), if it still holds `sessionId` (any session if
+   * undefined). `revoke` refuses later resumes of the session. `lastSeen` is when it was last heard.
+   */
+  remove(
+    userId: string,
+    instanceId: string,
+    sessionId: string | undefined,
+    at: number,
+    options: { readonly revoke: boolean; readonly lastSeen: number },
+  ): MaybePromise<StoreChange | null>;
+  /** Admin kick: removes and revokes the user's devices matching `filter` (all without one). */
+  kick(userId: string, filter: KickFilter, at: number): MaybePromise<StoreChange[]>;
+  /** Sets (or with null clears) the user's custom status; answers the user's status. */
+  setCustomStatus(userId: string, customStatus: string | null, at: number): MaybePromise<UserStatus>;
+  /** The users asked for, in order; undefined for users never seen (or forgotten). */
+  get(userIds: readonly string[]): MaybePromise<readonly (StoredUser | undefined)[]>;
+  stats(): MaybePromise<PresenceStats>;
+  /** Stops timers and releases resources. */
+  close?(): MaybePromise<void>;
+}
+
+/** The user's status derived from their devices. */
+export function deriveUserStatus(instances: readonly { readonly status: InstanceStatus }[]): UserStatus {
+  let status: UserStatus = 'Offline';
+  for (const instance of instances) {
+    if (instance.status === 'Online') return 'Online';
+    status = 'PushOnline';
+  }
+  return status;
+}
+
+export function isPromiseLike<T>(value: MaybePromise<T>): value is Promise<T> {
+  return typeof (value as Promise<T> | null)?.then === 'function';
+}
