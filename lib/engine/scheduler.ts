@@ -11,9 +11,9 @@ export interface Scheduled {
 /** Node's timers take at most 2^31-1 ms; longer deadlines re-arm on the way. */
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
 /** Items handled before the scheduler checks how long it has been running. */
-const SLICE_CHECK_EVERY = 256;
+const SLICE_CHECK_EVERY = 32;
 /** Longest stretch of due items handled before yielding to the event loop. */
-const SLICE_BUDGET_MS = 8;
+const SLICE_BUDGET_MS = 5;
 
 /**
  * Keeps items ordered by `dueAt` and calls `onDue(item, now)` when each falls due, after taking it

@@ -120,7 +120,8 @@ export class MemoryStore implements PresenceStore {
       kicked.push({ platform: instance.platform, instanceId: instance.instanceId, sessionId: instance.sessionId });
     }
     const entry = new InstanceEntry(userId, instanceId, request.platform, 'Online', at, request.version, request.newSessionId, ++user.order);
-    user.instances.push(entry);
+    // concat() allocates exactly the size needed; push() and spread reserve room for ~16 more devices per user.
+    user.instances = user.instances.concat(entry);
     this.count(entry.platform, 'Online', 1);
     user.lastSeen = at;
     const change = this.change(user, entry, 'Online', previousUserStatus, at, kicked);

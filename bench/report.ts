@@ -1,0 +1,37 @@
+// Prints benchmark figures as a table, with each figure's baseline and ratio, and emits them as JSON for bench/run.ts.
+
+export interface Figure {
+  name: string;
+  value: number;
+  unit: string;
+  higherIsBetter: boolean;
+  baseline?: number;
+  baselineName?: string;
+  target?: string | undefined;
+  note?: string;
+}
+
+function format(value: number, unit: string): string {
+  const digits = value >= 100 ? 0 : value >= 10 ? 1 : 2;
+  return `${value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: 0 })} ${unit}`;
+}
+
+/** Prints the figures; when BENCH_JSON is set, also writes them to that file for the suite runner. */
+export function report(suite: string, figures: readonly Figure[]): void {
+  console.log(
+    `\n${suite} — node ${process.version}, ${(globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? '?'} cores`,
+  );
+  for (const figure of figures) {
+    let line = `  ${figure.name}: ${format(figure.value, figure.unit)}`;
+    if (figure.baseline !== undefined) {
+      line += ` | baseline (${figure.baselineName ?? 'bare'}): ${format(figure.baseline, figure.unit)} | ratio ${(figure.value / figure.baseline).toFixed(2)}`;
+    }
+    if (figure.target) line += ` | target ${figure.target}`;
+    if (figure.note) line += ` (${figure.note})`;
+    console.log(line);
+  }
+  const file = process.env.BENCH_JSON;
+  if (file) {
+    void import('node:fs').then(({ writeFileSync }) => writeFileSync(file, JSON.stringify({ suite, figures }, null, 2)));
+  }
+}
