@@ -171,6 +171,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   private readonly local = new Map<string, LocalInstance>();
   private readonly scheduler: Scheduler<LocalInstance>;
   private closed = false;
+  /** Names this process to the store, so a device's late close here cannot undo its login elsewhere. */
+  readonly owner = newId();
 
   constructor(readonly config: ResolvedConfig) {
     super();
@@ -183,7 +185,11 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       clock: config.clock,
       pushOnlineTtl: config.pushOnlineTtl,
       logger: config.logger,
+      owner: this.owner,
       expired: (change) => this.emitChange(change, 'Logout', 'Expired', undefined),
+      changed: (change, action, reason) => this.emitChange(change, action, reason, undefined),
+      ended: (sessionId, notice) => this.endLocal(sessionId, notice),
+      liveInstances: () => this.local.values(),
     });
   }
 
@@ -227,6 +233,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       version,
       at,
       limits: this.config,
+      owner: this.owner,
     });
     if (result.outcome === 'revoked') throw new PresenceError('SESSION_REVOKED', 'this session was ended by a logout or a kick; log in again without it');
     this.assertOpen();
@@ -450,8 +457,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const now = this.config.clock.now();
     const store = this.config.store;
     const result = hasPushOnline(instance.platform)
-      ? store.markPushOnline(instance.userId, instance.instanceId, instance.sessionId, now, lastSeen)
-      : store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: false, lastSeen });
+      ? store.markPushOnline(instance.userId, instance.instanceId, instance.sessionId, now, lastSeen, this.owner)
+      : store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: false, lastSeen, owner: this.owner });
     const emit = (change: StoreChange | null): void => {
       if (change) this.emitChange(change, 'Disconnect', reason, instance.clientIp);
     };

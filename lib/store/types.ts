@@ -3,7 +3,7 @@
 import type { Clock } from '../engine/clock.js';
 import type { PolicyLimits } from '../engine/policy.js';
 import type { Platform } from '../engine/platforms.js';
-import type { InstanceRef, InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
+import type { ChangeAction, ChangeReason, EndNotice, InstanceRef, InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
 import type { Logger } from '../options.js';
 
 export type MaybePromise<T> = T | Promise<T>;
@@ -64,6 +64,8 @@ export interface StoreLoginRequest {
   readonly version: string | undefined;
   readonly at: number;
   readonly limits: PolicyLimits;
+  /** The owner token of the process taking the connection (see StoreContext.owner). */
+  readonly owner?: string | undefined;
 }
 
 export type StoreLoginResult =
@@ -73,13 +75,30 @@ export type StoreLoginResult =
   | { readonly outcome: 'resumed'; readonly sessionId: string; readonly change: StoreChange | null }
   | { readonly outcome: 'created'; readonly sessionId: string; readonly change: StoreChange };
 
+/** A device with a live connection to this process, as the engine reports it to its store. */
+export interface LiveInstance {
+  readonly userId: string;
+  readonly instanceId: string;
+  readonly platform: Platform;
+  readonly sessionId: string;
+  readonly version: string | undefined;
+}
+
 /** What `createPresence` hands its store before first use. */
 export interface StoreContext {
   readonly clock: Clock;
   readonly pushOnlineTtl: number;
   readonly logger: Logger;
+  /** This process's owner token: the engine passes it with every login and transport end. */
+  readonly owner: string;
   /** Report a PushOnline device that reached its TTL and is gone (exactly once in the whole cluster). */
   readonly expired: (change: StoreChange) => void;
+  /** Report a change the store made by itself (e.g. closing the devices of a dead process), exactly once in the cluster. */
+  readonly changed: (change: StoreChange, action: ChangeAction, reason: ChangeReason) => void;
+  /** Tell this process that a session was ended elsewhere (a kick on another process), so its connections are told. */
+  readonly ended: (sessionId: string, notice: EndNotice) => void;
+  /** The devices connected to this process right now, for a store re-asserting them after an outage. */
+  readonly liveInstances: () => Iterable<LiveInstance>;
 }
 
 export interface KickFilter {
@@ -96,8 +115,12 @@ export interface PresenceStore {
   /** Called once by createPresence. */
   init?(context: StoreContext): void;
   login(request: StoreLoginRequest): MaybePromise<StoreLoginResult>;
-  /** A mobile device lost its connection: Online → PushOnline, if it still holds `sessionId`. */
-  markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): MaybePromise<StoreChange | null>;
+  /**
+   * A mobile device lost its connection: Online → PushOnline, if it still holds `sessionId` (and,
+   * when `owner` is given, is still owned by that process: a device that moved to another process
+   * is not touched by its old process's late close).
+   */
+  markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number, owner?: string): MaybePromise<StoreChange | null>;
   /**
    * The device is gone (logout, closed, timed out), if it still holds `sessionId` (any session if
    * undefined). `revoke` refuses later resumes of the session. `lastSeen` is when it was last heard.
@@ -107,7 +130,7 @@ export interface PresenceStore {
     instanceId: string,
     sessionId: string | undefined,
     at: number,
-    options: { readonly revoke: boolean; readonly lastSeen: number },
+    options: { readonly revoke: boolean; readonly lastSeen: number; readonly owner?: string | undefined },
   ): MaybePromise<StoreChange | null>;
   /** Admin kick: removes and revokes the user's devices matching `filter` (all without one). */
   kick(userId: string, filter: KickFilter, at: number): MaybePromise<StoreChange[]>;
