@@ -1,0 +1,411 @@
+// RedisStore: presence shared by many processes through Redis, with atomic scripts, leases and pub/sub.
+
+import { createHash } from 'node:crypto';
+import createDebug from 'debug';
+import type { Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
+import type { Clock, TimerHandle } from '../engine/clock.js';
+import { PLATFORMS, type Platform } from '../engine/platforms.js';
+import type { EndNotice, InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
+import type {
+  KickFilter,
+  PresenceStore,
+  StoreChange,
+  StoreContext,
+  StoreKicked,
+  StoreLoginRequest,
+  StoreLoginResult,
+  StoredInstance,
+  StoredUser,
+} from '../store/types.js';
+import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REMOVE, SET_CUSTOM_STATUS } from './scripts.js';
+
+const debug = createDebug('express-presence:redis');
+
+export interface RedisStoreOptions {
+  /** An ioredis client (`new Redis(url)`); the store also makes one duplicate of it for pub/sub. Required. */
+  client: Redis;
+  /** Prefix of every key and channel. Defaults to `'presence:'`. */
+  prefix?: string;
+  /** How long a process's lease lasts without renewal (renewed every third of it); a dead process's devices are closed within about this plus `sweepInterval`. Defaults to 10000. */
+  leaseTtl?: number;
+  /** How often each process looks for due PushOnline expiries and dead processes. Defaults to 1000. */
+  sweepInterval?: number;
+  /** How long an Offline user's last-seen time and custom status are kept. Defaults to 30 days. */
+  offlineTtl?: number;
+}
+
+type ScriptName = 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'expireDue' | 'reap';
+
+const SOURCES: Record<ScriptName, string> = {
+  login: LOGIN,
+  linkLost: LINK_LOST,
+  remove: REMOVE,
+  kick: KICK,
+  setCustomStatus: SET_CUSTOM_STATUS,
+  expireDue: EXPIRE_DUE,
+  reap: REAP,
+};
+
+/** What the scripts encode: cjson writes empty arrays as {} and nil as false. */
+interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customStatus'> {
+  kicked: StoreKicked[] | Record<string, never>;
+  lastSeen: number | false;
+  customStatus: string | false;
+}
+
+function toChange(raw: RawChange): StoreChange {
+  return {
+    ...raw,
+    kicked: Array.isArray(raw.kicked) ? raw.kicked : [],
+    version: raw.version === '' ? undefined : raw.version,
+    lastSeen: raw.lastSeen === false ? null : raw.lastSeen,
+    customStatus: raw.customStatus === false ? null : raw.customStatus,
+  };
+}
+
+function toChanges(raw: unknown): StoreChange[] {
+  const list = JSON.parse(raw as string) as RawChange[] | Record<string, never>;
+  return Array.isArray(list) ? list.map(toChange) : [];
+}
+
+function positiveInteger(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1)
+    throw new TypeError(`RedisStore: ${name} must be a positive integer of milliseconds; got ${String(value)}`);
+  return value;
+}
+
+/** Parses one user's hash (HGETALL) into the shape every store answers. */
+function parseUser(userId: string, hash: Record<string, string>): StoredUser | undefined {
+  const instances: StoredInstance[] = [];
+  let lastSeen: number | null = null;
+  let customStatus: string | null = null;
+  let any = false;
+  for (const field in hash) {
+    any = true;
+    const value = hash[field] as string;
+    if (field.charCodeAt(0) === 105 /* i */ && field.charCodeAt(1) === 58 /* : */) {
+      const parts = value.split('|');
+      instances.push({
+        instanceId: field.slice(2),
+        platform: parts[0] as Platform,
+        status: parts[1] as InstanceStatus,
+        since: Number(parts[2]),
+        order: Number(parts[3]),
+        sessionId: parts[4] as string,
+        version: parts.length > 7 ? parts.slice(6).join('|') : parts[6] || undefined,
+      });
+    } else if (field === 'ls') {
+      lastSeen = Number(value);
+    } else if (field === 'cs') {
+      customStatus = value;
+    }
+  }
+  return any ? { userId, instances, lastSeen, customStatus } : undefined;
+}
+
+/**
+ * Presence in Redis, so that every process behind a load balancer shares it: queries answer for
+ * all users, the login policy is decided atomically in a script, kicks reach sockets on every
+ * process, and the devices of a process that died are closed once its lease runs out.
+ */
+export class RedisStore implements PresenceStore {
+  readonly prefix: string;
+  private readonly client: Redis;
+  private subscriber: Redis | undefined;
+  private readonly leaseTtl: number;
+  private readonly sweepInterval: number;
+  private readonly offlineTtl: number;
+  private readonly shas = new Map<ScriptName, string>();
+  private context: StoreContext | undefined;
+  private readonly timers = new Set<TimerHandle>();
+  private closed = false;
+  private down = false;
+  /** Transport ends that could not reach Redis, replayed in order once it is back. */
+  private pending: (() => Promise<unknown>)[] = [];
+  /** The policy of the last login, for devices re-asserted after an outage. */
+  private limits: StoreLoginRequest['limits'] = { loginPolicy: 'single', maxInstancesPerPlatform: 1, maxWebInstances: 1 };
+  /** The last answer read for each user, for queries while Redis is away. */
+  private readonly lastKnown = new LRUCache<string, StoredUser>({ max: 100_000 });
+
+  constructor(options: RedisStoreOptions) {
+    if (typeof options !== 'object' || options === null) throw new TypeError('RedisStore options must be an object { client, prefix? }');
+    const known = ['client', 'prefix', 'leaseTtl', 'sweepInterval', 'offlineTtl'];
+    for (const key of Object.keys(options)) if (!known.includes(key)) throw new TypeError(`RedisStore: unknown option ${key} (accepted: ${known.join(', ')})`);
+    const client = options.client as Partial<Redis> | undefined;
+    if (!client || typeof client.evalsha !== 'function' || typeof client.pipeline !== 'function' || typeof client.duplicate !== 'function') {
+      throw new TypeError('RedisStore: client must be an ioredis client, such as new Redis(process.env.REDIS_URL)');
+    }
+    if (options.prefix !== undefined && (typeof options.prefix !== 'string' || options.prefix.length > 100))
+      throw new TypeError('RedisStore: prefix must be a string of at most 100 characters');
+    this.client = options.client;
+    this.prefix = options.prefix ?? 'presence:';
+    this.leaseTtl = positiveInteger('leaseTtl', options.leaseTtl, 10_000);
+    this.sweepInterval = positiveInteger('sweepInterval', options.sweepInterval, 1000);
+    this.offlineTtl = positiveInteger('offlineTtl', options.offlineTtl, 30 * 24 * 3600 * 1000);
+    for (const [name, source] of Object.entries(SOURCES)) this.shas.set(name as ScriptName, createHash('sha1').update(source).digest('hex'));
+  }
+
+  init(context: StoreContext): void {
+    if (this.context) throw new Error('this RedisStore is already used by another createPresence(); give each its own store');
+    this.context = context;
+    this.client.on('error', this.onError);
+    this.client.on('ready', this.onReady);
+    this.subscriber = this.client.duplicate();
+    this.subscriber.on('error', () => {}); // reported once through the main client's episode
+    this.subscriber.on('message', (_channel: string, message: string) => this.onEnded(message));
+    this.subscriber.subscribe(`${this.prefix}ended`).catch((error: unknown) => this.report(error));
+    void this.renewLease();
+    this.every(Math.max(100, Math.floor(this.leaseTtl / 3)), () => this.renewLease());
+    this.every(this.sweepInterval, () => this.sweep());
+  }
+
+  login(request: StoreLoginRequest): Promise<StoreLoginResult> {
+    if (this.client.status !== 'ready') return Promise.reject(new Error('express-presence: Redis is not reachable; try again shortly'));
+    this.limits = request.limits;
+    return this.loginScript(request, false);
+  }
+
+  /** `reassert`: a device re-asserted after an outage yields (is revoked) rather than kick a login made meanwhile. */
+  private async loginScript(request: StoreLoginRequest, reassert: boolean): Promise<StoreLoginResult> {
+    const raw = await this.run('login', [
+      request.userId,
+      request.platform,
+      request.instanceId,
+      request.resumeSessionId ?? '',
+      request.newSessionId,
+      request.version ?? '',
+      request.limits.loginPolicy,
+      request.limits.maxInstancesPerPlatform,
+      request.limits.maxWebInstances,
+      request.owner ?? this.owner,
+      reassert ? '1' : '0',
+    ]);
+    const result = JSON.parse(raw as string) as { outcome: 'revoked' | 'resumed' | 'created'; sessionId: string; change?: RawChange };
+    if (result.outcome === 'revoked') return { outcome: 'revoked' };
+    const change = result.change ? toChange(result.change) : null;
+    if (result.outcome === 'created') return { outcome: 'created', sessionId: result.sessionId, change: change as StoreChange };
+    return { outcome: 'resumed', sessionId: result.sessionId, change };
+  }
+
+  markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number, owner?: string): Promise<StoreChange | null> {
+    return this.durable(async () => this.single(await this.run('linkLost', [userId, instanceId, sessionId, lastSeen, owner ?? ''], at)));
+  }
+
+  remove(
+    userId: string,
+    instanceId: string,
+    sessionId: string | undefined,
+    at: number,
+    options: { revoke: boolean; lastSeen: number; owner?: string | undefined },
+  ): Promise<StoreChange | null> {
+    return this.durable(async () =>
+      this.single(await this.run('remove', [userId, instanceId, sessionId ?? '', options.lastSeen, options.revoke ? '1' : '0', options.owner ?? ''], at)),
+    );
+  }
+
+  async kick(userId: string, filter: KickFilter, at: number): Promise<StoreChange[]> {
+    return toChanges(await this.run('kick', [userId, filter.platform ?? '', filter.instanceId ?? ''], at));
+  }
+
+  async setCustomStatus(userId: string, customStatus: string | null, at: number): Promise<UserStatus> {
+    return (await this.run('setCustomStatus', [userId, customStatus ?? '', customStatus === null ? '1' : '0'], at)) as UserStatus;
+  }
+
+  async get(userIds: readonly string[]): Promise<(StoredUser | undefined)[]> {
+    if (this.client.status !== 'ready') return userIds.map((userId) => this.lastKnown.get(userId));
+    const pipeline = this.client.pipeline();
+    for (const userId of userIds) pipeline.hgetall(`${this.prefix}u:${userId}`);
+    const replies = (await pipeline.exec()) ?? [];
+    const users: (StoredUser | undefined)[] = new Array(userIds.length);
+    for (let i = 0; i < userIds.length; i++) {
+      const [error, hash] = replies[i] ?? [new Error('no reply'), undefined];
+      const userId = userIds[i] as string;
+      if (error) {
+        users[i] = this.lastKnown.get(userId);
+        continue;
+      }
+      const user = parseUser(userId, hash as Record<string, string>);
+      users[i] = user;
+      if (user) this.lastKnown.set(userId, user);
+      else this.lastKnown.delete(userId);
+    }
+    return users;
+  }
+
+  async stats(): Promise<PresenceStats> {
+    const hash = await this.client.hgetall(`${this.prefix}stats`);
+    const read = (field: string) => Number(hash[field] ?? 0);
+    const platforms = {} as Record<Platform, Record<InstanceStatus, number>>;
+    const instances = { Online: 0, PushOnline: 0 };
+    for (const platform of PLATFORMS) {
+      platforms[platform] = { Online: read(`i:${platform}:Online`), PushOnline: read(`i:${platform}:PushOnline`) };
+      instances.Online += platforms[platform].Online;
+      instances.PushOnline += platforms[platform].PushOnline;
+    }
+    // Offline users are kept with an expiry, not counted.
+    return { users: { Online: read('u:Online'), PushOnline: read('u:PushOnline'), Offline: 0 }, instances, platforms };
+  }
+
+  /** Stops timers and gives up the lease, so another process closes this one's remaining devices at its next sweep. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const timer of this.timers) this.context?.clock.clearTimeout(timer);
+    this.timers.clear();
+    this.client.off('error', this.onError);
+    this.client.off('ready', this.onReady);
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    if (subscriber) subscriber.disconnect();
+    if (this.client.status === 'ready') {
+      await this.client.del(`${this.prefix}lease:${this.owner}`).catch(() => undefined);
+    }
+  }
+
+  private get owner(): string {
+    if (!this.context) throw new Error('RedisStore used before createPresence() initialised it');
+    return this.context.owner;
+  }
+
+  /** Runs a script by its SHA, loading it once when Redis does not know it. */
+  private async run(name: ScriptName, args: (string | number)[], at?: number): Promise<unknown> {
+    const context = this.context;
+    if (!context) throw new Error('RedisStore used before createPresence() initialised it');
+    const argv = [this.prefix, at ?? context.clock.now(), context.pushOnlineTtl, this.offlineTtl, ...args];
+    try {
+      return await this.client.evalsha(this.shas.get(name) as string, 0, ...argv);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.includes('NOSCRIPT')) throw error;
+      return this.client.eval(SOURCES[name], 0, ...argv);
+    }
+  }
+
+  private single(raw: unknown): StoreChange | null {
+    return raw === null || raw === undefined || raw === false ? null : toChange(JSON.parse(raw as string) as RawChange);
+  }
+
+  /** A transport end must not be lost: when Redis cannot take it now, it is replayed once Redis is back. */
+  private durable(operation: () => Promise<StoreChange | null>): Promise<StoreChange | null> {
+    if (this.client.status !== 'ready' || this.pending.length > 0) {
+      return new Promise((resolve, reject) => {
+        this.pending.push(() => operation().then(resolve, reject));
+      });
+    }
+    return operation().catch((error: unknown) => {
+      this.report(error);
+      return new Promise<StoreChange | null>((resolve, reject) => {
+        this.pending.push(() => operation().then(resolve, reject));
+      });
+    });
+  }
+
+  private readonly onError = (error: unknown): void => this.report(error);
+
+  /** Logs the first error of an outage; the rest of the episode is quiet. */
+  private report(error: unknown): void {
+    if (this.down || this.closed) return;
+    this.down = true;
+    this.context?.logger.error('express-presence: Redis is unreachable; presence keeps local connections and will reconcile when it is back', error);
+  }
+
+  private readonly onReady = (): void => {
+    if (this.closed) return;
+    const wasDown = this.down;
+    this.down = false;
+    if (wasDown) this.context?.logger.warn('express-presence: Redis is back; reconciling');
+    void this.reconcile();
+  };
+
+  /** After an outage: renew the lease, replay lost transport ends in order, and re-assert every live device. */
+  private async reconcile(): Promise<void> {
+    const context = this.context;
+    if (!context) return;
+    await this.renewLease();
+    while (this.pending.length > 0 && this.client.status === 'ready') {
+      const operation = this.pending.shift() as () => Promise<unknown>;
+      await operation().catch((error: unknown) => this.report(error));
+    }
+    for (const live of [...context.liveInstances()]) {
+      try {
+        const result = await this.loginScript(
+          {
+            userId: live.userId,
+            platform: live.platform,
+            instanceId: live.instanceId,
+            resumeSessionId: live.sessionId,
+            newSessionId: live.sessionId,
+            version: live.version,
+            at: context.clock.now(),
+            limits: this.limits,
+            owner: context.owner,
+          },
+          true,
+        );
+        if (result.outcome === 'revoked') context.ended(live.sessionId, { reason: 'AdminKick' });
+        else if (result.change) context.changed(result.change, 'Login', 'Register');
+      } catch (error) {
+        this.report(error);
+        return;
+      }
+    }
+  }
+
+  private async renewLease(): Promise<void> {
+    if (this.closed || this.client.status !== 'ready') return;
+    try {
+      await this.client.multi().set(`${this.prefix}lease:${this.owner}`, '1', 'PX', this.leaseTtl).sadd(`${this.prefix}procs`, this.owner).exec();
+    } catch (error) {
+      this.report(error);
+    }
+  }
+
+  /** Takes due PushOnline expiries and closes the devices of processes whose lease is gone. */
+  private async sweep(): Promise<void> {
+    const context = this.context;
+    if (!context || this.closed || this.client.status !== 'ready') return;
+    try {
+      for (;;) {
+        const expired = toChanges(await this.run('expireDue', [500]));
+        for (const change of expired) context.expired(change);
+        if (expired.length < 500) break;
+      }
+      const owners = await this.client.smembers(`${this.prefix}procs`);
+      for (const owner of owners) {
+        if (owner === context.owner) continue;
+        if ((await this.client.exists(`${this.prefix}lease:${owner}`)) === 1) continue;
+        const changes = toChanges(await this.run('reap', [owner]));
+        debug('reaped %d devices of dead process %s', changes.length, owner);
+        for (const change of changes) context.changed(change, 'Disconnect', 'LinkClose');
+      }
+    } catch (error) {
+      this.report(error);
+    }
+  }
+
+  private onEnded(message: string): void {
+    try {
+      const { sid, reason, by } = JSON.parse(message) as { sid: string; reason: EndNotice['reason']; by?: EndNotice['by'] };
+      this.context?.ended(sid, by ? { reason, by } : { reason });
+    } catch (error) {
+      this.context?.logger.warn('express-presence: ignored a malformed message on the ended channel', error);
+    }
+  }
+
+  private every(ms: number, task: () => Promise<void>): void {
+    const clock = this.context?.clock as Clock;
+    let handle: TimerHandle;
+    const tick = () => {
+      this.timers.delete(handle);
+      if (this.closed) return;
+      void task().finally(() => {
+        if (this.closed) return;
+        handle = clock.setTimeout(tick, ms);
+        this.timers.add(handle);
+      });
+    };
+    handle = clock.setTimeout(tick, ms);
+    this.timers.add(handle);
+  }
+}

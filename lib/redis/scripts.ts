@@ -1,0 +1,306 @@
+// The Lua scripts behind RedisStore: each store operation is one script, so each is atomic across processes.
+
+/*
+ * Layout (P is the key prefix):
+ *   P u:<userId>     hash: i:<instanceId> -> "platform|status|since|order|sessionId|owner|version",
+ *                    seq, order, ls (last seen, ms), cs (custom status)
+ *   P stats          hash: u:Online, u:PushOnline, i:<platform>:<status>
+ *   P expiry         sorted set of PushOnline devices by due time; member cjson [userId, instanceId, sessionId]
+ *   P owned:<owner>  set of the Online devices a process holds; member cjson [userId, instanceId, sessionId]
+ *   P lease:<owner>  a process's lease (PX expiry); P procs: set of owners that ever held one
+ *   P rv:<sessionId> a revoked session (PX: the PushOnline TTL)
+ *   P ended          pub/sub channel: {sid, reason, by?} for sessions ended by kicks, so every process tells its sockets
+ */
+
+const COMMON = `
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local TTL = tonumber(ARGV[3])
+local OFFLINE_TTL = tonumber(ARGV[4])
+
+local function num(n) return string.format('%.0f', n) end
+local function ukey(userId) return P .. 'u:' .. userId end
+local function member(userId, instanceId, sid) return cjson.encode({userId, instanceId, sid}) end
+
+local function parse(v)
+  local platform, status, since, order, sid, owner, version = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  return {platform = platform, status = status, since = tonumber(since), order = tonumber(order), sid = sid, owner = owner, version = version}
+end
+local function encode(r)
+  return r.platform .. '|' .. r.status .. '|' .. num(r.since) .. '|' .. num(r.order) .. '|' .. r.sid .. '|' .. r.owner .. '|' .. r.version
+end
+
+local function isMobile(p) return p == 'Android' or p == 'iPhone' or p == 'iPad' end
+
+-- The user's devices: a list of records with .id, plus the hash's other fields.
+local function load(userId)
+  local flat = redis.call('HGETALL', ukey(userId))
+  local user = {instances = {}, seq = 0, order = 0, ls = nil, cs = nil}
+  for i = 1, #flat, 2 do
+    local field, value = flat[i], flat[i + 1]
+    if string.sub(field, 1, 2) == 'i:' then
+      local r = parse(value)
+      r.id = string.sub(field, 3)
+      table.insert(user.instances, r)
+    elseif field == 'seq' then user.seq = tonumber(value)
+    elseif field == 'order' then user.order = tonumber(value)
+    elseif field == 'ls' then user.ls = tonumber(value)
+    elseif field == 'cs' then user.cs = value
+    end
+  end
+  return user
+end
+
+local function status(user)
+  local s = 'Offline'
+  for _, r in ipairs(user.instances) do
+    if r.status == 'Online' then return 'Online' end
+    s = 'PushOnline'
+  end
+  return s
+end
+
+local function count(field, delta) redis.call('HINCRBY', P .. 'stats', field, delta) end
+local function countInstance(r, delta) count('i:' .. r.platform .. ':' .. r.status, delta) end
+local function countUser(s, delta) if s ~= 'Offline' then count('u:' .. s, delta) end end
+
+local function dropFromList(user, r)
+  for i, x in ipairs(user.instances) do
+    if x == r then table.remove(user.instances, i) return end
+  end
+end
+
+-- Takes a device out of every index and the user's hash.
+local function detach(userId, user, r)
+  redis.call('HDEL', ukey(userId), 'i:' .. r.id)
+  countInstance(r, -1)
+  if r.status == 'PushOnline' then redis.call('ZREM', P .. 'expiry', member(userId, r.id, r.sid)) end
+  if r.owner ~= '' then redis.call('SREM', P .. 'owned:' .. r.owner, member(userId, r.id, r.sid)) end
+  dropFromList(user, r)
+end
+
+local function noteLastSeen(user, at)
+  if user.ls == nil or at > user.ls then user.ls = at end
+end
+
+-- Bumps the user's sequence, writes the user's fields back, keeps counts, and describes the change.
+local function change(userId, user, r, instanceStatus, previous, kicked)
+  user.seq = user.seq + 1
+  local key = ukey(userId)
+  local now = status(user)
+  redis.call('HSET', key, 'seq', user.seq, 'order', user.order)
+  if user.ls ~= nil then redis.call('HSET', key, 'ls', num(user.ls)) end
+  countUser(previous, -1)
+  countUser(now, 1)
+  if now == 'Offline' then redis.call('PEXPIRE', key, OFFLINE_TTL) else redis.call('PERSIST', key) end
+  return {
+    userId = userId, instanceId = r.id, platform = r.platform, sessionId = r.sid,
+    instanceStatus = instanceStatus, userStatus = now, previousUserStatus = previous,
+    seq = user.seq, at = NOW, kicked = kicked or {}, version = r.version,
+    lastSeen = user.ls or false, customStatus = user.cs or false,
+  }
+end
+
+local function revoke(sid) redis.call('SET', P .. 'rv:' .. sid, '1', 'PX', TTL) end
+
+local function find(user, instanceId, sid, owner)
+  for _, r in ipairs(user.instances) do
+    if r.id == instanceId and (sid == '' or r.sid == sid) and (owner == '' or r.owner == owner) then return r end
+  end
+  return nil
+end
+
+-- Online -> PushOnline (mobile) or gone (others): the transport's end of a device.
+local function linkLost(userId, user, r, lastSeen)
+  local previous = status(user)
+  if r.status == 'Online' then noteLastSeen(user, lastSeen) end
+  if isMobile(r.platform) then
+    if r.owner ~= '' then redis.call('SREM', P .. 'owned:' .. r.owner, member(userId, r.id, r.sid)) end
+    countInstance(r, -1)
+    r.status = 'PushOnline'
+    r.since = NOW
+    r.owner = ''
+    countInstance(r, 1)
+    redis.call('HSET', ukey(userId), 'i:' .. r.id, encode(r))
+    redis.call('ZADD', P .. 'expiry', NOW + TTL, member(userId, r.id, r.sid))
+    return change(userId, user, r, 'PushOnline', previous)
+  end
+  detach(userId, user, r)
+  return change(userId, user, r, 'Offline', previous)
+end
+`;
+
+/** ARGV: common, userId, platform, instanceId, resumeSid, newSid, version, policy, maxPerPlatform, maxWeb, owner, reassert (0/1). */
+export const LOGIN = `${COMMON}
+local userId, platform, instanceId, resumeSid, newSid, version = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local policy, maxPer, maxWeb, owner, reassert = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14], ARGV[15] == '1'
+
+if resumeSid ~= '' and redis.call('EXISTS', P .. 'rv:' .. resumeSid) == 1 then return cjson.encode({outcome = 'revoked'}) end
+local user = load(userId)
+local previous = status(user)
+local existing = nil
+for _, r in ipairs(user.instances) do if r.id == instanceId then existing = r end end
+
+if existing and resumeSid ~= '' and existing.sid == resumeSid and existing.platform == platform then
+  local key = member(userId, existing.id, existing.sid)
+  if existing.owner ~= '' then redis.call('SREM', P .. 'owned:' .. existing.owner, key) end
+  redis.call('SADD', P .. 'owned:' .. owner, key)
+  if existing.status == 'Online' then
+    existing.owner = owner
+    redis.call('HSET', ukey(userId), 'i:' .. existing.id, encode(existing))
+    return cjson.encode({outcome = 'resumed', sessionId = existing.sid})
+  end
+  redis.call('ZREM', P .. 'expiry', key)
+  countInstance(existing, -1)
+  existing.status = 'Online'
+  existing.since = NOW
+  existing.owner = owner
+  user.order = user.order + 1
+  existing.order = user.order
+  countInstance(existing, 1)
+  redis.call('HSET', ukey(userId), 'i:' .. existing.id, encode(existing))
+  user.ls = NOW
+  return cjson.encode({outcome = 'resumed', sessionId = existing.sid, change = change(userId, user, existing, 'Online', previous)})
+end
+
+-- The policy, as lib/engine/policy.ts decides it.
+local function group(p) if p == 'Web' or p == 'MiniProgram' then return 'Web' end return p end
+local function class(p)
+  if isMobile(p) then return 'mobile' end
+  if p == 'Windows' or p == 'Mac' or p == 'Linux' then return 'desktop' end
+  return 'web'
+end
+local function category(p)
+  if policy == 'single' then return 'any' end
+  if policy == 'dual' then if group(p) == 'Web' then return 'web' end return 'native' end
+  if policy == 'triple' then if group(p) == 'Web' then return 'web' end return class(p) end
+  return group(p)
+end
+local byOrder = function(a, b) return a.order < b.order end
+local own, ownCategory = group(platform), category(platform)
+local displaced, same = {}, {}
+for _, r in ipairs(user.instances) do
+  if r ~= existing then
+    if group(r.platform) == own then table.insert(same, r)
+    elseif category(r.platform) == ownCategory then table.insert(displaced, r) end
+  end
+end
+local limit = maxPer
+if own == 'Web' then limit = maxWeb end
+if #same + 1 > limit then
+  table.sort(same, byOrder)
+  for i = 1, #same + 1 - limit do table.insert(displaced, same[i]) end
+end
+table.sort(displaced, byOrder)
+if reassert and (#displaced > 0 or existing) then
+  -- A device coming back after an outage yields to what happened meanwhile.
+  revoke(newSid)
+  return cjson.encode({outcome = 'revoked'})
+end
+if existing then table.insert(displaced, 1, existing) end
+
+local kicked = {}
+local by = {platform = platform, instanceId = instanceId}
+for _, r in ipairs(displaced) do
+  detach(userId, user, r)
+  revoke(r.sid)
+  table.insert(kicked, {platform = r.platform, instanceId = r.id, sessionId = r.sid})
+  redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'LoginElsewhere', by = by}))
+end
+user.order = user.order + 1
+local r = {id = instanceId, platform = platform, status = 'Online', since = NOW, order = user.order, sid = newSid, owner = owner, version = version}
+table.insert(user.instances, r)
+countInstance(r, 1)
+redis.call('HSET', ukey(userId), 'i:' .. instanceId, encode(r))
+redis.call('SADD', P .. 'owned:' .. owner, member(userId, instanceId, newSid))
+user.ls = NOW
+return cjson.encode({outcome = 'created', sessionId = newSid, change = change(userId, user, r, 'Online', previous, kicked)})
+`;
+
+/** The transport lost a device. ARGV: common, userId, instanceId, sid, lastSeen, owner. */
+export const LINK_LOST = `${COMMON}
+local userId, instanceId, sid, lastSeen, owner = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9]
+local user = load(userId)
+local r = find(user, instanceId, sid, owner)
+if r == nil or r.status ~= 'Online' then return false end
+return cjson.encode(linkLost(userId, user, r, lastSeen))
+`;
+
+/** A device is gone (logout, or a non-mobile link lost). ARGV: common, userId, instanceId, sid ('' any), lastSeen, revoke (0/1), owner ('' any). */
+export const REMOVE = `${COMMON}
+local userId, instanceId, sid, lastSeen, doRevoke, owner = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10]
+local user = load(userId)
+local r = find(user, instanceId, sid, owner)
+if r == nil then return false end
+local previous = status(user)
+if r.status == 'Online' then noteLastSeen(user, lastSeen) end
+detach(userId, user, r)
+if doRevoke then revoke(r.sid) end
+return cjson.encode(change(userId, user, r, 'Offline', previous))
+`;
+
+/** Admin kick. ARGV: common, userId, platform ('' any), instanceId ('' any). */
+export const KICK = `${COMMON}
+local userId, platform, instanceId = ARGV[5], ARGV[6], ARGV[7]
+local user = load(userId)
+local targets = {}
+for _, r in ipairs(user.instances) do
+  if (platform == '' or r.platform == platform) and (instanceId == '' or r.id == instanceId) then table.insert(targets, r) end
+end
+local changes = {}
+for _, r in ipairs(targets) do
+  local previous = status(user)
+  if r.status == 'Online' then noteLastSeen(user, NOW) end
+  detach(userId, user, r)
+  revoke(r.sid)
+  redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'AdminKick'}))
+  table.insert(changes, change(userId, user, r, 'Offline', previous))
+end
+return cjson.encode(changes)
+`;
+
+/** ARGV: common, userId, customStatus, clear (0/1). Answers the user's status. */
+export const SET_CUSTOM_STATUS = `${COMMON}
+local userId, text, clear = ARGV[5], ARGV[6], ARGV[7] == '1'
+local key = ukey(userId)
+if clear then redis.call('HDEL', key, 'cs') else redis.call('HSET', key, 'cs', text) end
+local user = load(userId)
+local s = status(user)
+if s == 'Offline' then redis.call('PEXPIRE', key, OFFLINE_TTL) end
+return s
+`;
+
+/** PushOnline devices past their TTL, at most ARGV[5] of them; each is taken by exactly one caller. */
+export const EXPIRE_DUE = `${COMMON}
+local limit = tonumber(ARGV[5])
+local due = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', NOW, 'LIMIT', 0, limit)
+local changes = {}
+for _, m in ipairs(due) do
+  redis.call('ZREM', P .. 'expiry', m)
+  local ids = cjson.decode(m)
+  local user = load(ids[1])
+  local r = find(user, ids[2], ids[3], '')
+  if r ~= nil and r.status == 'PushOnline' then
+    local previous = status(user)
+    detach(ids[1], user, r)
+    table.insert(changes, change(ids[1], user, r, 'Offline', previous))
+  end
+end
+return cjson.encode(changes)
+`;
+
+/** The devices of a process whose lease is gone lose their link, once. ARGV: common, owner. */
+export const REAP = `${COMMON}
+local owner = ARGV[5]
+if redis.call('EXISTS', P .. 'lease:' .. owner) == 1 then return cjson.encode({}) end
+local changes = {}
+for _, m in ipairs(redis.call('SMEMBERS', P .. 'owned:' .. owner)) do
+  local ids = cjson.decode(m)
+  local user = load(ids[1])
+  local r = find(user, ids[2], ids[3], owner)
+  if r ~= nil and r.status == 'Online' then table.insert(changes, linkLost(ids[1], user, r, NOW)) end
+end
+redis.call('DEL', P .. 'owned:' .. owner)
+redis.call('SREM', P .. 'procs', owner)
+return cjson.encode(changes)
+`;
