@@ -91,7 +91,8 @@ export class MemoryStore implements PresenceStore {
 
   private createRevokedCache(): LRUCache<string, true> {
     const clock = this.clock;
-    return new LRUCache<string, true>({ max: this.maxRevokedSessions, ttl: this.ttl, perf: { now: () => clock.now() } });
+    // ttlResolution 0: lru-cache would otherwise reuse a reading of the clock for 1 ms of real time, which an injected clock may have left far behind.
+    return new LRUCache<string, true>({ max: this.maxRevokedSessions, ttl: this.ttl, ttlResolution: 0, perf: { now: () => clock.now() } });
   }
 
   login(request: StoreLoginRequest): StoreLoginResult {
@@ -112,7 +113,11 @@ export class MemoryStore implements PresenceStore {
     // A fresh login. The same instance under another session is displaced like any device in the way.
     const others = user.instances.filter((instance) => instance !== existing);
     const displaced = kickOldestBeyondLimit(others, request.platform, request.limits);
-    if (existing) displaced.unshift(existing);
+    if (existing) {
+      // Kicks are listed oldest first, the device's own earlier session among them.
+      displaced.push(existing);
+      displaced.sort((a, b) => a.order - b.order);
+    }
     const kicked: StoreKicked[] = [];
     for (const instance of displaced) {
       this.detach(user, instance);
