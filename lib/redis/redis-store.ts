@@ -162,7 +162,7 @@ export class RedisStore implements PresenceStore {
   }
 
   login(request: StoreLoginRequest): Promise<StoreLoginResult> {
-    if (this.client.status !== 'ready') return Promise.reject(new Error('express-presence: Redis is not reachable; try again shortly'));
+    if (this.down) return Promise.reject(new Error('express-presence: Redis is not reachable; try again shortly'));
     this.limits = request.limits;
     return this.loginScript(request, false);
   }
@@ -214,7 +214,7 @@ export class RedisStore implements PresenceStore {
   }
 
   async get(userIds: readonly string[]): Promise<(StoredUser | undefined)[]> {
-    if (this.client.status !== 'ready') return userIds.map((userId) => this.lastKnown.get(userId));
+    if (this.down) return userIds.map((userId) => this.lastKnown.get(userId));
     const pipeline = this.client.pipeline();
     for (const userId of userIds) pipeline.hgetall(`${this.prefix}u:${userId}`);
     const replies = (await pipeline.exec()) ?? [];
@@ -288,7 +288,7 @@ export class RedisStore implements PresenceStore {
 
   /** A transport end must not be lost: when Redis cannot take it now, it is replayed once Redis is back. */
   private durable(operation: () => Promise<StoreChange | null>): Promise<StoreChange | null> {
-    if (this.client.status !== 'ready' || this.pending.length > 0) {
+    if (this.down || this.pending.length > 0) {
       return new Promise((resolve, reject) => {
         this.pending.push(() => operation().then(resolve, reject));
       });

@@ -1,0 +1,214 @@
+// One behaviour suite for every store: run against MemoryStore and RedisStore alike (spec/store.spec.ts).
+
+import { expect } from 'chai';
+import { createPresence, PLATFORMS, PresenceError, type Platform, type PresenceChange, type PresenceOptions, type PresenceStore } from '../../lib/index.js';
+import { kickOldestBeyondLimit } from '../../lib/engine/policy.js';
+import type { Presence } from '../../lib/presence.js';
+import type { LoginPolicy } from '../../lib/engine/types.js';
+
+export interface StoreFactory {
+  /** A fresh, empty store (its own namespace). */
+  create(): PresenceStore | Promise<PresenceStore>;
+  /** A second store over the same data, as another process would have; omit for single-process stores. */
+  sibling?(store: PresenceStore): PresenceStore;
+  /** Releases what create() made, after the presence using it closed. */
+  cleanup?(): Promise<void>;
+}
+
+const noop = () => {};
+
+async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 4000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+export function storeConformance(name: string, factory: StoreFactory): void {
+  describe(`store conformance: ${name}`, function () {
+    this.timeout(30_000);
+    const opened: Presence[] = [];
+
+    async function open(options: PresenceOptions = {}): Promise<{ presence: Presence; changes: PresenceChange[] }> {
+      const store = await factory.create();
+      const presence = createPresence({ ...options, store });
+      opened.push(presence);
+      const changes: PresenceChange[] = [];
+      presence.on('change', (change) => changes.push(change));
+      return { presence, changes };
+    }
+
+    afterEach(async function () {
+      for (const presence of opened.splice(0)) await presence.close();
+      await factory.cleanup?.();
+    });
+
+    it('logs a device in, closes it to PushOnline, and resumes its session without a new session', async function () {
+      const { presence, changes } = await open();
+      const first = await presence.engine.connect({ userId: 'u1', platform: 'Android', instanceId: 'a1', version: '1.2' }, noop);
+      expect(first.resumed).to.equal(false);
+      const [online] = await presence.query(['u1']);
+      expect(online?.status).to.equal('Online');
+      expect(online?.instances).to.have.length(1);
+      expect(online?.instances?.[0]).to.include({ instanceId: 'a1', platform: 'Android', status: 'Online', version: '1.2' });
+      presence.engine.disconnect(first.connection, 'closed');
+      await until(async () => (await presence.query(['u1']))[0]?.status === 'PushOnline', 'PushOnline');
+      const again = await presence.engine.connect({ userId: 'u1', platform: 'Android', instanceId: 'a1', sessionId: first.connection.sessionId }, noop);
+      expect(again.resumed).to.equal(true);
+      expect(again.connection.sessionId).to.equal(first.connection.sessionId);
+      expect(changes.map((c) => `${c.action}/${c.reason}/${c.instanceStatus}/${c.seq}`)).to.deep.equal([
+        'Login/Register/Online/1',
+        'Disconnect/LinkClose/PushOnline/2',
+        'Login/Register/Online/3',
+      ]);
+    });
+
+    it('refuses a session revoked by logout or kick, and starts afresh on an unknown one', async function () {
+      const { presence } = await open();
+      const a = await presence.engine.connect({ userId: 'u1', platform: 'Web', instanceId: 'w1' }, noop);
+      await presence.engine.logout(a.connection);
+      let refused: unknown;
+      await presence.engine
+        .connect({ userId: 'u1', platform: 'Web', instanceId: 'w1', sessionId: a.connection.sessionId }, noop)
+        .catch((error: unknown) => (refused = error));
+      expect(refused).to.be.instanceOf(PresenceError).with.property('code', 'SESSION_REVOKED');
+
+      const b = await presence.engine.connect({ userId: 'u1', platform: 'iPad', instanceId: 'p1' }, noop);
+      expect(await presence.kick('u1')).to.deep.equal([{ platform: 'iPad', instanceId: 'p1' }]);
+      refused = undefined;
+      await presence.engine
+        .connect({ userId: 'u1', platform: 'iPad', instanceId: 'p1', sessionId: b.connection.sessionId }, noop)
+        .catch((error: unknown) => (refused = error));
+      expect(refused).to.be.instanceOf(PresenceError).with.property('code', 'SESSION_REVOKED');
+
+      const fresh = await presence.engine.connect({ userId: 'u1', platform: 'iPad', instanceId: 'p1', sessionId: 'never-issued' }, noop);
+      expect(fresh.resumed).to.equal(false);
+      expect(fresh.connection.sessionId).to.not.equal('never-issued');
+    });
+
+    for (const loginPolicy of ['single', 'dual', 'triple', 'multi'] as LoginPolicy[]) {
+      it(`decides the ${loginPolicy} policy for every ordered pair of platforms as the policy function does`, async function () {
+        const { presence } = await open({ loginPolicy });
+        let n = 0;
+        for (const first of PLATFORMS) {
+          for (const second of PLATFORMS) {
+            const userId = `pair-${n++}`;
+            await presence.engine.connect({ userId, platform: first, instanceId: 'first' }, noop);
+            const { kicked } = await presence.engine.connect({ userId, platform: second, instanceId: 'second' }, noop);
+            const expected = kickOldestBeyondLimit([{ platform: first, instanceId: 'first', order: 1 }], second, {
+              loginPolicy,
+              maxInstancesPerPlatform: 1,
+              maxWebInstances: 1,
+            });
+            expect(kicked, `${first} then ${second}`).to.deep.equal(expected.map(({ platform, instanceId }) => ({ platform, instanceId })));
+            const [user] = await presence.query([userId]);
+            expect(user?.instances?.map((i) => i.instanceId).sort(), `${first} then ${second}`).to.deep.equal(
+              expected.length ? ['second'] : ['first', 'second'],
+            );
+          }
+        }
+      });
+    }
+
+    it('kicks the oldest beyond maxInstancesPerPlatform and maxWebInstances, PushOnline devices counted', async function () {
+      const { presence } = await open({ loginPolicy: 'multi', maxInstancesPerPlatform: 2, maxWebInstances: 2 });
+      const a1 = await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a1' }, noop);
+      presence.engine.disconnect(a1.connection, 'closed');
+      await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a2' }, noop);
+      const third = await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a3' }, noop);
+      expect(third.kicked).to.deep.equal([{ platform: 'Android', instanceId: 'a1' }]);
+      await presence.engine.connect({ userId: 'u', platform: 'Web', instanceId: 'w1' }, noop);
+      await presence.engine.connect({ userId: 'u', platform: 'MiniProgram', instanceId: 'm1' }, noop);
+      const web = await presence.engine.connect({ userId: 'u', platform: 'Web', instanceId: 'w2' }, noop);
+      expect(web.kicked).to.deep.equal([{ platform: 'Web', instanceId: 'w1' }]);
+      const [user] = await presence.query(['u']);
+      expect(user?.instances?.map((i) => i.instanceId).sort()).to.deep.equal(['a2', 'a3', 'm1', 'w2']);
+    });
+
+    it('tells the displaced connection who displaced it', async function () {
+      const { presence } = await open();
+      const notices: unknown[] = [];
+      await presence.engine.connect({ userId: 'u', platform: 'Mac', instanceId: 'mac' }, (notice) => notices.push(notice));
+      await presence.engine.connect({ userId: 'u', platform: 'iPhone', instanceId: 'phone' }, noop);
+      await until(() => notices.length > 0, 'the kick notice');
+      expect(notices).to.deep.equal([{ reason: 'LoginElsewhere', by: { platform: 'iPhone', instanceId: 'phone' } }]);
+    });
+
+    it('admin-kicks one platform or one instance, revoking only those', async function () {
+      const { presence, changes } = await open({ loginPolicy: 'multi' });
+      await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a' }, noop);
+      await presence.engine.connect({ userId: 'u', platform: 'Windows', instanceId: 'w' }, noop);
+      await presence.engine.connect({ userId: 'u', platform: 'Web', instanceId: 'b' }, noop);
+      expect(await presence.kick('u', { platform: 'Windows' })).to.deep.equal([{ platform: 'Windows', instanceId: 'w' }]);
+      expect(await presence.kick('u', { instanceId: 'b' })).to.deep.equal([{ platform: 'Web', instanceId: 'b' }]);
+      expect(await presence.kick('nobody')).to.deep.equal([]);
+      const [user] = await presence.query(['u']);
+      expect(user?.instances?.map((i) => i.instanceId)).to.deep.equal(['a']);
+      expect(changes.slice(-2).map((c) => `${c.action}/${c.reason}/${c.instanceStatus}`)).to.deep.equal(['Logout/Kicked/Offline', 'Logout/Kicked/Offline']);
+    });
+
+    it('ignores a late close from a session that was replaced', async function () {
+      const { presence, changes } = await open();
+      const old = await presence.engine.connect({ userId: 'u', platform: 'Linux', instanceId: 'same' }, noop);
+      await presence.engine.connect({ userId: 'u', platform: 'Linux', instanceId: 'same' }, noop);
+      const before = changes.length;
+      presence.engine.disconnect(old.connection, 'closed');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(changes.length).to.equal(before);
+      expect((await presence.query(['u']))[0]?.status).to.equal('Online');
+    });
+
+    it('keeps custom status, last seen and counts', async function () {
+      const { presence } = await open({ loginPolicy: 'multi' });
+      await presence.setCustomStatus('u', 'in a meeting ☕');
+      const a = await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a' }, noop);
+      await presence.engine.connect({ userId: 'v', platform: 'Web', instanceId: 'w' }, noop);
+      presence.engine.disconnect(a.connection, 'closed');
+      await until(async () => (await presence.stats()).instances.PushOnline === 1, 'one PushOnline device');
+      const stats = await presence.stats();
+      expect(stats.users).to.include({ Online: 1, PushOnline: 1 });
+      expect(stats.instances).to.deep.equal({ Online: 1, PushOnline: 1 });
+      expect(stats.platforms.Android).to.deep.equal({ Online: 0, PushOnline: 1 });
+      expect(stats.platforms.Web).to.deep.equal({ Online: 1, PushOnline: 0 });
+      const [u, nobody] = await presence.query(['u', 'nobody']);
+      expect(u?.customStatus).to.equal('in a meeting ☕');
+      expect(u?.lastSeen).to.be.a('string');
+      expect(nobody).to.deep.equal({ userId: 'nobody', status: 'Offline', lastSeen: null, customStatus: null, instances: [] });
+      await presence.setCustomStatus('u', null);
+      expect((await presence.query(['u'], { detail: false }))[0]).to.deep.equal({
+        userId: 'u',
+        status: 'PushOnline',
+        lastSeen: u?.lastSeen,
+        customStatus: null,
+      });
+    });
+
+    it('expires a PushOnline device after the TTL, once', async function () {
+      const { presence, changes } = await open({ pushOnlineTtl: 300 });
+      const a = await presence.engine.connect({ userId: 'u', platform: 'iPhone', instanceId: 'i' }, noop);
+      presence.engine.disconnect(a.connection, 'closed');
+      await until(() => changes.some((c) => c.reason === 'Expired'), 'the expiry', 5000);
+      expect((await presence.query(['u']))[0]?.status).to.equal('Offline');
+      expect(changes.filter((c) => c.reason === 'Expired')).to.have.length(1);
+    });
+
+    it('never exceeds the policy when logins race', async function () {
+      const store = await factory.create();
+      const presences = [createPresence({ store })];
+      if (factory.sibling) presences.push(createPresence({ store: factory.sibling(store) }));
+      opened.push(...presences);
+      const platforms: Platform[] = ['Android', 'iPhone', 'Windows', 'Mac', 'Web', 'MiniProgram', 'Linux', 'iPad'];
+      for (let round = 0; round < 20; round++) {
+        const userId = `race-${round}`;
+        await Promise.all(
+          platforms.map((platform, i) =>
+            (presences[i % presences.length] as Presence).engine.connect({ userId, platform, instanceId: `${platform}-${round}` }, noop),
+          ),
+        );
+        const [user] = await (presences[0] as Presence).query([userId]);
+        expect(user?.instances, `round ${round}`).to.have.length(1);
+      }
+    });
+  });
+}
