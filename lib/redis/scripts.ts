@@ -191,13 +191,14 @@ if #same + 1 > limit then
   table.sort(same, byOrder)
   for i = 1, #same + 1 - limit do table.insert(displaced, same[i]) end
 end
-table.sort(displaced, byOrder)
 if reassert and (#displaced > 0 or existing) then
   -- A device coming back after an outage yields to what happened meanwhile.
   revoke(newSid)
   return cjson.encode({outcome = 'revoked'})
 end
-if existing then table.insert(displaced, 1, existing) end
+-- Kicks are listed oldest first, the device's own earlier session among them.
+if existing then table.insert(displaced, existing) end
+table.sort(displaced, byOrder)
 
 local kicked = {}
 local by = {platform = platform, instanceId = instanceId}
