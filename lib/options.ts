@@ -275,7 +275,8 @@ export function resolveOptions(options: PresenceOptions | undefined = {}): Resol
   refuseUnknownKeys('', options, OPTION_NAMES);
   const given = options as Record<string, unknown>;
 
-  const policy = given.loginPolicy ?? 'single';
+  // Only a missing option takes the default: null is a mistake to report, like any other wrong value.
+  const policy = given.loginPolicy === undefined ? 'single' : given.loginPolicy;
   if (!LOGIN_POLICIES.includes(policy as LoginPolicy)) {
     const near = typeof policy === 'string' ? didYouMean(policy, LOGIN_POLICIES) : undefined;
     refuse('loginPolicy', `one of ${LOGIN_POLICIES.map((p) => `"${p}"`).join(', ')}`, policy, near ? `; did you mean "${near}"?` : '');
