@@ -126,6 +126,19 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(user?.instances?.map((i) => i.instanceId).sort()).to.deep.equal(['a2', 'a3', 'm1', 'w2']);
     });
 
+    it('lists kicks oldest first, a fresh login of the same instance displacing its own earlier session', async function () {
+      const { presence } = await open({ loginPolicy: 'single', maxWebInstances: 2 });
+      await presence.engine.connect({ userId: 'u', platform: 'Web', instanceId: 'w1' }, noop);
+      await presence.engine.connect({ userId: 'u', platform: 'MiniProgram', instanceId: 'm1' }, noop);
+      const again = await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'm1' }, noop);
+      expect(again.kicked).to.deep.equal([
+        { platform: 'Web', instanceId: 'w1' },
+        { platform: 'MiniProgram', instanceId: 'm1' },
+      ]);
+      const [user] = await presence.query(['u']);
+      expect(user?.instances?.map((i) => `${i.platform}/${i.instanceId}`)).to.deep.equal(['Android/m1']);
+    });
+
     it('tells the displaced connection who displaced it', async function () {
       const { presence } = await open();
       const notices: unknown[] = [];
