@@ -1,7 +1,68 @@
-// PLACEHOLDER (being written): attaching a presence mount to a Socket.IO server or namespace.
-import type { Namespace, Server } from 'socket.io';
-import type { Presence } from '../presence.js';
+// Attaches a presence mount to a Socket.IO server or namespace: login in the handshake, then per-socket wiring.
 
-export function attachPresence(_presence: Presence, _target: Server | Namespace): void {
-  throw new Error('attach() is not built yet');
+import type { DisconnectReason, Namespace, Server } from 'socket.io';
+import type { Presence } from '../presence.js';
+import { clientEventListeners } from './events.js';
+import { presenceMiddleware } from './handshake.js';
+import { PRESENCE, type PresenceSocket } from './session.js';
+import { relayChanges, Subscriptions, type PresenceNamespace } from './subscriptions.js';
+
+/** A namespace carries at most one presence mount: two would log every socket in twice. */
+const mounted = new WeakSet<object>();
+
+function toNamespace(target: unknown): PresenceNamespace {
+  if (typeof target === 'object' && target !== null) {
+    const server = target as Partial<Server>;
+    if (typeof server.of === 'function' && typeof server.use === 'function') return server.of('/') as unknown as PresenceNamespace;
+    const nsp = target as Partial<Namespace>;
+    if (typeof nsp.use === 'function' && typeof nsp.on === 'function' && typeof nsp.to === 'function') return target as PresenceNamespace;
+  }
+  throw new TypeError('attach() takes a Socket.IO server or namespace, such as io or io.of("/presence")');
+}
+
+/**
+ * Logs every socket of the namespace in during its handshake (so refusals reach the client as
+ * `connect_error`), tells it `presence:session` once connected, counts its traffic as heartbeats,
+ * and maps its disconnect to a closed connection or a timeout.
+ */
+export function attachPresence(presence: Presence, target: Server | Namespace): void {
+  const { engine, config } = presence;
+  const authenticate = config.authenticate;
+  if (!authenticate) {
+    throw new TypeError('attach() needs the authenticate option: createPresence({ authenticate: (handshake) => ({ userId }) | null })');
+  }
+  const nsp = toNamespace(target);
+  if (mounted.has(nsp)) throw new TypeError(`the namespace "${nsp.name}" already has a presence attached; give each createPresence() its own namespace`);
+  mounted.add(nsp);
+
+  const subscriptions = new Subscriptions(engine, config.maxSubscriptions, config.canSee, config.logger);
+  const listeners = Object.entries(clientEventListeners(engine, subscriptions));
+
+  function onDisconnect(this: PresenceSocket, reason: DisconnectReason): void {
+    const state = this[PRESENCE];
+    if (!state) return;
+    this.conn.off('packet', state.onPacket);
+    // The transport's ping timeout is a heartbeat timeout; every other end the client or the link
+    // caused is a closed connection. Ends the server made (kick, timeout) already ended it: a no-op.
+    engine.disconnect(state.connection, reason === 'ping timeout' ? 'timeout' : 'closed');
+  }
+
+  nsp.use(presenceMiddleware(engine, authenticate));
+  nsp.on('connection', (socket: PresenceSocket) => {
+    const state = socket[PRESENCE];
+    if (!state) {
+      // Only a socket that skipped the middlewares (connectionStateRecovery.skipMiddlewares) gets here.
+      config.logger.warn(
+        'express-presence: a socket connected without the presence handshake (is connectionStateRecovery.skipMiddlewares on?); disconnecting it',
+      );
+      socket.disconnect();
+      return;
+    }
+    socket.emit('presence:session', state.session);
+    if (!state.markConnected()) return;
+    socket.conn.on('packet', state.onPacket);
+    socket.on('disconnect', onDisconnect);
+    for (const [event, listener] of listeners) socket.on(event, listener);
+  });
+  relayChanges(engine, nsp);
 }

@@ -1,0 +1,128 @@
+// The client events of a presence namespace: each validates its payload and answers through its acknowledgement, never throws.
+
+import { parseCustomStatus, type PresenceEngine } from '../engine/engine.js';
+import { isPromiseLike, type MaybePromise } from '../store/types.js';
+import type { Answer, ClientToServerEvents, FailedAnswer } from './protocol.js';
+import { PRESENCE, type PresenceSocket, type SocketPresence } from './session.js';
+import { readUserIds, type Subscriptions } from './subscriptions.js';
+
+type Ack = (answer: Answer) => void;
+type Run = (socket: PresenceSocket, state: SocketPresence, payload: unknown) => MaybePromise<Answer>;
+/** A listener shared by every socket of the namespace: socket.io calls it with the socket as `this`. */
+export type SharedListener = (this: PresenceSocket, ...args: unknown[]) => void;
+
+const OK: Answer = Object.freeze({ ok: true });
+const NOT_LOGGED_IN: FailedAnswer = Object.freeze({ ok: false, code: 'NOT_LOGGED_IN', message: 'this connection is no longer logged in' });
+const SERVER_ERROR: FailedAnswer = Object.freeze({ ok: false, code: 'SERVER_ERROR', message: 'the server failed to handle this event; try again' });
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function kindOf(value: unknown): string {
+  return Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value;
+}
+
+/** Events without a payload accept none, null or an object (for later extension); anything else is junk. */
+function refuseJunk(event: string, payload: unknown): FailedAnswer | undefined {
+  if (payload === undefined || payload === null || isObject(payload)) return undefined;
+  return { ok: false, code: 'BAD_REQUEST', message: `${event} takes no payload (or an object); got ${kindOf(payload)}` };
+}
+
+function reply(ack: Ack | undefined, answer: Answer): void {
+  if (!ack) return;
+  try {
+    ack(answer);
+  } catch {
+    // socket.io's acknowledgement does not throw; a wrapped one that does must not reach the server.
+  }
+}
+
+/**
+ * Wraps an event's work: finds the acknowledgement (the last argument, whatever came before it),
+ * refuses sockets no longer logged in, and turns any failure into a `SERVER_ERROR` answer.
+ */
+function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: (socket: PresenceSocket) => void): SharedListener {
+  const logFailure = (error: unknown): Answer => {
+    engine.config.logger.error(`express-presence: ${event} failed`, error);
+    return SERVER_ERROR;
+  };
+  return function (this: PresenceSocket, ...args: unknown[]): void {
+    const last = args[args.length - 1];
+    const ack = typeof last === 'function' ? (last as Ack) : undefined;
+    const payload = ack && args.length === 1 ? undefined : args[0];
+    const state = this[PRESENCE];
+    let answer: MaybePromise<Answer>;
+    try {
+      answer = state && state.connection.open ? run(this, state, payload) : NOT_LOGGED_IN;
+    } catch (error) {
+      answer = logFailure(error);
+    }
+    const finish = (result: Answer): void => {
+      reply(ack, result);
+      if (afterReply) afterReply(this);
+    };
+    if (isPromiseLike(answer)) answer.then(finish, (error: unknown) => finish(logFailure(error)));
+    else finish(answer);
+  };
+}
+
+/** One listener per client event, shared by every socket of one mount. */
+export function clientEventListeners(engine: PresenceEngine, subscriptions: Subscriptions): Record<keyof ClientToServerEvents, SharedListener> {
+  const clock = engine.config.clock;
+  const max = engine.config.maxSubscriptions;
+  return {
+    'presence:heartbeat': listener(engine, 'presence:heartbeat', (_socket, state, payload) => {
+      // The packet itself already counted as a heartbeat; this answers the client's clock question.
+      engine.heartbeat(state.connection);
+      return refuseJunk('presence:heartbeat', payload) ?? { ok: true, serverTime: clock.now() };
+    }),
+    'presence:background': listener(engine, 'presence:background', (_socket, state, payload) => {
+      const junk = refuseJunk('presence:background', payload);
+      if (junk) return junk;
+      engine.background(state.connection);
+      return OK;
+    }),
+    'presence:foreground': listener(engine, 'presence:foreground', (_socket, state, payload) => {
+      const junk = refuseJunk('presence:foreground', payload);
+      if (junk) return junk;
+      engine.foreground(state.connection);
+      return OK;
+    }),
+    'presence:logout': listener(
+      engine,
+      'presence:logout',
+      async (_socket, state, payload) => {
+        const junk = refuseJunk('presence:logout', payload);
+        if (junk) return junk;
+        await engine.logout(state.connection);
+        return OK;
+      },
+      // The answer goes first, then the server ends the socket (unless the payload was refused).
+      (socket) => {
+        if (!socket[PRESENCE]?.connection.open) socket.disconnect();
+      },
+    ),
+    'presence:subscribe': listener(engine, 'presence:subscribe', (socket, state, payload) => {
+      const userIds = readUserIds('presence:subscribe', payload, max);
+      return Array.isArray(userIds) ? subscriptions.subscribe(socket, state, userIds) : userIds;
+    }),
+    'presence:unsubscribe': listener(engine, 'presence:unsubscribe', (socket, state, payload) => {
+      const userIds = readUserIds('presence:unsubscribe', payload, max);
+      return Array.isArray(userIds) ? subscriptions.unsubscribe(socket, state, userIds) : userIds;
+    }),
+    'presence:set-status': listener(engine, 'presence:set-status', async (_socket, state, payload) => {
+      if (!isObject(payload) || !('customStatus' in payload)) {
+        return { ok: false, code: 'BAD_REQUEST', message: `presence:set-status takes { customStatus: string | null }; got ${kindOf(payload)}` };
+      }
+      let customStatus: string | null;
+      try {
+        customStatus = parseCustomStatus(payload.customStatus);
+      } catch (error) {
+        return { ok: false, code: 'BAD_REQUEST', message: (error as Error).message };
+      }
+      await engine.setCustomStatus(state.connection.userId, customStatus);
+      return { ok: true, customStatus };
+    }),
+  };
+}

@@ -1,0 +1,95 @@
+// The handshake middleware: authenticates, logs the device in through the engine, or refuses with a coded connect_error.
+
+import createDebug from 'debug';
+import { MAX_ID_LENGTH, PresenceError, type PresenceEngine } from '../engine/engine.js';
+import type { Authenticate, ResolvedConfig } from '../options.js';
+import type { HandshakeErrorCode, HandshakeErrorData } from './protocol.js';
+import { PRESENCE, SocketPresence, type PresenceSocket } from './session.js';
+
+const debug = createDebug('express-presence:socket');
+
+/** What socket.io sends the client as `connect_error`: `err.data` is `{ code, message }`. */
+export class HandshakeRefusal extends Error {
+  readonly data: HandshakeErrorData;
+  constructor(code: HandshakeErrorCode, message: string) {
+    super(message);
+    this.name = 'HandshakeRefusal';
+    this.data = { code, message };
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+async function identify(authenticate: Authenticate, socket: PresenceSocket, config: ResolvedConfig): Promise<string> {
+  let identity: Awaited<ReturnType<Authenticate>>;
+  try {
+    identity = await authenticate(socket.handshake);
+  } catch (error) {
+    // Refusing a bad credential is authenticate's job (answer null); a throw is a failure worth logging.
+    config.logger.error('express-presence: authenticate threw; the handshake is refused as UNAUTHENTICATED', error);
+    throw new HandshakeRefusal('UNAUTHENTICATED', 'authentication failed');
+  }
+  if (!identity) throw new HandshakeRefusal('UNAUTHENTICATED', 'authentication refused this handshake');
+  const userId: unknown = (identity as { userId?: unknown }).userId;
+  if (typeof userId !== 'string' || userId.length === 0 || userId.length > MAX_ID_LENGTH) {
+    config.logger.error(
+      `express-presence: authenticate must answer { userId } with a non-empty string of at most ${MAX_ID_LENGTH} characters; got ${typeof userId}`,
+    );
+    throw new HandshakeRefusal('SERVER_ERROR', 'the server could not identify this handshake');
+  }
+  return userId;
+}
+
+/** Authenticates the handshake and logs the device in; the socket keeps the result under PRESENCE. */
+async function admit(socket: PresenceSocket, engine: PresenceEngine, authenticate: Authenticate): Promise<void> {
+  const auth: unknown = socket.handshake.auth;
+  if (!isObject(auth)) throw new HandshakeRefusal('BAD_REQUEST', 'auth must be an object { platform, instanceId?, version?, sessionId? }');
+  // Only authenticate says who this is: an `auth.userId` the client sent is never read.
+  const userId = await identify(authenticate, socket, engine.config);
+  const state = new SocketPresence(socket, engine);
+  const result = await engine.connect(
+    { userId, platform: auth.platform, instanceId: auth.instanceId, sessionId: auth.sessionId, version: auth.version, clientIp: socket.handshake.address },
+    state.onEnd,
+  );
+  const connection = result.connection;
+  state.connection = connection;
+  state.session = {
+    userId,
+    instanceId: connection.instanceId,
+    sessionId: connection.sessionId,
+    platform: connection.platform,
+    heartbeatInterval: result.heartbeatInterval,
+    kicked: result.kicked,
+    resumed: result.resumed,
+  };
+  if (socket.conn.readyState !== 'open') {
+    // The client left during the login: its connection is closed like any other.
+    engine.disconnect(connection, 'closed');
+    throw new HandshakeRefusal('BAD_REQUEST', 'the connection closed during the handshake');
+  }
+  socket.conn.on('close', state.onEarlyClose);
+  socket[PRESENCE] = state;
+}
+
+function toRefusal(error: unknown, config: ResolvedConfig): HandshakeRefusal {
+  if (error instanceof HandshakeRefusal) return error;
+  if (error instanceof PresenceError) return new HandshakeRefusal(error.code, error.message);
+  config.logger.error('express-presence: a Socket.IO login failed', error);
+  return new HandshakeRefusal('SERVER_ERROR', 'the server failed to log this device in; try again');
+}
+
+/** The `nsp.use` middleware of a presence mount. */
+export function presenceMiddleware(engine: PresenceEngine, authenticate: Authenticate): (socket: PresenceSocket, next: (error?: Error) => void) => void {
+  return (socket, next) => {
+    admit(socket, engine, authenticate).then(
+      () => next(),
+      (error: unknown) => {
+        const refusal = toRefusal(error, engine.config);
+        debug('handshake refused: %s %s', refusal.data.code, refusal.message);
+        next(refusal);
+      },
+    );
+  };
+}

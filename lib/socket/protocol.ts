@@ -1,0 +1,123 @@
+// The Socket.IO wire protocol of a presence namespace: event payloads, answers and error codes (the client imports its types).
+
+import type { Platform } from '../engine/platforms.js';
+import type { PresenceErrorCode } from '../engine/engine.js';
+import type { InstanceRef, UserStatus } from '../engine/types.js';
+
+/** What the handshake's `auth` carries for presence, next to whatever `authenticate` needs. */
+export interface PresenceHandshakeAuth {
+  /** One of the platform names (`Android`, `iPhone` or `iOS`, `iPad`, `Windows`, `Mac`, `Linux`, `Web`, `MiniProgram`). */
+  platform: string;
+  /** The device (installation or browser tab); the server makes one up when missing. At most 128 characters. */
+  instanceId?: string;
+  /** The client's version string. At most 128 characters. */
+  version?: string;
+  /** The session to resume, as told by `presence:session`. At most 128 characters. */
+  sessionId?: string;
+  [key: string]: unknown;
+}
+
+/** Why a handshake was refused: `err.data.code` of the client's `connect_error`. */
+export type HandshakeErrorCode = PresenceErrorCode | 'SERVER_ERROR';
+
+/** `err.data` of a `connect_error` raised by presence. */
+export interface HandshakeErrorData {
+  code: HandshakeErrorCode;
+  message: string;
+}
+
+/** `presence:session`: sent right after each connect. */
+export interface SessionPayload {
+  userId: string;
+  instanceId: string;
+  sessionId: string;
+  platform: Platform;
+  /** How often the client should send `presence:heartbeat`, in ms. */
+  heartbeatInterval: number;
+  /** Devices this login displaced. */
+  kicked: InstanceRef[];
+  /** True when an existing session was taken up again (a reconnect, or another tab of the device). */
+  resumed: boolean;
+}
+
+/** `presence:kicked`: the server is about to disconnect this device, whose session is now revoked. */
+export interface KickedPayload {
+  reason: 'LoginElsewhere' | 'AdminKick';
+  /** The device that displaced this one; always present for `LoginElsewhere`. */
+  by?: InstanceRef;
+}
+
+/** One watched user's presence, as answered by `presence:subscribe` and pushed by `presence:changed`. */
+export interface WatchedUser {
+  userId: string;
+  status: UserStatus;
+  customStatus: string | null;
+  /** When the user was last Online (ISO 8601); now, for a user who is Online; null if never seen. */
+  lastSeen: string | null;
+}
+
+/** `presence:changed`: a watched user's status or custom status changed. */
+export type ChangedPayload = WatchedUser;
+
+/** Why a client event was refused. */
+export type AnswerErrorCode =
+  /** The payload is not what the event takes (the message says what was wrong). */
+  | 'BAD_REQUEST'
+  /** `presence:subscribe` would watch more users than `maxSubscriptions`. */
+  | 'TOO_MANY_SUBSCRIPTIONS'
+  /** The device is no longer logged in on this connection (kicked, logged out, timed out). */
+  | 'NOT_LOGGED_IN'
+  /** The server failed (its store, say); the event may be retried. */
+  | 'SERVER_ERROR';
+
+export interface FailedAnswer {
+  ok: false;
+  code: AnswerErrorCode;
+  message: string;
+}
+
+/** Every client event answers through its acknowledgement with `{ ok: true, ... }` or a `FailedAnswer`. */
+export type Answer<T extends object = object> = ({ ok: true } & T) | FailedAnswer;
+
+export interface SubscribeRequest {
+  /** The users to watch: at most `maxSubscriptions` in all, per connection. */
+  userIds: string[];
+}
+
+export interface SubscribeResult {
+  /** The current presence of each user now watched, in request order (duplicates once). */
+  users: WatchedUser[];
+  /** The users `canSee` refused: not watched, and not told about. */
+  denied: string[];
+}
+
+export interface UnsubscribeResult {
+  /** How many users this connection still watches. */
+  watching: number;
+}
+
+export interface SetStatusRequest {
+  /** At most 100 bytes of UTF-8; `null` or `''` clears it. */
+  customStatus: string | null;
+}
+
+/** Events the server sends. */
+export interface ServerToClientEvents {
+  'presence:session': (session: SessionPayload) => void;
+  'presence:kicked': (notice: KickedPayload) => void;
+  'presence:changed': (change: ChangedPayload) => void;
+}
+
+/** Events a client sends; each answers through its acknowledgement callback, `{ ok, ... }` (optional for the first three). */
+export interface ClientToServerEvents {
+  'presence:heartbeat': (ack?: (answer: Answer<{ serverTime: number }>) => void) => void;
+  'presence:background': (ack?: (answer: Answer) => void) => void;
+  'presence:foreground': (ack?: (answer: Answer) => void) => void;
+  'presence:logout': (ack: (answer: Answer) => void) => void;
+  'presence:subscribe': (request: SubscribeRequest, ack: (answer: Answer<SubscribeResult>) => void) => void;
+  'presence:unsubscribe': (request: SubscribeRequest, ack: (answer: Answer<UnsubscribeResult>) => void) => void;
+  'presence:set-status': (request: SetStatusRequest, ack: (answer: Answer<{ customStatus: string | null }>) => void) => void;
+}
+
+/** The room of the sockets watching a user, in the namespace presence is attached to. */
+export const WATCH_ROOM_PREFIX = 'presence:user:';
