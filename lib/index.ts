@@ -8,3 +8,21 @@ export { PLATFORMS, type Platform, type PlatformClass } from './engine/platforms
 export type * from './engine/types.js';
 export type { PresenceOptions, CallbackOptions, PerClass, HandshakeLike, Authenticate, Authorize, CanSee, Logger } from './options.js';
 export type * from './store/types.js';
+export type {
+  PresenceHandshakeAuth,
+  HandshakeErrorCode,
+  HandshakeErrorData,
+  SessionPayload,
+  KickedPayload,
+  ChangedPayload,
+  WatchedUser,
+  Answer,
+  AnswerErrorCode,
+  FailedAnswer,
+  SubscribeRequest,
+  SubscribeResult,
+  UnsubscribeResult,
+  SetStatusRequest,
+  ServerToClientEvents,
+  ClientToServerEvents,
+} from './socket/protocol.js';
