@@ -1,16 +1,401 @@
-// PLACEHOLDER (being written): the status-change callback's delivery queues.
-import type { PresenceEngine } from '../engine/engine.js';
-import type { ResolvedConfig } from '../options.js';
+// The status-change callback's delivery: one ordered queue per user, users in parallel, retries with backoff, a bounded total.
 
-/** The body POSTed to the callback URL. */
-export interface StateChangeCallbackBody {
-  CallbackCommand: 'State.StateChange';
-  EventTime: number;
-  Info: { Action: string; To_Account: string; Reason: string };
-  KickedDevice: { Platform: string }[];
+import http from 'node:http';
+import https from 'node:https';
+import createDebug from 'debug';
+import type { PresenceEngine } from '../engine/engine.js';
+import type { TimerHandle } from '../engine/clock.js';
+import type { PresenceChange } from '../engine/types.js';
+import type { ResolvedConfig } from '../options.js';
+import { callbackBody, callbackUrl, signCallback, SIGNATURE_HEADER, type StateChangeCallbackBody } from './body.js';
+
+export type { StateChangeCallbackBody, KickedDeviceEntry } from './body.js';
+
+const debug = createDebug('express-presence:callback');
+
+/** Users whose events are in flight at once; also the keep-alive agent's socket limit. */
+export const CALLBACK_CONCURRENCY = 16;
+/** The longest wait between two attempts, whatever `backoff` and the attempt count. */
+export const MAX_BACKOFF = 30_000;
+/** A receiver's answer is read up to this many bytes; more is a failure (it should be tiny). */
+const MAX_ANSWER_BYTES = 64 * 1024;
+
+/** Counts of one mount's callback deliveries (events, not attempts, except `retried`). */
+export interface CallbackDeliveryStats {
+  /** Events the receiver acknowledged. */
+  delivered: number;
+  /** Events given up after `maxRetries` (or at `close()`), each passed to `callback-failed`. */
+  failed: number;
+  /** Events refused because `maxQueue` events were already waiting, each passed to `callback-failed`. */
+  dropped: number;
+  /** Attempts that failed and were retried. */
+  retried: number;
+  /** Events waiting now, in flight included. */
+  queued: number;
 }
 
+/** Why an event was not delivered; passed to `callback-failed`. */
+export class CallbackDeliveryError extends Error {
+  constructor(
+    message: string,
+    /** Attempts made (0 for an event dropped because the queue was full). */
+    readonly attempts: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'CallbackDeliveryError';
+  }
+}
+
+class PendingEvent {
+  /** Serialised once, at the first attempt; signature likewise. */
+  payload: string | undefined;
+  signature: string | undefined;
+  url: string | undefined;
+  failures = 0;
+  constructor(
+    readonly body: StateChangeCallbackBody,
+    readonly clientIp: string | undefined,
+  ) {}
+}
+
+/** One user's events, delivered strictly one after the other. */
+class UserQueue {
+  readonly events: PendingEvent[] = [];
+  head = 0;
+  /** Ready, in flight or waiting for a retry: some part of the machinery holds this queue. */
+  scheduled = false;
+  retryTimer: TimerHandle | undefined;
+  request: http.ClientRequest | undefined;
+  constructor(readonly userId: string) {}
+
+  get size(): number {
+    return this.events.length - this.head;
+  }
+
+  first(): PendingEvent | undefined {
+    return this.events[this.head];
+  }
+
+  shift(): PendingEvent | undefined {
+    const event = this.events[this.head];
+    this.events[this.head++] = undefined as unknown as PendingEvent;
+    // Compact now and then so a long-lived busy queue does not keep a long dead prefix.
+    if (this.head > 64 && this.head * 2 > this.events.length) {
+      this.events.splice(0, this.head);
+      this.head = 0;
+    }
+    return event;
+  }
+}
+
+/** A FIFO of queues ready for an attempt. */
+class ReadyList {
+  private items: UserQueue[] = [];
+  private head = 0;
+  get size(): number {
+    return this.items.length - this.head;
+  }
+  push(queue: UserQueue): void {
+    this.items.push(queue);
+  }
+  shift(): UserQueue | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const queue = this.items[this.head++];
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    }
+    return queue;
+  }
+}
+
+/**
+ * Sends every change of one mount to the callback URL. Events of one user go one at a time, in
+ * order (a failing event holds back that user's later ones); different users go in parallel, at
+ * most CALLBACK_CONCURRENCY at once. The engine's listener only builds the body and queues it.
+ */
 export class CallbackDelivery {
-  constructor(_engine: PresenceEngine, _config: ResolvedConfig, _onFailed: (body: StateChangeCallbackBody, error: Error) => void) {}
-  async close(): Promise<void> {}
+  private readonly settings: NonNullable<ResolvedConfig['callback']>;
+  private readonly base: URL;
+  private readonly agent: http.Agent;
+  private readonly transport: typeof http | typeof https;
+  private readonly queues = new Map<string, UserQueue>();
+  private readonly ready = new ReadyList();
+  private readonly counts: CallbackDeliveryStats = { delivered: 0, failed: 0, dropped: 0, retried: 0, queued: 0 };
+  private inFlight = 0;
+  private pumpScheduled = false;
+  /** Overflow episode: from the first drop until the queue is back to half full. */
+  private droppedInEpisode = -1;
+  /** Failure episode: from the first event given up until the next delivery. */
+  private failedInEpisode = -1;
+  private closing = false;
+  private abandoning: Error | undefined;
+  private drained: (() => void) | undefined;
+
+  constructor(
+    private readonly engine: PresenceEngine,
+    private readonly config: ResolvedConfig,
+    private readonly onFailed: (body: StateChangeCallbackBody, error: Error) => void,
+  ) {
+    if (!config.callback) throw new TypeError('CallbackDelivery needs the callback option');
+    this.settings = config.callback;
+    this.base = new URL(this.settings.url);
+    const https_ = this.base.protocol === 'https:';
+    this.transport = https_ ? https : http;
+    this.agent = new (https_ ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: CALLBACK_CONCURRENCY });
+    engine.on('change', this.onChange);
+  }
+
+  /** A copy of the counts. */
+  get stats(): CallbackDeliveryStats {
+    return { ...this.counts };
+  }
+
+  /** The live path: build the body, queue it, and return; sending happens later. */
+  private readonly onChange = (change: PresenceChange): void => {
+    const body = callbackBody(change);
+    if (this.counts.queued >= this.settings.maxQueue) {
+      this.drop(body);
+      return;
+    }
+    let queue = this.queues.get(change.userId);
+    if (!queue) {
+      queue = new UserQueue(change.userId);
+      this.queues.set(change.userId, queue);
+    }
+    queue.events.push(new PendingEvent(body, change.clientIp));
+    this.counts.queued++;
+    if (!queue.scheduled) {
+      queue.scheduled = true;
+      this.ready.push(queue);
+      this.schedulePump();
+    }
+  };
+
+  private drop(body: StateChangeCallbackBody): void {
+    this.counts.dropped++;
+    if (this.droppedInEpisode < 0) {
+      this.droppedInEpisode = 0;
+      this.config.logger.warn(
+        `express-presence: the status-change callback queue is full (maxQueue ${this.settings.maxQueue}); new events are dropped and passed to 'callback-failed' until it drains`,
+      );
+    }
+    this.droppedInEpisode++;
+    this.fail(body, new CallbackDeliveryError(`the callback queue was full (maxQueue ${this.settings.maxQueue}); the event was dropped`, 0));
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(this.pump);
+  }
+
+  private readonly pump = (): void => {
+    this.pumpScheduled = false;
+    while (this.inFlight < CALLBACK_CONCURRENCY) {
+      const queue = this.ready.shift();
+      if (!queue) break;
+      this.attempt(queue);
+    }
+  };
+
+  private attempt(queue: UserQueue): void {
+    const event = queue.first();
+    if (!event) {
+      this.release(queue);
+      return;
+    }
+    if (this.abandoning) {
+      this.abandon(queue, this.abandoning);
+      return;
+    }
+    event.payload ??= JSON.stringify(event.body);
+    event.url ??= callbackUrl(this.base, event.body, event.clientIp);
+    if (this.settings.secret !== undefined) event.signature ??= signCallback(event.payload, this.settings.secret);
+    this.inFlight++;
+    this.post(queue, event);
+  }
+
+  private post(queue: UserQueue, event: PendingEvent): void {
+    const payload = event.payload as string;
+    const headers: http.OutgoingHttpHeaders = {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': Buffer.byteLength(payload),
+      'User-Agent': 'express-presence',
+    };
+    if (event.signature !== undefined) headers[SIGNATURE_HEADER] = event.signature;
+
+    let settled = false;
+    const settle = (error: Error | undefined): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      queue.request = undefined;
+      this.inFlight--;
+      if (error) this.attemptFailed(queue, event, error);
+      else this.delivered(queue);
+      this.schedulePump();
+    };
+    // An I/O deadline, not a delay: a real timer, whatever clock the mount uses.
+    const timeout = this.settings.timeout;
+    const deadline = setTimeout(() => request.destroy(new Error(`no answer within ${timeout} ms`)), timeout);
+    deadline.unref();
+
+    const request = this.transport.request(event.url as string, { method: 'POST', agent: this.agent, headers }, (response) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      response.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > MAX_ANSWER_BYTES) request.destroy(new Error(`the receiver's answer exceeded ${MAX_ANSWER_BYTES} bytes`));
+        else chunks.push(chunk);
+      });
+      response.on('error', (error) => settle(error));
+      response.on('end', () => settle(acknowledgement(response.statusCode ?? 0, Buffer.concat(chunks).toString('utf8'))));
+    });
+    queue.request = request;
+    request.on('error', (error) => settle(error));
+    request.end(payload);
+  }
+
+  private delivered(queue: UserQueue): void {
+    queue.shift();
+    this.counts.delivered++;
+    this.counts.queued--;
+    if (this.failedInEpisode >= 0) {
+      this.config.logger.warn(`express-presence: the callback receiver accepts events again; ${this.failedInEpisode} event(s) failed meanwhile`);
+      this.failedInEpisode = -1;
+    }
+    this.afterDequeue(queue);
+  }
+
+  private attemptFailed(queue: UserQueue, event: PendingEvent, error: Error): void {
+    event.failures++;
+    debug('attempt %d for %s failed: %s', event.failures, queue.userId, error.message);
+    if (this.abandoning) {
+      this.abandon(queue, this.abandoning);
+      return;
+    }
+    if (event.failures > this.settings.maxRetries) {
+      queue.shift();
+      this.counts.queued--;
+      this.giveUp(event, new CallbackDeliveryError(`not delivered after ${event.failures} attempt(s): ${error.message}`, event.failures, { cause: error }));
+      this.afterDequeue(queue);
+      return;
+    }
+    this.counts.retried++;
+    if (this.closing) {
+      // Flushing: no waiting, the deadline bounds it all.
+      this.ready.push(queue);
+      return;
+    }
+    queue.retryTimer = this.config.clock.setTimeout(
+      () => {
+        queue.retryTimer = undefined;
+        this.ready.push(queue);
+        this.schedulePump();
+      },
+      retryDelay(this.settings.backoff, event.failures),
+    );
+    queue.retryTimer.unref?.();
+  }
+
+  private giveUp(event: PendingEvent, error: CallbackDeliveryError): void {
+    this.counts.failed++;
+    if (this.failedInEpisode < 0) {
+      this.failedInEpisode = 0;
+      this.config.logger.error(
+        `express-presence: a status-change callback for ${event.body.Info.To_Account} (seq ${event.body.Seq}) was given up: ${error.message}; it goes to 'callback-failed', and further failures are only counted until the receiver accepts again`,
+      );
+    }
+    this.failedInEpisode++;
+    this.fail(event.body, error);
+  }
+
+  private fail(body: StateChangeCallbackBody, error: Error): void {
+    try {
+      this.onFailed(body, error);
+    } catch (listenerError) {
+      this.config.logger.error("express-presence: a 'callback-failed' listener threw", listenerError);
+    }
+  }
+
+  /** After an event left the queue: the queue goes to the back of the line, or away if empty. */
+  private afterDequeue(queue: UserQueue): void {
+    if (this.droppedInEpisode >= 0 && this.counts.queued <= this.settings.maxQueue / 2) {
+      this.config.logger.warn(`express-presence: the status-change callback queue drained; ${this.droppedInEpisode} event(s) were dropped while it was full`);
+      this.droppedInEpisode = -1;
+    }
+    if (queue.size > 0) this.ready.push(queue);
+    else this.release(queue);
+  }
+
+  private release(queue: UserQueue): void {
+    queue.scheduled = false;
+    this.queues.delete(queue.userId);
+    if (this.counts.queued === 0) this.drained?.();
+  }
+
+  /** Gives up every event of a queue that is not in flight. */
+  private abandon(queue: UserQueue, error: Error): void {
+    for (let event = queue.shift(); event; event = queue.shift()) {
+      this.counts.queued--;
+      this.giveUp(event, new CallbackDeliveryError(error.message, event.failures, { cause: error }));
+    }
+    this.release(queue);
+  }
+
+  /**
+   * Stops taking events, then flushes: retries waiting for their backoff go at once, and
+   * everything gets until the per-attempt `timeout` to be delivered. What is left then is given
+   * up to `callback-failed`, so the app can keep it.
+   */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.engine.off('change', this.onChange);
+    for (const queue of this.queues.values()) {
+      if (queue.retryTimer === undefined) continue;
+      this.config.clock.clearTimeout(queue.retryTimer);
+      queue.retryTimer = undefined;
+      this.ready.push(queue);
+    }
+    this.pump();
+    if (this.counts.queued > 0) {
+      const drained = new Promise<void>((resolve) => (this.drained = resolve));
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.settings.timeout)));
+      await Promise.race([drained, deadline]);
+      clearTimeout(timer);
+      if (this.counts.queued > 0) {
+        this.abandoning = new Error(`presence closed before the callback was delivered (flush deadline ${this.settings.timeout} ms)`);
+        for (const queue of [...this.queues.values()]) {
+          if (queue.request) queue.request.destroy(this.abandoning);
+          else this.abandon(queue, this.abandoning);
+        }
+        await drained;
+      }
+    }
+    this.agent.destroy();
+  }
+}
+
+/** Full jitter: a uniform wait up to `backoff` doubled per failure so far, capped at MAX_BACKOFF. */
+export function retryDelay(backoff: number, failures: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(MAX_BACKOFF, backoff * 2 ** Math.min(failures - 1, 30));
+  return Math.floor(random() * ceiling);
+}
+
+/** Undefined when the receiver acknowledged (`{ ActionStatus: "OK", ErrorCode: 0 }` with a 2xx), else why not. */
+function acknowledgement(status: number, text: string): Error | undefined {
+  if (status < 200 || status >= 300) return new Error(`the receiver answered HTTP ${status}`);
+  let answer: unknown;
+  try {
+    answer = JSON.parse(text);
+  } catch {
+    return new Error(`the receiver's answer is not JSON: ${JSON.stringify(text.slice(0, 80))}`);
+  }
+  const fields = answer as { ActionStatus?: unknown; ErrorCode?: unknown } | null;
+  if (fields?.ActionStatus === 'OK' && fields.ErrorCode === 0) return undefined;
+  return new Error(`the receiver answered ${text.slice(0, 120)} instead of { "ActionStatus": "OK", "ErrorCode": 0 }`);
 }
