@@ -26,3 +26,10 @@ export type {
   ServerToClientEvents,
   ClientToServerEvents,
 } from './socket/protocol.js';
+export type { RouterOptions, PresenceRouter } from './http/router.js';
+export type { QueryStateResponse, QueryStateResult, QueryStateDetail, SourceKickResponse } from './http/source-routes.js';
+export type { UsersQueryResponse, UserKickResponse } from './http/plain-routes.js';
+export { SourceErrorCode, type Problem, type SourceFailure } from './http/respond.js';
+export type { PresenceMetrics, MetricsSnapshot } from './http/metrics.js';
+export { CallbackDeliveryError, type CallbackDeliveryStats, type StateChangeCallbackBody, type KickedDeviceEntry } from './callback/delivery.js';
+export { verifyCallbackSignature, signCallback, SIGNATURE_HEADER } from './callback/body.js';

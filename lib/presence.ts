@@ -7,6 +7,7 @@ import type { Namespace, Server } from 'socket.io';
 import { createPresenceRouter, type PresenceRouter, type RouterOptions } from './http/router.js';
 import { attachPresence } from './socket/attach.js';
 import { CallbackDelivery, type StateChangeCallbackBody } from './callback/delivery.js';
+import { PresenceMetrics } from './http/metrics.js';
 
 export interface PresenceEvents {
   change: [PresenceChange];
@@ -21,6 +22,8 @@ export class Presence {
   readonly config: ResolvedConfig;
   /** The transport-free core; adapters talk to it. */
   readonly engine: PresenceEngine;
+  /** Counters of this mount (transitions, kicks, callback deliveries), also served by `GET /metrics`. */
+  readonly metrics: PresenceMetrics;
   private readonly callbacks: CallbackDelivery | undefined;
   private readonly failureListeners = new Set<(body: StateChangeCallbackBody, error: Error) => void>();
 
@@ -32,6 +35,7 @@ export class Presence {
           for (const listener of this.failureListeners) listener(body, error);
         })
       : undefined;
+    this.metrics = new PresenceMetrics(this.engine, () => this.callbacks?.stats);
   }
 
   /** An Express router (also a plain Node middleware) serving the query, kick and stats routes; needs `authorize`. */
@@ -80,6 +84,7 @@ export class Presence {
   /** Stops every timer, flushes the callback queue within its deadline, and releases the store. */
   async close(): Promise<void> {
     await this.callbacks?.close();
+    this.metrics.close();
     await this.engine.close();
   }
 }

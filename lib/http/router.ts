@@ -1,13 +1,250 @@
-// PLACEHOLDER (being written): the Express router of a presence mount.
+// The router of a presence mount: a plain Node middleware (no Express at runtime) that works in Express 4 and 5 at any path.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import createDebug from 'debug';
+import type { Authorize, Logger } from '../options.js';
+import { parseByteSize } from '../options.js';
 import type { Presence } from '../presence.js';
+import { didYouMean } from '../util/did-you-mean.js';
+import { readJsonBody, type BodyResult } from './body.js';
+import { checkId, InputError } from './input.js';
+import { getMetrics, getStats, getUser, kickUser, queryUsers } from './plain-routes.js';
+import { sendProblem, sendSourceFailure, SourceErrorCode, type ErrorExtras } from './respond.js';
+import { queryState, sourceKick } from './source-routes.js';
+
+const debug = createDebug('express-presence:http');
 
 export interface RouterOptions {
-  /** Overrides the mount's bodyLimit for this router. */
+  /** Admits requests to this router; overrides the mount's `authorize`. Defaults to the mount's. */
+  authorize?: Authorize;
+  /** The largest request body, in bytes or as `'500kb'`, `'1mb'`. Defaults to the mount's `bodyLimit` (1 MB). */
   bodyLimit?: number | string;
 }
 
-export type PresenceRouter = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, next: (error?: unknown) => void) => void;
+/** A Node/Connect/Express middleware: mount it with `app.use(path, presence.router())`. */
+export type PresenceRouter = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
 
-export function createPresenceRouter(_presence: Presence, _options?: RouterOptions): PresenceRouter {
-  throw new Error('router() is not built yet');
+const ROUTER_OPTION_NAMES = ['authorize', 'bodyLimit'] as const satisfies readonly (keyof RouterOptions)[];
+
+type Family = 'source' | 'plain';
+
+type Handler = (presence: Presence, res: ServerResponse, userId: string, body: unknown) => Promise<void>;
+
+interface Route {
+  readonly family: Family;
+  readonly method: 'GET' | 'POST';
+  /** How the route is named in messages, e.g. `POST /users/query`. */
+  readonly name: string;
+  readonly readsBody: boolean;
+  /** Where the path names a user (`/users/:userId`). */
+  readonly takesUserId: boolean;
+  readonly handle: Handler;
+}
+
+/** The routes at one path: at most one per method. */
+interface PathRoutes {
+  readonly family: Family;
+  readonly get?: Route;
+  readonly post?: Route;
+}
+
+function route(family: Family, method: 'GET' | 'POST', name: string, readsBody: boolean, takesUserId: boolean, handle: Handler): Route {
+  return { family, method, name, readsBody, takesUserId, handle };
+}
+
+const QUERY_STATE_ROUTE: PathRoutes = {
+  family: 'source',
+  post: route('source', 'POST', 'querystate', true, false, (presence, res, _userId, body) => queryState(presence, res, body)),
+};
+const SOURCE_KICK_ROUTE: PathRoutes = {
+  family: 'source',
+  post: route('source', 'POST', 'kick', true, false, (presence, res, _userId, body) => sourceKick(presence, res, body)),
+};
+const USERS_QUERY = route('plain', 'POST', 'POST /users/query', true, false, (presence, res, _userId, body) => queryUsers(presence, res, body));
+const GET_USER = route('plain', 'GET', 'GET /users/:userId', false, true, (presence, res, userId) => getUser(presence, res, userId));
+const USER_PATH: PathRoutes = { family: 'plain', get: GET_USER };
+/** `/users/query` is both the batch query (POST) and the user named "query" (GET). */
+const USERS_QUERY_PATH: PathRoutes = { family: 'plain', get: GET_USER, post: USERS_QUERY };
+const KICK_USER_PATH: PathRoutes = {
+  family: 'plain',
+  post: route('plain', 'POST', 'POST /users/:userId/kick', true, true, (presence, res, userId, body) => kickUser(presence, res, userId, body)),
+};
+const STATS_PATH: PathRoutes = { family: 'plain', get: route('plain', 'GET', 'GET /stats', false, false, (presence, res) => getStats(presence, res)) };
+const METRICS_PATH: PathRoutes = { family: 'plain', get: route('plain', 'GET', 'GET /metrics', false, false, (presence, res) => getMetrics(presence, res)) };
+
+const STATIC_PATHS: ReadonlyMap<string, PathRoutes> = new Map([
+  ['/v4/openim/querystate', QUERY_STATE_ROUTE],
+  ['/v4/openim/query_online_status', QUERY_STATE_ROUTE],
+  ['/v4/im_open_login_svc/kick', SOURCE_KICK_ROUTE],
+  ['/users/query', USERS_QUERY_PATH],
+  ['/stats', STATS_PATH],
+  ['/metrics', METRICS_PATH],
+]);
+
+const USERS_PREFIX = '/users/';
+const KICK_SUFFIX = '/kick';
+
+/** The routes at `path` and, for `/users/:userId…`, the still-encoded user id; undefined when none of ours. */
+function match(path: string): { routes: PathRoutes; encodedUserId: string } | undefined {
+  const routes = STATIC_PATHS.get(path);
+  if (routes) return { routes, encodedUserId: path === '/users/query' ? 'query' : '' };
+  if (!path.startsWith(USERS_PREFIX)) return undefined;
+  const rest = path.slice(USERS_PREFIX.length);
+  const slash = rest.indexOf('/');
+  if (slash < 0) return rest.length > 0 ? { routes: USER_PATH, encodedUserId: rest } : undefined;
+  if (slash > 0 && rest.length === slash + KICK_SUFFIX.length && rest.endsWith(KICK_SUFFIX)) {
+    return { routes: KICK_USER_PATH, encodedUserId: rest.slice(0, slash) };
+  }
+  return undefined;
+}
+
+/** What one router holds: resolved once, read by every request. */
+class Mount {
+  private warnedVerdict = false;
+  constructor(
+    readonly presence: Presence,
+    readonly authorize: Authorize,
+    readonly bodyLimit: number,
+    readonly logger: Logger,
+  ) {}
+
+  /** An authorize that answers something other than a boolean is refused, and the app told once. */
+  noteStrangeVerdict(verdict: unknown): void {
+    if (this.warnedVerdict) return;
+    this.warnedVerdict = true;
+    this.logger.warn(`express-presence: authorize(req) must answer true or false; it answered ${typeof verdict}, which is treated as false`);
+  }
+}
+
+/** Answers an error in the shape of the route's family. */
+function refuse(family: Family, res: ServerResponse, status: number, code: SourceErrorCode, message: string, extras?: ErrorExtras): void {
+  if (family === 'source') sendSourceFailure(res, status, code, message, extras);
+  else sendProblem(res, status, message, extras);
+}
+
+/** 401 when the request carries nothing that could be a credential, 403 when what it carries was refused. */
+function refusalStatus(req: IncomingMessage): 401 | 403 {
+  const carriesCredentials = req.headers.authorization !== undefined || req.headers.cookie !== undefined || (req.url ?? '').includes('?');
+  return carriesCredentials ? 403 : 401;
+}
+
+function refuseBody(family: Family, res: ServerResponse, result: BodyResult, mount: Mount, routeName: string): void {
+  switch (result.kind) {
+    case 'malformed':
+      refuse(family, res, 400, SourceErrorCode.BadRequest, result.message);
+      return;
+    case 'too-large':
+      refuse(family, res, 413, SourceErrorCode.BadRequest, `the body is larger than the limit of ${result.limit} bytes`, {
+        closeConnection: result.closeConnection,
+      });
+      return;
+    case 'unsupported':
+      refuse(family, res, 415, SourceErrorCode.BadRequest, result.message);
+      return;
+    case 'consumed':
+      mount.logger.error(
+        `express-presence: ${routeName}: the request body was read by an earlier middleware that left no req.body; mount the router before it, or use express.json()`,
+      );
+      refuse(family, res, 500, SourceErrorCode.Internal, 'the request body was consumed before the presence router could read it');
+      return;
+    case 'aborted':
+    case 'empty':
+    case 'json':
+      return;
+    default: {
+      const exhaustive: never = result;
+      return exhaustive;
+    }
+  }
+}
+
+/** Everything after the route is known: authorise, read, check, handle; every outcome is answered here. */
+async function serve(mount: Mount, route: Route, req: IncomingMessage, res: ServerResponse, encodedUserId: string): Promise<void> {
+  const family = route.family;
+  try {
+    let verdict: unknown = mount.authorize(req);
+    if (typeof verdict !== 'boolean') verdict = await verdict;
+    if (verdict !== true) {
+      if (verdict !== false) mount.noteStrangeVerdict(verdict);
+      const status = refusalStatus(req);
+      refuse(family, res, status, SourceErrorCode.Unauthorized, status === 401 ? 'not authorised: the request carries no credentials' : 'not authorised');
+      return;
+    }
+
+    let userId = '';
+    if (route.takesUserId) {
+      let decoded: string;
+      try {
+        decoded = decodeURIComponent(encodedUserId);
+      } catch {
+        throw new InputError(SourceErrorCode.BadRequest, 'userId in the path is not valid percent-encoding');
+      }
+      userId = checkId(decoded, 'userId in the path', SourceErrorCode.BadRequest);
+    }
+
+    let body: unknown;
+    if (route.readsBody) {
+      let result = readJsonBody(req, mount.bodyLimit);
+      if (result instanceof Promise) result = await result;
+      if (result.kind === 'json') body = result.value;
+      else if (result.kind !== 'empty') {
+        refuseBody(family, res, result, mount, route.name);
+        return;
+      }
+    }
+    await route.handle(mount.presence, res, userId, body);
+  } catch (error) {
+    if (error instanceof InputError) {
+      refuse(family, res, error.status, error.code, error.message);
+      return;
+    }
+    mount.logger.error(`express-presence: ${route.name} failed`, error);
+    refuse(family, res, 500, SourceErrorCode.Internal, 'the presence service failed to answer; the server log has the details');
+  }
+}
+
+/** Builds the router of a mount; throws a TypeError when no `authorize` is given or an option is invalid. */
+export function createPresenceRouter(presence: Presence, options: RouterOptions = {}): PresenceRouter {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new TypeError(`router options must be an object { authorize?, bodyLimit? }; got ${options === null ? 'null' : typeof options}`);
+  }
+  for (const key of Object.keys(options)) {
+    if ((ROUTER_OPTION_NAMES as readonly string[]).includes(key)) continue;
+    const near = didYouMean(key, ROUTER_OPTION_NAMES);
+    throw new TypeError(`unknown router option ${key}${near ? `; did you mean ${near}?` : ''} (accepted: ${ROUTER_OPTION_NAMES.join(', ')})`);
+  }
+  if (options.authorize !== undefined && typeof options.authorize !== 'function') {
+    throw new TypeError(`router authorize must be a function (req) => boolean; got ${typeof options.authorize}`);
+  }
+  const authorize = options.authorize ?? presence.config.authorize;
+  if (!authorize) {
+    throw new TypeError(
+      'router() needs an authorize function deciding who may query and kick: createPresence({ authorize: (req) => boolean }) or presence.router({ authorize })',
+    );
+  }
+  const bodyLimit = parseByteSize('router bodyLimit', options.bodyLimit, presence.config.bodyLimit);
+  const mount = new Mount(presence, authorize, bodyLimit, presence.config.logger);
+
+  return function presenceRouter(req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void {
+    const url = req.url ?? '/';
+    const queryAt = url.indexOf('?');
+    let path = queryAt < 0 ? url : url.slice(0, queryAt);
+    if (path.length > 1 && path.charCodeAt(path.length - 1) === 0x2f) path = path.slice(0, -1);
+    const found = match(path);
+    if (!found) {
+      next();
+      return;
+    }
+    const method = req.method === 'HEAD' ? 'GET' : req.method;
+    const chosen = method === 'GET' ? found.routes.get : method === 'POST' ? found.routes.post : undefined;
+    if (!chosen) {
+      const allow = [found.routes.get ? 'GET, HEAD' : '', found.routes.post ? 'POST' : ''].filter(Boolean).join(', ');
+      debug('%s %s: method not allowed', req.method, path);
+      refuse(found.routes.family, res, 405, SourceErrorCode.BadRequest, `${path} takes ${allow}; got ${req.method ?? 'no method'}`, {
+        headers: { Allow: allow },
+      });
+      return;
+    }
+    void serve(mount, chosen, req, res, found.encodedUserId);
+  };
 }

@@ -1,0 +1,92 @@
+// The source document's REST routes: querystate / query_online_status and the login service's kick.
+
+import type { ServerResponse } from 'node:http';
+import type { Platform } from '../engine/platforms.js';
+import type { UserPresence, UserStatus } from '../engine/types.js';
+import type { Presence } from '../presence.js';
+import { checkId, distinctIds, flag, InputError, isPlainObject } from './input.js';
+import { describeValue, sendText, SourceErrorCode } from './respond.js';
+
+/** One `Detail` entry of a querystate answer. */
+export interface QueryStateDetail {
+  Platform: Platform;
+  Status: 'Online' | 'PushOnline';
+  /** Only with `IsReturnInstid: 1`. */
+  InstId?: string;
+}
+
+/** One `QueryResult` entry: one per distinct account, in request order. */
+export interface QueryStateResult {
+  To_Account: string;
+  Status: UserStatus;
+  /** Only with `IsNeedDetail: 1`; empty for an Offline user. */
+  Detail?: QueryStateDetail[];
+}
+
+/** The answer of `POST /v4/openim/querystate` and `/v4/openim/query_online_status`. */
+export interface QueryStateResponse {
+  ActionStatus: 'OK';
+  ErrorCode: 0;
+  ErrorInfo: '';
+  QueryResult: QueryStateResult[];
+}
+
+/** The answer of `POST /v4/im_open_login_svc/kick`; `KickedDevice` is our extension. */
+export interface SourceKickResponse {
+  ActionStatus: 'OK';
+  ErrorCode: 0;
+  ErrorInfo: '';
+  KickedDevice: { Platform: Platform; InstId: string }[];
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+function requireObject(body: unknown, shape: string): Record<string, unknown> {
+  if (body === undefined) throw new InputError(SourceErrorCode.BadRequest, `the body is empty; send JSON ${shape}`);
+  if (!isPlainObject(body)) throw new InputError(SourceErrorCode.BadRequest, `the body must be a JSON object ${shape}; got ${describeValue(body)}`);
+  return body;
+}
+
+/** The hot path: validate, one engine query, one pass building the answer, one stringify. */
+export async function queryState(presence: Presence, res: ServerResponse, body: unknown): Promise<void> {
+  const request = requireObject(body, '{ "To_Account": [...], "IsNeedDetail": 0|1, "IsReturnInstid": 0|1 }');
+  const accounts = distinctIds(request.To_Account, 'To_Account', false);
+  const needDetail = flag(request, 'IsNeedDetail');
+  const returnInstId = flag(request, 'IsReturnInstid');
+  const users = await presence.query(accounts, { detail: needDetail });
+  const results: QueryStateResult[] = new Array(users.length);
+  for (let i = 0; i < users.length; i++) results[i] = queryResult(users[i] as UserPresence, needDetail, returnInstId);
+  const answer: QueryStateResponse = { ActionStatus: 'OK', ErrorCode: 0, ErrorInfo: '', QueryResult: results };
+  sendText(res, 200, JSON_TYPE, JSON.stringify(answer));
+}
+
+function queryResult(user: UserPresence, needDetail: boolean, returnInstId: boolean): QueryStateResult {
+  if (!needDetail) return { To_Account: user.userId, Status: user.status };
+  const instances = user.instances ?? [];
+  const detail: QueryStateDetail[] = new Array(instances.length);
+  for (let j = 0; j < instances.length; j++) {
+    const instance = instances[j]!;
+    detail[j] = returnInstId
+      ? { Platform: instance.platform, Status: instance.status, InstId: instance.instanceId }
+      : { Platform: instance.platform, Status: instance.status };
+  }
+  return { To_Account: user.userId, Status: user.status, Detail: detail };
+}
+
+/** Every device of `UserID` is kicked (and its session revoked). */
+export async function sourceKick(presence: Presence, res: ServerResponse, body: unknown): Promise<void> {
+  const request = requireObject(body, '{ "UserID": "..." }');
+  if (request.UserID === undefined || request.UserID === null) {
+    const near = Object.keys(request).find((key) => key.toLowerCase() === 'userid');
+    throw new InputError(SourceErrorCode.BadRequest, `UserID is missing${near ? ` (got ${JSON.stringify(near)}; the name is case-sensitive)` : ''}`);
+  }
+  const userId = checkId(request.UserID, 'UserID');
+  const kicked = await presence.kick(userId);
+  const answer: SourceKickResponse = {
+    ActionStatus: 'OK',
+    ErrorCode: 0,
+    ErrorInfo: '',
+    KickedDevice: kicked.map((device) => ({ Platform: device.platform, InstId: device.instanceId })),
+  };
+  sendText(res, 200, JSON_TYPE, JSON.stringify(answer));
+}
