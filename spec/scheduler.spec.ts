@@ -21,7 +21,7 @@ class SteppingClock implements Clock {
   setTimeout(callback: () => void, ms: number): TimerHandle {
     const timer = { due: this.current + ms, callback, cancelled: false };
     this.queue.push(timer);
-    return timer;
+    return timer as TimerHandle;
   }
   clearTimeout(handle: TimerHandle): void {
     (handle as { cancelled: boolean }).cancelled = true;
