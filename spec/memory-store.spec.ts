@@ -94,15 +94,15 @@ describe('MemoryStore', () => {
       const old = await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a' }, () => {});
       const fresh = await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a' }, () => {});
       const at = clock.now();
-      expect(store.markPushOnline('u', 'a', old.connection.sessionId, at, at)).to.equal(null);
-      expect(store.remove('u', 'a', old.connection.sessionId, at, { revoke: false, lastSeen: at })).to.equal(null);
-      expect(store.markPushOnline('nobody', 'a', fresh.connection.sessionId, at, at)).to.equal(null);
-      const [user] = store.get(['u']);
+      expect(await store.markPushOnline('u', 'a', old.connection.sessionId, at, at)).to.equal(null);
+      expect(await store.remove('u', 'a', old.connection.sessionId, at, { revoke: false, lastSeen: at })).to.equal(null);
+      expect(await store.markPushOnline('nobody', 'a', fresh.connection.sessionId, at, at)).to.equal(null);
+      const [user] = await store.get(['u']);
       expect(user?.instances.map((i) => [i.instanceId, i.sessionId, i.status])).to.deep.equal([['a', fresh.connection.sessionId, 'Online']]);
       // Marking an already PushOnline device again changes nothing.
-      expect(store.markPushOnline('u', 'a', fresh.connection.sessionId, at, at)).to.not.equal(null);
-      expect(store.markPushOnline('u', 'a', fresh.connection.sessionId, at, at)).to.equal(null);
-      expect(store.get(['nobody'])).to.deep.equal([undefined]);
+      expect(await store.markPushOnline('u', 'a', fresh.connection.sessionId, at, at)).to.not.equal(null);
+      expect(await store.markPushOnline('u', 'a', fresh.connection.sessionId, at, at)).to.equal(null);
+      expect(await store.get(['nobody'])).to.deep.equal([undefined]);
       await presence.close();
     });
 
