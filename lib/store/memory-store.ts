@@ -3,10 +3,22 @@
 import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../engine/clock.js';
 import { kickOldestBeyondLimit } from '../engine/policy.js';
-import { PLATFORMS, type Platform } from '../engine/platforms.js';
+import { hasPushOnline, PLATFORMS, type Platform } from '../engine/platforms.js';
 import { Scheduler, type Scheduled } from '../engine/scheduler.js';
 import type { InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
-import type { KickFilter, PresenceStore, StoreChange, StoreContext, StoreKicked, StoreLoginRequest, StoreLoginResult, StoredUser } from './types.js';
+import type { TimerHandle } from '../engine/clock.js';
+import type { PersistedRevokedSession, PersistedState, PersistedUser, Persistence } from './persistence.js';
+import type {
+  KickFilter,
+  MaybePromise,
+  PresenceStore,
+  StoreChange,
+  StoreContext,
+  StoreKicked,
+  StoreLoginRequest,
+  StoreLoginResult,
+  StoredUser,
+} from './types.js';
 import { deriveUserStatus } from './types.js';
 
 export interface MemoryStoreOptions {
@@ -14,6 +26,8 @@ export interface MemoryStoreOptions {
   maxOfflineUsers?: number;
   /** Revoked sessions remembered so a kicked device cannot resume (each for the PushOnline TTL). Defaults to 100000. */
   maxRevokedSessions?: number;
+  /** Keeps presence across restarts in the app's own database: loaded at start, saved behind in batches. Defaults to none. */
+  persistence?: Persistence;
 }
 
 class InstanceEntry implements Scheduled {
@@ -50,7 +64,7 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
 
 const EMPTY_KICKS: readonly StoreKicked[] = Object.freeze([]);
 
-/** Presence in this process. Fast, zero-configuration, and forgotten on restart. */
+/** Presence in this process. Fast and zero-configuration; kept across restarts only with `persistence`. */
 export class MemoryStore implements PresenceStore {
   private readonly users = new Map<string, UserEntry>();
   private readonly offline: LRUCache<string, UserEntry>;
@@ -63,13 +77,29 @@ export class MemoryStore implements PresenceStore {
   private readonly instanceCounts = new Map<Platform, Record<InstanceStatus, number>>(PLATFORMS.map((platform) => [platform, { Online: 0, PushOnline: 0 }]));
   private onlineUsers = 0;
   private pushOnlineUsers = 0;
+  private readonly persistence: Persistence | undefined;
+  /** Until the persisted state is loaded, every operation waits for it. */
+  private loading: Promise<void> | undefined;
+  /** Users changed since the last save (only with persistence). */
+  private dirty: Set<string> | undefined;
+  private revokedSinceSave: PersistedRevokedSession[] = [];
+  private flushTimer: TimerHandle | undefined;
+  private saving: Promise<void> = Promise.resolve();
 
   constructor(options: MemoryStoreOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new TypeError('MemoryStore options must be an object');
+    const known = ['maxOfflineUsers', 'maxRevokedSessions', 'persistence'];
     for (const key of Object.keys(options)) {
-      if (key !== 'maxOfflineUsers' && key !== 'maxRevokedSessions') {
-        throw new TypeError(`MemoryStore: unknown option ${key} (accepted: maxOfflineUsers, maxRevokedSessions)`);
+      if (!known.includes(key)) throw new TypeError(`MemoryStore: unknown option ${key} (accepted: ${known.join(', ')})`);
+    }
+    const persistence = options.persistence;
+    if (persistence !== undefined) {
+      if (typeof persistence !== 'object' || persistence === null || typeof persistence.load !== 'function' || typeof persistence.save !== 'function') {
+        throw new TypeError('MemoryStore: persistence must be an object { load(), save(batch), flushInterval? }');
       }
+      positiveInteger('persistence.flushInterval', persistence.flushInterval, 1000);
+      this.persistence = persistence;
+      this.dirty = new Set();
     }
     this.offline = new LRUCache({ max: positiveInteger('maxOfflineUsers', options.maxOfflineUsers, 100_000) });
     this.maxRevokedSessions = positiveInteger('maxRevokedSessions', options.maxRevokedSessions, 100_000);
@@ -87,6 +117,29 @@ export class MemoryStore implements PresenceStore {
       (entry, now) => this.expire(entry, now),
       (error) => context.logger.error('express-presence: PushOnline expiry failed', error),
     );
+    const persistence = this.persistence;
+    if (persistence) {
+      this.loading = Promise.resolve()
+        .then(() => persistence.load())
+        .then(
+          (state) => this.restore(state),
+          (error: unknown) => context.logger.error('express-presence: loading persisted presence failed; starting empty', error),
+        )
+        .finally(() => {
+          this.loading = undefined;
+          this.scheduleFlush();
+        });
+    }
+  }
+
+  /** Resolves once the persisted state is loaded (at once without persistence). */
+  ready(): Promise<void> {
+    return this.loading ?? Promise.resolve();
+  }
+
+  /** Runs `operation` now, or after loading when that is still under way. */
+  private afterLoad<T>(operation: () => T): MaybePromise<T> {
+    return this.loading ? this.loading.then(operation) : operation();
   }
 
   private createRevokedCache(): LRUCache<string, true> {
@@ -95,7 +148,11 @@ export class MemoryStore implements PresenceStore {
     return new LRUCache<string, true>({ max: this.maxRevokedSessions, ttl: this.ttl, ttlResolution: 0, perf: { now: () => clock.now() } });
   }
 
-  login(request: StoreLoginRequest): StoreLoginResult {
+  login(request: StoreLoginRequest): MaybePromise<StoreLoginResult> {
+    return this.afterLoad(() => this.loginNow(request));
+  }
+
+  private loginNow(request: StoreLoginRequest): StoreLoginResult {
     const { userId, instanceId, resumeSessionId, at } = request;
     if (resumeSessionId !== undefined && this.revoked.has(resumeSessionId)) return { outcome: 'revoked' };
     const user = this.userFor(userId);
@@ -121,7 +178,7 @@ export class MemoryStore implements PresenceStore {
     const kicked: StoreKicked[] = [];
     for (const instance of displaced) {
       this.detach(user, instance);
-      this.revoked.set(instance.sessionId, true);
+      this.revoke(instance.sessionId);
       kicked.push({ platform: instance.platform, instanceId: instance.instanceId, sessionId: instance.sessionId });
     }
     const entry = new InstanceEntry(userId, instanceId, request.platform, 'Online', at, request.version, request.newSessionId, ++user.order);
@@ -133,7 +190,11 @@ export class MemoryStore implements PresenceStore {
     return { outcome: 'created', sessionId: entry.sessionId, change };
   }
 
-  markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): StoreChange | null {
+  markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): MaybePromise<StoreChange | null> {
+    return this.afterLoad(() => this.markPushOnlineNow(userId, instanceId, sessionId, at, lastSeen));
+  }
+
+  private markPushOnlineNow(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): StoreChange | null {
     const user = this.users.get(userId);
     const entry = user?.instances.find((instance) => instance.instanceId === instanceId && instance.sessionId === sessionId);
     if (!user || !entry || entry.status !== 'Online') return null;
@@ -143,14 +204,34 @@ export class MemoryStore implements PresenceStore {
     return this.change(user, entry, 'PushOnline', previousUserStatus, at, EMPTY_KICKS);
   }
 
-  remove(userId: string, instanceId: string, sessionId: string | undefined, at: number, options: { revoke: boolean; lastSeen: number }): StoreChange | null {
+  remove(
+    userId: string,
+    instanceId: string,
+    sessionId: string | undefined,
+    at: number,
+    options: { revoke: boolean; lastSeen: number },
+  ): MaybePromise<StoreChange | null> {
+    return this.afterLoad(() => this.removeNow(userId, instanceId, sessionId, at, options));
+  }
+
+  private removeNow(
+    userId: string,
+    instanceId: string,
+    sessionId: string | undefined,
+    at: number,
+    options: { revoke: boolean; lastSeen: number },
+  ): StoreChange | null {
     const user = this.users.get(userId);
     const entry = user?.instances.find((instance) => instance.instanceId === instanceId && (sessionId === undefined || instance.sessionId === sessionId));
     if (!user || !entry) return null;
     return this.removeEntry(user, entry, at, options.revoke, options.lastSeen);
   }
 
-  kick(userId: string, filter: KickFilter, at: number): StoreChange[] {
+  kick(userId: string, filter: KickFilter, at: number): MaybePromise<StoreChange[]> {
+    return this.afterLoad(() => this.kickNow(userId, filter, at));
+  }
+
+  private kickNow(userId: string, filter: KickFilter, at: number): StoreChange[] {
     const user = this.users.get(userId);
     if (!user) return [];
     const targets = user.instances.filter(
@@ -161,7 +242,12 @@ export class MemoryStore implements PresenceStore {
     return targets.map((entry) => this.removeEntry(user, entry, at, true, at));
   }
 
-  setCustomStatus(userId: string, customStatus: string | null, _at: number): UserStatus {
+  setCustomStatus(userId: string, customStatus: string | null, at: number): MaybePromise<UserStatus> {
+    return this.afterLoad(() => this.setCustomStatusNow(userId, customStatus, at));
+  }
+
+  private setCustomStatusNow(userId: string, customStatus: string | null, _at: number): UserStatus {
+    this.dirty?.add(userId);
     let user = this.users.get(userId) ?? this.offline.get(userId);
     if (!user) {
       user = new UserEntry(userId);
@@ -171,7 +257,11 @@ export class MemoryStore implements PresenceStore {
     return deriveUserStatus(user.instances);
   }
 
-  get(userIds: readonly string[]): (StoredUser | undefined)[] {
+  get(userIds: readonly string[]): MaybePromise<(StoredUser | undefined)[]> {
+    return this.loading ? this.loading.then(() => this.getNow(userIds)) : this.getNow(userIds);
+  }
+
+  private getNow(userIds: readonly string[]): (StoredUser | undefined)[] {
     const found: (StoredUser | undefined)[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) {
       const userId = userIds[i] as string;
@@ -180,7 +270,11 @@ export class MemoryStore implements PresenceStore {
     return found;
   }
 
-  stats(): PresenceStats {
+  stats(): MaybePromise<PresenceStats> {
+    return this.afterLoad(() => this.statsNow());
+  }
+
+  private statsNow(): PresenceStats {
     const platforms = {} as Record<Platform, Record<InstanceStatus, number>>;
     const instances = { Online: 0, PushOnline: 0 };
     for (const [platform, counts] of this.instanceCounts) {
@@ -191,8 +285,97 @@ export class MemoryStore implements PresenceStore {
     return { users: { Online: this.onlineUsers, PushOnline: this.pushOnlineUsers, Offline: this.offline.size }, instances, platforms };
   }
 
-  close(): void {
+  /** Stops timers and, with persistence, writes the last batch. */
+  async close(): Promise<void> {
+    await this.loading;
     this.expiry?.close();
+    if (this.flushTimer) this.clock.clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.persistence) await this.flush();
+  }
+
+  private scheduleFlush(): void {
+    const persistence = this.persistence;
+    if (!persistence || this.expiry === undefined) return;
+    this.flushTimer = this.clock.setTimeout(() => {
+      this.scheduleFlush();
+      void this.flush();
+    }, persistence.flushInterval ?? 1000);
+    this.flushTimer.unref?.();
+  }
+
+  /** Writes the users changed since the last save; on failure they stay dirty for the next batch. */
+  private flush(): Promise<void> {
+    const persistence = this.persistence;
+    const dirty = this.dirty;
+    if (!persistence || !dirty || (dirty.size === 0 && this.revokedSinceSave.length === 0)) return this.saving;
+    const userIds = [...dirty];
+    dirty.clear();
+    const revokedSessions = this.revokedSinceSave;
+    this.revokedSinceSave = [];
+    const users: PersistedUser[] = [];
+    for (const userId of userIds) {
+      const user = this.users.get(userId) ?? this.offline.peek(userId);
+      if (user) users.push(persisted(user));
+    }
+    this.saving = this.saving
+      .then(() => persistence.save({ users, revokedSessions }))
+      .catch((error: unknown) => {
+        for (const userId of userIds) dirty.add(userId);
+        this.revokedSinceSave.unshift(...revokedSessions);
+        this.context?.logger.error(`express-presence: saving presence of ${users.length} users failed; retrying with the next batch`, error);
+      });
+    return this.saving;
+  }
+
+  /**
+   * Brings back what was saved. Devices that were Online when the process stopped lost their
+   * connection with it: mobile ones are PushOnline from now, the others are gone; each is reported
+   * as a closed connection.
+   */
+  private restore(state: PersistedState): void {
+    const now = this.clock.now();
+    const closed: StoreChange[] = [];
+    for (const saved of state.users) {
+      const user = new UserEntry(saved.userId);
+      user.lastSeen = saved.lastSeen;
+      user.customStatus = saved.customStatus;
+      user.seq = saved.seq;
+      user.order = saved.order;
+      const wasOnline: InstanceEntry[] = [];
+      for (const device of saved.instances) {
+        const entry = new InstanceEntry(
+          saved.userId,
+          device.instanceId,
+          device.platform,
+          device.status,
+          device.since,
+          device.version ?? undefined,
+          device.sessionId,
+          device.order,
+        );
+        user.instances = user.instances.concat(entry);
+        this.count(entry.platform, entry.status, 1);
+        if (entry.status === 'PushOnline') this.expiry?.schedule(entry, entry.since + this.ttl);
+        else wasOnline.push(entry);
+      }
+      const status = deriveUserStatus(user.instances);
+      this.countUser(status, 1);
+      if (status === 'Offline') this.offline.set(user.userId, user);
+      else this.users.set(user.userId, user);
+      for (const entry of wasOnline) {
+        closed.push(
+          hasPushOnline(entry.platform)
+            ? (this.markPushOnlineNow(user.userId, entry.instanceId, entry.sessionId, now, now) as StoreChange)
+            : this.removeEntry(user, entry, now, false, now),
+        );
+      }
+    }
+    for (const revoked of state.revokedSessions ?? []) {
+      const remaining = revoked.expiresAt - now;
+      if (remaining > 0) this.revoked.set(revoked.sessionId, true, { ttl: remaining });
+    }
+    for (const change of closed) this.context?.changed(change, 'Disconnect', 'LinkClose');
   }
 
   /** The live entry for a user, brought back from the offline cache or made new. */
@@ -209,8 +392,13 @@ export class MemoryStore implements PresenceStore {
     const previousUserStatus = deriveUserStatus(user.instances);
     if (entry.status === 'Online') this.noteLastSeen(user, lastSeen);
     this.detach(user, entry);
-    if (revoke) this.revoked.set(entry.sessionId, true);
+    if (revoke) this.revoke(entry.sessionId);
     return this.change(user, entry, 'Offline', previousUserStatus, at, EMPTY_KICKS);
+  }
+
+  private revoke(sessionId: string): void {
+    this.revoked.set(sessionId, true);
+    if (this.persistence) this.revokedSinceSave.push({ sessionId, expiresAt: this.clock.now() + this.ttl });
   }
 
   private detach(user: UserEntry, entry: InstanceEntry): void {
@@ -247,6 +435,7 @@ export class MemoryStore implements PresenceStore {
     kicked: readonly StoreKicked[],
   ): StoreChange {
     const userStatus = deriveUserStatus(user.instances);
+    this.dirty?.add(user.userId);
     this.countUser(previousUserStatus, -1);
     this.countUser(userStatus, 1);
     if (userStatus === 'Offline') {
@@ -281,4 +470,23 @@ export class MemoryStore implements PresenceStore {
     if (entry.dueAt > now) return;
     this.context?.expired(this.removeEntry(user, entry, now, false, now));
   }
+}
+
+function persisted(user: UserEntry): PersistedUser {
+  return {
+    userId: user.userId,
+    lastSeen: user.lastSeen,
+    customStatus: user.customStatus,
+    seq: user.seq,
+    order: user.order,
+    instances: user.instances.map((entry) => ({
+      instanceId: entry.instanceId,
+      platform: entry.platform,
+      status: entry.status,
+      since: entry.since,
+      version: entry.version ?? null,
+      sessionId: entry.sessionId,
+      order: entry.order,
+    })),
+  };
 }

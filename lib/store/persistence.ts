@@ -1,0 +1,57 @@
+// Persistence hooks for MemoryStore: what is loaded at start and what is written behind, in batches.
+
+import type { Platform } from '../engine/platforms.js';
+import type { InstanceStatus } from '../engine/types.js';
+
+/** One device as persisted. */
+export interface PersistedInstance {
+  instanceId: string;
+  platform: Platform;
+  status: InstanceStatus;
+  /** When it entered its status (ms). */
+  since: number;
+  version: string | null;
+  sessionId: string;
+  order: number;
+}
+
+/** One user as persisted: the whole record, written each time it changed. */
+export interface PersistedUser {
+  userId: string;
+  lastSeen: number | null;
+  customStatus: string | null;
+  seq: number;
+  order: number;
+  instances: PersistedInstance[];
+}
+
+export interface PersistedRevokedSession {
+  sessionId: string;
+  /** When the revocation may be forgotten (ms). */
+  expiresAt: number;
+}
+
+/** What `load()` answers: everything saved before. */
+export interface PersistedState {
+  users: Iterable<PersistedUser>;
+  revokedSessions?: Iterable<PersistedRevokedSession>;
+}
+
+/** What `save()` receives: the users changed since the last save (their whole current record) and sessions revoked since. */
+export interface PersistenceBatch {
+  users: PersistedUser[];
+  revokedSessions: PersistedRevokedSession[];
+}
+
+/**
+ * Where a MemoryStore keeps its presence across restarts: `new MemoryStore({ persistence })`.
+ * `load` runs once at start (the store answers after it); `save` is called behind the live path,
+ * at most every `flushInterval`, and once more at `close()`. A failed save is logged and its
+ * users are written again with the next batch.
+ */
+export interface Persistence {
+  load(): PersistedState | Promise<PersistedState>;
+  save(batch: PersistenceBatch): void | Promise<void>;
+  /** Milliseconds between batches. Defaults to 1000. */
+  flushInterval?: number;
+}
