@@ -21,7 +21,7 @@ function newPresence(options: PresenceOptions = {}): Presence {
 
 function app(presence: Presence): express.Express {
   const host = express();
-  host.use('/presence', presence.router() as express.RequestHandler);
+  host.use('/presence', presence.router());
   return host;
 }
 
