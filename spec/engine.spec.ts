@@ -1,8 +1,8 @@
 // The presence engine against SPEC.md's transition table, event fields, last seen, custom status, queries and stats, on a ManualClock.
 
 import { expect } from 'chai';
-import { createPresence, ManualClock, PLATFORMS, PresenceError } from '../lib/index.js';
-import type { Platform, PlatformClass, PresenceChange } from '../lib/index.js';
+import { createPresence, ManualClock, MemoryStore, PLATFORMS, PresenceError } from '../lib/index.js';
+import type { EndNotice, Platform, PlatformClass, PresenceChange, PresenceStore, StoreLoginRequest, StoreLoginResult } from '../lib/index.js';
 import { harness, iso } from './helpers/engine-harness.js';
 
 const SECOND = 1000;
@@ -803,6 +803,69 @@ describe('PresenceEngine', () => {
       expect(stats.platforms.Web).to.deep.equal({ Online: 1, PushOnline: 0 });
       expect(stats.platforms.Mac).to.deep.equal({ Online: 0, PushOnline: 0 });
       expect(Object.keys(stats.platforms).sort()).to.deep.equal([...PLATFORMS].sort());
+      await h.close();
+    });
+  });
+
+  describe('a store that answers logins later (promises)', () => {
+    /** A MemoryStore whose login decisions are made at once but answered only when released, like a slow remote store. */
+    function deferredStore(): { store: PresenceStore; hold: () => void; releaseAll: () => void } {
+      const inner = new MemoryStore({ maxOfflineUsers: 100, maxRevokedSessions: 100 });
+      const held: (() => void)[] = [];
+      let holding = false;
+      const store = new Proxy(inner, {
+        get(target, key) {
+          if (key === 'login') {
+            return async (request: StoreLoginRequest): Promise<StoreLoginResult> => {
+              const result = await target.login(request);
+              if (!holding) return result;
+              holding = false;
+              return new Promise((resolve) => held.push(() => resolve(result)));
+            };
+          }
+          const value: unknown = Reflect.get(target, key, target);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+      return { store, hold: () => (holding = true), releaseAll: () => held.splice(0).forEach((release) => release()) };
+    }
+
+    it('a device kicked by a newer login before its own login answered is told and ends (no ghost connection)', async () => {
+      const { store, hold, releaseAll } = deferredStore();
+      const h = harness({ store });
+      hold();
+      const notices: EndNotice[] = [];
+      const slow = h.presence.engine.connect({ userId: 'u', platform: 'Web', instanceId: 'a' }, (notice) => notices.push(notice));
+      const fast = await h.connect('u', 'Web', { instanceId: 'b' });
+      expect(fast.kicked).to.deep.equal([{ platform: 'Web', instanceId: 'a' }]);
+      releaseAll();
+      const late = await slow;
+      expect(notices).to.deep.equal([{ reason: 'LoginElsewhere', by: { platform: 'Web', instanceId: 'b' } }]);
+      expect(late.connection.open).to.equal(false);
+      expect(h.presence.engine.liveInstances).to.equal(1);
+      expect((await h.user('u')).instances?.map((i) => i.instanceId)).to.deep.equal(['b']);
+      // Its timers are gone too: nothing happens to it later.
+      const before = h.events.length;
+      h.clock.advance(30 * SECOND);
+      h.presence.engine.heartbeat(fast.connection);
+      h.clock.advance(30 * SECOND);
+      expect(h.events).to.have.length(before);
+      await h.close();
+    });
+
+    it('an admin kick while a login is waiting for the store ends that login when it answers', async () => {
+      const { store, hold, releaseAll } = deferredStore();
+      const h = harness({ store });
+      hold();
+      const notices: EndNotice[] = [];
+      const slow = h.presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a' }, (notice) => notices.push(notice));
+      expect(await h.presence.kick('u')).to.deep.equal([{ platform: 'Android', instanceId: 'a' }]);
+      releaseAll();
+      const late = await slow;
+      expect(notices).to.deep.equal([{ reason: 'AdminKick' }]);
+      expect(late.connection.open).to.equal(false);
+      expect(h.presence.engine.liveInstances).to.equal(0);
+      expect((await h.user('u')).status).to.equal('Offline');
       await h.close();
     });
   });

@@ -169,6 +169,11 @@ export interface PresenceEngineEvents {
  */
 export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   private readonly local = new Map<string, LocalInstance>();
+  /**
+   * Sessions whose login is waiting for the store, and the end (a kick, a logout elsewhere) that came
+   * for one meanwhile: such a device must not come alive here once its login answers.
+   */
+  private readonly loginsInFlight = new Map<string, { count: number; ended: EndNotice | undefined }>();
   private readonly scheduler: Scheduler<LocalInstance>;
   private closed = false;
   /** Names this process to the store, so a device's late close here cannot undo its login elsewhere. */
@@ -224,17 +229,34 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     }
 
     const at = this.config.clock.now();
-    const result: StoreLoginResult = await this.config.store.login({
-      userId: request.userId,
-      platform,
-      instanceId,
-      resumeSessionId: sessionId,
-      newSessionId: newId(),
-      version,
-      at,
-      limits: this.config,
-      owner: this.owner,
-    });
+    const newSessionId = newId();
+    const tracked = sessionId === undefined ? [newSessionId] : [newSessionId, sessionId];
+    for (const id of tracked) {
+      const entry = this.loginsInFlight.get(id);
+      if (entry) entry.count++;
+      else this.loginsInFlight.set(id, { count: 1, ended: undefined });
+    }
+    let result: StoreLoginResult;
+    let endedMeanwhile: EndNotice | undefined;
+    try {
+      result = await this.config.store.login({
+        userId: request.userId,
+        platform,
+        instanceId,
+        resumeSessionId: sessionId,
+        newSessionId,
+        version,
+        at,
+        limits: this.config,
+        owner: this.owner,
+      });
+      if (result.outcome !== 'revoked') endedMeanwhile = this.loginsInFlight.get(result.sessionId)?.ended;
+    } finally {
+      for (const id of tracked) {
+        const entry = this.loginsInFlight.get(id) as { count: number };
+        if (--entry.count === 0) this.loginsInFlight.delete(id);
+      }
+    }
     if (result.outcome === 'revoked') throw new PresenceError('SESSION_REVOKED', 'this session was ended by a logout or a kick; log in again without it');
     this.assertOpen();
 
@@ -256,6 +278,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       }
       this.emitChange(result.change, 'Login', 'Register', request.clientIp);
     }
+    // Kicked (or logged out elsewhere) before its login answered here: tell it now rather than leave a ghost.
+    if (endedMeanwhile) this.endLocal(result.sessionId, endedMeanwhile);
     debug('%s/%s %s (%s), kicked %o', request.userId, instanceId, result.outcome, platform, kicked);
     return { connection, resumed: result.outcome === 'resumed', kicked, heartbeatInterval };
   }
@@ -469,6 +493,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   /** Ends the local device holding `sessionId`, if any, telling each of its connections why. */
   private endLocal(sessionId: string, notice: EndNotice): void {
+    const connecting = this.loginsInFlight.get(sessionId);
+    if (connecting) connecting.ended ??= notice;
     const instance = this.local.get(sessionId);
     if (!instance) return;
     this.forget(instance);
