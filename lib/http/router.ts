@@ -32,7 +32,6 @@ type Handler = (presence: Presence, res: ServerResponse, userId: string, body: u
 
 interface Route {
   readonly family: Family;
-  readonly method: 'GET' | 'POST';
   /** How the route is named in messages, e.g. `POST /users/query`. */
   readonly name: string;
   readonly readsBody: boolean;
@@ -48,29 +47,29 @@ interface PathRoutes {
   readonly post?: Route;
 }
 
-function route(family: Family, method: 'GET' | 'POST', name: string, readsBody: boolean, takesUserId: boolean, handle: Handler): Route {
-  return { family, method, name, readsBody, takesUserId, handle };
+function route(family: Family, name: string, readsBody: boolean, takesUserId: boolean, handle: Handler): Route {
+  return { family, name, readsBody, takesUserId, handle };
 }
 
 const QUERY_STATE_ROUTE: PathRoutes = {
   family: 'source',
-  post: route('source', 'POST', 'querystate', true, false, (presence, res, _userId, body) => queryState(presence, res, body)),
+  post: route('source', 'querystate', true, false, (presence, res, _userId, body) => queryState(presence, res, body)),
 };
 const SOURCE_KICK_ROUTE: PathRoutes = {
   family: 'source',
-  post: route('source', 'POST', 'kick', true, false, (presence, res, _userId, body) => sourceKick(presence, res, body)),
+  post: route('source', 'kick', true, false, (presence, res, _userId, body) => sourceKick(presence, res, body)),
 };
-const USERS_QUERY = route('plain', 'POST', 'POST /users/query', true, false, (presence, res, _userId, body) => queryUsers(presence, res, body));
-const GET_USER = route('plain', 'GET', 'GET /users/:userId', false, true, (presence, res, userId) => getUser(presence, res, userId));
+const USERS_QUERY = route('plain', 'POST /users/query', true, false, (presence, res, _userId, body) => queryUsers(presence, res, body));
+const GET_USER = route('plain', 'GET /users/:userId', false, true, (presence, res, userId) => getUser(presence, res, userId));
 const USER_PATH: PathRoutes = { family: 'plain', get: GET_USER };
 /** `/users/query` is both the batch query (POST) and the user named "query" (GET). */
 const USERS_QUERY_PATH: PathRoutes = { family: 'plain', get: GET_USER, post: USERS_QUERY };
 const KICK_USER_PATH: PathRoutes = {
   family: 'plain',
-  post: route('plain', 'POST', 'POST /users/:userId/kick', true, true, (presence, res, userId, body) => kickUser(presence, res, userId, body)),
+  post: route('plain', 'POST /users/:userId/kick', true, true, (presence, res, userId, body) => kickUser(presence, res, userId, body)),
 };
-const STATS_PATH: PathRoutes = { family: 'plain', get: route('plain', 'GET', 'GET /stats', false, false, (presence, res) => getStats(presence, res)) };
-const METRICS_PATH: PathRoutes = { family: 'plain', get: route('plain', 'GET', 'GET /metrics', false, false, (presence, res) => getMetrics(presence, res)) };
+const STATS_PATH: PathRoutes = { family: 'plain', get: route('plain', 'GET /stats', false, false, (presence, res) => getStats(presence, res)) };
+const METRICS_PATH: PathRoutes = { family: 'plain', get: route('plain', 'GET /metrics', false, false, (presence, res) => getMetrics(presence, res)) };
 
 const STATIC_PATHS: ReadonlyMap<string, PathRoutes> = new Map([
   ['/v4/openim/querystate', QUERY_STATE_ROUTE],
