@@ -17,6 +17,7 @@ import { createPresence, ManualClock, MemoryStore, PLATFORMS, PresenceError } fr
 import type { Connection, EndNotice, LoginPolicy, PlatformClass, PresenceChange } from '../lib/index.js';
 import { PresenceModel, type ModelConfig, type ModelEvent } from './helpers/presence-model.js';
 
+/** Runs per policy (at least 1,000 in CI); MODEL_RUNS and MODEL_COMMANDS raise the effort. */
 const RUNS = Number(process.env.MODEL_RUNS ?? 1000);
 const MAX_COMMANDS = Number(process.env.MODEL_COMMANDS ?? 25);
 const USERS = ['u0', 'u1', 'u2'] as const;
@@ -260,7 +261,8 @@ describe('engine against the reference model (fast-check)', function () {
         fc.asyncProperty(configArb(loginPolicy), fc.array(command, { minLength: 1, maxLength: MAX_COMMANDS, size: 'max' }), (config, commands) =>
           runScenario(config, commands),
         ),
-        { numRuns: RUNS },
+        // MODEL_SEED (and MODEL_PATH) replay a failure fast-check reported.
+        { numRuns: RUNS, ...(process.env.MODEL_SEED ? { seed: Number(process.env.MODEL_SEED), path: process.env.MODEL_PATH } : {}) },
       );
     });
   }
