@@ -254,7 +254,7 @@ async function runScenario(config: ModelConfig, commands: readonly Command[]): P
 }
 
 describe('engine against the reference model (fast-check)', function () {
-  this.timeout(120_000);
+  this.timeout(Math.max(120_000, RUNS * MAX_COMMANDS * 10));
   for (const loginPolicy of ['single', 'dual', 'triple', 'multi'] as const) {
     it(`agrees with the model under the ${loginPolicy} policy (${RUNS} runs)`, async () => {
       await fc.assert(

@@ -333,8 +333,9 @@ export class PresenceModel {
       let due = Infinity;
       for (const device of this.allDevices()) due = Math.min(due, this.dueOf(device));
       if (due > target) break;
-      this.now = due;
-      let ready = [...this.allDevices()].filter((device) => this.dueOf(device) === due);
+      // A deadline already past (a background timeout that ran out during a reconnect grace) fires at once.
+      this.now = Math.max(this.now, due);
+      let ready = [...this.allDevices()].filter((device) => this.dueOf(device) <= this.now);
       while (ready.length > 0) {
         const hint = observed[cursor];
         const next = ready.find((device) => hint && device.userId === hint.userId && device.instanceId === hint.instanceId) ?? (ready[0] as Device);
