@@ -9,6 +9,7 @@ import { PLATFORMS, type Platform } from '../engine/platforms.js';
 import type { EndNotice, InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
 import type {
   KickFilter,
+  LiveInstance,
   PresenceStore,
   StoreChange,
   StoreContext,
@@ -27,13 +28,30 @@ export interface RedisStoreOptions {
   client: Redis;
   /** Prefix of every key and channel. Defaults to `'presence:'`. */
   prefix?: string;
-  /** How long a process's lease lasts without renewal (renewed every third of it); a dead process's devices are closed within about this plus `sweepInterval`. Defaults to 10000. */
+  /**
+   * How long a process's lease lasts without renewal (renewed every third of it); a dead process's devices are closed within about this plus
+   * `sweepInterval`. It is also how long a login waits for Redis during an outage before it is refused. Defaults to 10000.
+   */
   leaseTtl?: number;
   /** How often each process looks for due PushOnline expiries and dead processes. Defaults to 1000. */
   sweepInterval?: number;
   /** How long an Offline user's last-seen time and custom status are kept. Defaults to 30 days. */
   offlineTtl?: number;
 }
+
+/** Something that waited for Redis: replayed in order once it is back. */
+interface Deferred {
+  run(): Promise<unknown>;
+  fail(error: unknown): void;
+  attempts: number;
+  /** A login waiting for Redis: refused when the store closes (a transport end just stays unrecorded). */
+  login?: boolean;
+}
+
+/** Replays of one waiting operation before it is given up (Redis answers, but refuses it). */
+const MAX_REPLAYS = 3;
+/** Live devices re-asserted at once after an outage. */
+const REASSERT_BATCH = 100;
 
 type ScriptName = 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'expireDue' | 'reap';
 
@@ -122,8 +140,13 @@ export class RedisStore implements PresenceStore {
   private readonly timers = new Set<TimerHandle>();
   private closed = false;
   private down = false;
-  /** Transport ends that could not reach Redis, replayed in order once it is back. */
-  private pending: (() => Promise<unknown>)[] = [];
+  /** Transport ends (and logins) that could not reach Redis, replayed in order once it is back. */
+  private pending: Deferred[] = [];
+  /** True once this process's lease was written: a later renewal that finds it gone means other processes reaped us. */
+  private leaseHeld = false;
+  /** The reconciliation running now, and whether another was asked for meanwhile. */
+  private reconciling: Promise<void> | undefined;
+  private reconcileAgain = false;
   /** The policy of the last login, for devices re-asserted after an outage. */
   private limits: StoreLoginRequest['limits'] = { loginPolicy: 'single', maxInstancesPerPlatform: 1, maxWebInstances: 1 };
   /** The last answer read for each user, for queries while Redis is away. */
@@ -152,19 +175,48 @@ export class RedisStore implements PresenceStore {
     this.context = context;
     this.client.on('error', this.onError);
     this.client.on('ready', this.onReady);
+    this.client.on('close', this.onClose);
     this.subscriber = this.client.duplicate();
     this.subscriber.on('error', () => {}); // reported once through the main client's episode
     this.subscriber.on('message', (_channel: string, message: string) => this.onEnded(message));
+    // Kicks published while the subscriber was away were missed: re-asserting the live devices finds them revoked.
+    let subscribed = false;
+    this.subscriber.on('ready', () => {
+      if (subscribed) this.reconcile();
+      subscribed = true;
+    });
     this.subscriber.subscribe(`${this.prefix}ended`).catch((error: unknown) => this.report(error));
-    void this.renewLease();
-    this.every(Math.max(100, Math.floor(this.leaseTtl / 3)), () => this.renewLease());
+    void this.keepLease();
+    this.every(Math.max(100, Math.floor(this.leaseTtl / 3)), () => this.keepLease());
     this.every(this.sweepInterval, () => this.sweep());
   }
 
+  /**
+   * While Redis is away, a login waits for it (in order with the transport ends before it) for up to
+   * `leaseTtl`: a short outage, such as a restart, delays logins instead of refusing them.
+   */
   login(request: StoreLoginRequest): Promise<StoreLoginResult> {
-    if (this.down) return Promise.reject(new Error('express-presence: Redis is not reachable; try again shortly'));
     this.limits = request.limits;
-    return this.loginScript(request, false);
+    if (!this.down && this.pending.length === 0) return this.loginScript(request, false);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const index = this.pending.indexOf(deferred);
+        if (index < 0) return;
+        this.pending.splice(index, 1);
+        reject(new Error(`express-presence: Redis has not been reachable for ${this.leaseTtl} ms (leaseTtl); try again shortly`));
+      }, this.leaseTtl);
+      timer.unref?.();
+      const deferred: Deferred = {
+        run: () => {
+          clearTimeout(timer);
+          return this.loginScript(request, false).then(resolve);
+        },
+        fail: reject,
+        attempts: 0,
+        login: true,
+      };
+      this.pending.push(deferred);
+    });
   }
 
   /** `reassert`: a device re-asserted after an outage yields (is revoked) rather than kick a login made meanwhile. */
@@ -256,9 +308,11 @@ export class RedisStore implements PresenceStore {
     this.timers.clear();
     this.client.off('error', this.onError);
     this.client.off('ready', this.onReady);
+    this.client.off('close', this.onClose);
     const subscriber = this.subscriber;
     this.subscriber = undefined;
     if (subscriber) subscriber.disconnect();
+    for (const deferred of this.pending.splice(0)) if (deferred.login) deferred.fail(new Error('express-presence: the presence was closed'));
     if (this.client.status === 'ready') {
       await this.client.del(`${this.prefix}lease:${this.owner}`).catch(() => undefined);
     }
@@ -288,16 +342,14 @@ export class RedisStore implements PresenceStore {
 
   /** A transport end must not be lost: when Redis cannot take it now, it is replayed once Redis is back. */
   private durable(operation: () => Promise<StoreChange | null>): Promise<StoreChange | null> {
-    if (this.down || this.pending.length > 0) {
-      return new Promise((resolve, reject) => {
-        this.pending.push(() => operation().then(resolve, reject));
+    const later = () =>
+      new Promise<StoreChange | null>((resolve, reject) => {
+        this.pending.push({ run: () => operation().then(resolve), fail: reject, attempts: 0 });
       });
-    }
+    if (this.down || this.pending.length > 0) return later();
     return operation().catch((error: unknown) => {
       this.report(error);
-      return new Promise<StoreChange | null>((resolve, reject) => {
-        this.pending.push(() => operation().then(resolve, reject));
-      });
+      return later();
     });
   }
 
@@ -310,41 +362,73 @@ export class RedisStore implements PresenceStore {
     this.context?.logger.error('express-presence: Redis is unreachable; presence keeps local connections and will reconcile when it is back', error);
   }
 
-  private readonly onReady = (): void => {
+  /** Redis answers again: the episode is over. */
+  private recover(): void {
     if (this.closed) return;
-    const wasDown = this.down;
-    this.down = false;
-    if (wasDown) this.context?.logger.warn('express-presence: Redis is back; reconciling');
-    void this.reconcile();
+    if (this.down) {
+      this.down = false;
+      this.context?.logger.warn('express-presence: Redis is back; reconciling');
+    }
+    this.reconcile();
+  }
+
+  private readonly onReady = (): void => this.recover();
+
+  /** The connection dropped: whatever happened to the lease meanwhile, the reconnection re-asserts everything. */
+  private readonly onClose = (): void => {
+    this.leaseHeld = false;
   };
 
-  /** After an outage: renew the lease, replay lost transport ends in order, and re-assert every live device. */
-  private async reconcile(): Promise<void> {
-    const context = this.context;
-    if (!context) return;
-    await this.renewLease();
-    while (this.pending.length > 0 && this.client.status === 'ready') {
-      const operation = this.pending.shift() as () => Promise<unknown>;
-      await operation().catch((error: unknown) => this.report(error));
+  /** Runs one reconciliation at a time; one asked for meanwhile runs after it. */
+  private reconcile(): void {
+    if (this.closed) return;
+    if (this.reconciling) {
+      this.reconcileAgain = true;
+      return;
     }
-    for (const live of [...context.liveInstances()]) {
+    this.reconciling = (async () => {
+      do {
+        this.reconcileAgain = false;
+        await this.reconcileOnce();
+      } while (this.reconcileAgain && !this.closed && !this.down);
+    })().finally(() => {
+      this.reconciling = undefined;
+    });
+  }
+
+  /**
+   * After an outage or a lost lease: renew the lease, replay what waited for Redis in order, and
+   * re-assert every live device (Redis may have restarted empty, or other processes may have closed
+   * this one's devices while it could not renew its lease).
+   */
+  private async reconcileOnce(): Promise<void> {
+    const context = this.context;
+    if (!context || this.client.status !== 'ready') return;
+    try {
+      await this.renewLease();
+    } catch (error) {
+      this.report(error);
+      return;
+    }
+    while (this.pending.length > 0 && this.client.status === 'ready' && !this.closed) {
+      const deferred = this.pending[0] as Deferred;
       try {
-        const result = await this.loginScript(
-          {
-            userId: live.userId,
-            platform: live.platform,
-            instanceId: live.instanceId,
-            resumeSessionId: live.sessionId,
-            newSessionId: live.sessionId,
-            version: live.version,
-            at: context.clock.now(),
-            limits: this.limits,
-            owner: context.owner,
-          },
-          true,
-        );
-        if (result.outcome === 'revoked') context.ended(live.sessionId, { reason: 'AdminKick' });
-        else if (result.change) context.changed(result.change, 'Login', 'Register');
+        await deferred.run();
+        this.pending.shift();
+      } catch (error) {
+        // Tried again at the next recovery; an operation Redis keeps refusing is given up after a few tries.
+        if (++deferred.attempts >= MAX_REPLAYS) {
+          this.pending.shift();
+          deferred.fail(error);
+        }
+        this.report(error);
+        return;
+      }
+    }
+    const live = [...context.liveInstances()];
+    for (let start = 0; start < live.length; start += REASSERT_BATCH) {
+      try {
+        await Promise.all(live.slice(start, start + REASSERT_BATCH).map((instance) => this.reassert(context, instance)));
       } catch (error) {
         this.report(error);
         return;
@@ -352,12 +436,59 @@ export class RedisStore implements PresenceStore {
     }
   }
 
-  private async renewLease(): Promise<void> {
+  /** Logs a live device in again; one that a newer login displaced meanwhile is ended instead. */
+  private async reassert(context: StoreContext, live: LiveInstance): Promise<void> {
+    const result = await this.loginScript(
+      {
+        userId: live.userId,
+        platform: live.platform,
+        instanceId: live.instanceId,
+        resumeSessionId: live.sessionId,
+        newSessionId: live.sessionId,
+        version: live.version,
+        at: context.clock.now(),
+        limits: this.limits,
+        owner: context.owner,
+      },
+      true,
+    );
+    if (result.outcome === 'revoked') context.ended(live.sessionId, { reason: 'AdminKick' });
+    else if (result.change) context.changed(result.change, 'Login', 'Register');
+  }
+
+  /** Writes the lease; answers true when this process was not listed among the live ones (first lease, or reaped since). */
+  private async renewLease(): Promise<boolean> {
+    const replies = await this.client.multi().set(`${this.prefix}lease:${this.owner}`, '1', 'PX', this.leaseTtl).sadd(`${this.prefix}procs`, this.owner).exec();
+    const [setReply, addReply] = replies ?? [];
+    if (setReply?.[0]) throw setReply[0];
+    if (addReply?.[0]) throw addReply[0];
+    const added = addReply?.[1] === 1;
+    const lost = added && this.leaseHeld;
+    this.leaseHeld = true;
+    return lost;
+  }
+
+  /**
+   * The periodic renewal. It also ends an episode that no reconnection ends (a command failed while
+   * the connection stayed up), and notices a lease that ran out while this process was stalled (a
+   * long pause, a frozen event loop): the others closed its devices, so it re-asserts the live ones.
+   */
+  private async keepLease(): Promise<void> {
     if (this.closed || this.client.status !== 'ready') return;
+    let lost: boolean;
     try {
-      await this.client.multi().set(`${this.prefix}lease:${this.owner}`, '1', 'PX', this.leaseTtl).sadd(`${this.prefix}procs`, this.owner).exec();
+      lost = await this.renewLease();
     } catch (error) {
       this.report(error);
+      return;
+    }
+    if (this.down) {
+      this.recover();
+    } else if (lost) {
+      this.context?.logger.warn(
+        `express-presence: this process's lease ran out (was it stalled for more than leaseTtl, ${this.leaseTtl} ms?); other processes closed its devices, which are re-asserted now`,
+      );
+      this.reconcile();
     }
   }
 
