@@ -2,6 +2,7 @@
 
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createPresence, ManualClock, type Clock, type Connection } from '../lib/index.js';
+import { isoTime } from '../lib/util/iso-time.js';
 import { report, type Figure } from './report.js';
 
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -117,13 +118,13 @@ async function query(): Promise<Figure> {
       return {
         userId,
         status,
-        lastSeen: new Date(status === 'Online' ? now : (user.lastSeen ?? now)).toISOString(),
+        lastSeen: isoTime(status === 'Online' ? now : (user.lastSeen ?? now)),
         customStatus: user.customStatus,
         instances: user.instances.map((instance) => ({
           instanceId: instance.instanceId,
           platform: instance.platform,
           status: instance.status,
-          since: new Date(instance.since).toISOString(),
+          since: isoTime(instance.since),
           version: instance.version ?? null,
         })),
       };
@@ -137,7 +138,7 @@ async function query(): Promise<Figure> {
     name: 'query(500 users, detail)/s',
     value: ours,
     baseline,
-    baselineName: '500 Map.get building the same objects',
+    baselineName: '500 Map.get building the same objects, same date formatter',
     unit: 'ops/s',
     higherIsBetter: true,
     target: 'within 1.5x of baseline',

@@ -8,6 +8,7 @@ import type { KickFilter, MaybePromise, StoreChange, StoreLoginResult, StoredUse
 import { deriveUserStatus, isPromiseLike } from '../store/types.js';
 import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS, type Platform, type PlatformClass } from './platforms.js';
 import { Scheduler, type Scheduled } from './scheduler.js';
+import { isoTime } from '../util/iso-time.js';
 import type {
   ChangeAction,
   ChangeReason,
@@ -154,7 +155,7 @@ function then<T, R>(value: MaybePromise<T>, next: (value: T) => R): MaybePromise
 }
 
 function iso(ms: number | null): string | null {
-  return ms === null ? null : new Date(ms).toISOString();
+  return ms === null ? null : isoTime(ms);
 }
 
 export interface PresenceEngineEvents {
@@ -403,7 +404,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   }
 
   private present(userIds: readonly string[], users: readonly (StoredUser | undefined)[], detail: boolean): UserPresence[] {
-    const now = this.config.clock.now();
+    const nowText = isoTime(this.config.clock.now());
     const result: UserPresence[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) {
       const user = users[i];
@@ -415,7 +416,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
         continue;
       }
       const status = deriveUserStatus(user.instances);
-      const lastSeen = iso(status === 'Online' ? now : user.lastSeen);
+      const lastSeen = status === 'Online' ? nowText : iso(user.lastSeen);
       if (!detail) {
         result[i] = { userId, status, lastSeen, customStatus: user.customStatus };
         continue;
@@ -427,7 +428,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
           instanceId: instance.instanceId,
           platform: instance.platform,
           status: instance.status,
-          since: new Date(instance.since).toISOString(),
+          since: isoTime(instance.since),
           version: instance.version ?? null,
         };
       }

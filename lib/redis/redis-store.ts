@@ -150,7 +150,7 @@ export class RedisStore implements PresenceStore {
   /** The policy of the last login, for devices re-asserted after an outage. */
   private limits: StoreLoginRequest['limits'] = { loginPolicy: 'single', maxInstancesPerPlatform: 1, maxWebInstances: 1 };
   /** The last answer read for each user, for queries while Redis is away. */
-  private readonly lastKnown = new LRUCache<string, StoredUser>({ max: 100_000 });
+  private readonly lastKnown = new LRUCache<string, StoredUser>({ maxSize: 100_000, sizeCalculation: () => 1 });
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError('RedisStore options must be an object { client, prefix? }');

@@ -101,7 +101,8 @@ export class MemoryStore implements PresenceStore {
       this.persistence = persistence;
       this.dirty = new Set();
     }
-    this.offline = new LRUCache({ max: positiveInteger('maxOfflineUsers', options.maxOfflineUsers, 100_000) });
+    // Bounded by maxSize rather than max: lru-cache preallocates `max` slots, tens of ms for 100,000.
+    this.offline = new LRUCache({ maxSize: positiveInteger('maxOfflineUsers', options.maxOfflineUsers, 100_000), sizeCalculation: () => 1 });
     this.maxRevokedSessions = positiveInteger('maxRevokedSessions', options.maxRevokedSessions, 100_000);
     this.revoked = this.createRevokedCache();
   }
@@ -145,7 +146,13 @@ export class MemoryStore implements PresenceStore {
   private createRevokedCache(): LRUCache<string, true> {
     const clock = this.clock;
     // ttlResolution 0: lru-cache would otherwise reuse a reading of the clock for 1 ms of real time, which an injected clock may have left far behind.
-    return new LRUCache<string, true>({ max: this.maxRevokedSessions, ttl: this.ttl, ttlResolution: 0, perf: { now: () => clock.now() } });
+    return new LRUCache<string, true>({
+      maxSize: this.maxRevokedSessions,
+      sizeCalculation: () => 1,
+      ttl: this.ttl,
+      ttlResolution: 0,
+      perf: { now: () => clock.now() },
+    });
   }
 
   login(request: StoreLoginRequest): MaybePromise<StoreLoginResult> {
