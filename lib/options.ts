@@ -1,6 +1,6 @@
 // The public options of createPresence and their resolution, once, into a readonly configuration.
 
-import type { IncomingMessage } from 'node:http';
+import type { Request as ExpressRequest } from 'express';
 import type { Clock } from './engine/clock.js';
 import { systemClock } from './engine/clock.js';
 import { PLATFORM_CLASSES, type PlatformClass } from './engine/platforms.js';
@@ -23,8 +23,8 @@ export interface HandshakeLike {
 /** Who the handshake belongs to; `null`/`undefined`/`false` refuses it with `UNAUTHENTICATED`. */
 export type Authenticate = (handshake: HandshakeLike) => { userId: string } | null | undefined | false | Promise<{ userId: string } | null | undefined | false>;
 
-/** May this HTTP request use the router? */
-export type Authorize<Request = IncomingMessage> = (req: Request) => boolean | Promise<boolean>;
+/** May this HTTP request use the router? Express hands the router its own request (with `req.get()`, `req.ip`...). */
+export type Authorize<Request = ExpressRequest> = (req: Request) => boolean | Promise<boolean>;
 
 /** May `viewerId` subscribe to the status of `targetId`? */
 export type CanSee = (viewerId: string, targetId: string) => boolean | Promise<boolean>;
@@ -48,6 +48,8 @@ export interface CallbackOptions {
   backoff?: number;
   /** Events waiting for delivery, over all users; beyond it new events are dropped, counted and logged. Defaults to 100000. */
   maxQueue?: number;
+  /** Users whose events are delivered at the same time (each user's stay in order). Defaults to 16. */
+  concurrency?: number;
 }
 
 export interface PresenceOptions {
@@ -137,7 +139,7 @@ const OPTION_NAMES = [
   'clock',
 ] as const satisfies readonly (keyof PresenceOptions)[];
 
-const CALLBACK_NAMES = ['url', 'secret', 'timeout', 'maxRetries', 'backoff', 'maxQueue'] as const satisfies readonly (keyof CallbackOptions)[];
+const CALLBACK_NAMES = ['url', 'secret', 'timeout', 'maxRetries', 'backoff', 'maxQueue', 'concurrency'] as const satisfies readonly (keyof CallbackOptions)[];
 
 function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
@@ -232,6 +234,7 @@ function resolveCallback(value: unknown): ResolvedConfig['callback'] {
     maxRetries: integer('callback.maxRetries', given.maxRetries, 8, 0, 1000),
     backoff: duration('callback.backoff', given.backoff, 250, false),
     maxQueue: integer('callback.maxQueue', given.maxQueue, 100_000, 1),
+    concurrency: integer('callback.concurrency', given.concurrency, 16, 1, 1024),
   });
 }
 

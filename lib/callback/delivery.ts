@@ -13,8 +13,6 @@ export type { StateChangeCallbackBody, KickedDeviceEntry } from './body.js';
 
 const debug = createDebug('express-presence:callback');
 
-/** Users whose events are in flight at once; also the keep-alive agent's socket limit. */
-export const CALLBACK_CONCURRENCY = 16;
 /** The longest wait between two attempts, whatever `backoff` and the attempt count. */
 export const MAX_BACKOFF = 30_000;
 /** A receiver's answer is read up to this many bytes; more is a failure (it should be tiny). */
@@ -113,7 +111,7 @@ class ReadyList {
 /**
  * Sends every change of one mount to the callback URL. Events of one user go one at a time, in
  * order (a failing event holds back that user's later ones); different users go in parallel, at
- * most CALLBACK_CONCURRENCY at once. The engine's listener only builds the body and queues it.
+ * most `callback.concurrency` at once. The engine's listener only builds the body and queues it.
  */
 export class CallbackDelivery {
   private readonly settings: NonNullable<ResolvedConfig['callback']>;
@@ -124,6 +122,8 @@ export class CallbackDelivery {
   private readonly ready = new ReadyList();
   private readonly counts: CallbackDeliveryStats = { delivered: 0, failed: 0, dropped: 0, retried: 0, queued: 0 };
   private inFlight = 0;
+  /** Users whose events are in flight at once (`callback.concurrency`); also the keep-alive agent's socket limit. */
+  private readonly concurrency: number;
   private pumpScheduled = false;
   /** Overflow episode: from the first drop until the queue is back to half full. */
   private droppedInEpisode = -1;
@@ -141,9 +141,10 @@ export class CallbackDelivery {
     if (!config.callback) throw new TypeError('CallbackDelivery needs the callback option');
     this.settings = config.callback;
     this.base = new URL(this.settings.url);
+    this.concurrency = this.settings.concurrency;
     const https_ = this.base.protocol === 'https:';
     this.transport = https_ ? https : http;
-    this.agent = new (https_ ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: CALLBACK_CONCURRENCY });
+    this.agent = new (https_ ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: this.concurrency });
     engine.on('change', this.onChange);
   }
 
@@ -193,7 +194,7 @@ export class CallbackDelivery {
 
   private readonly pump = (): void => {
     this.pumpScheduled = false;
-    while (this.inFlight < CALLBACK_CONCURRENCY) {
+    while (this.inFlight < this.concurrency) {
       const queue = this.ready.shift();
       if (!queue) break;
       this.attempt(queue);

@@ -161,7 +161,8 @@ function refuseBody(family: Family, res: ServerResponse, result: BodyResult, mou
 async function serve(mount: Mount, route: Route, req: IncomingMessage, res: ServerResponse, encodedUserId: string): Promise<void> {
   const family = route.family;
   try {
-    let verdict: unknown = mount.authorize(req);
+    // Mounted in Express, `req` is Express's request (req.get(), req.ip...), which is what authorize is typed to take.
+    let verdict: unknown = mount.authorize(req as Parameters<Authorize>[0]);
     if (typeof verdict !== 'boolean') verdict = await verdict;
     if (verdict !== true) {
       if (verdict !== false) mount.noteStrangeVerdict(verdict);
