@@ -1,0 +1,377 @@
+// The example app: its server serves the page, the router and the client module, and the page works in headless Chromium.
+
+import { expect } from 'chai';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { deleteKeys, REDIS_URL, redisClient, uniquePrefix } from './helpers/redis.js';
+
+const root = resolve(import.meta.dirname, '..');
+const CHROMIUM = '/usr/bin/chromium';
+/** Debian's Chromium, never a downloaded browser; flags keep it quiet and offline. */
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const ADMIN = { authorization: 'Bearer demo-admin-token' };
+/** The example's environment, without whatever the shell (or CI's REDIS_URL) would change. */
+const BASE_ENV = {
+  ...process.env,
+  REDIS_URL: '',
+  LOGIN_POLICY: 'single',
+  MAX_INSTANCES_PER_PLATFORM: '',
+  MAX_WEB_INSTANCES: '',
+  PEERS: '',
+  DEMO_ADMIN_TOKEN: '',
+};
+
+/** The newest modification time under a folder. */
+function newest(dir: string): number {
+  let latest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    latest = Math.max(latest, entry.isDirectory() ? newest(path) : statSync(path).mtimeMs);
+  }
+  return latest;
+}
+
+/** The example imports the package by name, which resolves to dist/: build it when missing or older than lib/. */
+function ensureBuild(): void {
+  const entries = ['dist/esm/index.js', 'dist/esm/client/index.js', 'dist/esm/redis/index.js'].map((path) => join(root, path));
+  const built = entries.every((path) => existsSync(path)) ? Math.min(...entries.map((path) => statSync(path).mtimeMs)) : 0;
+  if (built > newest(join(root, 'lib'))) return;
+  execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: root, stdio: 'inherit' });
+}
+
+/** What the example's GET /config answers (the parts checked here). */
+interface DemoConfig {
+  loginPolicy: string;
+  maxInstancesPerPlatform: number;
+  maxWebInstances: number;
+  store: string;
+  heartbeatInterval: number;
+  heartbeatTimeout: Record<string, number>;
+  platforms: string[];
+}
+
+async function readConfig(base: string): Promise<DemoConfig> {
+  return (await (await fetch(new URL('config', base))).json()) as DemoConfig;
+}
+
+interface Running {
+  child: ChildProcess;
+  output: () => string;
+}
+
+/** Starts a script of the example and waits until it has printed every URL it is expected to. */
+function start(script: string, env: Record<string, string | undefined>, urls = 1): Promise<Running & { urls: string[] }> {
+  const child = spawn(process.execPath, [join(root, 'example-app', script)], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => fail(new Error(`${script} printed no URL within 20 s:\n${output}`)), 20_000);
+    const fail = (error: Error): void => {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      reject(error);
+    };
+    const read = (chunk: Buffer): void => {
+      output += chunk.toString();
+      const found = [...output.matchAll(/Open (http:\/\/localhost:\d+\/)/g)].map((match) => match[1] as string);
+      if (found.length >= urls) {
+        clearTimeout(timer);
+        resolvePromise({ child, urls: found, output: () => output });
+      }
+    };
+    child.stdout?.on('data', read);
+    child.stderr?.on('data', read);
+    child.once('exit', (code) => fail(new Error(`${script} exited (${code}) before printing its URL:\n${output}`)));
+  });
+}
+
+async function stop(running: Running | undefined): Promise<void> {
+  const child = running?.child;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolvePromise) => child.once('exit', resolvePromise));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Two free ports in a row, for the cluster script (it takes PORT and PORT + 1). */
+async function freePortPair(): Promise<number> {
+  const tryListen = (port: number): Promise<boolean> =>
+    new Promise((resolvePromise) => {
+      const server = createServer();
+      server.once('error', () => resolvePromise(false));
+      server.listen(port, () => server.close(() => resolvePromise(true)));
+    });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 40_000);
+    if ((await tryListen(port)) && (await tryListen(port + 1))) return port;
+  }
+  throw new Error('no two free ports in a row');
+}
+
+async function openBrowser(): Promise<{ context: BrowserContext; profile: string }> {
+  const profile = mkdtempSync(join(tmpdir(), 'presence-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1360, height: 900 },
+  });
+  return { context, profile };
+}
+
+/** Adds a simulated device through the page's form and waits until it is logged in. */
+async function addDevice(page: Page, user: string, platform: string, server = ''): Promise<void> {
+  await page.fill('#add-user', user);
+  await page.selectOption('#add-platform', platform);
+  if (server) await page.selectOption('#add-server', server);
+  await page.click('#add-device');
+  await page.waitForSelector(`.device[data-user="${user}"][data-platform="${platform}"][data-phase="online"]`);
+}
+
+/** The devices the board shows for a user, as `Platform:status` in order. */
+function boardDevices(page: Page, user: string): Promise<string[]> {
+  return page.$$eval(`tr[data-user="${user}"] .chip`, (chips) => chips.map((chip) => `${chip.getAttribute('data-platform')}:${chip.classList[1]}`));
+}
+
+function needChromium(context: Mocha.Context): void {
+  if (existsSync(CHROMIUM)) return;
+  // CI installs it (.ci/run); a developer without it is told how, rather than failing.
+  if (process.env.CI) throw new Error(`${CHROMIUM} is missing: apt-get update && apt-get install -y chromium`);
+  context.skip();
+}
+
+describe('example app', function () {
+  this.timeout(30_000);
+
+  before(function () {
+    this.timeout(180_000);
+    ensureBuild();
+  });
+
+  describe('server (in-memory)', function () {
+    let server: Running & { urls: string[] };
+    let base: string;
+
+    before(async function () {
+      server = await start('server.js', { ...BASE_ENV, PORT: '0' });
+      base = server.urls[0] as string;
+    });
+
+    after(() => stop(server));
+
+    it('prints its URL and the demo timings', function () {
+      expect(base).to.match(/^http:\/\/localhost:\d+\/$/);
+      expect(server.output()).to.include('login policy single').and.include('web 15 s');
+    });
+
+    it('serves the page with an import map for the client helper and socket.io-client', async function () {
+      const response = await fetch(base);
+      expect(response.status).to.equal(200);
+      expect(response.headers.get('content-type')).to.match(/text\/html/);
+      const html = await response.text();
+      expect(html).to.include('"express-presence/client": "/vendor/express-presence/client/index.js"');
+      expect(html).to.include('"socket.io-client": "/socket.io/socket.io.esm.min.js"');
+    });
+
+    it('serves the browser modules: the client helper from dist, socket.io-client from Socket.IO', async function () {
+      for (const path of ['vendor/express-presence/client/index.js', 'vendor/express-presence/client/core.js', 'socket.io/socket.io.esm.min.js', 'app.js']) {
+        const response = await fetch(new URL(path, base));
+        expect(response.status, path).to.equal(200);
+        expect(response.headers.get('content-type'), path).to.match(/javascript/);
+      }
+      const helper = await (await fetch(new URL('vendor/express-presence/client/index.js', base))).text();
+      expect(helper).to.include('export function createPresenceClient');
+    });
+
+    it('answers querystate through the router with the demo authorization, and refuses without it', async function () {
+      const body = JSON.stringify({ To_Account: ['nobody'], IsNeedDetail: 1 });
+      const ok = await fetch(new URL('presence/v4/openim/querystate', base), {
+        method: 'POST',
+        headers: { ...ADMIN, 'content-type': 'application/json' },
+        body,
+      });
+      expect(ok.status).to.equal(200);
+      expect(await ok.json()).to.deep.equal({
+        ActionStatus: 'OK',
+        ErrorCode: 0,
+        ErrorInfo: '',
+        QueryResult: [{ To_Account: 'nobody', Status: 'Offline', Detail: [] }],
+      });
+      const refused = await fetch(new URL('presence/v4/openim/querystate', base), { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      expect(refused.status).to.equal(401);
+      expect(await refused.json()).to.include({ ActionStatus: 'FAIL', ErrorCode: 90009 });
+    });
+
+    it('serves the resolved configuration the page shows', async function () {
+      const config = await readConfig(base);
+      expect(config).to.include({ loginPolicy: 'single', maxInstancesPerPlatform: 1, maxWebInstances: 1, store: 'memory', heartbeatInterval: 5000 });
+      expect(config.heartbeatTimeout).to.deep.equal({ mobile: 20_000, desktop: 20_000, web: 15_000, miniProgram: 15_000 });
+      expect(config.platforms).to.have.length(8);
+    });
+  });
+
+  it('takes its options from the environment, and exits naming a bad one', async function () {
+    const custom = await start('server.js', { ...BASE_ENV, PORT: '0', LOGIN_POLICY: 'triple', HEARTBEAT_TIMEOUT: '30s', HEARTBEAT_TIMEOUT_WEB: '8s' });
+    try {
+      const config = await readConfig(custom.urls[0] as string);
+      expect(config.loginPolicy).to.equal('triple');
+      expect(config.heartbeatTimeout).to.deep.equal({ mobile: 30_000, desktop: 30_000, web: 8_000, miniProgram: 30_000 });
+    } finally {
+      await stop(custom);
+    }
+    const result = await start('server.js', { ...BASE_ENV, PORT: '0', LOGIN_POLICY: 'duel' }).then(
+      () => expect.fail('the server started with LOGIN_POLICY=duel'),
+      (error: Error) => error.message,
+    );
+    expect(result).to.include('loginPolicy must be one of').and.include('did you mean "dual"');
+  });
+
+  describe('in headless Chromium', function () {
+    let server: Running & { urls: string[] };
+    let browser: { context: BrowserContext; profile: string } | undefined;
+    let page: Page;
+    const pageErrors: string[] = [];
+
+    before(async function () {
+      needChromium(this);
+      server = await start('server.js', { ...BASE_ENV, PORT: '0' });
+      browser = await openBrowser();
+      page = browser.context.pages()[0] ?? (await browser.context.newPage());
+      page.on('pageerror', (error) => pageErrors.push(error.message));
+      await page.goto(server.urls[0] as string);
+      await page.waitForSelector('body[data-ready="true"]');
+    });
+
+    after(async function () {
+      await browser?.context.close();
+      if (browser) rmSync(browser.profile, { recursive: true, force: true });
+      await stop(server);
+    });
+
+    it('shows the mount: single policy and the demo limits', async function () {
+      expect(await page.textContent('#mount-policy')).to.equal('single');
+      expect(await page.textContent('#config')).to.include('web 15 s');
+    });
+
+    it('kicks the Android when the same user logs in on Web, naming the Web device, and the board follows', async function () {
+      await addDevice(page, 'alice', 'Android');
+      await page.waitForSelector('tr[data-user="alice"] .chip[data-platform="Android"]');
+      expect(await boardDevices(page, 'alice')).to.deep.equal(['Android:online']);
+
+      await addDevice(page, 'alice', 'Web');
+      const android = page.locator('.device[data-user="alice"][data-platform="Android"]');
+      const banner = android.locator('.banner');
+      await banner.waitFor({ state: 'visible' });
+      const webInstance = await page.getAttribute('.device[data-user="alice"][data-platform="Web"]', 'data-instance');
+      expect(await banner.textContent())
+        .to.include('logged in on Web')
+        .and.include((webInstance as string).slice(0, 6));
+      expect(await banner.getAttribute('data-by')).to.equal(webInstance);
+      expect(await android.getAttribute('data-phase')).to.equal('kicked');
+
+      // The user stays Online, so no presence:changed comes: the device list is the router's answer.
+      await page.waitForSelector('tr[data-user="alice"] .chip[data-platform="Android"]', { state: 'detached' });
+      expect(await boardDevices(page, 'alice')).to.deep.equal(['Web:online']);
+      expect(await page.getAttribute('tr[data-user="alice"]', 'data-status')).to.equal('Online');
+    });
+
+    it('shows a phone whose app was closed as PushOnline', async function () {
+      await addDevice(page, 'bob', 'iPhone');
+      await page.waitForSelector('tr[data-user="bob"][data-status="Online"]');
+      await page.click('.device[data-user="bob"] [data-action="app"]');
+      await page.waitForSelector('tr[data-user="bob"][data-status="PushOnline"]');
+      await page.waitForSelector('tr[data-user="bob"] .chip.pushonline[data-platform="iPhone"]');
+      expect(await page.getAttribute('.device[data-user="bob"]', 'data-phase')).to.equal('closed');
+    });
+
+    it('shows a custom status and runs the batch query through the router', async function () {
+      await addDevice(page, 'carol', 'Mac');
+      await page.fill('.device[data-user="carol"] .status-input', 'In a meeting');
+      await page.click('.device[data-user="carol"] .status-form button');
+      await page.locator('tr[data-user="carol"] .custom', { hasText: 'In a meeting' }).waitFor();
+
+      await page.click('#query-form button');
+      await page.waitForSelector('#tool-output:not([hidden])');
+      const output = (await page.textContent('#tool-output')) as string;
+      const answer = JSON.parse(output.slice(output.indexOf('\n') + 1));
+      expect(answer.QueryResult.map((result: { To_Account: string; Status: string }) => `${result.To_Account}:${result.Status}`)).to.deep.equal([
+        'alice:Online',
+        'bob:PushOnline',
+        'carol:Online',
+      ]);
+    });
+
+    it('takes a screenshot for README.md', async function () {
+      // The committed docs/screenshot.png is rewritten only on request (UPDATE_SCREENSHOT=1) or when
+      // missing, so an ordinary test run leaves the work tree clean.
+      const update = process.env.UPDATE_SCREENSHOT === '1' || !existsSync(join(root, 'docs', 'screenshot.png'));
+      const path = update ? join(root, 'docs', 'screenshot.png') : join(root, '.tmp', 'example-screenshot.png');
+      mkdirSync(resolve(path, '..'), { recursive: true });
+      await page.screenshot({ path, fullPage: true, animations: 'disabled' });
+      expect(statSync(path).size).to.be.greaterThan(10_000);
+      expect(pageErrors).to.deep.equal([]);
+    });
+  });
+
+  describe('cluster (two processes, Redis)', function () {
+    let cluster: (Running & { urls: string[] }) | undefined;
+    let browser: { context: BrowserContext; profile: string } | undefined;
+    const prefix = uniquePrefix('example');
+
+    before(async function () {
+      needChromium(this);
+      const probe = redisClient();
+      const reachable = await probe.ping().then(
+        () => true,
+        () => false,
+      );
+      probe.disconnect();
+      if (!reachable) {
+        if (process.env.CI) throw new Error(`Redis does not answer at ${REDIS_URL}`);
+        this.skip();
+      }
+      const port = await freePortPair();
+      cluster = await start('cluster.js', { ...BASE_ENV, PORT: String(port), REDIS_URL, REDIS_PREFIX: prefix }, 2);
+      browser = await openBrowser();
+    });
+
+    after(async function () {
+      await browser?.context.close();
+      if (browser) rmSync(browser.profile, { recursive: true, force: true });
+      await stop(cluster);
+      const client = redisClient();
+      await deleteKeys(client, prefix);
+      client.disconnect();
+    });
+
+    it('shows a kick crossing processes', async function () {
+      const [first, second] = (cluster as { urls: string[] }).urls.sort();
+      const page = browser?.context.pages()[0] ?? (await (browser as { context: BrowserContext }).context.newPage());
+      await page.goto(first as string);
+      await page.waitForSelector('body[data-ready="true"]');
+      expect(await page.textContent('#config')).to.include('RedisStore');
+
+      await addDevice(page, 'alice', 'Android');
+      await addDevice(page, 'alice', 'Web', (second as string).replace(/\/$/, ''));
+      const banner = page.locator('.device[data-user="alice"][data-platform="Android"] .banner');
+      await banner.waitFor({ state: 'visible' });
+      expect(await banner.textContent()).to.include('logged in on Web');
+      await page.waitForSelector('tr[data-user="alice"] .chip[data-platform="Android"]', { state: 'detached' });
+      expect(await boardDevices(page, 'alice')).to.deep.equal(['Web:online']);
+    });
+  });
+});
