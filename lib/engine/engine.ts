@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import createDebug from 'debug';
 import type { ResolvedConfig } from '../options.js';
-import type { KickFilter, MaybePromise, StoreChange, StoreLoginResult, StoredUser } from '../store/types.js';
+import type { KickFilter, StoreChange, StoreLoginResult, StoredUser } from '../store/types.js';
 import { deriveUserStatus, isPromiseLike } from '../store/types.js';
 import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS, type Platform, type PlatformClass } from './platforms.js';
 import { Scheduler, type Scheduled } from './scheduler.js';
@@ -148,10 +148,6 @@ export function parseCustomStatus(value: unknown): string | null {
   const bytes = Buffer.byteLength(value, 'utf8');
   if (bytes > MAX_CUSTOM_STATUS_BYTES) throw new TypeError(`customStatus must be at most ${MAX_CUSTOM_STATUS_BYTES} bytes of UTF-8; got ${bytes}`);
   return value;
-}
-
-function then<T, R>(value: MaybePromise<T>, next: (value: T) => R): MaybePromise<R> {
-  return isPromiseLike(value) ? value.then(next) : next(value);
 }
 
 function iso(ms: number | null): string | null {
@@ -374,11 +370,19 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   /** The presence of each user asked for, in order (with each device unless `detail: false`). */
   query(userIds: readonly string[], options: { detail?: boolean } = {}): Promise<UserPresence[]> {
+    const detail = options.detail !== false;
+    return this.lookup(userIds).then((users) => this.present(userIds, users, detail));
+  }
+
+  /**
+   * The stored records of the users asked for, in order (undefined for users never seen): the lean
+   * read behind `query`, for adapters that build their own answer (the querystate route).
+   */
+  lookup(userIds: readonly string[]): Promise<readonly (StoredUser | undefined)[]> {
     try {
       if (!Array.isArray(userIds)) throw new TypeError(`userIds must be an array of user ids; got ${typeof userIds}`);
       for (let i = 0; i < userIds.length; i++) checkUserId(userIds[i], `userIds[${i}]`);
-      const detail = options.detail !== false;
-      return Promise.resolve(then(this.config.store.get(userIds), (users) => this.present(userIds, users, detail)));
+      return Promise.resolve(this.config.store.get(userIds));
     } catch (error) {
       return Promise.reject(error);
     }

@@ -2,7 +2,8 @@
 
 import type { ServerResponse } from 'node:http';
 import type { Platform } from '../engine/platforms.js';
-import type { UserPresence, UserStatus } from '../engine/types.js';
+import type { UserStatus } from '../engine/types.js';
+import { deriveUserStatus, type StoredUser } from '../store/types.js';
 import type { Presence } from '../presence.js';
 import { checkId, distinctIds, flag, InputError, isPlainObject } from './input.js';
 import { describeValue, sendText, SourceErrorCode } from './respond.js';
@@ -53,16 +54,18 @@ export async function queryState(presence: Presence, res: ServerResponse, body: 
   const accounts = distinctIds(request.To_Account, 'To_Account', false);
   const needDetail = flag(request, 'IsNeedDetail');
   const returnInstId = flag(request, 'IsReturnInstid');
-  const users = await presence.query(accounts, { detail: needDetail });
+  // The lean read: the stored records, straight into the answer, with no dates formatted that querystate never shows.
+  const users = await presence.engine.lookup(accounts);
   const results: QueryStateResult[] = new Array(users.length);
-  for (let i = 0; i < users.length; i++) results[i] = queryResult(users[i] as UserPresence, needDetail, returnInstId);
+  for (let i = 0; i < users.length; i++) results[i] = queryResult(accounts[i] as string, users[i], needDetail, returnInstId);
   const answer: QueryStateResponse = { ActionStatus: 'OK', ErrorCode: 0, ErrorInfo: '', QueryResult: results };
   sendText(res, 200, JSON_TYPE, JSON.stringify(answer));
 }
 
-function queryResult(user: UserPresence, needDetail: boolean, returnInstId: boolean): QueryStateResult {
-  if (!needDetail) return { To_Account: user.userId, Status: user.status };
-  const instances = user.instances ?? [];
+function queryResult(account: string, user: StoredUser | undefined, needDetail: boolean, returnInstId: boolean): QueryStateResult {
+  const instances = user?.instances ?? [];
+  const status = deriveUserStatus(instances);
+  if (!needDetail) return { To_Account: account, Status: status };
   const detail: QueryStateDetail[] = new Array(instances.length);
   for (let j = 0; j < instances.length; j++) {
     const instance = instances[j]!;
@@ -70,7 +73,7 @@ function queryResult(user: UserPresence, needDetail: boolean, returnInstId: bool
       ? { Platform: instance.platform, Status: instance.status, InstId: instance.instanceId }
       : { Platform: instance.platform, Status: instance.status };
   }
-  return { To_Account: user.userId, Status: user.status, Detail: detail };
+  return { To_Account: account, Status: status, Detail: detail };
 }
 
 /** Every device of `UserID` is kicked (and its session revoked). */
