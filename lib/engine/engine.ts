@@ -210,7 +210,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const sessionId = optionalId('sessionId', request.sessionId);
     const version = optionalId('version', request.version);
     const cls = platformClass(platform);
-    const heartbeatInterval = Math.min(this.config.heartbeatInterval, Math.floor(this.config.heartbeatTimeout[cls] / 2));
+    const heartbeatInterval = Math.max(1, Math.min(this.config.heartbeatInterval, Math.floor(this.config.heartbeatTimeout[cls] / 2)));
 
     // Another connection of a device that is live here (a second tab), or one back within its grace.
     const live = sessionId === undefined ? undefined : this.local.get(sessionId);
@@ -370,6 +370,13 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   /** The presence of each user asked for, in order (with each device unless `detail: false`). */
   query(userIds: readonly string[], options: { detail?: boolean } = {}): Promise<UserPresence[]> {
+    if (typeof options !== 'object' || options === null || (options.detail !== undefined && typeof options.detail !== 'boolean')) {
+      return Promise.reject(
+        new TypeError(
+          `query options must be an object { detail?: boolean }; got ${options === null ? 'null' : typeof options === 'object' ? `detail ${JSON.stringify(options.detail)}` : typeof options}`,
+        ),
+      );
+    }
     const detail = options.detail !== false;
     return this.lookup(userIds).then((users) => this.present(userIds, users, detail));
   }
