@@ -8,6 +8,7 @@ export { PLATFORMS, type Platform, type PlatformClass } from './engine/platforms
 export type * from './engine/types.js';
 export type { PresenceOptions, CallbackOptions, PerClass, HandshakeLike, Authenticate, Authorize, CanSee, Logger } from './options.js';
 export type * from './store/types.js';
+export type * from './store/persistence.js';
 export type {
   PresenceHandshakeAuth,
   HandshakeErrorCode,
