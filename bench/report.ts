@@ -1,5 +1,8 @@
 // Prints benchmark figures as a table, with each figure's baseline and ratio, and emits them as JSON for bench/run.ts.
 
+import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+
 export interface Figure {
   name: string;
   value: number;
@@ -18,9 +21,7 @@ function format(value: number, unit: string): string {
 
 /** Prints the figures; when BENCH_JSON is set, also writes them to that file for the suite runner. */
 export function report(suite: string, figures: readonly Figure[]): void {
-  console.log(
-    `\n${suite} — node ${process.version}, ${(globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? '?'} cores`,
-  );
+  console.log(`\n${suite} — node ${process.version}, ${availableParallelism()} cores`);
   for (const figure of figures) {
     let line = `  ${figure.name}: ${format(figure.value, figure.unit)}`;
     if (figure.baseline !== undefined) {
@@ -31,7 +32,5 @@ export function report(suite: string, figures: readonly Figure[]): void {
     console.log(line);
   }
   const file = process.env.BENCH_JSON;
-  if (file) {
-    void import('node:fs').then(({ writeFileSync }) => writeFileSync(file, JSON.stringify({ suite, figures }, null, 2)));
-  }
+  if (file) writeFileSync(file, JSON.stringify({ suite, figures }, null, 2));
 }
