@@ -94,33 +94,27 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
   return value;
 }
 
-/** Parses one user's hash (HGETALL) into the shape every store answers. */
-function parseUser(userId: string, hash: Record<string, string>): StoredUser | undefined {
-  const instances: StoredInstance[] = [];
-  let lastSeen: number | null = null;
-  let customStatus: string | null = null;
-  let any = false;
-  for (const field in hash) {
-    any = true;
-    const value = hash[field] as string;
-    if (field.charCodeAt(0) === 105 /* i */ && field.charCodeAt(1) === 58 /* : */) {
-      const parts = value.split('|');
-      instances.push({
-        instanceId: field.slice(2),
-        platform: parts[0] as Platform,
-        status: parts[1] as InstanceStatus,
-        since: Number(parts[2]),
-        order: Number(parts[3]),
-        sessionId: parts[4] as string,
-        version: parts.length > 7 ? parts.slice(6).join('|') : parts[6] || undefined,
-      });
-    } else if (field === 'ls') {
-      lastSeen = Number(value);
-    } else if (field === 'cs') {
-      customStatus = value;
-    }
+/** A user as the scripts keep it (see scripts.ts); cjson writes an empty list as {}. */
+interface UserRecord {
+  /** seq and order: only the scripts read them. */
+  s: number;
+  o: number;
+  l?: number;
+  c?: string;
+  i:
+    | [instanceId: string, platform: Platform, status: InstanceStatus, since: number, order: number, sessionId: string, owner: string, version: string][]
+    | Record<string, never>;
+}
+
+/** One user's record, in the shape every store answers. */
+function toStoredUser(userId: string, record: UserRecord): StoredUser {
+  const list = Array.isArray(record.i) ? record.i : [];
+  const instances: StoredInstance[] = new Array(list.length);
+  for (let j = 0; j < list.length; j++) {
+    const [instanceId, platform, status, since, order, sessionId, , version] = list[j]!;
+    instances[j] = { instanceId, platform, status, since, order, sessionId, version: version === '' ? undefined : version };
   }
-  return any ? { userId, instances, lastSeen, customStatus } : undefined;
+  return { userId, instances, lastSeen: record.l ?? null, customStatus: record.c ?? null };
 }
 
 /**
@@ -265,23 +259,34 @@ export class RedisStore implements PresenceStore {
     return (await this.run('setCustomStatus', [userId, customStatus ?? '', customStatus === null ? '1' : '0'], at)) as UserStatus;
   }
 
+  /** One MGET for all the users, and one JSON.parse for all their records. */
   async get(userIds: readonly string[]): Promise<(StoredUser | undefined)[]> {
-    if (this.down) return userIds.map((userId) => this.lastKnown.get(userId));
-    const pipeline = this.client.pipeline();
-    for (const userId of userIds) pipeline.hgetall(`${this.prefix}u:${userId}`);
-    const replies = (await pipeline.exec()) ?? [];
+    if (this.down || userIds.length === 0) return userIds.map((userId) => this.lastKnown.get(userId));
+    const keys: string[] = new Array(userIds.length);
+    for (let i = 0; i < userIds.length; i++) keys[i] = `${this.prefix}u:${userIds[i] as string}`;
+    let records: (UserRecord | 0)[];
+    try {
+      const texts = await this.client.mget(keys);
+      let joined = '[';
+      for (let i = 0; i < texts.length; i++) joined += (i === 0 ? '' : ',') + (texts[i] ?? '0');
+      records = JSON.parse(joined + ']') as (UserRecord | 0)[];
+    } catch (error) {
+      // Queries answer from what is known while Redis does not.
+      this.report(error);
+      return userIds.map((userId) => this.lastKnown.get(userId));
+    }
     const users: (StoredUser | undefined)[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) {
-      const [error, hash] = replies[i] ?? [new Error('no reply'), undefined];
       const userId = userIds[i] as string;
-      if (error) {
-        users[i] = this.lastKnown.get(userId);
-        continue;
+      const record = records[i];
+      if (record) {
+        const user = toStoredUser(userId, record);
+        users[i] = user;
+        this.lastKnown.set(userId, user);
+      } else {
+        users[i] = undefined;
+        this.lastKnown.delete(userId);
       }
-      const user = parseUser(userId, hash as Record<string, string>);
-      users[i] = user;
-      if (user) this.lastKnown.set(userId, user);
-      else this.lastKnown.delete(userId);
     }
     return users;
   }

@@ -2,8 +2,10 @@
 
 /*
  * Layout (P is the key prefix):
- *   P u:<userId>     hash: i:<instanceId> -> "platform|status|since|order|sessionId|owner|version",
- *                    seq, order, ls (last seen, ms), cs (custom status)
+ *   P u:<userId>     string, the whole user as JSON, read and written whole by each script (so that a
+ *                    query of 500 users is one MGET): {"s": seq, "o": order, "l"?: last seen (ms),
+ *                    "c"?: custom status, "i": [[instanceId, platform, status, since, order, sessionId, owner, version], ...]}
+ *                    ("i" is {} when empty, as cjson writes an empty table); kept offlineTtl once the user is Offline
  *   P stats          hash: u:Online, u:PushOnline, i:<platform>:<status>
  *   P expiry         sorted set of PushOnline devices by due time; member cjson [userId, instanceId, sessionId]
  *   P owned:<owner>  set of the Online devices a process holds; member cjson [userId, instanceId, sessionId]
@@ -18,35 +20,20 @@ local NOW = tonumber(ARGV[2])
 local TTL = tonumber(ARGV[3])
 local OFFLINE_TTL = tonumber(ARGV[4])
 
-local function num(n) return string.format('%.0f', n) end
 local function ukey(userId) return P .. 'u:' .. userId end
 local function member(userId, instanceId, sid) return cjson.encode({userId, instanceId, sid}) end
 
-local function parse(v)
-  local platform, status, since, order, sid, owner, version = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-  return {platform = platform, status = status, since = tonumber(since), order = tonumber(order), sid = sid, owner = owner, version = version}
-end
-local function encode(r)
-  return r.platform .. '|' .. r.status .. '|' .. num(r.since) .. '|' .. num(r.order) .. '|' .. r.sid .. '|' .. r.owner .. '|' .. r.version
-end
-
 local function isMobile(p) return p == 'Android' or p == 'iPhone' or p == 'iPad' end
 
--- The user's devices: a list of records with .id, plus the hash's other fields.
+-- The user: a list of device records, plus sequence, order, last seen and custom status.
 local function load(userId)
-  local flat = redis.call('HGETALL', ukey(userId))
   local user = {instances = {}, seq = 0, order = 0, ls = nil, cs = nil}
-  for i = 1, #flat, 2 do
-    local field, value = flat[i], flat[i + 1]
-    if string.sub(field, 1, 2) == 'i:' then
-      local r = parse(value)
-      r.id = string.sub(field, 3)
-      table.insert(user.instances, r)
-    elseif field == 'seq' then user.seq = tonumber(value)
-    elseif field == 'order' then user.order = tonumber(value)
-    elseif field == 'ls' then user.ls = tonumber(value)
-    elseif field == 'cs' then user.cs = value
-    end
+  local text = redis.call('GET', ukey(userId))
+  if not text then return user end
+  local stored = cjson.decode(text)
+  user.seq, user.order, user.ls, user.cs = stored.s, stored.o, stored.l, stored.c
+  for _, a in ipairs(stored.i) do
+    table.insert(user.instances, {id = a[1], platform = a[2], status = a[3], since = a[4], order = a[5], sid = a[6], owner = a[7], version = a[8]})
   end
   return user
 end
@@ -60,6 +47,15 @@ local function status(user)
   return s
 end
 
+-- Writes the user back whole; an Offline user is kept OFFLINE_TTL (for its last seen, custom status and sequence).
+local function save(userId, user)
+  local list = {}
+  for i, r in ipairs(user.instances) do list[i] = {r.id, r.platform, r.status, r.since, r.order, r.sid, r.owner, r.version} end
+  local text = cjson.encode({s = user.seq, o = user.order, l = user.ls, c = user.cs, i = list})
+  if status(user) == 'Offline' then redis.call('SET', ukey(userId), text, 'PX', OFFLINE_TTL)
+  else redis.call('SET', ukey(userId), text) end
+end
+
 local function count(field, delta) redis.call('HINCRBY', P .. 'stats', field, delta) end
 local function countInstance(r, delta) count('i:' .. r.platform .. ':' .. r.status, delta) end
 local function countUser(s, delta) if s ~= 'Offline' then count('u:' .. s, delta) end end
@@ -70,9 +66,8 @@ local function dropFromList(user, r)
   end
 end
 
--- Takes a device out of every index and the user's hash.
+-- Takes a device out of every index and the user's list (written back by the caller).
 local function detach(userId, user, r)
-  redis.call('HDEL', ukey(userId), 'i:' .. r.id)
   countInstance(r, -1)
   if r.status == 'PushOnline' then redis.call('ZREM', P .. 'expiry', member(userId, r.id, r.sid)) end
   if r.owner ~= '' then redis.call('SREM', P .. 'owned:' .. r.owner, member(userId, r.id, r.sid)) end
@@ -83,16 +78,13 @@ local function noteLastSeen(user, at)
   if user.ls == nil or at > user.ls then user.ls = at end
 end
 
--- Bumps the user's sequence, writes the user's fields back, keeps counts, and describes the change.
+-- Bumps the user's sequence, writes the user back, keeps counts, and describes the change.
 local function change(userId, user, r, instanceStatus, previous, kicked)
   user.seq = user.seq + 1
-  local key = ukey(userId)
   local now = status(user)
-  redis.call('HSET', key, 'seq', user.seq, 'order', user.order)
-  if user.ls ~= nil then redis.call('HSET', key, 'ls', num(user.ls)) end
+  save(userId, user)
   countUser(previous, -1)
   countUser(now, 1)
-  if now == 'Offline' then redis.call('PEXPIRE', key, OFFLINE_TTL) else redis.call('PERSIST', key) end
   return {
     userId = userId, instanceId = r.id, platform = r.platform, sessionId = r.sid,
     instanceStatus = instanceStatus, userStatus = now, previousUserStatus = previous,
@@ -121,7 +113,6 @@ local function linkLost(userId, user, r, lastSeen)
     r.since = NOW
     r.owner = ''
     countInstance(r, 1)
-    redis.call('HSET', ukey(userId), 'i:' .. r.id, encode(r))
     redis.call('ZADD', P .. 'expiry', NOW + TTL, member(userId, r.id, r.sid))
     return change(userId, user, r, 'PushOnline', previous)
   end
@@ -147,7 +138,7 @@ if existing and resumeSid ~= '' and existing.sid == resumeSid and existing.platf
   redis.call('SADD', P .. 'owned:' .. owner, key)
   if existing.status == 'Online' then
     existing.owner = owner
-    redis.call('HSET', ukey(userId), 'i:' .. existing.id, encode(existing))
+    save(userId, user)
     return cjson.encode({outcome = 'resumed', sessionId = existing.sid})
   end
   redis.call('ZREM', P .. 'expiry', key)
@@ -158,7 +149,6 @@ if existing and resumeSid ~= '' and existing.sid == resumeSid and existing.platf
   user.order = user.order + 1
   existing.order = user.order
   countInstance(existing, 1)
-  redis.call('HSET', ukey(userId), 'i:' .. existing.id, encode(existing))
   user.ls = NOW
   return cjson.encode({outcome = 'resumed', sessionId = existing.sid, change = change(userId, user, existing, 'Online', previous)})
 end
@@ -212,7 +202,6 @@ user.order = user.order + 1
 local r = {id = instanceId, platform = platform, status = 'Online', since = NOW, order = user.order, sid = newSid, owner = owner, version = version}
 table.insert(user.instances, r)
 countInstance(r, 1)
-redis.call('HSET', ukey(userId), 'i:' .. instanceId, encode(r))
 redis.call('SADD', P .. 'owned:' .. owner, member(userId, instanceId, newSid))
 user.ls = NOW
 return cjson.encode({outcome = 'created', sessionId = newSid, change = change(userId, user, r, 'Online', previous, kicked)})
@@ -263,12 +252,13 @@ return cjson.encode(changes)
 /** ARGV: common, userId, customStatus, clear (0/1). Answers the user's status. */
 export const SET_CUSTOM_STATUS = `${COMMON}
 local userId, text, clear = ARGV[5], ARGV[6], ARGV[7] == '1'
-local key = ukey(userId)
-if clear then redis.call('HDEL', key, 'cs') else redis.call('HSET', key, 'cs', text) end
 local user = load(userId)
-local s = status(user)
-if s == 'Offline' then redis.call('PEXPIRE', key, OFFLINE_TTL) end
-return s
+-- Clearing what was never set leaves nothing behind for a user never seen.
+if not (clear and user.cs == nil) then
+  if clear then user.cs = nil else user.cs = text end
+  save(userId, user)
+end
+return status(user)
 `;
 
 /** PushOnline devices past their TTL, at most ARGV[5] of them; each is taken by exactly one caller. */
