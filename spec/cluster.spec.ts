@@ -33,9 +33,16 @@ async function startCluster(names: string[], config: Partial<ClusterNodeConfig> 
   );
 }
 
+/** A user's record as RedisStore keeps it (lib/redis/scripts.ts): sequence, and devices as [instanceId, platform, status, ...]. */
+function storedUser(text: string | null): { s: number; i: string[][] } | undefined {
+  if (text === null) return undefined;
+  const record = JSON.parse(text) as { s: number; i: string[][] | Record<string, never> };
+  return { s: record.s, i: Array.isArray(record.i) ? record.i : [] };
+}
+
 /** Every callback of `userId` came exactly once: Seq 1..n, each once, n being the store's own count of the user's changes. */
 async function expectOneCallbackPerChange(admin: Redis, prefix: string, receiver: CallbackReceiver, userId: string): Promise<StateChangeCallbackBody[]> {
-  const changes = Number((await admin.hget(`${prefix}u:${userId}`, 'seq')) ?? 0);
+  const changes = storedUser(await admin.get(`${prefix}u:${userId}`))?.s ?? 0;
   expect(changes, `${userId} changed`).to.be.greaterThan(0);
   const bodies = await waitFor(() => receiver.of(userId).length >= changes && receiver.of(userId), `${changes} callbacks of ${userId}`);
   expect(
@@ -300,15 +307,8 @@ describe('cluster: logins racing on two processes', function () {
 
   /** The platforms of each user's stored devices, read straight from Redis. */
   async function storedPlatforms(keyPrefix: string, userIds: string[]): Promise<string[][]> {
-    const pipeline = admin.pipeline();
-    for (const userId of userIds) pipeline.hgetall(`${keyPrefix}u:${userId}`);
-    const replies = (await pipeline.exec()) ?? [];
-    return replies.map(([error, hash]) => {
-      if (error) throw error;
-      return Object.entries(hash as Record<string, string>)
-        .filter(([field]) => field.startsWith('i:'))
-        .map(([, value]) => value.split('|')[0] as string);
-    });
+    const texts = await admin.mget(userIds.map((userId) => `${keyPrefix}u:${userId}`));
+    return texts.map((text) => storedUser(text)?.i.map((instance) => instance[1] as string) ?? []);
   }
 
   it('1,000 rounds through the engines of two processes, every policy: never more devices than the policy allows, and no ghost connection', async function () {
