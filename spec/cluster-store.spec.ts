@@ -113,6 +113,7 @@ describe('cluster: RedisStore in one process', function () {
     ]);
     // The stalled process renews (every leaseTtl/3), finds it was reaped, and logs its devices in again.
     await waitFor(async () => (await other.presence.query(['p', 'w'])).every((user) => user.status === 'Online'), 're-assertion', 3000);
+    await waitFor(() => stalled.changes.length === 4, 'the re-assertions to be reported', 1000);
     expect(
       stalled.changes
         .slice(2)
