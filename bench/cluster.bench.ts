@@ -1,0 +1,257 @@
+// Cluster benchmark: querystate of 500 accounts with detail in Redis mode against raw ioredis reads of the same data (the floors), and cross-process kick latency.
+
+import { deepStrictEqual } from 'node:assert';
+import { Redis } from 'ioredis';
+import { createPresence, type Platform, type Presence } from '../lib/index.js';
+import { RedisStore } from '../lib/redis/index.js';
+import { connectDevice, startNode, type ClusterDevice, type ClusterNode } from '../spec/fixtures/cluster-harness.js';
+import { report, type Figure } from './report.js';
+
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+/** Each side is measured for ROUNDS slices of SLICE_MS, alternating, so a shared machine's load falls on both alike. */
+const SLICE_MS = Number(process.env.BENCH_SLICE_MS ?? 1000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
+const USERS = 600;
+const ACCOUNTS = 500;
+const KICK_SAMPLES = Number(process.env.BENCH_KICKS ?? 300);
+
+/** The devices of user `i`: a deterministic mix of Online, PushOnline and none (as bench/http.bench.ts). */
+function devicesOf(i: number): { platform: Platform; instanceId: string; pushOnline: boolean }[] {
+  switch (i % 5) {
+    case 0:
+      return [];
+    case 1:
+      return [{ platform: 'Android', instanceId: `a${i}`, pushOnline: true }];
+    case 2:
+      return [
+        { platform: 'iPhone', instanceId: `i${i}`, pushOnline: false },
+        { platform: 'Web', instanceId: `w${i}`, pushOnline: false },
+      ];
+    case 3:
+      return [
+        { platform: 'Android', instanceId: `a${i}`, pushOnline: true },
+        { platform: 'Windows', instanceId: `d${i}`, pushOnline: false },
+        { platform: 'Web', instanceId: `w${i}`, pushOnline: false },
+      ];
+    default:
+      return [{ platform: 'Mac', instanceId: `m${i}`, pushOnline: false }];
+  }
+}
+
+async function deleteKeys(client: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await client.del(...keys);
+  } while (cursor !== '0');
+}
+
+/** Runs `operation` back to back for `ms`; answers how many completed and in how long. */
+async function slice(operation: () => Promise<unknown>, ms: number): Promise<{ ops: number; ms: number }> {
+  const start = performance.now();
+  let ops = 0;
+  while (performance.now() - start < ms) {
+    await operation();
+    ops++;
+  }
+  return { ops, ms: performance.now() - start };
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+async function queryBenchmark(prefix: string): Promise<Figure[]> {
+  const storeClient = new Redis(REDIS_URL);
+  const rawClient = new Redis(REDIS_URL);
+  const presence: Presence = createPresence({ loginPolicy: 'multi', store: new RedisStore({ client: storeClient, prefix }) });
+  let node: ClusterNode | undefined;
+  try {
+    for (let i = 0; i < USERS; i++) {
+      for (const device of devicesOf(i)) {
+        const { connection } = await presence.engine.connect({ userId: `user${i}`, platform: device.platform, instanceId: device.instanceId }, () => {});
+        if (device.pushOnline) presence.engine.disconnect(connection, 'closed');
+      }
+    }
+    const accounts = Array.from({ length: ACCOUNTS }, (_, i) => `user${i}`);
+    const keys = accounts.map((userId) => `${prefix}u:${userId}`);
+    // The floors: the least a client can do to fetch the same records (one MGET, strings as ioredis gives them),
+    // and to have them as data (each record through JSON.parse).
+    const floor = () => rawClient.mget(keys);
+    const decodedFloor = async () => (await rawClient.mget(keys)).map((text) => (text === null ? undefined : (JSON.parse(text) as unknown)));
+    const ours = () => presence.query(accounts);
+
+    // The floor the issue named, a pipeline of HGETALLs, over the same data laid out as one hash per user
+    // (RedisStore's layout before it kept each user as one string): written here from the same records.
+    const hashPrefix = `${prefix}hash:`;
+    const hashKeys = accounts.map((userId) => `${hashPrefix}u:${userId}`);
+    const records = await rawClient.mget(keys);
+    const mirror = rawClient.pipeline();
+    for (const [i, text] of records.entries()) {
+      if (text === null) continue;
+      const record = JSON.parse(text) as { s: number; o: number; l?: number; i: (string | number)[][] | Record<string, never> };
+      const fields: Record<string, string> = { seq: String(record.s), order: String(record.o) };
+      if (record.l !== undefined) fields.ls = String(record.l);
+      for (const instance of Array.isArray(record.i) ? record.i : []) fields[`i:${instance[0]}`] = instance.slice(1).join('|');
+      mirror.hset(hashKeys[i] as string, fields);
+    }
+    await mirror.exec();
+    const hashFloor = async () => {
+      const pipeline = rawClient.pipeline();
+      for (const key of hashKeys) pipeline.hgetall(key);
+      return pipeline.exec();
+    };
+
+    // All read the same data: every stored device of every account is in our answer, with its status.
+    const [answer, raw, hashes] = await Promise.all([ours(), floor(), hashFloor()]);
+    const fromRaw = raw.map((text) => {
+      const list = text === null ? [] : (JSON.parse(text) as { i: string[][] | Record<string, never> }).i;
+      return (Array.isArray(list) ? list : []).map((instance) => `${instance[0]}/${instance[2]}`).sort();
+    });
+    const fromHashes = (hashes ?? []).map(([, hash]) =>
+      Object.entries(hash as Record<string, string>)
+        .filter(([field]) => field.startsWith('i:'))
+        .map(([field, value]) => `${field.slice(2)}/${value.split('|')[1]}`)
+        .sort(),
+    );
+    const fromOurs = answer.map((user) => (user.instances ?? []).map((instance) => `${instance.instanceId}/${instance.status}`).sort());
+    deepStrictEqual(fromOurs, fromRaw);
+    deepStrictEqual(fromOurs, fromHashes);
+    const devices = fromRaw.reduce((sum, list) => sum + list.length, 0);
+    console.log(`${ACCOUNTS} accounts, ${devices} devices; all three read the same data. Warming up.`);
+    // The HTTP route as a client of a cluster node sees it (the node reads the same keys): for scale, not for the ratio.
+    node = await startNode({ name: 'http', redisUrl: REDIS_URL, prefix, loginPolicy: 'multi', leaseTtl: 10_000, sweepInterval: 1000 });
+    const route = `${node.url}/presence/v4/openim/querystate`;
+    const body = JSON.stringify({ To_Account: accounts, IsNeedDetail: 1 });
+    const http = async () => {
+      const response = await fetch(route, { method: 'POST', headers: { authorization: 'Bearer admin', 'content-type': 'application/json' }, body });
+      if (response.status !== 200) throw new Error(`querystate answered ${response.status}`);
+      return response.arrayBuffer();
+    };
+    const viaHttp = (await (
+      await fetch(route, { method: 'POST', headers: { authorization: 'Bearer admin', 'content-type': 'application/json' }, body })
+    ).json()) as {
+      QueryResult: { Status: string }[];
+    };
+    deepStrictEqual(
+      viaHttp.QueryResult.map((entry) => entry.Status),
+      answer.map((user) => user.status),
+    );
+    const contenders = [
+      ['ours', ours],
+      ['floor', floor],
+      ['decodedFloor', decodedFloor],
+      ['hashFloor', hashFloor],
+      ['http', http],
+    ] as const;
+    for (const [, operation] of contenders) await slice(operation, 1500);
+
+    const totals = {
+      ours: { ops: 0, ms: 0 },
+      floor: { ops: 0, ms: 0 },
+      decodedFloor: { ops: 0, ms: 0 },
+      hashFloor: { ops: 0, ms: 0 },
+      http: { ops: 0, ms: 0 },
+    };
+    const rate = (name: keyof typeof totals) => (totals[name].ops / totals[name].ms) * 1000;
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [name, operation] of contenders) {
+        const result = await slice(operation, SLICE_MS);
+        totals[name].ops += result.ops;
+        totals[name].ms += result.ms;
+      }
+      console.log(
+        `  round ${round + 1}: presence.query ${rate('ours').toFixed(0)}, MGET ${rate('floor').toFixed(0)}, MGET + JSON.parse ${rate('decodedFloor').toFixed(0)}, HGETALL pipeline ${rate('hashFloor').toFixed(0)}, HTTP route ${rate('http').toFixed(0)} ops/s (running means)`,
+      );
+    }
+    const name = `presence.query(${ACCOUNTS} accounts) with detail, Redis mode`;
+    return [
+      {
+        name,
+        value: rate('ours'),
+        unit: 'ops/s',
+        higherIsBetter: true,
+        baseline: rate('floor'),
+        baselineName: `raw ioredis MGET of the same ${ACCOUNTS} keys, undecoded`,
+        note: 'one query in flight at a time',
+      },
+      {
+        name,
+        value: rate('ours'),
+        unit: 'ops/s',
+        higherIsBetter: true,
+        baseline: rate('decodedFloor'),
+        baselineName: `raw ioredis MGET of the same ${ACCOUNTS} keys, each record through JSON.parse`,
+        target: 'ratio >= 0.8',
+      },
+      {
+        name,
+        value: rate('ours'),
+        unit: 'ops/s',
+        higherIsBetter: true,
+        baseline: rate('hashFloor'),
+        baselineName: `raw ioredis pipeline of ${ACCOUNTS} HGETALLs, same data as hashes`,
+        target: 'ratio >= 0.8',
+      },
+      {
+        name: `POST /v4/openim/querystate (${ACCOUNTS} accounts, IsNeedDetail 1) on a cluster node, Redis mode`,
+        value: rate('http'),
+        unit: 'req/s',
+        higherIsBetter: true,
+        note: 'one request in flight at a time, over loopback; for scale (HTTP and JSON included)',
+      },
+    ];
+  } finally {
+    await node?.close();
+    await presence.close();
+    await deleteKeys(rawClient, prefix);
+    storeClient.disconnect();
+    rawClient.disconnect();
+  }
+}
+
+async function kickBenchmark(prefix: string): Promise<Figure[]> {
+  const nodes: ClusterNode[] = await Promise.all(
+    ['A', 'B'].map((name) => startNode({ name, redisUrl: REDIS_URL, prefix, loginPolicy: 'single', leaseTtl: 10_000, sweepInterval: 1000 })),
+  );
+  const [a, b] = nodes as [ClusterNode, ClusterNode];
+  const opened: ClusterDevice[] = [];
+  const latencies: number[] = [];
+  const handshakes: number[] = [];
+  try {
+    for (let i = 0; i < KICK_SAMPLES + 20; i++) {
+      const userId = `kick${i}`;
+      const old = await connectDevice(a.url, userId, 'Android', { instanceId: 'phone' });
+      opened.push(old);
+      const kicked = new Promise<number>((resolve) => old.socket.once('presence:kicked', () => resolve(performance.now())));
+      const start = performance.now();
+      const newer = await connectDevice(b.url, userId, 'Windows', { instanceId: 'pc' });
+      const loggedIn = performance.now();
+      opened.push(newer);
+      const at = await kicked;
+      if (i < 20) continue; // warm-up
+      latencies.push(at - start);
+      handshakes.push(loggedIn - start);
+      old.socket.disconnect();
+      newer.socket.disconnect();
+    }
+  } finally {
+    for (const device of opened) device.socket.disconnect();
+    await Promise.all(nodes.map((node) => node.close()));
+    const admin = new Redis(REDIS_URL);
+    await deleteKeys(admin, prefix);
+    admin.disconnect();
+  }
+  latencies.sort((x, y) => x - y);
+  handshakes.sort((x, y) => x - y);
+  const note = `${latencies.length} samples; from opening the new socket on B, its handshake (p50 ${percentile(handshakes, 50).toFixed(2)} ms) included`;
+  return [
+    { name: 'cross-process kick latency p50 (login on B -> presence:kicked on A)', value: percentile(latencies, 50), unit: 'ms', higherIsBetter: false, note },
+    { name: 'cross-process kick latency p99', value: percentile(latencies, 99), unit: 'ms', higherIsBetter: false, note },
+  ];
+}
+
+const run = `bench:cluster:${process.pid}:${Date.now().toString(36)}:`;
+const figures = [...(await queryBenchmark(`${run}query:`)), ...(await kickBenchmark(`${run}kick:`))];
+report('cluster (Redis mode)', figures);
