@@ -1,7 +1,7 @@
 // Several processes over one Redis: kicks, queries, subscriptions and callbacks across processes, racing logins, SIGKILL, Redis pauses and restarts.
 
 import { expect } from 'chai';
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import { io as ioc } from 'socket.io-client';
 import type { StateChangeCallbackBody, UserPresence } from '../lib/index.js';
 import { deleteKeys, REDIS_URL, redisClient, uniquePrefix } from './helpers/redis.js';
@@ -521,27 +521,30 @@ async function expectAgreement(nodes: ClusterNode[], expected: Record<string, st
   }
 }
 
+// On a redis-server of its own: CLIENT PAUSE ALL stalls every client of a server, and other suites may share 6379.
 describe('cluster: Redis paused mid-traffic (CLIENT PAUSE ALL)', function () {
   this.timeout(60_000);
-  const prefix = uniquePrefix('pause');
+  const prefix = 'pause:';
   const PAUSE = 3000;
+  let redis: PrivateRedis;
   let admin: Redis;
   let receiver: CallbackReceiver;
   let nodes: ClusterNode[] = [];
   const devices: ClusterDevice[] = [];
 
   before(async function () {
-    admin = redisClient();
+    redis = await PrivateRedis.start();
+    admin = new Redis(redis.url);
     receiver = await callbackReceiver();
-    nodes = await startCluster(['A', 'B', 'C'], { prefix, loginPolicy: 'multi', callbackUrl: receiver.url });
+    nodes = await startCluster(['A', 'B', 'C'], { prefix, loginPolicy: 'multi', callbackUrl: receiver.url, redisUrl: redis.url });
   });
 
   after(async function () {
     for (const device of devices) device.socket.disconnect();
     await Promise.all(nodes.map((node) => node.close()));
     await receiver.close();
-    await deleteKeys(admin, prefix);
     admin.disconnect();
+    await redis.kill();
   });
 
   afterEach(function () {
@@ -568,7 +571,7 @@ describe('cluster: Redis paused mid-traffic (CLIENT PAUSE ALL)', function () {
     }
     await Promise.all(staying);
 
-    const pauser = redisClient();
+    const pauser = new Redis(redis.url);
     try {
       expect(await pauser.call('CLIENT', 'PAUSE', String(PAUSE), 'ALL')).to.equal('OK');
       const pausedAt = Date.now();
