@@ -41,7 +41,8 @@ export function isWebGroup(platform: Platform): boolean {
 export function parsePlatform(name: unknown): Platform | undefined {
   if (typeof name !== 'string') return undefined;
   if (Object.prototype.hasOwnProperty.call(CLASS_OF, name)) return name as Platform;
-  return ALIASES[name];
+  // Own keys only: "constructor" or "__proto__" must not find Object.prototype's members.
+  return Object.prototype.hasOwnProperty.call(ALIASES, name) ? ALIASES[name] : undefined;
 }
 
 export const PLATFORM_NAMES_FOR_ERRORS = [...PLATFORMS, ...Object.keys(ALIASES)].map((name) => `"${name}"`).join(', ');
