@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Server } from 'socket.io';
+import type { Adapter } from 'socket.io-adapter';
 import { createPresence, type ChangedPayload, type SubscribeResult } from '../lib/index.js';
 import {
   auth,
@@ -105,6 +106,44 @@ describe('socket: subscriptions', () => {
     await delay(50);
     expect(seen.map((s) => s.length)).to.deep.equal([1, 1, 1]);
     expect(bystanderSeen).to.deep.equal([]);
+  });
+
+  it('skips the emit for unwatched users with the in-memory adapter, never with a cluster adapter (watchers may be elsewhere)', async () => {
+    const h = await start();
+    const broadcasts: string[] = [];
+    const nsp = h.io.of('/');
+    const broadcast = nsp.adapter.broadcast.bind(nsp.adapter);
+    nsp.adapter.broadcast = (packet, opts) => {
+      broadcasts.push([...opts.rooms].join());
+      broadcast(packet, opts);
+    };
+    await h.connect(auth('lonely', 'Web'));
+    expect(broadcasts).to.deep.equal([]);
+
+    // A stand-in for a cluster adapter: a subclass of the default one, whose rooms show only local members.
+    const http = createServer();
+    const io = new Server(http, { transports: ['websocket'] });
+    const Base = io.of('/').adapter.constructor as typeof Adapter;
+    const clustered: string[] = [];
+    class ClusterLike extends Base {
+      override broadcast(...args: Parameters<Adapter['broadcast']>): void {
+        clustered.push([...args[1].rooms].join());
+        super.broadcast(...args);
+      }
+    }
+    io.adapter(ClusterLike);
+    const presence = createPresence({ authenticate: tokenAuthenticate }).attach(io);
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const remote = sharedManager(`http://127.0.0.1:${(http.address() as AddressInfo).port}`);
+    try {
+      await device(remote.socket('/', { auth: auth('lonely', 'Web') }));
+      await waitFor(() => clustered.length === 1, 'the change to be broadcast');
+      expect(clustered).to.deep.equal(['presence:user:lonely']);
+    } finally {
+      remote._close();
+      await presence.close();
+      await new Promise<void>((resolve) => io.close(() => resolve()));
+    }
   });
 
   it('unsubscribe stops the pushes; a closed socket leaves its rooms', async () => {

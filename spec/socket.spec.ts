@@ -260,4 +260,34 @@ describe('socket: transitions', () => {
     expect(await h.status('tess')).to.equal('Offline');
     expect(h.presence.engine.liveInstances).to.equal(0);
   });
+
+  it("a slow app middleware after presence's: a close meanwhile releases the login; a kick meanwhile is told once connected", async () => {
+    const h = await start({ loginPolicy: 'single' });
+    const gates: (() => void)[] = [];
+    h.io.use((_socket, next) => {
+      gates.push(() => next());
+    });
+    // Closed while held: PushOnline at once for a phone.
+    const held = ioc(h.url, { forceNew: true, transports: ['websocket'], reconnection: false, auth: auth('uri', 'Android') });
+    h.sockets.push(held);
+    await waitFor(() => gates.length === 1, 'the login to reach the slow middleware');
+    expect(await h.status('uri')).to.equal('Online');
+    await delay(20);
+    held.disconnect();
+    await waitFor(async () => (await h.status('uri')) === 'PushOnline', 'the held login to be released', 1000);
+    gates.shift()!();
+    expect(h.presence.engine.liveInstances).to.equal(0);
+    // Kicked while held: once connected it gets the session, then the kick.
+    const first = h.connect(auth('val', 'Web'));
+    await waitFor(() => gates.length === 1, 'the first login to be held');
+    await delay(20);
+    const second = h.connect(auth('val', 'Mac'));
+    await waitFor(() => gates.length === 2, 'the second login to be held');
+    gates.shift()!();
+    gates.shift()!();
+    const [kicked, winner] = await Promise.all([first, second]);
+    await waitFor(() => kicked.disconnects.length > 0, 'the held kick to be delivered');
+    expect(kicked.kicks).to.deep.equal([{ reason: 'LoginElsewhere', by: { platform: 'Mac', instanceId: winner.session.instanceId } }]);
+    expect(winner.socket.connected).to.equal(true);
+  });
 });

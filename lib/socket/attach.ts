@@ -2,7 +2,7 @@
 
 import type { DisconnectReason, Namespace, Server } from 'socket.io';
 import type { Presence } from '../presence.js';
-import { clientEventListeners } from './events.js';
+import { presenceEvents } from './events.js';
 import { presenceMiddleware } from './handshake.js';
 import { PRESENCE, type PresenceSocket } from './session.js';
 import { relayChanges, Subscriptions, type PresenceNamespace } from './subscriptions.js';
@@ -36,7 +36,7 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
   mounted.add(nsp);
 
   const subscriptions = new Subscriptions(engine, config.maxSubscriptions, config.canSee, config.logger);
-  const listeners = Object.entries(clientEventListeners(engine, subscriptions));
+  const dispatch = presenceEvents(engine, subscriptions);
 
   function onDisconnect(this: PresenceSocket, reason: DisconnectReason): void {
     const state = this[PRESENCE];
@@ -47,7 +47,7 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
     engine.disconnect(state.connection, reason === 'ping timeout' ? 'timeout' : 'closed');
   }
 
-  nsp.use(presenceMiddleware(engine, authenticate));
+  nsp.use(presenceMiddleware(engine, authenticate, dispatch));
   nsp.on('connection', (socket: PresenceSocket) => {
     const state = socket[PRESENCE];
     if (!state) {
@@ -58,11 +58,11 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
       socket.disconnect();
       return;
     }
-    socket.emit('presence:session', state.session);
+    if (state.session) socket.emit('presence:session', state.session);
     if (!state.markConnected()) return;
     socket.conn.on('packet', state.onPacket);
     socket.on('disconnect', onDisconnect);
-    for (const [event, listener] of listeners) socket.on(event, listener);
+    socket.use(state.onEvent);
   });
   relayChanges(engine, nsp);
 }

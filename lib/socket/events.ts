@@ -8,8 +8,10 @@ import { readUserIds, type Subscriptions } from './subscriptions.js';
 
 type Ack = (answer: Answer) => void;
 type Run = (socket: PresenceSocket, state: SocketPresence, payload: unknown) => MaybePromise<Answer>;
-/** A listener shared by every socket of the namespace: socket.io calls it with the socket as `this`. */
-export type SharedListener = (this: PresenceSocket, ...args: unknown[]) => void;
+/** Handles one client event, `[name, ...args]`, for any socket of the namespace. */
+type EventHandler = (socket: PresenceSocket, event: readonly unknown[]) => void;
+/** A socket middleware (`socket.use`) that takes the presence events and passes the app's on. */
+export type EventDispatch = (socket: PresenceSocket, event: readonly unknown[], next: (error?: Error) => void) => void;
 
 const OK: Answer = Object.freeze({ ok: true });
 const NOT_LOGGED_IN: FailedAnswer = Object.freeze({ ok: false, code: 'NOT_LOGGED_IN', message: 'this connection is no longer logged in' });
@@ -42,33 +44,46 @@ function reply(ack: Ack | undefined, answer: Answer): void {
  * Wraps an event's work: finds the acknowledgement (the last argument, whatever came before it),
  * refuses sockets no longer logged in, and turns any failure into a `SERVER_ERROR` answer.
  */
-function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: (socket: PresenceSocket) => void): SharedListener {
+function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: (socket: PresenceSocket) => void): EventHandler {
   const logFailure = (error: unknown): Answer => {
     engine.config.logger.error(`express-presence: ${event} failed`, error);
     return SERVER_ERROR;
   };
-  return function (this: PresenceSocket, ...args: unknown[]): void {
+  return (socket, args) => {
+    // args[0] is the event name; socket.io appends the acknowledgement when the client asked for one.
     const last = args[args.length - 1];
-    const ack = typeof last === 'function' ? (last as Ack) : undefined;
-    const payload = ack && args.length === 1 ? undefined : args[0];
-    const state = this[PRESENCE];
+    const ack = args.length > 1 && typeof last === 'function' ? (last as Ack) : undefined;
+    const payload = args.length > (ack ? 2 : 1) ? args[1] : undefined;
+    const state = socket[PRESENCE];
     let answer: MaybePromise<Answer>;
     try {
-      answer = state && state.connection.open ? run(this, state, payload) : NOT_LOGGED_IN;
+      answer = state && state.connection.open ? run(socket, state, payload) : NOT_LOGGED_IN;
     } catch (error) {
       answer = logFailure(error);
     }
     const finish = (result: Answer): void => {
       reply(ack, result);
-      if (afterReply) afterReply(this);
+      if (afterReply) afterReply(socket);
     };
     if (isPromiseLike(answer)) answer.then(finish, (error: unknown) => finish(logFailure(error)));
     else finish(answer);
   };
 }
 
-/** One listener per client event, shared by every socket of one mount. */
-export function clientEventListeners(engine: PresenceEngine, subscriptions: Subscriptions): Record<keyof ClientToServerEvents, SharedListener> {
+/**
+ * One socket middleware for every presence event, shared by the sockets of one mount: a single
+ * `socket.use` entry costs each connection far less memory than seven event listeners.
+ */
+export function presenceEvents(engine: PresenceEngine, subscriptions: Subscriptions): EventDispatch {
+  const handlers = new Map<unknown, EventHandler>(Object.entries(eventHandlers(engine, subscriptions)));
+  return (socket, event, next) => {
+    const handler = handlers.get(event[0]);
+    if (handler) handler(socket, event);
+    else next();
+  };
+}
+
+function eventHandlers(engine: PresenceEngine, subscriptions: Subscriptions): Record<keyof ClientToServerEvents, EventHandler> {
   const clock = engine.config.clock;
   const max = engine.config.maxSubscriptions;
   return {

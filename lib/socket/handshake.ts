@@ -3,6 +3,7 @@
 import createDebug from 'debug';
 import { MAX_ID_LENGTH, PresenceError, type PresenceEngine } from '../engine/engine.js';
 import type { Authenticate, ResolvedConfig } from '../options.js';
+import type { EventDispatch } from './events.js';
 import type { HandshakeErrorCode, HandshakeErrorData } from './protocol.js';
 import { PRESENCE, SocketPresence, type PresenceSocket } from './session.js';
 
@@ -43,19 +44,23 @@ async function identify(authenticate: Authenticate, socket: PresenceSocket, conf
 }
 
 /** Authenticates the handshake and logs the device in; the socket keeps the result under PRESENCE. */
-async function admit(socket: PresenceSocket, engine: PresenceEngine, authenticate: Authenticate): Promise<void> {
+async function admit(socket: PresenceSocket, engine: PresenceEngine, authenticate: Authenticate, dispatch: EventDispatch): Promise<SocketPresence> {
   const auth: unknown = socket.handshake.auth;
   if (!isObject(auth)) throw new HandshakeRefusal('BAD_REQUEST', 'auth must be an object { platform, instanceId?, version?, sessionId? }');
   // Only authenticate says who this is: an `auth.userId` the client sent is never read.
   const userId = await identify(authenticate, socket, engine.config);
-  const state = new SocketPresence(socket, engine);
+  const state = new SocketPresence(socket, engine, dispatch);
   const result = await engine.connect(
     { userId, platform: auth.platform, instanceId: auth.instanceId, sessionId: auth.sessionId, version: auth.version, clientIp: socket.handshake.address },
     state.onEnd,
   );
   const connection = result.connection;
-  state.connection = connection;
-  state.session = {
+  if (socket.conn.readyState !== 'open') {
+    // The client left during the login: its connection is closed like any other.
+    engine.disconnect(connection, 'closed');
+    throw new HandshakeRefusal('BAD_REQUEST', 'the connection closed during the handshake');
+  }
+  state.loggedIn(connection, {
     userId,
     instanceId: connection.instanceId,
     sessionId: connection.sessionId,
@@ -63,14 +68,9 @@ async function admit(socket: PresenceSocket, engine: PresenceEngine, authenticat
     heartbeatInterval: result.heartbeatInterval,
     kicked: result.kicked,
     resumed: result.resumed,
-  };
-  if (socket.conn.readyState !== 'open') {
-    // The client left during the login: its connection is closed like any other.
-    engine.disconnect(connection, 'closed');
-    throw new HandshakeRefusal('BAD_REQUEST', 'the connection closed during the handshake');
-  }
-  socket.conn.on('close', state.onEarlyClose);
+  });
   socket[PRESENCE] = state;
+  return state;
 }
 
 function toRefusal(error: unknown, config: ResolvedConfig): HandshakeRefusal {
@@ -81,10 +81,17 @@ function toRefusal(error: unknown, config: ResolvedConfig): HandshakeRefusal {
 }
 
 /** The `nsp.use` middleware of a presence mount. */
-export function presenceMiddleware(engine: PresenceEngine, authenticate: Authenticate): (socket: PresenceSocket, next: (error?: Error) => void) => void {
+export function presenceMiddleware(
+  engine: PresenceEngine,
+  authenticate: Authenticate,
+  dispatch: EventDispatch,
+): (socket: PresenceSocket, next: (error?: Error) => void) => void {
   return (socket, next) => {
-    admit(socket, engine, authenticate).then(
-      () => next(),
+    admit(socket, engine, authenticate, dispatch).then(
+      (state) => {
+        next();
+        setImmediate(() => state.watchUntilConnected(engine));
+      },
       (error: unknown) => {
         const refusal = toRefusal(error, engine.config);
         debug('handshake refused: %s %s', refusal.data.code, refusal.message);

@@ -39,45 +39,75 @@ export function deliverEnd(socket: PresenceSocket, notice: EndNotice): void {
   }
 }
 
-/** The presence state of one socket, from its handshake to its disconnect. */
+/** The presence state of one socket, from its handshake to its disconnect; kept small, as there is one per connection. */
 export class SocketPresence {
   /** Set once the engine logged the device in (in the handshake middleware). */
   connection!: Connection;
-  session!: SessionPayload;
+  /** What `presence:session` tells the client; dropped once told. */
+  session: SessionPayload | undefined;
   /** The users this socket watches; allocated on the first subscribe. */
   watching: Set<string> | undefined;
-  /** An end that came before the socket finished connecting, delivered once it has. */
-  private pendingEnd: EndNotice | undefined;
-  private connected = false;
+  /** Before the socket connects: an end that came meanwhile, if any; once connected: CONNECTED. */
+  private phase: EndNotice | typeof CONNECTED | undefined;
+  /** Watches the transport while a slow middleware after ours holds the socket; dropped once connected. */
+  private onEarlyClose: (() => void) | undefined;
 
   /** Any inbound packet (event, pong) is a heartbeat: one clock read, no allocation. */
   readonly onPacket: () => void;
   /** The engine ends this connection (kick, timeout, logout from another tab). */
   readonly onEnd: (notice: EndNotice) => void;
-  /** The transport closed while the socket was still in the middlewares after ours. */
-  readonly onEarlyClose: () => void;
+  /** This socket's `socket.use` middleware, taking the presence events. */
+  readonly onEvent: (event: readonly unknown[], next: (error?: Error) => void) => void;
 
   constructor(
     readonly socket: PresenceSocket,
     engine: PresenceEngine,
+    dispatch: (socket: PresenceSocket, event: readonly unknown[], next: (error?: Error) => void) => void,
   ) {
     this.onPacket = () => engine.heartbeat(this.connection);
+    this.onEvent = (event, next) => dispatch(socket, event, next);
     this.onEnd = (notice) => {
-      if (this.connected) deliverEnd(this.socket, notice);
-      else this.pendingEnd = notice;
+      if (this.phase === CONNECTED) deliverEnd(this.socket, notice);
+      else this.phase = notice;
     };
+  }
+
+  /** Logged in: the socket goes on through the middlewares after ours, then connects. */
+  loggedIn(connection: Connection, session: SessionPayload): void {
+    this.connection = connection;
+    this.session = session;
+  }
+
+  /**
+   * Called once the middlewares after ours had their turn (socket.io connects the socket on the
+   * next tick after the last one). A socket still not connected is waiting on a slower middleware:
+   * only then is a transport close watched, since adding and removing a listener on every
+   * connection would leave each one a larger listener array.
+   */
+  watchUntilConnected(engine: PresenceEngine): void {
+    if (this.phase === CONNECTED) return;
+    const connection = this.connection;
+    if (this.socket.conn.readyState !== 'open') {
+      engine.disconnect(connection, 'closed');
+      return;
+    }
     this.onEarlyClose = () => {
-      if (!this.connected && this.connection) engine.disconnect(this.connection, 'closed');
+      if (this.phase !== CONNECTED) engine.disconnect(connection, 'closed');
     };
+    this.socket.conn.on('close', this.onEarlyClose);
   }
 
   /** The socket is connected: answers an end that came meanwhile; false if it did. */
   markConnected(): boolean {
-    this.connected = true;
-    this.socket.conn.off('close', this.onEarlyClose);
-    if (!this.pendingEnd) return true;
-    deliverEnd(this.socket, this.pendingEnd);
-    this.pendingEnd = undefined;
+    const pending = this.phase;
+    this.phase = CONNECTED;
+    this.session = undefined;
+    if (this.onEarlyClose) this.socket.conn.off('close', this.onEarlyClose);
+    this.onEarlyClose = undefined;
+    if (!pending || pending === CONNECTED) return true;
+    deliverEnd(this.socket, pending);
     return false;
   }
 }
+
+const CONNECTED = Symbol('connected');

@@ -1,5 +1,6 @@
 // Watching users over Socket.IO: subscribe with a cap and a visibility rule, and one room emit per change.
 
+import { EventEmitter } from 'node:events';
 import type { Namespace } from 'socket.io';
 import { checkUserId, type PresenceEngine } from '../engine/engine.js';
 import type { CustomStatusChange, PresenceChange, UserPresence } from '../engine/types.js';
@@ -108,11 +109,24 @@ export class Subscriptions {
   }
 }
 
+/**
+ * True when nobody can be watching the room: the namespace has Socket.IO's own in-memory adapter
+ * (which knows every member) and the room is empty. Most users have no watchers, and an emit
+ * encodes its packet before finding that out. A cluster adapter (Redis) may have members on
+ * other processes, so with one every change is emitted.
+ */
+function unwatched(nsp: PresenceNamespace, room: string): boolean {
+  const adapter = nsp.adapter;
+  return Object.getPrototypeOf(adapter.constructor) === EventEmitter && !adapter.rooms.has(room);
+}
+
 /** Emits `presence:changed` to the room of each user whose status or custom status changed: one emit per change. */
 export function relayChanges(engine: PresenceEngine, nsp: PresenceNamespace): void {
   engine.on('change', (change: PresenceChange) => {
     if (change.userStatus === change.previousUserStatus) return;
-    nsp.to(watchRoom(change.userId)).emit('presence:changed', {
+    const room = watchRoom(change.userId);
+    if (unwatched(nsp, room)) return;
+    nsp.to(room).emit('presence:changed', {
       userId: change.userId,
       status: change.userStatus,
       customStatus: change.customStatus,
@@ -121,6 +135,7 @@ export function relayChanges(engine: PresenceEngine, nsp: PresenceNamespace): vo
   });
   engine.on('custom-status', (change: CustomStatusChange) => {
     const room = watchRoom(change.userId);
+    if (unwatched(nsp, room)) return;
     if (change.userStatus === 'Online') {
       // Online users were seen now; no need to ask the store.
       nsp.to(room).emit('presence:changed', {
