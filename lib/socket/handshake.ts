@@ -3,6 +3,7 @@
 import createDebug from 'debug';
 import { MAX_ID_LENGTH, PresenceError, type PresenceEngine } from '../engine/engine.js';
 import type { Authenticate, ResolvedConfig } from '../options.js';
+import { isPromiseLike } from '../store/types.js';
 import type { EventDispatch } from './events.js';
 import type { HandshakeErrorCode, HandshakeErrorData } from './protocol.js';
 import { PRESENCE, SocketPresence, type PresenceSocket } from './session.js';
@@ -23,15 +24,13 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-async function identify(authenticate: Authenticate, socket: PresenceSocket, config: ResolvedConfig): Promise<string> {
-  let identity: Awaited<ReturnType<Authenticate>>;
-  try {
-    identity = await authenticate(socket.handshake);
-  } catch (error) {
-    // Refusing a bad credential is authenticate's job (answer null); a throw is a failure worth logging.
-    config.logger.error('express-presence: authenticate threw; the handshake is refused as UNAUTHENTICATED', error);
-    throw new HandshakeRefusal('UNAUTHENTICATED', 'authentication failed');
-  }
+function refuseThrown(error: unknown, config: ResolvedConfig): never {
+  // Refusing a bad credential is authenticate's job (answer null); a throw is a failure worth logging.
+  config.logger.error('express-presence: authenticate threw; the handshake is refused as UNAUTHENTICATED', error);
+  throw new HandshakeRefusal('UNAUTHENTICATED', 'authentication failed');
+}
+
+function userIdOf(identity: Awaited<ReturnType<Authenticate>>, config: ResolvedConfig): string {
   if (!identity) throw new HandshakeRefusal('UNAUTHENTICATED', 'authentication refused this handshake');
   const userId: unknown = (identity as { userId?: unknown }).userId;
   if (typeof userId !== 'string' || userId.length === 0 || userId.length > MAX_ID_LENGTH) {
@@ -43,12 +42,28 @@ async function identify(authenticate: Authenticate, socket: PresenceSocket, conf
   return userId;
 }
 
+/** The user id authenticate found: at once when it answers synchronously, as most token checks do. */
+function identify(authenticate: Authenticate, socket: PresenceSocket, config: ResolvedConfig): string | Promise<string> {
+  let identity: ReturnType<Authenticate>;
+  try {
+    identity = authenticate(socket.handshake);
+  } catch (error) {
+    refuseThrown(error, config);
+  }
+  if (!isPromiseLike(identity)) return userIdOf(identity, config);
+  return identity.then(
+    (answer) => userIdOf(answer, config),
+    (error: unknown) => refuseThrown(error, config),
+  );
+}
+
 /** Authenticates the handshake and logs the device in; the socket keeps the result under PRESENCE. */
 async function admit(socket: PresenceSocket, engine: PresenceEngine, authenticate: Authenticate, dispatch: EventDispatch): Promise<SocketPresence> {
   const auth: unknown = socket.handshake.auth;
   if (!isObject(auth)) throw new HandshakeRefusal('BAD_REQUEST', 'auth must be an object { platform, instanceId?, version?, sessionId? }');
   // Only authenticate says who this is: an `auth.userId` the client sent is never read.
-  const userId = await identify(authenticate, socket, engine.config);
+  const identified = identify(authenticate, socket, engine.config);
+  const userId = typeof identified === 'string' ? identified : await identified;
   const state = new SocketPresence(socket, engine, dispatch);
   const result = await engine.connect(
     { userId, platform: auth.platform, instanceId: auth.instanceId, sessionId: auth.sessionId, version: auth.version, clientIp: socket.handshake.address },
@@ -90,7 +105,8 @@ export function presenceMiddleware(
     admit(socket, engine, authenticate, dispatch).then(
       (state) => {
         next();
-        setImmediate(() => state.watchUntilConnected(engine));
+        // Queued after socket.io's own connect step (which next() queues when ours is the last middleware).
+        process.nextTick(() => state.watchUntilConnected(engine));
       },
       (error: unknown) => {
         const refusal = toRefusal(error, engine.config);

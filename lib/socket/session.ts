@@ -79,8 +79,8 @@ export class SocketPresence {
   }
 
   /**
-   * Called once the middlewares after ours had their turn (socket.io connects the socket on the
-   * next tick after the last one). A socket still not connected is waiting on a slower middleware:
+   * Called on the tick after ours (socket.io connects the socket on the tick after the last
+   * middleware). A socket still not connected is waiting on a slower middleware after ours:
    * only then is a transport close watched, since adding and removing a listener on every
    * connection would leave each one a larger listener array.
    */
