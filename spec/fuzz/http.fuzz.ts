@@ -1,0 +1,657 @@
+// Fuzz of every HTTP route, one target at a time: hostile requests over a keep-alive agent, each answer checked against a model of the route's checks.
+
+import { expect } from 'chai';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import fc from 'fast-check';
+import { createPresence, PLATFORMS, type Connection, type Presence } from '../../lib/index.js';
+import {
+  aroundLength,
+  anyString,
+  describeLogged,
+  fuzzParameters,
+  idLike,
+  idListAround,
+  jsonJunk,
+  jsonObjectText,
+  platformName,
+  ProcessFaults,
+  protoKey,
+  prototypeFingerprint,
+  recordingLogger,
+  RUNS,
+  must,
+  tally,
+  timeoutFor,
+  type RecordingLogger,
+  type Tally,
+} from './common.js';
+
+const MOUNT = '/api/presence';
+const ADMIN = 'Bearer admin';
+/** The router's default body limit (1 MB). */
+const BODY_LIMIT = 1024 * 1024;
+const MAX_IDS = 500;
+const MAX_ID_LENGTH = 128;
+/** The documented ErrorCodes of a refusal on the source routes. */
+const DOCUMENTED_CODES = [90001, 90003, 90009, 90011];
+/** Users the seeded devices belong to, and whom the kicks and queries name. */
+const SEEDED_USERS = ['u1', 'u2', 'u3', 'u4', 'query', '__proto__', 'constructor'];
+/** Re-seed the devices this often, so the kick routes keep finding something to kick. */
+const RESEED_EVERY = 25;
+/** Requests in flight at once, over as many keep-alive connections: each property run sends one batch. */
+const BATCH = 8;
+
+type Kind = 'querystate' | 'sourceKick' | 'getUser' | 'usersQuery' | 'kickUser' | 'stats' | 'metrics';
+
+interface Target {
+  name: string;
+  family: 'source' | 'plain';
+  kind: Kind;
+  method: 'GET' | 'POST';
+  /** The path under the mount, with `:userId` where the case puts its user segment. */
+  path: string;
+}
+
+const TARGETS: readonly Target[] = [
+  { name: 'POST /v4/openim/querystate', family: 'source', kind: 'querystate', method: 'POST', path: '/v4/openim/querystate' },
+  { name: 'POST /v4/openim/query_online_status', family: 'source', kind: 'querystate', method: 'POST', path: '/v4/openim/query_online_status' },
+  { name: 'POST /v4/im_open_login_svc/kick', family: 'source', kind: 'sourceKick', method: 'POST', path: '/v4/im_open_login_svc/kick' },
+  { name: 'GET /users/:userId', family: 'plain', kind: 'getUser', method: 'GET', path: '/users/:userId' },
+  { name: 'POST /users/query', family: 'plain', kind: 'usersQuery', method: 'POST', path: '/users/query' },
+  { name: 'POST /users/:userId/kick', family: 'plain', kind: 'kickUser', method: 'POST', path: '/users/:userId/kick' },
+  { name: 'GET /stats', family: 'plain', kind: 'stats', method: 'GET', path: '/stats' },
+  { name: 'GET /metrics', family: 'plain', kind: 'metrics', method: 'GET', path: '/metrics' },
+];
+
+/** One generated request. */
+interface HttpCase {
+  method: string;
+  /** The encoded user segment of `/users/:userId` routes. */
+  userSegment: string;
+  trailingSlash: boolean;
+  query: string;
+  auth: 'admin' | 'none' | 'wrong' | 'cookie';
+  contentType: string | undefined;
+  contentEncoding: string | undefined;
+  /** Sent with Transfer-Encoding: chunked instead of a Content-Length. */
+  chunked: boolean;
+  body: Buffer | undefined;
+}
+
+// ---------------------------------------------------------------- generators
+
+const text = (value: string): Buffer => Buffer.from(value, 'utf8');
+
+/** Bodies every route gets: blanks, broken JSON, raw bytes, any JSON, deep nesting, huge numbers. */
+const commonBody: fc.Arbitrary<Buffer> = fc.oneof(
+  { weight: 2, arbitrary: fc.constantFrom('', ' ', '\n\t \r', '\ufeff', '\ufeff  ', '\ufeff\ufeff{}').map(text) },
+  {
+    weight: 4,
+    arbitrary: fc
+      .oneof(fc.constantFrom('{', '{"To_Account":', 'undefined', "{'a':1}", 'NaN', '[1,]', '{"a":1}x', 'nul', '"unterminated', '{"a" 1}'), anyString)
+      .map(text),
+  },
+  { weight: 4, arbitrary: fc.uint8Array({ maxLength: 256 }).map((bytes) => Buffer.from(bytes)) },
+  { weight: 8, arbitrary: jsonJunk.map((value) => text(JSON.stringify(value) ?? 'null')) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .tuple(fc.integer({ min: 1000, max: 50_000 }), fc.boolean())
+      .map(([depth, asObject]) => text(asObject ? '{"a":'.repeat(depth) + '1' + '}'.repeat(depth) : '['.repeat(depth) + ']'.repeat(depth))),
+  },
+  { weight: 1, arbitrary: fc.constantFrom('1e999', '-1e999', '123456789012345678901234567890', '0.0000000000000000000000001e-400', '-0').map(text) },
+);
+
+/** A list of user ids that is mostly almost right: valid ids, a bad one among them, or a length around the limit. */
+const idList: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 5, arbitrary: fc.array(fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...SEEDED_USERS) }, { weight: 2, arbitrary: idLike }), { maxLength: 8 }) },
+  { weight: 2, arbitrary: fc.array(fc.oneof(idLike, jsonJunk), { maxLength: 6 }) },
+  { weight: 1, arbitrary: idListAround(MAX_IDS) },
+  { weight: 2, arbitrary: jsonJunk },
+);
+
+const flagValue = fc.oneof({ weight: 3, arbitrary: fc.constantFrom(0, 1, true, false, null) }, { weight: 1, arbitrary: jsonJunk });
+
+/** Extra fields: prototype keys, near misses of real names, anything. */
+const extraEntries = fc.array(
+  fc.tuple(fc.oneof(protoKey, fc.constantFrom('userid', 'UserId', 'user_id', 'platfrom', 'instanceID', 'details', 'to_account'), anyString), jsonJunk),
+  { maxLength: 2 },
+);
+
+type Entries = [string, unknown][];
+
+/** Near-valid entries for each route's body, so the deeper checks are reached. */
+function nearValidEntries(kind: Kind): fc.Arbitrary<Entries> {
+  const withExtras = (known: fc.Arbitrary<Entries>, extraWeight: number): fc.Arbitrary<Entries> =>
+    fc.tuple(known, fc.nat(9), extraEntries).map(([entries, roll, extras]) => (roll < extraWeight ? [...entries, ...extras] : entries));
+  const entries = (record: Record<string, fc.Arbitrary<unknown>>): fc.Arbitrary<Entries> =>
+    fc.record(record, { requiredKeys: [] }).map((value) => Object.entries(value));
+  switch (kind) {
+    case 'querystate':
+      return withExtras(entries({ To_Account: idList, IsNeedDetail: flagValue, IsReturnInstid: flagValue }), 3);
+    case 'sourceKick':
+      return withExtras(
+        entries({ UserID: fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...SEEDED_USERS) }, { weight: 3, arbitrary: idLike }, jsonJunk) }),
+        3,
+      );
+    case 'usersQuery':
+      return withExtras(entries({ userIds: idList, detail: fc.oneof({ weight: 3, arbitrary: fc.boolean() }, jsonJunk) }), 1);
+    case 'kickUser':
+      return withExtras(
+        entries({
+          platform: fc.oneof({ weight: 3, arbitrary: platformName }, jsonJunk),
+          instanceId: fc.oneof({ weight: 3, arbitrary: fc.constantFrom('a-u1', 'w-u1', 'd-u1', 'a-u2') }, idLike, jsonJunk),
+        }),
+        1,
+      );
+    default:
+      return fc.constant([]);
+  }
+}
+
+/** A body of exactly `size` bytes: a near-valid JSON object padded with trailing whitespace (or cut, past the object's own length). */
+function paddedBody(object: string, size: number): Buffer {
+  const body = Buffer.alloc(size, 0x20);
+  Buffer.from(object, 'utf8').copy(body, 0, 0, Math.min(size, Buffer.byteLength(object)));
+  return body;
+}
+
+function bodyFor(kind: Kind): fc.Arbitrary<Buffer | undefined> {
+  const nearValid = nearValidEntries(kind).map((entries) => text(jsonObjectText(entries)));
+  const nearLimit = fc
+    .tuple(nearValidEntries(kind), fc.integer({ min: BODY_LIMIT - 16, max: BODY_LIMIT + 16 }))
+    .map(([entries, size]) => paddedBody(jsonObjectText(entries), size));
+  return fc.oneof(
+    { weight: 60, arbitrary: nearValid },
+    { weight: 30, arbitrary: commonBody },
+    { weight: 1, arbitrary: nearLimit },
+    { weight: kind === 'kickUser' ? 15 : 5, arbitrary: fc.constant(undefined) },
+  );
+}
+
+/** Percent-encodes a path segment; a lone surrogate (which encodeURIComponent refuses) becomes its WTF-8 bytes, which no server can decode. */
+function encodeSegment(id: string): string {
+  let encoded = '';
+  for (const char of id) {
+    const code = char.charCodeAt(0);
+    const loneSurrogate = char.length === 1 && code >= 0xd800 && code <= 0xdfff;
+    encoded += loneSurrogate
+      ? [0xe0 | (code >> 12), 0x80 | ((code >> 6) & 0x3f), 0x80 | (code & 0x3f)].map((byte) => `%${byte.toString(16).toUpperCase()}`).join('')
+      : encodeURIComponent(char);
+  }
+  return encoded;
+}
+
+/** The user segment of a path: encoded ids of every kind, and broken percent-encoding. */
+const anySegment = fc.oneof(
+  { weight: 4, arbitrary: fc.constantFrom(...SEEDED_USERS).map(encodeSegment) },
+  { weight: 4, arbitrary: idLike.filter((id) => id.length > 0).map(encodeSegment) },
+  {
+    weight: 1,
+    arbitrary: aroundLength(MAX_ID_LENGTH)
+      .filter((id) => id.length > 0)
+      .map(encodeSegment),
+  },
+  { weight: 1, arbitrary: fc.constantFrom('%', '%zz', '%E0%A4%A', '%C0%AF', '%ED%A0%80', '%FF', 'a%2Fb', '%00', '%25', 'query', '..', '.') },
+);
+/** Cut to 8 KB: past Node's 16 KB header limit, Node itself answers 431 before any middleware runs. */
+const userSegment = anySegment.map((segment) => segment.slice(0, 8192));
+
+function caseFor(target: Target): fc.Arbitrary<HttpCase> {
+  const otherMethods = target.method === 'GET' ? ['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] : ['GET', 'HEAD', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
+  return fc.record({
+    method: fc.oneof(
+      { weight: 18, arbitrary: fc.constant(target.method) },
+      { weight: target.method === 'GET' ? 1 : 0, arbitrary: fc.constant('HEAD') },
+      { weight: 1, arbitrary: fc.constantFrom(...otherMethods) },
+    ),
+    userSegment: target.path.includes(':userId') ? userSegment : fc.constant(''),
+    trailingSlash: fc.boolean(),
+    query: fc.oneof(
+      { weight: 9, arbitrary: fc.constant('') },
+      { weight: 1, arbitrary: fc.constantFrom('?', '?x=1', '?a=%zz&b', '?To_Account=u1', '?__proto__[x]=1') },
+    ),
+    auth: fc.oneof(
+      { weight: 17, arbitrary: fc.constant('admin' as const) },
+      { weight: 1, arbitrary: fc.constantFrom('none' as const, 'wrong' as const, 'cookie' as const) },
+    ),
+    contentType: fc.constantFrom(
+      'application/json',
+      'application/json; charset=utf-8',
+      'text/plain',
+      'application/x-www-form-urlencoded',
+      'multipart/form-data',
+      undefined,
+    ),
+    contentEncoding: fc.oneof(
+      { weight: 19, arbitrary: fc.constant(undefined) },
+      { weight: 1, arbitrary: fc.constantFrom('gzip', 'deflate', 'br', 'identity', 'IDENTITY', 'x') },
+    ),
+    chunked: fc.oneof({ weight: 9, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
+    body: target.method === 'POST' ? bodyFor(target.kind) : fc.oneof({ weight: 9, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: commonBody }),
+  });
+}
+
+// ---------------------------------------------------------------- the model of each route's checks
+
+interface Expected {
+  status: number;
+  /** The ErrorCode of a source-route refusal. */
+  code?: number;
+  /** Checks an accepted answer's JSON. */
+  check?: (answer: Record<string, unknown>) => void;
+}
+
+const STATUSES = ['Online', 'PushOnline', 'Offline'];
+
+function own(value: Record<string, unknown>, key: string): unknown {
+  return Object.prototype.hasOwnProperty.call(value, key) ? value[key] : undefined;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function validId(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= MAX_ID_LENGTH;
+}
+
+function canonicalPlatform(value: unknown): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  if (value === 'iOS') return 'iPhone';
+  return (PLATFORMS as readonly string[]).includes(value) ? value : undefined;
+}
+
+type Parsed = { kind: 'empty' } | { kind: 'malformed' } | { kind: 'json'; value: unknown };
+
+/** What the body says, read the way the contract describes: UTF-8 JSON, a byte-order mark tolerated, blank is empty. */
+function parseBody(body: Buffer | undefined): Parsed {
+  if (body === undefined) return { kind: 'empty' };
+  let source = body.toString('utf8');
+  if (source.charCodeAt(0) === 0xfeff) source = source.slice(1);
+  if (/^[ \t\r\n]*$/.test(source)) return { kind: 'empty' };
+  try {
+    return { kind: 'json', value: JSON.parse(source) as unknown };
+  } catch {
+    return { kind: 'malformed' };
+  }
+}
+
+function distinct(ids: readonly string[]): string[] {
+  return [...new Set(ids)];
+}
+
+function bad(code: number): Expected {
+  return { status: 400, code };
+}
+
+function modelQueryState(parsed: Parsed): Expected {
+  if (parsed.kind !== 'json' || !isObject(parsed.value)) return bad(90001);
+  const body = parsed.value;
+  const accounts = own(body, 'To_Account');
+  if (accounts === undefined || accounts === null) return bad(90001);
+  if (!Array.isArray(accounts)) return bad(90003);
+  if (accounts.length === 0) return bad(90001);
+  if (accounts.length > MAX_IDS) return bad(90011);
+  if (!accounts.every(validId)) return bad(90003);
+  const flag = (name: string): boolean | undefined => {
+    const value = own(body, name);
+    if (value === undefined || value === null || value === 0 || value === false) return false;
+    if (value === 1 || value === true) return true;
+    return undefined;
+  };
+  const needDetail = flag('IsNeedDetail');
+  const returnInstId = flag('IsReturnInstid');
+  if (needDetail === undefined || returnInstId === undefined) return bad(90001);
+  const expectedAccounts = distinct(accounts as string[]);
+  return {
+    status: 200,
+    check(answer) {
+      const results = answer.QueryResult as Record<string, unknown>[];
+      expect(results.map((result) => result.To_Account)).to.deep.equal(expectedAccounts);
+      for (const result of results) {
+        expect(STATUSES).to.include(result.Status);
+        expect('Detail' in result).to.equal(needDetail);
+        for (const detail of (result.Detail ?? []) as Record<string, unknown>[]) expect('InstId' in detail).to.equal(returnInstId);
+      }
+    },
+  };
+}
+
+function modelSourceKick(parsed: Parsed): Expected {
+  if (parsed.kind !== 'json' || !isObject(parsed.value)) return bad(90001);
+  const userId = own(parsed.value, 'UserID');
+  if (userId === undefined || userId === null) return bad(90001);
+  if (!validId(userId)) return bad(90003);
+  return {
+    status: 200,
+    check(answer) {
+      expect(answer.KickedDevice).to.be.an('array');
+    },
+  };
+}
+
+function modelUsersQuery(parsed: Parsed): Expected {
+  if (parsed.kind !== 'json' || !isObject(parsed.value)) return { status: 400 };
+  const body = parsed.value;
+  if (Object.keys(body).some((key) => key !== 'userIds' && key !== 'detail')) return { status: 400 };
+  const userIds = own(body, 'userIds');
+  if (!Array.isArray(userIds) || userIds.length > MAX_IDS || !userIds.every(validId)) return { status: 400 };
+  const detail = own(body, 'detail');
+  if (detail !== undefined && typeof detail !== 'boolean') return { status: 400 };
+  const expected = distinct(userIds as string[]);
+  return {
+    status: 200,
+    check(answer) {
+      const users = answer.users as Record<string, unknown>[];
+      expect(users.map((user) => user.userId)).to.deep.equal(expected);
+      for (const user of users) {
+        expect(STATUSES).to.include(user.status);
+        expect('instances' in user).to.equal(detail !== false);
+      }
+    },
+  };
+}
+
+function modelUserKick(parsed: Parsed): Expected {
+  let platform: string | undefined;
+  let instanceId: string | undefined;
+  if (parsed.kind === 'malformed') return { status: 400 };
+  if (parsed.kind === 'json') {
+    const body = parsed.value;
+    if (!isObject(body) || Object.keys(body).some((key) => key !== 'platform' && key !== 'instanceId')) return { status: 400 };
+    const givenPlatform = own(body, 'platform');
+    if (givenPlatform !== undefined) {
+      platform = canonicalPlatform(givenPlatform);
+      if (!platform) return { status: 400 };
+    }
+    const givenInstance = own(body, 'instanceId');
+    if (givenInstance !== undefined) {
+      if (!validId(givenInstance)) return { status: 400 };
+      instanceId = givenInstance;
+    }
+  }
+  return {
+    status: 200,
+    check(answer) {
+      for (const device of answer.kicked as Record<string, unknown>[]) {
+        if (platform) expect(device.platform).to.equal(platform);
+        if (instanceId) expect(device.instanceId).to.equal(instanceId);
+      }
+    },
+  };
+}
+
+function modelGetUser(userId: string): Expected {
+  return {
+    status: 200,
+    check(answer) {
+      expect(answer.userId).to.equal(userId);
+      expect(STATUSES).to.include(answer.status);
+      expect(answer.instances).to.be.an('array');
+    },
+  };
+}
+
+/** The routes at the request's path: `/users/query` is both the batch query (POST) and the user named "query" (GET). */
+function routesAt(target: Target, request: HttpCase): { GET?: Kind; POST?: Kind } {
+  if (target.kind === 'usersQuery' || (target.kind === 'getUser' && request.userSegment === 'query')) return { GET: 'getUser', POST: 'usersQuery' };
+  return { [target.method]: target.kind };
+}
+
+/** The answer the router owes this request: the envelope (method, authorisation, path, size, encoding) first, then the route's own checks. */
+function model(target: Target, request: HttpCase): Expected {
+  const routes = routesAt(target, request);
+  const method = request.method === 'HEAD' ? 'GET' : request.method;
+  const kind = method === 'GET' ? routes.GET : method === 'POST' ? routes.POST : undefined;
+  if (!kind) return { status: 405, code: 90001 };
+  if (request.auth !== 'admin') {
+    const carriesCredentials = request.auth !== 'none' || request.query.includes('?');
+    return { status: carriesCredentials ? 403 : 401, code: 90009 };
+  }
+  let userId = '';
+  if (kind === 'getUser' || kind === 'kickUser') {
+    if (target.kind === 'usersQuery') userId = 'query';
+    else {
+      try {
+        userId = decodeURIComponent(request.userSegment);
+      } catch {
+        return { status: 400, code: 90001 };
+      }
+      if (!validId(userId)) return { status: 400, code: 90001 };
+    }
+  }
+  const readsBody = kind === 'querystate' || kind === 'sourceKick' || kind === 'usersQuery' || kind === 'kickUser';
+  let parsed: Parsed = { kind: 'empty' };
+  if (readsBody) {
+    const size = request.body?.length ?? 0;
+    // A declared length over the limit is refused before anything else; a chunked body only once read past it.
+    const declared = request.body !== undefined && !request.chunked;
+    if (declared && size > BODY_LIMIT) return { status: 413, code: 90001 };
+    const encoding = request.contentEncoding;
+    if (encoding !== undefined && encoding.toLowerCase() !== 'identity') return { status: 415, code: 90001 };
+    if (size > BODY_LIMIT) return { status: 413, code: 90001 };
+    parsed = parseBody(request.body);
+  }
+  switch (kind) {
+    case 'querystate':
+      return modelQueryState(parsed);
+    case 'sourceKick':
+      return modelSourceKick(parsed);
+    case 'usersQuery':
+      return modelUsersQuery(parsed);
+    case 'kickUser':
+      return modelUserKick(parsed);
+    case 'getUser':
+      return modelGetUser(userId);
+    case 'stats':
+      return {
+        status: 200,
+        check: (answer) => expect(answer).to.have.keys('users', 'instances', 'platforms'),
+      };
+    case 'metrics':
+      return { status: 200 };
+    default: {
+      const unknownKind: never = kind;
+      throw new Error(`no model for ${String(unknownKind)}`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- sending
+
+interface Answer {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+function urlOf(target: Target, request: HttpCase): string {
+  const path = target.path.replace(':userId', request.userSegment);
+  return MOUNT + path + (request.trailingSlash ? '/' : '') + request.query;
+}
+
+function send(agent: http.Agent, port: number, target: Target, request: HttpCase): Promise<Answer> {
+  const headers: Record<string, string> = {};
+  if (request.auth === 'admin') headers.authorization = ADMIN;
+  else if (request.auth === 'wrong') headers.authorization = 'Bearer nope';
+  else if (request.auth === 'cookie') headers.cookie = 'sid=1';
+  if (request.contentType) headers['content-type'] = request.contentType;
+  if (request.contentEncoding) headers['content-encoding'] = request.contentEncoding;
+  const body = request.body;
+  if (request.chunked && body !== undefined) headers['transfer-encoding'] = 'chunked';
+  else if (body !== undefined) headers['content-length'] = String(body.length);
+  else if (request.method !== 'GET' && request.method !== 'HEAD') headers['content-length'] = '0';
+  return new Promise<Answer>((resolve, reject) => {
+    const req = http.request({ agent, host: '127.0.0.1', port, method: request.method, path: urlOf(target, request), headers, timeout: 15_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 15 s')));
+    req.on('error', reject);
+    if (body !== undefined && request.chunked) {
+      // Two chunks, so a body is never one read.
+      const half = body.length >> 1;
+      req.write(body.subarray(0, half));
+      req.end(body.subarray(half));
+    } else req.end(body);
+  });
+}
+
+function parseAnswer(answer: Answer): Record<string, unknown> {
+  return JSON.parse(answer.body.toString('utf8')) as Record<string, unknown>;
+}
+
+/** Checks an answer against the model, and names its outcome for the tally. */
+function verify(target: Target, request: HttpCase, expected: Expected, answer: Answer): string {
+  const context = (): string =>
+    `${request.method} ${urlOf(target, request).slice(0, 200)} body ${request.body?.subarray(0, 200).toString('utf8') ?? '(none)'} → ${answer.status} ${answer.body.subarray(0, 300).toString('utf8')}`;
+  must(answer.status < 500, 'a 5xx answer', context);
+  must(answer.status === expected.status, `status ${answer.status} where the model says ${expected.status}`, context);
+  const contentType = answer.headers['content-type'] ?? '';
+  const head = request.method === 'HEAD';
+  if (answer.status === 200) {
+    if (target.kind === 'metrics') {
+      must(contentType.startsWith('text/plain'), 'metrics not text/plain', context);
+      must(head || answer.body.includes('# HELP presence_'), 'metrics without presence series', context);
+      return '200 accepted';
+    }
+    must(contentType.startsWith('application/json'), 'an answer not application/json', context);
+    if (head) return '200 accepted (HEAD)';
+    const json = parseAnswer(answer);
+    if (target.family === 'source') must(json.ActionStatus === 'OK' && json.ErrorCode === 0 && json.ErrorInfo === '', 'OK without its envelope', context);
+    try {
+      expected.check?.(json);
+    } catch (error) {
+      throw new Error(`${(error as Error).message}: ${context()}`, { cause: error });
+    }
+    return '200 accepted';
+  }
+  must(answer.status >= 400 && answer.status <= 499, 'neither 200 nor 4xx', context);
+  if (answer.status === 405) must(typeof answer.headers.allow === 'string' && answer.headers.allow !== '', '405 without Allow', context);
+  if (target.family === 'source') {
+    must(contentType.startsWith('application/json'), 'a refusal not application/json', context);
+    if (head) return `${answer.status} (HEAD)`;
+    const json = parseAnswer(answer);
+    must(hasExactly(json, ['ActionStatus', 'ErrorCode', 'ErrorInfo']), 'a refusal with other fields than ActionStatus, ErrorCode, ErrorInfo', context);
+    must(json.ActionStatus === 'FAIL', 'a refusal without ActionStatus FAIL', context);
+    must(DOCUMENTED_CODES.includes(json.ErrorCode as number), 'an undocumented ErrorCode', context);
+    must(json.ErrorCode === expected.code, `ErrorCode where the model says ${expected.code}`, context);
+    must(typeof json.ErrorInfo === 'string' && json.ErrorInfo !== '', 'an empty ErrorInfo', context);
+    return `${answer.status} ${String(json.ErrorCode)}`;
+  }
+  must(contentType.startsWith('application/problem+json'), 'a refusal not application/problem+json', context);
+  if (head) return `${answer.status} (HEAD)`;
+  const problem = parseAnswer(answer);
+  must(hasExactly(problem, ['type', 'title', 'status', 'detail']), 'a problem with other fields than type, title, status, detail', context);
+  must(problem.status === answer.status, 'a problem whose status is not the HTTP status', context);
+  for (const field of ['type', 'title', 'detail'])
+    must(typeof problem[field] === 'string' && problem[field] !== '', `a problem with an empty ${field}`, context);
+  return `${answer.status} problem`;
+}
+
+function hasExactly(value: Record<string, unknown>, keys: readonly string[]): boolean {
+  const own = Object.keys(value);
+  return own.length === keys.length && keys.every((key) => own.includes(key));
+}
+
+// ---------------------------------------------------------------- the run
+
+async function login(presence: Presence, userId: string, platform: string, instanceId: string): Promise<Connection> {
+  return (await presence.engine.connect({ userId, platform, instanceId }, () => {})).connection;
+}
+
+/** Each seeded user: an Android device PushOnline, a Web and a Windows device Online. */
+async function seed(presence: Presence): Promise<void> {
+  for (const userId of SEEDED_USERS) {
+    presence.engine.disconnect(await login(presence, userId, 'Android', `a-${userId}`), 'closed');
+    await login(presence, userId, 'Web', `w-${userId}`);
+    await login(presence, userId, 'Windows', `d-${userId}`);
+  }
+}
+
+describe(`fuzz: HTTP routes (${RUNS} inputs per route)`, () => {
+  let presence: Presence;
+  let logger: RecordingLogger;
+  let server: http.Server;
+  let agent: http.Agent;
+  let port: number;
+  const faults = new ProcessFaults();
+  let fingerprint: string;
+
+  before(async () => {
+    logger = recordingLogger();
+    presence = createPresence({ loginPolicy: 'multi', logger, authorize: (req) => req.headers.authorization === ADMIN });
+    await seed(presence);
+    const app = express();
+    app.use(MOUNT, presence.router());
+    app.use((_req, res) => {
+      res.status(404).json({ host: 'fallback' });
+    });
+    server = http.createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+    agent = new http.Agent({ keepAlive: true, maxSockets: BATCH });
+    fingerprint = prototypeFingerprint();
+    faults.start();
+  });
+
+  after(async () => {
+    faults.stop();
+    agent.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await presence.close();
+  });
+
+  for (const target of TARGETS) {
+    it(`${target.name}: no 5xx, no crash, every answer as modelled and every refusal in the documented shape`, async function () {
+      this.timeout(timeoutFor(RUNS, 25));
+      const counts: Tally = tally('HTTP', target.name);
+      let runs = 0;
+      await fc.assert(
+        fc.asyncProperty(fc.array(caseFor(target), { minLength: BATCH, maxLength: BATCH }), async (batch) => {
+          if (++runs % RESEED_EVERY === 0) await seed(presence);
+          logger.errors.length = 0;
+          logger.warnings.length = 0;
+          const answers = await Promise.all(batch.map((request) => send(agent, port, target, request)));
+          for (let i = 0; i < batch.length; i++) {
+            const request = batch[i]!;
+            counts.add(verify(target, request, model(target, request), answers[i]!));
+          }
+          const batchContext = (): string => batch.map((request) => `${request.method} ${urlOf(target, request).slice(0, 100)}`).join('; ');
+          must(logger.errors.length === 0, `logged as a failure: ${describeLogged(logger.errors)}`, batchContext);
+          must(logger.warnings.length === 0, `logged as a warning: ${describeLogged(logger.warnings)}`, batchContext);
+        }),
+        fuzzParameters(BATCH),
+      );
+      counts.finish();
+      expect(counts.inputs).to.equal(Math.ceil(RUNS / BATCH) * BATCH);
+
+      // The sentinel: the server still answers a plain valid query, with the seeded state.
+      await seed(presence);
+      const sentinel = await send(agent, port, TARGETS[0]!, {
+        method: 'POST',
+        userSegment: '',
+        trailingSlash: false,
+        query: '',
+        auth: 'admin',
+        contentType: 'application/json',
+        contentEncoding: undefined,
+        chunked: false,
+        body: text(JSON.stringify({ To_Account: ['u1', 'nobody'], IsNeedDetail: 1 })),
+      });
+      expect(sentinel.status).to.equal(200);
+      const results = parseAnswer(sentinel).QueryResult as { To_Account: string; Status: string; Detail: unknown[] }[];
+      expect(results.map((result) => [result.To_Account, result.Status, result.Detail.length])).to.deep.equal([
+        ['u1', 'Online', 3],
+        ['nobody', 'Offline', 0],
+      ]);
+      expect(faults.faults, 'uncaught exceptions or unhandled rejections').to.deep.equal([]);
+      expect(prototypeFingerprint(), 'Object.prototype and Array.prototype untouched').to.equal(fingerprint);
+    });
+  }
+});

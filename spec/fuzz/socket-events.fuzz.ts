@@ -1,0 +1,427 @@
+// Fuzz of every presence client event, one target at a time over one reused connection: each answer checked against a model of the event's checks.
+
+import { expect } from 'chai';
+import fc from 'fast-check';
+import { PLATFORMS, type Platform, type SessionPayload } from '../../lib/index.js';
+import { startHarness, type Harness } from '../fixtures/socket-harness.js';
+import {
+  anyString,
+  aroundLength,
+  describeLogged,
+  fuzzParameters,
+  idLike,
+  idListAround,
+  jsonJunk,
+  must,
+  objectWithKeys,
+  ProcessFaults,
+  protoKey,
+  prototypeFingerprint,
+  RUNS,
+  tally,
+  timeoutFor,
+  type Tally,
+} from './common.js';
+import { ask, deliver, disconnection, fuzzAuthenticate, Line, serveKeepalive, type Reply } from './socket-line.js';
+
+const MAX_SUBSCRIPTIONS = 1000;
+const MAX_ID_LENGTH = 128;
+const MAX_STATUS_BYTES = 100;
+/** Socket.IO's default maxHttpBufferSize: a bigger message closes the connection before presence sees it. */
+const MAX_MESSAGE = 1e6;
+const CODES = ['BAD_REQUEST', 'TOO_MANY_SUBSCRIPTIONS', 'NOT_LOGGED_IN', 'SERVER_ERROR'];
+/** Users the subscriptions name: a small pool, so subscribe and unsubscribe meet. */
+const WATCHED = Array.from({ length: 40 }, (_, i) => `w${i}`);
+/** One in this many logouts first tries to resume the logged-out session, which must be refused. */
+const RESUME_CHECK_EVERY = 10;
+const MOBILE: readonly Platform[] = ['Android', 'iPhone', 'iPad'];
+
+type EventName =
+  | 'presence:heartbeat'
+  | 'presence:background'
+  | 'presence:foreground'
+  | 'presence:logout'
+  | 'presence:subscribe'
+  | 'presence:unsubscribe'
+  | 'presence:set-status';
+
+interface EventCase {
+  /** Arguments after the event name; the payload is the first. */
+  args: unknown[];
+  /** Emitted without an acknowledgement (then a heartbeat probes the connection). */
+  withoutAck: boolean;
+}
+
+// ---------------------------------------------------------------- generators
+
+/** Anything a client can put on the wire: any value, binary, hostile JSON, and (rarely) a message over the transport's limit. */
+const socketJunk: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 60, arbitrary: fc.anything({ maxDepth: 3 }) },
+  { weight: 20, arbitrary: fc.uint8Array({ maxLength: 64 }) },
+  { weight: 60, arbitrary: jsonJunk },
+  { weight: 1, arbitrary: fc.integer({ min: 1_100_000, max: 1_300_000 }).map((n) => 'z'.repeat(n)) },
+);
+
+/** Extra fields on an otherwise fine object: prototype keys and anything. */
+const extras = fc.array(fc.tuple(fc.oneof(protoKey, anyString), jsonJunk), { maxLength: 3 }).map(objectWithKeys);
+
+const noPayload = fc.oneof(
+  { weight: 4, arbitrary: fc.constantFrom<unknown[]>([], [undefined], [null], [{}]) },
+  { weight: 2, arbitrary: extras.map((object) => [object]) },
+  { weight: 4, arbitrary: socketJunk.map((junk) => [junk]) },
+);
+
+/** A user id list: pool users, ids of every kind, lists around maxSubscriptions, junk in and around it. */
+const userIdList: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 8, arbitrary: fc.array(fc.constantFrom(...WATCHED), { maxLength: 10 }) },
+  { weight: 3, arbitrary: fc.array(fc.oneof(fc.constantFrom(...WATCHED), idLike), { maxLength: 6 }) },
+  { weight: 1, arbitrary: idListAround(MAX_SUBSCRIPTIONS) },
+  { weight: 2, arbitrary: fc.array(fc.oneof(idLike, socketJunk), { maxLength: 4 }) },
+  { weight: 2, arbitrary: socketJunk },
+);
+
+const userIdsPayload = fc.oneof(
+  { weight: 10, arbitrary: userIdList.map((userIds) => [{ userIds }]) },
+  { weight: 1, arbitrary: fc.tuple(userIdList, extras).map(([userIds, more]) => [Object.assign(more, { userIds })]) },
+  { weight: 3, arbitrary: noPayload },
+);
+
+/** Strings whose UTF-8 size sits around `limit` bytes, in 1- to 4-byte characters. */
+const aroundBytes = fc
+  .tuple(fc.integer({ min: MAX_STATUS_BYTES - 6, max: MAX_STATUS_BYTES + 6 }), fc.constantFrom('a', 'é', '€', '😀'))
+  .map(([bytes, char]) => char.repeat(Math.max(1, Math.round(bytes / Buffer.byteLength(char)))));
+
+const customStatus = fc.oneof(
+  { weight: 3, arbitrary: aroundBytes },
+  { weight: 2, arbitrary: fc.constantFrom('', 'busy', 'in a meeting', null) },
+  { weight: 2, arbitrary: anyString },
+  { weight: 1, arbitrary: aroundLength(MAX_STATUS_BYTES) },
+  { weight: 2, arbitrary: socketJunk },
+);
+
+const statusPayload = fc.oneof(
+  { weight: 10, arbitrary: customStatus.map((value) => [{ customStatus: value }]) },
+  { weight: 1, arbitrary: fc.tuple(customStatus, extras).map(([value, more]) => [Object.assign(more, { customStatus: value })]) },
+  { weight: 3, arbitrary: noPayload },
+);
+
+function caseFor(event: EventName): fc.Arbitrary<EventCase> {
+  const payload =
+    event === 'presence:subscribe' || event === 'presence:unsubscribe' ? userIdsPayload : event === 'presence:set-status' ? statusPayload : noPayload;
+  return fc.record({
+    // Arguments past the payload, which every event ignores.
+    args: fc
+      .tuple(payload, fc.oneof({ weight: 9, arbitrary: fc.constant([]) }, { weight: 1, arbitrary: fc.array(socketJunk, { maxLength: 2 }) }))
+      .map(([first, rest]) => (first.length === 0 ? [] : [...first, ...rest])),
+    withoutAck: fc.oneof({ weight: 19, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
+  });
+}
+
+// ---------------------------------------------------------------- the model of each event's checks
+
+type Expected =
+  | { kind: 'answer'; ok: true; check?: (answer: Record<string, unknown>) => void; then?: 'disconnect' }
+  | { kind: 'answer'; ok: false; code: string }
+  | { kind: 'closed' };
+
+/** What the model keeps of the connection: the users it watches. */
+interface ConnectionModel {
+  watching: Set<string>;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function own(value: unknown, key: string): unknown {
+  return typeof value === 'object' && value !== null && Object.prototype.hasOwnProperty.call(value, key) ? (value as Record<string, unknown>)[key] : undefined;
+}
+
+function validId(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= MAX_ID_LENGTH;
+}
+
+const refused = (code: string): Expected => ({ kind: 'answer', ok: false, code });
+
+/** Events that take no payload accept none, null or an object (binary included); anything else is BAD_REQUEST. */
+function noPayloadAccepted(payload: unknown): boolean {
+  return payload === undefined || payload === null || isObject(payload);
+}
+
+/** The user ids of a subscribe or unsubscribe, or the refusal. */
+function userIdsOf(payload: unknown): string[] | Expected {
+  const userIds = own(payload, 'userIds');
+  if (!Array.isArray(userIds)) return refused('BAD_REQUEST');
+  if (userIds.length > MAX_SUBSCRIPTIONS) return refused('TOO_MANY_SUBSCRIPTIONS');
+  if (!userIds.every(validId)) return refused('BAD_REQUEST');
+  return userIds as string[];
+}
+
+/** The answer the event owes, and what it does to the model. `payload` is as the server receives it. */
+function model(event: EventName, hasPayload: boolean, payload: unknown, state: ConnectionModel): Expected {
+  const value = hasPayload ? payload : undefined;
+  switch (event) {
+    case 'presence:heartbeat':
+      return noPayloadAccepted(value)
+        ? {
+            kind: 'answer',
+            ok: true,
+            check: (answer) => must(typeof answer.serverTime === 'number', 'serverTime is not a number', () => JSON.stringify(answer)),
+          }
+        : refused('BAD_REQUEST');
+    case 'presence:background':
+    case 'presence:foreground':
+      return noPayloadAccepted(value) ? { kind: 'answer', ok: true } : refused('BAD_REQUEST');
+    case 'presence:logout':
+      return noPayloadAccepted(value) ? { kind: 'answer', ok: true, then: 'disconnect' } : refused('BAD_REQUEST');
+    case 'presence:subscribe': {
+      const userIds = userIdsOf(value);
+      if (!Array.isArray(userIds)) return userIds;
+      const requested = [...new Set(userIds)];
+      const fresh = requested.filter((userId) => !state.watching.has(userId));
+      if (state.watching.size + fresh.length > MAX_SUBSCRIPTIONS) return refused('TOO_MANY_SUBSCRIPTIONS');
+      for (const userId of fresh) state.watching.add(userId);
+      return {
+        kind: 'answer',
+        ok: true,
+        check(answer) {
+          const users = answer.users as Record<string, unknown>[];
+          must(users.length === requested.length && users.every((user, i) => user.userId === requested[i]), 'subscribe answered other users than asked', () =>
+            JSON.stringify(answer).slice(0, 300),
+          );
+          must(Array.isArray(answer.denied) && answer.denied.length === 0, 'subscribe denied users without a canSee', () =>
+            JSON.stringify(answer).slice(0, 300),
+          );
+        },
+      };
+    }
+    case 'presence:unsubscribe': {
+      const userIds = userIdsOf(value);
+      if (!Array.isArray(userIds)) return userIds;
+      for (const userId of userIds) state.watching.delete(userId);
+      const watching = state.watching.size;
+      return {
+        kind: 'answer',
+        ok: true,
+        check: (answer) => must(answer.watching === watching, `watching ${String(answer.watching)}, the model says ${watching}`, () => ''),
+      };
+    }
+    case 'presence:set-status': {
+      if (!isObject(value) || !Object.prototype.hasOwnProperty.call(value, 'customStatus')) return refused('BAD_REQUEST');
+      const status = value.customStatus;
+      const cleared = status === null || status === '';
+      if (!cleared && (typeof status !== 'string' || Buffer.byteLength(status) > MAX_STATUS_BYTES)) return refused('BAD_REQUEST');
+      const expected = cleared ? null : status;
+      return {
+        kind: 'answer',
+        ok: true,
+        check: (answer) => must(answer.customStatus === expected, 'set-status answered another status', () => JSON.stringify(answer)),
+      };
+    }
+    default: {
+      const unknownEvent: never = event;
+      throw new Error(`no model for ${String(unknownEvent)}`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- one device per target
+
+/**
+ * The device a target fuzzes through: one line (engine.io connection) reused for the whole
+ * target; a case that ends the login (logout) or the connection (an oversized message) is
+ * followed by a new login, as a resume when the session is still good.
+ */
+class FuzzDevice {
+  line: Line | undefined;
+  session: SessionPayload | undefined;
+  readonly state: ConnectionModel = { watching: new Set() };
+  logins = 0;
+  private logouts = 0;
+
+  constructor(
+    readonly url: string,
+    readonly userId: string,
+    readonly platforms: readonly Platform[],
+  ) {}
+
+  get socket(): Line['presence'] {
+    if (!this.line) throw new Error('not connected');
+    return this.line.presence;
+  }
+
+  /** Logged in and connected, over a live line; `resume` takes the last session up again. */
+  async ensure(resume: boolean): Promise<void> {
+    if (this.line?.alive && this.line.presence.connected) return;
+    if (!this.line?.alive) {
+      this.line?.close();
+      this.line = await Line.open(this.url);
+    }
+    const platform = this.platforms[this.logins % this.platforms.length] as Platform;
+    const previous = this.session;
+    const auth: Record<string, unknown> = { token: `tok:${this.userId}`, platform };
+    if (resume && previous) Object.assign(auth, { platform: previous.platform, instanceId: previous.instanceId, sessionId: previous.sessionId });
+    const login = await this.line.login(auth);
+    if (login.kind !== 'session') throw new Error(`login refused: ${login.message} ${JSON.stringify(login.data)}`);
+    expect(login.session.userId).to.equal(this.userId);
+    // Only a mobile device outlives its connection (PushOnline); the others log in afresh.
+    if (resume && previous && MOBILE.includes(previous.platform)) expect(login.session.sessionId, 'the session was resumed').to.equal(previous.sessionId);
+    this.session = login.session;
+    this.state.watching.clear();
+    this.logins++;
+  }
+
+  /** After a logout: now and then, check the logged-out session cannot be resumed; then log in afresh. */
+  async afterLogout(): Promise<void> {
+    const session = this.session;
+    if (session && ++this.logouts % RESUME_CHECK_EVERY === 1 && this.line?.alive) {
+      const attempt = await this.line.login({
+        token: `tok:${this.userId}`,
+        platform: session.platform,
+        instanceId: session.instanceId,
+        sessionId: session.sessionId,
+      });
+      expect(attempt.kind, 'a logged-out session cannot be resumed').to.equal('refused');
+      if (attempt.kind === 'refused') expect(attempt.data?.code).to.equal('SESSION_REVOKED');
+    }
+    this.session = undefined;
+    await this.ensure(false);
+  }
+
+  close(): void {
+    this.line?.close();
+  }
+}
+
+const TARGETS: readonly { event: EventName; platforms: readonly Platform[] }[] = [
+  { event: 'presence:heartbeat', platforms: PLATFORMS },
+  // Mobile only: a MiniProgram left in background would time out (30 s) in the middle of the run.
+  { event: 'presence:background', platforms: ['Android', 'iPhone', 'iPad'] },
+  { event: 'presence:foreground', platforms: ['Android', 'Windows', 'Web'] },
+  { event: 'presence:logout', platforms: PLATFORMS },
+  { event: 'presence:subscribe', platforms: ['Web', 'Android'] },
+  { event: 'presence:unsubscribe', platforms: ['Web', 'Android'] },
+  { event: 'presence:set-status', platforms: ['Windows', 'iPhone'] },
+];
+
+/** What one case came to: its outcome for the tally, and whether it ended the login or the connection. */
+interface CaseResult {
+  outcome: string;
+  ended?: 'logout' | 'connection';
+}
+
+/** Sends one case and checks what came back against the model. */
+async function runCase(device: FuzzDevice, event: EventName, request: EventCase): Promise<CaseResult> {
+  const socket = device.socket;
+  const delivered = deliver([event, ...request.args], MAX_MESSAGE).values;
+  const expected: Expected = delivered ? model(event, request.args.length > 0, delivered[1], device.state) : { kind: 'closed' };
+  const context = (): string => `${event} ${JSON.stringify(request.args)?.slice(0, 300)}${request.withoutAck ? ' (no ack)' : ''}`;
+
+  let reply: Reply;
+  if (request.withoutAck) {
+    const loggingOut = expected.kind === 'answer' && expected.ok && expected.then === 'disconnect';
+    const closed = expected.kind === 'closed' || loggingOut ? disconnection(socket) : undefined;
+    socket.emit(event, ...request.args);
+    if (closed) {
+      const reason = await closed;
+      if (loggingOut) {
+        must(reason === 'io server disconnect', `a logout ended with ${reason}`, context);
+        return { outcome: 'logged out (no ack)', ended: 'logout' };
+      }
+      return { outcome: `closed (${reason}, no ack: over maxHttpBufferSize)`, ended: 'connection' };
+    }
+    // Nothing to read: a heartbeat shows the connection still works.
+    reply = await ask(socket, 'presence:heartbeat', []);
+    must(reply.kind === 'answer' && reply.answer.ok === true, `the connection is unwell after an unacknowledged ${event}`, context);
+    return { outcome: 'sent without ack, connection healthy' };
+  }
+
+  reply = await ask(socket, event, request.args);
+  if (expected.kind === 'closed') {
+    must(reply.kind === 'closed', `a message over maxHttpBufferSize got ${reply.kind}`, context);
+    return { outcome: `closed (${reply.kind === 'closed' ? reply.reason : ''}: over maxHttpBufferSize)`, ended: 'connection' };
+  }
+  must(reply.kind === 'answer', `no answer (${reply.kind === 'closed' ? `closed: ${reply.reason}` : reply.kind})`, context);
+  const answer = reply.kind === 'answer' ? reply.answer : {};
+  must(
+    typeof answer === 'object' && answer !== null && typeof answer.ok === 'boolean',
+    'an answer without a boolean ok',
+    () => `${context()} → ${JSON.stringify(answer)}`,
+  );
+  if (answer.ok === false) {
+    must(CODES.includes(answer.code as string), 'an unknown code', () => `${context()} → ${JSON.stringify(answer)}`);
+    must(typeof answer.message === 'string' && answer.message !== '', 'a refusal without a message', () => `${context()} → ${JSON.stringify(answer)}`);
+    must(
+      !expected.ok && answer.code === expected.code,
+      `refused where the model says ${JSON.stringify(expected)}`,
+      () => `${context()} → ${JSON.stringify(answer)}`,
+    );
+    return { outcome: `refused ${String(answer.code)}` };
+  }
+  must(expected.ok, `accepted where the model says ${JSON.stringify(expected)}`, () => `${context()} → ${JSON.stringify(answer)}`);
+  try {
+    expected.check?.(answer);
+  } catch (error) {
+    throw new Error(`${(error as Error).message}: ${context()}`, { cause: error });
+  }
+  if (expected.then !== 'disconnect') return { outcome: 'accepted' };
+  const reason = await disconnection(socket);
+  must(reason === 'io server disconnect' || reason === 'already disconnected', `a logout ended with ${reason}`, context);
+  return { outcome: 'accepted (logged out)', ended: 'logout' };
+}
+
+describe(`fuzz: client events (${RUNS} inputs per event)`, () => {
+  let harness: Harness;
+  const faults = new ProcessFaults();
+  let fingerprint: string;
+
+  before(async () => {
+    harness = await startHarness({ authenticate: fuzzAuthenticate, maxSubscriptions: MAX_SUBSCRIPTIONS });
+    serveKeepalive(harness.io);
+    fingerprint = prototypeFingerprint();
+    faults.start();
+  });
+
+  after(async () => {
+    faults.stop();
+    await harness.close();
+  });
+
+  for (const { event, platforms } of TARGETS) {
+    it(`${event}: no crash, every answer as modelled, every refusal { ok: false, code, message } with a known code`, async function () {
+      this.timeout(timeoutFor(RUNS, 20));
+      const counts: Tally = tally('event', event);
+      const device = new FuzzDevice(harness.url, `fuzz-${event.slice('presence:'.length)}`, platforms);
+      try {
+        await device.ensure(false);
+        await fc.assert(
+          fc.asyncProperty(caseFor(event), async (request) => {
+            harness.errors.length = 0;
+            const result = await runCase(device, event, request);
+            counts.add(result.outcome);
+            must(harness.errors.length === 0, `logged: ${describeLogged(harness.errors)}`, () => `${event} ${JSON.stringify(request.args)?.slice(0, 300)}`);
+            if (result.ended === 'logout') await device.afterLogout();
+            else if (result.ended === 'connection') await device.ensure(true);
+            must(device.socket.connected, 'the device is not connected for the next case', () => result.outcome);
+          }),
+          fuzzParameters(),
+        );
+        counts.finish();
+        expect(counts.inputs).to.equal(RUNS);
+
+        // The sentinel: the device still answers, is Online, and a fresh device logs in beside it.
+        const heartbeat = await ask(device.socket, 'presence:heartbeat', []);
+        expect(heartbeat.kind === 'answer' && heartbeat.answer.ok).to.equal(true);
+        expect(await harness.status(device.userId)).to.equal('Online');
+        const fresh = await harness.connect({ token: `tok:sentinel-${event}`, platform: 'Web' });
+        expect(fresh.session.userId).to.equal(`sentinel-${event}`);
+        fresh.socket.disconnect();
+      } finally {
+        device.close();
+      }
+      expect(harness.errors, `logged: ${describeLogged(harness.errors)}`).to.deep.equal([]);
+      expect(faults.faults, 'uncaught exceptions or unhandled rejections').to.deep.equal([]);
+      expect(prototypeFingerprint(), 'Object.prototype and Array.prototype untouched').to.equal(fingerprint);
+    });
+  }
+});
