@@ -248,6 +248,9 @@ describe('client helper', () => {
       // The app's own methods do the same.
       untracked.background();
       await waitFor(async () => (await h.status('kay')) === 'Offline', 'the background timeout of the method', 1500);
+      // Back in the foreground after the server dropped it: it logs in again by itself.
+      untracked.foreground();
+      await waitFor(async () => (await h.status('kay')) === 'Online', 'the reconnect on foreground', 1500);
       visible.close();
       expect(doc.listening).to.equal(0);
     } finally {

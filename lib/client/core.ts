@@ -120,6 +120,11 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
   private ids: StoredIds;
   private inBackground = false;
   private stopped = false;
+  /** The server dropped the connection without a kick (e.g. a background or heartbeat timeout): coming back to the foreground reconnects. */
+  private droppedByServer = false;
+  /** Delay before retrying a login the server could not take (SERVER_ERROR, e.g. its store is away); doubles to 30 s. */
+  private retryDelay = 1000;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private resubscribe = false;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   private readonly watchers = new Map<string, Set<ChangeListener | typeof noop>>();
@@ -176,6 +181,7 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
   /** Connects (again, after a kick, revocation, logout or close: then as a fresh login). */
   connect(): this {
     this.stopped = false;
+    this.droppedByServer = false;
     this.socket.connect();
     return this;
   }
@@ -191,6 +197,7 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
     if (!this.inBackground) return;
     this.inBackground = false;
     if (this.socket.connected) this.send('presence:foreground');
+    else if (this.droppedByServer) this.connect();
   }
 
   /**
@@ -251,6 +258,7 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
       this.ids = { instanceId: session.instanceId, sessionId: session.sessionId };
       this.save();
       this.startHeartbeats(session.heartbeatInterval);
+      this.retryDelay = 1000;
       if (this.inBackground) this.send('presence:background');
       if (this.resubscribe && this.watchers.size > 0) this.resubscribeAll();
       this.resubscribe = false;
@@ -283,6 +291,14 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
       if (code === 'SESSION_REVOKED') {
         this.clearSession();
         this.stop();
+      } else if (code === 'SERVER_ERROR' && !this.stopped) {
+        // socket.io-client gives up after a middleware refusal; a server fault is worth retrying.
+        if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          if (!this.stopped && !this.socket.connected) this.socket.connect();
+        }, this.retryDelay);
+        this.retryDelay = Math.min(this.retryDelay * 2, 30_000);
       }
       this.emit('error', new PresenceClientError(code, error.message));
     });
@@ -291,7 +307,10 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
       this.current = undefined;
       this.resubscribe = true;
       // The server ended this socket (kick, logout, server decision): socket.io-client will not reconnect.
-      if (reason === 'io server disconnect') this.stopped = true;
+      if (reason === 'io server disconnect') {
+        this.droppedByServer = !this.stopped;
+        this.stopped = true;
+      }
       this.emit('disconnect', reason);
     });
   }
@@ -321,6 +340,9 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
 
   private stop(): void {
     this.stopped = true;
+    this.droppedByServer = false;
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.stopHeartbeats();
     this.socket.disconnect();
   }

@@ -88,10 +88,16 @@ async function admit(socket: PresenceSocket, engine: PresenceEngine, authenticat
   return state;
 }
 
-function toRefusal(error: unknown, config: ResolvedConfig): HandshakeRefusal {
+/** Login faults of one mount are logged once per episode (e.g. a store outage), not once per device. */
+const failingEpisode = new WeakSet<PresenceEngine>();
+
+function toRefusal(error: unknown, engine: PresenceEngine): HandshakeRefusal {
   if (error instanceof HandshakeRefusal) return error;
   if (error instanceof PresenceError) return new HandshakeRefusal(error.code, error.message);
-  config.logger.error('express-presence: a Socket.IO login failed', error);
+  if (!failingEpisode.has(engine)) {
+    failingEpisode.add(engine);
+    engine.config.logger.error('express-presence: a Socket.IO login failed (further failures are quiet until a login succeeds)', error);
+  }
   return new HandshakeRefusal('SERVER_ERROR', 'the server failed to log this device in; try again');
 }
 
@@ -104,12 +110,13 @@ export function presenceMiddleware(
   return (socket, next) => {
     admit(socket, engine, authenticate, dispatch).then(
       (state) => {
+        failingEpisode.delete(engine);
         next();
         // Queued after socket.io's own connect step (which next() queues when ours is the last middleware).
         process.nextTick(() => state.watchUntilConnected(engine));
       },
       (error: unknown) => {
-        const refusal = toRefusal(error, engine.config);
+        const refusal = toRefusal(error, engine);
         debug('handshake refused: %s %s', refusal.data.code, refusal.message);
         next(refusal);
       },
