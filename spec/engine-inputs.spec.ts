@@ -25,3 +25,13 @@ describe('engine inputs', function () {
     await presence.close();
   });
 });
+
+describe('engine close', function () {
+  it('leaves no connection open', async function () {
+    const presence = createPresence({ clock: new ManualClock() });
+    const { connection } = await presence.engine.connect({ userId: 'u', platform: 'Web' }, () => {});
+    expect(connection.open).to.equal(true);
+    await presence.close();
+    expect(connection.open).to.equal(false);
+  });
+});

@@ -419,7 +419,11 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (this.closed) return;
     this.closed = true;
     this.scheduler.close();
-    for (const instance of this.local.values()) instance.ended = true;
+    for (const instance of this.local.values()) {
+      instance.ended = true;
+      // Adapters read `open`: a closed presence has no open connections.
+      for (const connection of instance.connections) connection.open = false;
+    }
     this.local.clear();
     await this.config.store.close?.();
   }
