@@ -2,10 +2,11 @@
 
 import { deepStrictEqual } from 'node:assert';
 import { Redis } from 'ioredis';
-import { createPresence, type Platform, type Presence } from '../lib/index.js';
+import { createPresence, type Presence } from '../lib/index.js';
 import { RedisStore } from '../lib/redis/index.js';
 import { connectDevice, startNode, type ClusterDevice, type ClusterNode } from '../spec/fixtures/cluster-harness.js';
 import { report, type Figure } from './report.js';
+import { devicesOf } from './fixtures.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** Each side is measured for ROUNDS slices of SLICE_MS, alternating, so a shared machine's load falls on both alike. */
@@ -14,29 +15,6 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
 const USERS = 600;
 const ACCOUNTS = 500;
 const KICK_SAMPLES = Number(process.env.BENCH_KICKS ?? 300);
-
-/** The devices of user `i`: a deterministic mix of Online, PushOnline and none (as bench/http.bench.ts). */
-function devicesOf(i: number): { platform: Platform; instanceId: string; pushOnline: boolean }[] {
-  switch (i % 5) {
-    case 0:
-      return [];
-    case 1:
-      return [{ platform: 'Android', instanceId: `a${i}`, pushOnline: true }];
-    case 2:
-      return [
-        { platform: 'iPhone', instanceId: `i${i}`, pushOnline: false },
-        { platform: 'Web', instanceId: `w${i}`, pushOnline: false },
-      ];
-    case 3:
-      return [
-        { platform: 'Android', instanceId: `a${i}`, pushOnline: true },
-        { platform: 'Windows', instanceId: `d${i}`, pushOnline: false },
-        { platform: 'Web', instanceId: `w${i}`, pushOnline: false },
-      ];
-    default:
-      return [{ platform: 'Mac', instanceId: `m${i}`, pushOnline: false }];
-  }
-}
 
 async function deleteKeys(client: Redis, prefix: string): Promise<void> {
   let cursor = '0';

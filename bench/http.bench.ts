@@ -9,6 +9,7 @@ import express from 'express';
 import { createPresence, type InstancePresence, type Presence, type Platform, type UserPresence } from '../lib/index.js';
 import { deriveUserStatus } from '../lib/store/types.js';
 import { report, type Figure } from './report.js';
+import { devicesOf } from './fixtures.js';
 
 /**
  * Each app is measured for ROUNDS x DURATION_S seconds (10 s by default), in short alternating
@@ -31,29 +32,6 @@ interface AutocannonResult {
 }
 type Autocannon = (options: Record<string, unknown>) => Promise<AutocannonResult>;
 const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
-
-/** The devices of user `i`: a deterministic mix of Online, PushOnline and no devices at all. */
-function devicesOf(i: number): { platform: Platform; instanceId: string; pushOnline: boolean }[] {
-  switch (i % 5) {
-    case 0:
-      return [];
-    case 1:
-      return [{ platform: 'Android', instanceId: `a${i}`, pushOnline: true }];
-    case 2:
-      return [
-        { platform: 'iPhone', instanceId: `i${i}`, pushOnline: false },
-        { platform: 'Web', instanceId: `w${i}`, pushOnline: false },
-      ];
-    case 3:
-      return [
-        { platform: 'Android', instanceId: `a${i}`, pushOnline: true },
-        { platform: 'Windows', instanceId: `d${i}`, pushOnline: false },
-        { platform: 'Web', instanceId: `w${i}`, pushOnline: false },
-      ];
-    default:
-      return [{ platform: 'Mac', instanceId: `m${i}`, pushOnline: false }];
-  }
-}
 
 const AUTHORIZATION = 'Bearer bench';
 
