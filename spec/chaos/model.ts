@@ -1,0 +1,379 @@
+// The chaos run's model of what really happened: each device's presence as SPEC.md says it must be, from what the clients did and saw.
+
+export type Policy = 'single' | 'dual' | 'triple' | 'multi';
+export type PlatformClass = 'mobile' | 'desktop' | 'web' | 'miniProgram';
+/** What the store must hold for a device once every bound has passed; 'gone' = no instance there. */
+export type DeviceState = 'Online' | 'PushOnline' | 'gone';
+
+export const MOBILE = ['Android', 'iPhone', 'iPad'] as const;
+export const DESKTOP = ['Windows', 'Mac', 'Linux'] as const;
+
+/** SPEC.md "Platforms and classes". */
+export function classOf(platform: string): PlatformClass {
+  if ((MOBILE as readonly string[]).includes(platform)) return 'mobile';
+  if ((DESKTOP as readonly string[]).includes(platform)) return 'desktop';
+  return platform === 'Web' ? 'web' : 'miniProgram';
+}
+
+/** SPEC.md: "Web and MiniProgram count as one platform" for the limits. */
+function limitGroup(platform: string): string {
+  return platform === 'Web' || platform === 'MiniProgram' ? 'Web' : platform;
+}
+
+/** The platform groups among which the policy allows only one (SPEC.md "Logging in on several devices"). */
+function category(policy: Policy, platform: string): string {
+  switch (policy) {
+    case 'single':
+      return 'any';
+    case 'dual':
+      return limitGroup(platform) === 'Web' ? 'web' : 'native';
+    case 'triple':
+      return limitGroup(platform) === 'Web' ? 'web' : classOf(platform);
+    case 'multi':
+      return limitGroup(platform);
+    default: {
+      const unknown: never = policy;
+      throw new Error(`unknown policy ${String(unknown)}`);
+    }
+  }
+}
+
+/**
+ * Can two devices of a user stay logged in together? With maxInstancesPerPlatform and maxWebInstances
+ * at 1 (the chaos run's setting), two devices of one limit group never can, nor two groups of one
+ * policy category. With one instance per group, "the oldest first" never has to choose.
+ */
+export function conflicts(policy: Policy, a: string, b: string): boolean {
+  return limitGroup(a) === limitGroup(b) || category(policy, a) === category(policy, b);
+}
+
+/** One device of the population: a fixed user, instance id and platform. */
+export interface Slot {
+  readonly userId: string;
+  readonly instanceId: string;
+  readonly platform: string;
+  readonly cls: PlatformClass;
+  /** What the store must hold once settled. */
+  state: DeviceState;
+  /** The session of the store's record while the device is logged in, or may still be (pending). */
+  sessionId: string | undefined;
+  /**
+   * Set while an end the server has not necessarily seen yet is due (a close, a freeze, a dead
+   * process): until then the store may still hold the device Online under `sessionId`. 0 once settled.
+   */
+  pendingUntil: number;
+  /** The session the client would resume with (the last `presence:session` it got). */
+  clientSession: string | undefined;
+}
+
+export type LoggedIn = 'yes' | 'no' | 'maybe';
+
+/** A set of devices an action must (certain) or may (maybe, an end not yet seen) reach. */
+export interface Targets {
+  certain: Slot[];
+  maybe: Slot[];
+}
+
+/** What a resume (a login with the last session) must answer. */
+export type ResumeExpectation = 'revoked' | 'resumed' | 'fresh' | 'resumed-or-fresh';
+
+export class PresenceModel {
+  readonly slots: Slot[] = [];
+  private readonly byUser = new Map<string, Slot[]>();
+  /** Sessions the store revoked (kick, logout) and still remembers. */
+  private readonly revoked = new Set<string>();
+  /** What happened to each user, for a divergence's report. */
+  private readonly history = new Map<string, string[]>();
+
+  constructor(
+    readonly policy: Policy,
+    population: { userId: string; platforms: string[] }[],
+  ) {
+    for (const { userId, platforms } of population) {
+      const slots = platforms.map((platform, i) => ({
+        userId,
+        instanceId: `${userId}-${i}-${platform}`,
+        platform,
+        cls: classOf(platform),
+        state: 'gone' as DeviceState,
+        sessionId: undefined,
+        pendingUntil: 0,
+        clientSession: undefined,
+      }));
+      this.byUser.set(userId, slots);
+      this.slots.push(...slots);
+      this.history.set(userId, []);
+    }
+  }
+
+  get userIds(): string[] {
+    return [...this.byUser.keys()];
+  }
+
+  slotsOf(userId: string): Slot[] {
+    return this.byUser.get(userId) ?? [];
+  }
+
+  note(userId: string, what: string): void {
+    const lines = this.history.get(userId);
+    if (!lines) return;
+    lines.push(`${new Date().toISOString().slice(11, 23)} ${what}`);
+    if (lines.length > 40) lines.shift();
+  }
+
+  historyOf(userId: string): string[] {
+    return this.history.get(userId) ?? [];
+  }
+
+  isRevoked(sessionId: string): boolean {
+    return this.revoked.has(sessionId);
+  }
+
+  /** Online and PushOnline instances count as logged in (SPEC.md: "PushOnline instances count as logged in and are kicked the same way"). */
+  loggedIn(slot: Slot, now: number): LoggedIn {
+    if (slot.state !== 'gone') return 'yes';
+    // A non-mobile device whose close, timeout or dead process the store may not have seen yet.
+    return slot.pendingUntil > now && slot.sessionId !== undefined ? 'maybe' : 'no';
+  }
+
+  /**
+   * Who a fresh login of `slot` kicks: its own earlier session (SPEC.md: a new login that breaks a
+   * limit kicks the logins in its way; the script lists "the device's own earlier session" too), and
+   * every logged-in device of the user it cannot stay with under the policy.
+   */
+  displacedBy(slot: Slot, now: number): Targets {
+    return this.targets(
+      this.slotsOf(slot.userId).filter((other) => other === slot || conflicts(this.policy, other.platform, slot.platform)),
+      now,
+    );
+  }
+
+  /** Who an admin kick reaches: every logged-in device of the user that the filter names (SPEC.md "An admin can kick a user (all devices) or one device"). */
+  kickTargets(userId: string, filter: { platform?: string; instanceId?: string }, now: number): Targets {
+    return this.targets(
+      this.slotsOf(userId).filter(
+        (slot) =>
+          (filter.platform === undefined || slot.platform === filter.platform) && (filter.instanceId === undefined || slot.instanceId === filter.instanceId),
+      ),
+      now,
+    );
+  }
+
+  private targets(candidates: Slot[], now: number): Targets {
+    const result: Targets = { certain: [], maybe: [] };
+    for (const slot of candidates) {
+      const state = this.loggedIn(slot, now);
+      if (state === 'yes') result.certain.push(slot);
+      else if (state === 'maybe') result.maybe.push(slot);
+    }
+    return result;
+  }
+
+  /**
+   * Applies the devices a login or an admin kick reported as kicked: each is gone and its session
+   * revoked (SPEC.md: "kicked ... gone, and its session revoked"). A possible target the answer did
+   * not list had already ended unseen. Answers what contradicts the model, if anything.
+   */
+  applyKicked(userId: string, targets: Targets, kicked: { platform: string; instanceId: string }[], what: string): string | undefined {
+    const listed = new Set(kicked.map((device) => `${device.platform}/${device.instanceId}`));
+    const key = (slot: Slot) => `${slot.platform}/${slot.instanceId}`;
+    const allowed = new Set([...targets.certain, ...targets.maybe].map(key));
+    const problems: string[] = [];
+    for (const slot of targets.certain) if (!listed.has(key(slot))) problems.push(`${key(slot)} not kicked`);
+    for (const entry of listed) if (!allowed.has(entry)) problems.push(`${entry} kicked unexpectedly`);
+    for (const slot of [...targets.certain, ...targets.maybe]) {
+      if (listed.has(key(slot))) {
+        if (slot.sessionId !== undefined) this.revoked.add(slot.sessionId);
+        this.note(userId, `${what}: ${key(slot)} kicked`);
+      } else {
+        this.note(userId, `${what}: ${key(slot)} had already ended`);
+      }
+      slot.state = 'gone';
+      slot.sessionId = undefined;
+      slot.pendingUntil = 0;
+    }
+    return problems.length > 0 ? `${what} on ${userId}: ${problems.join(', ')} (listed: [${[...listed].join(', ')}])` : undefined;
+  }
+
+  /** SPEC.md "login (connect with valid auth)": Online, every class. */
+  loggedInNow(slot: Slot, sessionId: string, what: string): void {
+    slot.state = 'Online';
+    slot.sessionId = sessionId;
+    slot.pendingUntil = 0;
+    slot.clientSession = sessionId;
+    this.note(slot.userId, `${what}: ${slot.platform}/${slot.instanceId} Online (${sessionId})`);
+  }
+
+  /**
+   * What a login with the client's last session must answer (SPEC.md: a kicked or logged-out session
+   * is refused; "A reconnect of an instance that is still logged in (same instanceId and its session)
+   * resumes it and kicks nobody"; "A sessionId the server does not know (and has not revoked) is a
+   * fresh login" (CONTRACT.md)).
+   */
+  expectResume(slot: Slot, sessionId: string, now: number): ResumeExpectation {
+    if (this.revoked.has(sessionId)) return 'revoked';
+    if (slot.sessionId !== sessionId) return 'fresh';
+    const state = this.loggedIn(slot, now);
+    return state === 'yes' ? 'resumed' : state === 'maybe' ? 'resumed-or-fresh' : 'fresh';
+  }
+
+  /**
+   * The connection ended without a logout: SPEC.md "connection closed": mobile PushOnline, the others
+   * gone, at once; "no heartbeat within the heartbeat timeout": the same, once it is due; a process
+   * killed: the same, once its lease runs out ("the instances of a process that died are cleared
+   * within a bounded time"). `until` bounds when the store must show it.
+   */
+  linkLost(slot: Slot, until: number, what: string): void {
+    if (slot.state === 'Online') slot.state = slot.cls === 'mobile' ? 'PushOnline' : 'gone';
+    // Already ending (a frozen device whose process is killed): whichever comes first ends it; the later bound is safe.
+    else if (slot.pendingUntil === 0) return;
+    slot.pendingUntil = Math.max(slot.pendingUntil, until);
+    this.note(slot.userId, `${what}: ${slot.platform}/${slot.instanceId} -> ${slot.state} by ${new Date(until).toISOString().slice(11, 23)}`);
+  }
+
+  /** SPEC.md "logout ... gone, at once" and "the session is revoked" (CONTRACT.md presence:logout). */
+  loggedOut(slot: Slot, what: string): void {
+    if (slot.sessionId !== undefined) this.revoked.add(slot.sessionId);
+    slot.state = 'gone';
+    slot.sessionId = undefined;
+    slot.pendingUntil = 0;
+    this.note(slot.userId, `${what}: ${slot.platform}/${slot.instanceId} logged out`);
+  }
+
+  /**
+   * The device ended while Redis was away (a close or a logout): the node replays that end once Redis
+   * is back, and the replay finds no record in the empty Redis, so the device is simply gone, its
+   * session neither held nor revoked (spec/cluster.spec.ts, "Redis restarted (empty) mid-traffic").
+   */
+  forgotten(slot: Slot, what: string): void {
+    slot.state = 'gone';
+    slot.sessionId = undefined;
+    slot.pendingUntil = 0;
+    this.note(slot.userId, `${what}: ${slot.platform}/${slot.instanceId} gone`);
+  }
+
+  /**
+   * A login made while Redis was away and run once it was back, on the empty Redis: before or after
+   * the processes re-asserted their live devices. Every live device it cannot stay with ends either
+   * way, with its session revoked: kicked by it (and listed), or, re-asserted after it, yielding to it
+   * (the login script revokes a re-asserted device that a newer login displaced). Answers the devices
+   * ended and what contradicts the model.
+   */
+  loginAfterWipe(slot: Slot, sessionId: string, kicked: { platform: string; instanceId: string }[], what: string): { ended: Targets; problem?: string } {
+    const ended = this.displacedBy(slot, Date.now());
+    const allowed = new Set(ended.certain.map((other) => `${other.platform}/${other.instanceId}`));
+    const unexpected = kicked.map((device) => `${device.platform}/${device.instanceId}`).filter((entry) => !allowed.has(entry));
+    for (const other of ended.certain) {
+      if (other.sessionId !== undefined) this.revoked.add(other.sessionId);
+      other.state = 'gone';
+      other.sessionId = undefined;
+      other.pendingUntil = 0;
+      this.note(slot.userId, `${what}: ${other.platform}/${other.instanceId} ended (kicked or yielding)`);
+    }
+    this.loggedInNow(slot, sessionId, what);
+    return unexpected.length > 0 ? { ended, problem: `${what} on ${slot.userId} kicked ${unexpected.join(', ')}, which were not live` } : { ended };
+  }
+
+  /** Every node showed the device in its settled state: its end was seen, nothing about it is uncertain any more. */
+  settle(slot: Slot): void {
+    if (slot.pendingUntil === 0) return;
+    slot.pendingUntil = 0;
+    if (slot.state === 'gone') slot.sessionId = undefined;
+  }
+
+  /**
+   * Redis restarted empty. The store forgets everything, revocations included; each process then
+   * re-asserts the devices live on it (README "Redis outages": "each process replays the closes it
+   * missed and re-asserts its live devices"), so exactly those are Online again, with their sessions.
+   * A PushOnline device has no process to re-assert it: it is gone (as spec/cluster.spec.ts expects:
+   * "Its PushOnline state, like everything else, goes with the empty Redis"), and so is a device
+   * whose close or logout came during the outage (its replay finds nothing to change).
+   */
+  redisWiped(live: Set<Slot>, what: string): void {
+    this.revoked.clear();
+    for (const slot of this.slots) {
+      if (live.has(slot) && slot.state === 'Online') continue;
+      if (slot.state !== 'gone') this.note(slot.userId, `${what}: ${slot.platform}/${slot.instanceId} forgotten`);
+      slot.state = 'gone';
+      slot.sessionId = undefined;
+      slot.pendingUntil = 0;
+    }
+  }
+
+  /**
+   * An admin kick made while Redis was away runs once Redis is back, on the empty Redis, possibly
+   * before the processes re-asserted the devices it targets. What it listed is gone and revoked (and
+   * must have been live); a live target it did not list was not in Redis yet, so it stays logged in
+   * once re-asserted: a kick lost to the restart, which the run counts (see RELIABILITY.md). Answers
+   * those missed and what contradicts the model.
+   */
+  kickAfterWipe(
+    userId: string,
+    filter: { platform?: string; instanceId?: string },
+    kicked: { platform: string; instanceId: string }[],
+    what: string,
+  ): { ended: Targets; missed: Slot[]; problem?: string } {
+    const targets = this.kickTargets(userId, filter, Date.now());
+    const listed = new Set(kicked.map((device) => `${device.platform}/${device.instanceId}`));
+    const key = (slot: Slot) => `${slot.platform}/${slot.instanceId}`;
+    const allowed = new Set(targets.certain.map(key));
+    const unexpected = [...listed].filter((entry) => !allowed.has(entry));
+    const ended: Targets = { certain: [], maybe: [] };
+    const missed: Slot[] = [];
+    for (const slot of targets.certain) {
+      if (!listed.has(key(slot))) {
+        missed.push(slot);
+        this.note(userId, `${what}: ${key(slot)} missed (not re-asserted yet), stays logged in`);
+        continue;
+      }
+      if (slot.sessionId !== undefined) this.revoked.add(slot.sessionId);
+      slot.state = 'gone';
+      slot.sessionId = undefined;
+      slot.pendingUntil = 0;
+      ended.certain.push(slot);
+      this.note(userId, `${what}: ${key(slot)} kicked`);
+    }
+    return unexpected.length > 0 ? { ended, missed, problem: `${what} on ${userId} kicked ${unexpected.join(', ')}, which were not live` } : { ended, missed };
+  }
+
+  /** Saves every device, the revocations and the histories; the function answered puts them back (to try another order of racing logins). */
+  snapshot(): () => void {
+    const slots = this.slots.map((slot) => ({ ...slot }));
+    const revoked = [...this.revoked];
+    const history = [...this.history].map(([userId, lines]): [string, string[]] => [userId, [...lines]]);
+    return () => {
+      for (const [i, saved] of slots.entries()) Object.assign(this.slots[i] as Slot, saved);
+      this.revoked.clear();
+      for (const sessionId of revoked) this.revoked.add(sessionId);
+      for (const [userId, lines] of history) this.history.set(userId, lines);
+    };
+  }
+
+  /** The latest time at which an end may still be unseen. */
+  pendingUntil(): number {
+    return Math.max(0, ...this.slots.map((slot) => slot.pendingUntil));
+  }
+
+  /** What every node must answer for a user: the status (SPEC.md "User status = ...") and each device. */
+  expected(userId: string): { status: string; devices: string[] } {
+    const devices = this.slotsOf(userId)
+      .filter((slot) => slot.state !== 'gone')
+      .map((slot) => `${slot.platform}/${slot.instanceId}/${slot.state}`)
+      .sort();
+    const states = this.slotsOf(userId).map((slot) => slot.state);
+    const status = states.includes('Online') ? 'Online' : states.includes('PushOnline') ? 'PushOnline' : 'Offline';
+    return { status, devices };
+  }
+}
+
+/** A small deterministic generator (mulberry32), so a run can be replayed from its seed. */
+export function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -1,0 +1,939 @@
+// The chaos run: three nodes on a private redis-server, seeded device traffic and faults, and after each quiet period every node checked against the model.
+
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { QueryStateResponse, SourceKickResponse, UserKickResponse, UsersQueryResponse } from '../../lib/index.js';
+import { ClusterNode, connectDevice, delay, PrivateRedis, type ClusterDevice } from '../fixtures/cluster-harness.js';
+import { childDevice, type ChildDevice } from '../fixtures/socket-harness.js';
+import type { ChaosNodeConfig } from './chaos-node.js';
+import { DESKTOP, MOBILE, PresenceModel, random, type Policy, type Slot, type Targets } from './model.js';
+
+const NODE_SCRIPT = fileURLToPath(new URL('./chaos-node.ts', import.meta.url));
+
+/** The run's timings: short, so that a few minutes see many leases and timeouts run out. */
+export const TIMINGS = {
+  leaseTtl: 1500,
+  sweepInterval: 200,
+  // Short, but each tolerates a runner stalled for well over a second (a loaded two-core CI machine) between pongs.
+  heartbeatTimeout: { mobile: 2500, desktop: 3000, web: 2000, miniProgram: 2000 },
+  // Pongs every 300 ms keep a healthy device alive; a frozen one is caught by the heartbeat timeout well before the transport's 5.3 s.
+  pingInterval: 300,
+  pingTimeout: 5000,
+} as const;
+
+/** SPEC.md: "Timed transitions happen within 100 ms of their due time". */
+const TIMER_TOLERANCE = 100;
+/** One store write after a transition is due, on a loaded machine. */
+const STORE_WRITE = 100;
+/** A close is seen "at once" (SPEC.md); the model accepts either state for this long after it (it only widens an ambiguity window). */
+const CLOSE_BOUND = 2000;
+/** SPEC.md: a dead process's instances are cleared within a bound: its lease, then the next sweep (README "Dead processes"). */
+const KILL_BOUND = TIMINGS.leaseTtl + TIMINGS.sweepInterval;
+/** No document bounds the re-assertion after an empty Redis restart; a login waits for Redis up to leaseTtl, so that is the yardstick here. */
+const REDIS_BOUND = TIMINGS.leaseTtl;
+/** Handshakes wait for Redis during an outage; the client must learn the outcome, never give up first. */
+const CONNECT_TIMEOUT = 20_000;
+
+export type FaultKind = 'process SIGKILL' | 'process restart' | 'Redis restart' | 'freeze (SIGSTOP)';
+/** What a reconvergence is measured after: a fault kind, one way of freezing a device, or plain steps. */
+type Measured =
+  | Exclude<FaultKind, 'freeze (SIGSTOP)'>
+  | 'freeze past the heartbeat timeout'
+  | 'freeze, then its session reconnects (half-open connection)'
+  | 'freeze shorter than the timeout, then SIGCONT'
+  | 'steps only';
+
+/** The bound a reconvergence is held to, from the end of its fault; a miss within the slack is counted, past it is a divergence. */
+const BOUNDS: Partial<Record<Measured, number>> = {
+  'process SIGKILL': KILL_BOUND,
+  'Redis restart': REDIS_BOUND,
+  // Measured from the SIGSTOP: due at the last traffic (at most then) plus the timeout of the device's class.
+  'freeze past the heartbeat timeout': Math.max(...Object.values(TIMINGS.heartbeatTimeout)) + TIMER_TOLERANCE + STORE_WRITE,
+};
+export const FAULT_KINDS: FaultKind[] = ['process SIGKILL', 'process restart', 'Redis restart', 'freeze (SIGSTOP)'];
+type StepKind = 'login' | 'login (child process)' | 'racing logins' | 'resume' | 'logout' | 'heartbeat' | 'close' | 'admin kick';
+
+export interface ChaosOptions {
+  seed: number;
+  minutes: number;
+  policy?: Policy;
+  users: number;
+  /** Extra time past each bound before a disagreement is a divergence (a loaded CI machine). */
+  slack: number;
+  log: (line: string) => void;
+}
+
+export interface ChaosReport {
+  seed: number;
+  policy: Policy;
+  users: number;
+  devices: number;
+  platforms: Record<string, number>;
+  steps: Record<string, number>;
+  stepsTotal: number;
+  faults: Record<string, number>;
+  faultsTotal: number;
+  /** How the faults were made: which kind of freeze, whether steps came before a dead process was reaped. */
+  faultVariants: Record<string, number>;
+  /** Admin kicks made while Redis was away: how many missed live devices that were not re-asserted yet (a known gap, RELIABILITY.md). */
+  outageKicks: { total: number; missing: number; kickedDevices: number; missedDevices: number };
+  quietChecks: number;
+  /** The run stops at the first divergence: 0 or 1. */
+  divergences: number;
+  /** What diverged: the seed, the users and their histories. */
+  divergence?: string | undefined;
+  /** Per fault kind (and 'steps only'): the longest time from the end of the fault to every node agreeing with the model, in ms. */
+  longestReconvergence: Record<string, number>;
+  /** The bound each kind is held to, in ms (the deadline adds the slack). */
+  bounds: Record<string, number>;
+  /** Reconvergences that took longer than their bound (but less than bound + slack). */
+  beyondBound: Record<string, number>;
+  /** Per cause: the longest time from a freeze or a SIGKILL to every node showing one of its devices settled, in ms. */
+  longestDeviceEnd: Record<string, number>;
+  nodeErrors: Record<string, number>;
+  runtimeSeconds: number;
+}
+
+/** Something the nodes or the clients showed that the model says cannot be: the run stops on the first. */
+export class Divergence extends Error {}
+
+type Client = { kind: 'socket'; node: ClusterNode; device: ClusterDevice } | { kind: 'child'; node: ClusterNode; device: ChildDevice; frozen: boolean };
+
+interface NodeAnswer {
+  status: string;
+  devices: string[];
+}
+
+function childAlive(device: ChildDevice): boolean {
+  return device.child.exitCode === null && device.child.signalCode === null;
+}
+
+function pick<T>(rng: () => number, items: readonly T[]): T {
+  const item = items[Math.floor(rng() * items.length)];
+  if (item === undefined) throw new Error('pick from an empty list');
+  return item;
+}
+
+function weighted<T extends string>(rng: () => number, choices: [T, number][]): T | undefined {
+  const total = choices.reduce((sum, [, weight]) => sum + weight, 0);
+  if (total === 0) return undefined;
+  let at = rng() * total;
+  for (const [choice, weight] of choices) {
+    at -= weight;
+    if (at < 0) return choice;
+  }
+  return choices[choices.length - 1]?.[0];
+}
+
+export class ChaosRun {
+  private readonly rng: () => number;
+  readonly policy: Policy;
+  readonly model: PresenceModel;
+  private redis!: PrivateRedis;
+  private readonly prefix = 'chaos:';
+  private readonly names = ['A', 'B', 'C'];
+  /** By index; undefined while a node is dead. */
+  private readonly nodes: (ClusterNode | undefined)[] = [];
+  private readonly retired: ClusterNode[] = [];
+  private readonly clients = new Map<Slot, Client>();
+  /** Every client the run opened, for the cleanup whatever happened. */
+  private readonly opened: Client[] = [];
+  /** Clients the server ended (kick, logout): each must be disconnected by it. */
+  private readonly ending: { slot: Slot; client: Client; what: string }[] = [];
+  /** Why a device's end is pending, for the per-cause figures. */
+  private readonly pendingCause = new Map<Slot, { cause: FaultKind; at: number }>();
+  private readonly steps: Record<string, number> = {};
+  private readonly faults: Record<string, number> = {};
+  private readonly longest: Record<string, number> = {};
+  private readonly beyond: Record<string, number> = {};
+  private readonly deviceEnd: Record<string, number> = {};
+  private readonly variants: Record<string, number> = {};
+  /** Connections left hanging by a device that reconnected elsewhere (its process frozen): killed at the next quiet check. */
+  private readonly hung: Client[] = [];
+  /** A quiet check accepts no agreement before this time: a hung connection's timeout must have come, and changed nothing. */
+  private notBefore = 0;
+  private readonly outageKicks = { total: 0, missing: 0, kickedDevices: 0, missedDevices: 0 };
+  private quietChecks = 0;
+  private epoch = 0;
+
+  constructor(private readonly options: ChaosOptions) {
+    this.rng = random(options.seed);
+    this.policy = options.policy ?? pick(this.rng, ['single', 'dual', 'triple', 'multi'] as const);
+    // Every user has a phone, a computer and a browser tab; some a mini program and a second phone too (same platform or not).
+    const population = Array.from({ length: options.users }, (_, i) => {
+      const platforms = [pick(this.rng, MOBILE), pick(this.rng, DESKTOP), 'Web'];
+      if (this.rng() < 0.6) platforms.push('MiniProgram');
+      if (this.rng() < 0.5) platforms.push(pick(this.rng, MOBILE));
+      return { userId: `u${i}`, platforms };
+    });
+    this.model = new PresenceModel(this.policy, population);
+  }
+
+  private get liveNodes(): ClusterNode[] {
+    return this.nodes.filter((node): node is ClusterNode => node !== undefined);
+  }
+
+  private count(table: Record<string, number>, key: string, by = 1): void {
+    table[key] = (table[key] ?? 0) + by;
+  }
+
+  private async startNode(index: number): Promise<ClusterNode> {
+    const config: ChaosNodeConfig = {
+      name: `${this.names[index]}${this.retired.filter((node) => node.config.name.startsWith(this.names[index] ?? '?')).length || ''}`,
+      redisUrl: this.redis.url,
+      prefix: this.prefix,
+      loginPolicy: this.policy,
+      maxInstancesPerPlatform: 1,
+      leaseTtl: TIMINGS.leaseTtl,
+      sweepInterval: TIMINGS.sweepInterval,
+      // Longer than any run: a PushOnline device never expires under the model's feet.
+      pushOnlineTtl: 24 * 3600 * 1000,
+      heartbeatTimeout: { ...TIMINGS.heartbeatTimeout },
+      pingInterval: TIMINGS.pingInterval,
+      pingTimeout: TIMINGS.pingTimeout,
+    };
+    const child = fork(NODE_SCRIPT, [JSON.stringify(config)], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      env: { ...process.env, DEBUG: process.env.CHAOS_DEBUG ?? '' },
+    });
+    const node = new ClusterNode(config, child);
+    await node.ready();
+    this.nodes[index] = node;
+    return node;
+  }
+
+  async start(): Promise<void> {
+    this.redis = await PrivateRedis.start();
+    await Promise.all(this.names.map((_, i) => this.startNode(i)));
+  }
+
+  async stop(): Promise<void> {
+    for (const client of this.opened) this.dropClient(client);
+    await Promise.all(this.liveNodes.map((node) => node.close()));
+    await this.redis?.kill();
+  }
+
+  /** A device of the slot logs in over a real socket (resuming `sessionId` if given); rejects with the refusal's code. */
+  private async connectSocket(slot: Slot, node: ClusterNode, sessionId?: string): Promise<Client & { kind: 'socket' }> {
+    const extra = sessionId === undefined ? { instanceId: slot.instanceId } : { instanceId: slot.instanceId, sessionId };
+    const device = await connectDevice(node.url, slot.userId, slot.platform, extra, {}, CONNECT_TIMEOUT);
+    return this.track({ kind: 'socket', node, device });
+  }
+
+  private track<T extends Client>(client: T): T {
+    this.opened.push(client);
+    return client;
+  }
+
+  private dropClient(client: Client): void {
+    if (client.kind === 'socket') client.device.socket.disconnect();
+    else if (childAlive(client.device)) client.device.child.kill('SIGKILL');
+  }
+
+  /** Runs epochs until the time is up, then a last check after a long quiet; answers the figures. */
+  async run(): Promise<ChaosReport> {
+    const started = Date.now();
+    const endAt = started + this.options.minutes * 60_000;
+    let lastProgress = started;
+    let divergence: string | undefined;
+    try {
+      await this.quietCheck('start', Date.now(), 'steps only');
+      while (Date.now() < endAt) {
+        this.epoch++;
+        const rounds = 1 + Math.floor(this.rng() * 4);
+        for (let round = 0; round < rounds; round++) await this.round();
+        const stepsEnd = Date.now();
+        const fault = await this.fault();
+        await this.quietCheck(`epoch ${this.epoch}`, fault?.end ?? stepsEnd, fault?.measured ?? 'steps only');
+        if (Date.now() - lastProgress > 30_000) {
+          lastProgress = Date.now();
+          this.options.log(
+            `epoch ${this.epoch}: ${this.total(this.steps)} steps, ${this.total(this.faults)} faults, ${this.quietChecks} quiet checks agreed (${Math.round((Date.now() - started) / 1000)} s)`,
+          );
+        }
+      }
+      // Nothing comes back later: no late reaping, no ghost re-asserted, after two more leases.
+      await delay(2 * TIMINGS.leaseTtl);
+      await this.quietCheck('final, after two more leases', Date.now(), 'steps only');
+    } catch (error) {
+      // The first divergence ends the run: past it the model no longer describes the cluster.
+      if (!(error instanceof Divergence)) throw error;
+      divergence = error.message;
+    }
+    const platforms: Record<string, number> = {};
+    for (const slot of this.model.slots) this.count(platforms, slot.platform);
+    return {
+      seed: this.options.seed,
+      policy: this.policy,
+      users: this.options.users,
+      devices: this.model.slots.length,
+      platforms,
+      steps: { ...this.steps },
+      stepsTotal: this.total(this.steps),
+      faults: { ...this.faults },
+      faultsTotal: this.total(this.faults),
+      faultVariants: { ...this.variants },
+      outageKicks: { ...this.outageKicks },
+      quietChecks: this.quietChecks,
+      divergences: divergence === undefined ? 0 : 1,
+      divergence,
+      longestReconvergence: { ...this.longest },
+      bounds: { ...BOUNDS } as Record<string, number>,
+      beyondBound: { ...this.beyond },
+      longestDeviceEnd: { ...this.deviceEnd },
+      nodeErrors: this.nodeErrors(),
+      runtimeSeconds: Math.round((Date.now() - started) / 100) / 10,
+    };
+  }
+
+  /** What the nodes logged as errors, by message (each outage is logged once per process). */
+  private nodeErrors(): Record<string, number> {
+    const errors: Record<string, number> = {};
+    for (const node of [...this.liveNodes, ...this.retired]) for (const entry of node.errors()) this.count(errors, entry.message.replace(/;.*/, ''));
+    return errors;
+  }
+
+  private total(table: Record<string, number>): number {
+    return Object.values(table).reduce((sum, n) => sum + n, 0);
+  }
+
+  // ---- steps -------------------------------------------------------------------------------
+
+  /** One round: one step for each of one to three users, all at once (users never share a step, so the policy's order is theirs alone). */
+  private async round(): Promise<void> {
+    const users = [...this.model.userIds];
+    const chosen: string[] = [];
+    const count = 1 + Math.floor(this.rng() * 3);
+    for (let i = 0; i < count && users.length > 0; i++) chosen.push(users.splice(Math.floor(this.rng() * users.length), 1)[0] as string);
+    const planned = chosen.map((userId) => this.planStep(userId)).filter((step): step is () => Promise<void> => step !== undefined);
+    await Promise.all(planned.map((step) => step()));
+  }
+
+  private disconnected(userId: string): Slot[] {
+    return this.model.slotsOf(userId).filter((slot) => !this.clients.has(slot));
+  }
+
+  private connected(userId: string, kind?: 'socket'): Slot[] {
+    return this.model.slotsOf(userId).filter((slot) => {
+      const client = this.clients.get(slot);
+      return client !== undefined && !(client.kind === 'child' && client.frozen) && (kind === undefined || client.kind === kind);
+    });
+  }
+
+  /** Chooses a step for a user now (all random draws here, so a seed replays the same choices), to run later. */
+  private planStep(userId: string, only?: StepKind[]): (() => Promise<void>) | undefined {
+    const disconnected = this.disconnected(userId);
+    const resumable = disconnected.filter((slot) => slot.clientSession !== undefined);
+    const sockets = this.connected(userId, 'socket');
+    const live = this.connected(userId);
+    const allow = (kind: StepKind, weight: number): [StepKind, number] => [kind, only && !only.includes(kind) ? 0 : weight];
+    const kind = weighted(this.rng, [
+      allow('login', disconnected.length > 0 ? 3 : 0),
+      allow('login (child process)', disconnected.length > 0 ? 1 : 0),
+      allow('racing logins', disconnected.length > 1 ? 1 : 0),
+      allow('resume', resumable.length > 0 ? 3 : 0),
+      allow('logout', sockets.length > 0 ? 1.5 : 0),
+      allow('heartbeat', sockets.length > 0 ? 2 : 0),
+      allow('close', live.length > 0 ? 2.5 : 0),
+      allow('admin kick', 1),
+    ]);
+    const node = pick(this.rng, this.liveNodes);
+    switch (kind) {
+      case undefined:
+        return undefined;
+      case 'login':
+      case 'login (child process)': {
+        const slot = pick(this.rng, disconnected);
+        return () => this.login(slot, node, kind === 'login (child process)');
+      }
+      case 'racing logins': {
+        const first = pick(this.rng, disconnected);
+        const second = pick(
+          this.rng,
+          disconnected.filter((slot) => slot !== first),
+        );
+        const others = this.liveNodes.filter((other) => other !== node);
+        return () => this.race(first, node, second, others.length > 0 ? pick(this.rng, others) : node);
+      }
+      case 'resume': {
+        const slot = pick(this.rng, resumable);
+        return () => this.resume(slot, node);
+      }
+      case 'logout': {
+        const slot = pick(this.rng, sockets);
+        return () => this.logout(slot);
+      }
+      case 'heartbeat': {
+        const slot = pick(this.rng, sockets);
+        return () => this.heartbeat(slot);
+      }
+      case 'close': {
+        const slot = pick(this.rng, live);
+        return () => this.close(slot);
+      }
+      case 'admin kick': {
+        const slots = this.model.slotsOf(userId);
+        const filter = weighted(this.rng, [
+          ['all', 2],
+          ['platform', 1],
+          ['instance', 1],
+          ['source route', 1],
+        ]);
+        const slot = pick(this.rng, slots);
+        return () =>
+          this.kick(
+            userId,
+            node,
+            filter === 'platform' ? { platform: slot.platform } : filter === 'instance' ? { instanceId: slot.instanceId } : {},
+            filter === 'source route',
+          );
+      }
+      default: {
+        const unknown: never = kind;
+        throw new Error(`unknown step ${String(unknown)}`);
+      }
+    }
+  }
+
+  private diverge(message: string): never {
+    throw new Divergence(`${message}\n${this.context(this.model.userIds.filter((userId) => message.includes(`${userId}`)))}`);
+  }
+
+  private context(userIds: string[]): string {
+    const lines = [`seed ${this.options.seed}, policy ${this.policy}, epoch ${this.epoch}; replay with CHAOS_SEED=${this.options.seed}`];
+    for (const userId of userIds) lines.push(`history of ${userId}:`, ...this.model.historyOf(userId).map((line) => `  ${line}`));
+    for (const node of [...this.liveNodes, ...this.retired]) {
+      const errors = node.logs.map((entry) => `${entry.level}: ${entry.message} ${entry.detail}`);
+      if (errors.length > 0) lines.push(`${node.name} logged:`, ...errors.slice(-10).map((line) => `  ${line}`));
+    }
+    return lines.join('\n');
+  }
+
+  /** The devices the model just ended (kicked or seen ended) lose their clients; a live socket must now be disconnected by the server. */
+  private endClients(targets: Targets, what: string): void {
+    for (const slot of [...targets.certain, ...targets.maybe]) {
+      const client = this.clients.get(slot);
+      if (!client || slot.state !== 'gone') continue;
+      // A frozen device cannot take its disconnect; it is killed once its timeout is checked.
+      if (client.kind === 'child' && client.frozen) continue;
+      this.clients.delete(slot);
+      this.ending.push({ slot, client, what });
+    }
+  }
+
+  private async login(slot: Slot, node: ClusterNode, inChild: boolean): Promise<void> {
+    this.count(this.steps, inChild ? 'login (child process)' : 'login');
+    const targets = this.model.displacedBy(slot, Date.now());
+    let client: Client;
+    if (inChild) {
+      const device = await childDevice(node.url, { token: `tok:${slot.userId}`, platform: slot.platform, instanceId: slot.instanceId });
+      client = this.track({ kind: 'child', node, device, frozen: false });
+    } else {
+      client = await this.connectSocket(slot, node);
+    }
+    const session = client.device.session;
+    const what = `login on ${node.name}${inChild ? ' (child process)' : ''}`;
+    const problem = this.model.applyKicked(slot.userId, targets, session.kicked, what);
+    this.endClients(targets, what);
+    this.model.loggedInNow(slot, session.sessionId, what);
+    this.clients.set(slot, client);
+    if (session.resumed) this.diverge(`${what} of ${slot.userId}/${slot.instanceId} without a session answered resumed`);
+    if (problem) this.diverge(problem);
+  }
+
+  /**
+   * Two devices of one user log in at once on two processes. SPEC.md: "The decision of who is kicked
+   * must be atomic: two logins racing on two processes must never leave more instances than the policy
+   * allows." Redis runs one script after the other; the kicked lists say which ran first, and they must
+   * fit one of the two orders exactly.
+   */
+  private async race(first: Slot, firstNode: ClusterNode, second: Slot, secondNode: ClusterNode): Promise<void> {
+    this.count(this.steps, 'racing logins');
+    const started = Date.now();
+    const [a, b] = await Promise.all([this.connectSocket(first, firstNode), this.connectSocket(second, secondNode)]);
+    const logins = [
+      { slot: first, client: a },
+      { slot: second, client: b },
+    ];
+    const problems: string[] = [];
+    for (const order of [logins, [...logins].reverse()]) {
+      const restore = this.model.snapshot();
+      const ended: Targets[] = [];
+      let problem: string | undefined;
+      for (const { slot, client } of order) {
+        const targets = this.model.displacedBy(slot, started);
+        ended.push(targets);
+        const what = `racing login on ${client.node.name}`;
+        problem ??= this.model.applyKicked(slot.userId, targets, client.device.session.kicked, what);
+        this.model.loggedInNow(slot, client.device.session.sessionId, what);
+      }
+      if (problem) {
+        problems.push(problem);
+        restore();
+        continue;
+      }
+      for (const { slot, client } of logins) this.clients.set(slot, client);
+      for (const targets of ended) this.endClients(targets, 'racing login');
+      return;
+    }
+    this.diverge(`racing logins of ${first.userId} fit neither order: ${problems.join('; ')}`);
+  }
+
+  private async resume(slot: Slot, node: ClusterNode): Promise<void> {
+    this.count(this.steps, 'resume');
+    const sessionId = slot.clientSession as string;
+    const now = Date.now();
+    const expectation = this.model.expectResume(slot, sessionId, now);
+    const targets = this.model.displacedBy(slot, now);
+    const what = `resume on ${node.name} (expected ${expectation})`;
+    let client: Client & { kind: 'socket' };
+    try {
+      client = await this.connectSocket(slot, node, sessionId);
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code !== 'SESSION_REVOKED' || expectation !== 'revoked')
+        this.diverge(`${what} of ${slot.userId}/${slot.instanceId} refused: ${(error as Error).message}`);
+      this.model.note(slot.userId, `${what}: ${slot.instanceId} refused SESSION_REVOKED`);
+      // The client forgets the session and logs in afresh next time, as an app does.
+      slot.clientSession = undefined;
+      return;
+    }
+    const session = client.device.session;
+    const resumed = session.resumed && session.sessionId === sessionId;
+    if (expectation === 'revoked') this.diverge(`${what} of ${slot.userId}/${slot.instanceId} with a revoked session was let in`);
+    if (resumed) {
+      if (expectation === 'fresh') this.diverge(`${what} of ${slot.userId}/${slot.instanceId} resumed a session the store should not hold`);
+      // SPEC.md: a reconnect of an instance still logged in "resumes it and kicks nobody".
+      if (session.kicked.length > 0) this.diverge(`${what} of ${slot.userId}/${slot.instanceId} kicked ${JSON.stringify(session.kicked)}`);
+      this.model.loggedInNow(slot, sessionId, `${what}: resumed`);
+      this.clients.set(slot, client);
+      return;
+    }
+    if (expectation === 'resumed') this.diverge(`${what} of ${slot.userId}/${slot.instanceId} was a fresh login (${session.sessionId})`);
+    const problem = this.model.applyKicked(slot.userId, targets, session.kicked, `${what}: fresh`);
+    // The targets include the device's own earlier record: its clients end before the new one is kept.
+    this.endClients(targets, what);
+    this.model.loggedInNow(slot, session.sessionId, `${what}: fresh`);
+    this.clients.set(slot, client);
+    if (problem) this.diverge(problem);
+  }
+
+  private async logout(slot: Slot): Promise<void> {
+    this.count(this.steps, 'logout');
+    const client = this.clients.get(slot);
+    if (client?.kind !== 'socket') throw new Error('logout of a device without a socket');
+    const answer = await client.device.socket.timeout(CONNECT_TIMEOUT).emitWithAck('presence:logout');
+    if (!answer.ok) this.diverge(`logout of ${slot.userId}/${slot.instanceId} answered ${JSON.stringify(answer)}`);
+    this.model.loggedOut(slot, `logout on ${client.node.name}`);
+    this.clients.delete(slot);
+    this.ending.push({ slot, client, what: 'logout' });
+  }
+
+  private async heartbeat(slot: Slot): Promise<void> {
+    this.count(this.steps, 'heartbeat');
+    const client = this.clients.get(slot);
+    if (client?.kind !== 'socket') throw new Error('heartbeat of a device without a socket');
+    const answer = await client.device.socket.timeout(CONNECT_TIMEOUT).emitWithAck('presence:heartbeat');
+    if (!answer.ok) this.diverge(`heartbeat of ${slot.userId}/${slot.instanceId} answered ${JSON.stringify(answer)}`);
+  }
+
+  /** The app is killed or the page closed: a FIN (socket) or an RST (the child process killed). */
+  private async close(slot: Slot): Promise<void> {
+    const client = this.closeClient(slot);
+    this.model.linkLost(slot, Date.now() + CLOSE_BOUND, `close${client.kind === 'child' ? ' (child process killed)' : ''} on ${client.node.name}`);
+  }
+
+  private closeClient(slot: Slot): Client {
+    this.count(this.steps, 'close');
+    const client = this.clients.get(slot);
+    if (!client) throw new Error('close of a device without a client');
+    this.dropClient(client);
+    this.clients.delete(slot);
+    return client;
+  }
+
+  private async kick(userId: string, node: ClusterNode, filter: { platform?: string; instanceId?: string }, sourceRoute: boolean): Promise<void> {
+    this.count(this.steps, 'admin kick');
+    const targets = this.model.kickTargets(userId, filter, Date.now());
+    let kicked: { platform: string; instanceId: string }[];
+    if (sourceRoute) {
+      const answer = await node.http<SourceKickResponse>('/v4/im_open_login_svc/kick', { UserID: userId });
+      if (answer.status !== 200) this.diverge(`source kick of ${userId} on ${node.name}: HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
+      kicked = answer.body.KickedDevice.map((device) => ({ platform: device.Platform, instanceId: device.InstId }));
+    } else {
+      const answer = await node.http<UserKickResponse>(`/users/${userId}/kick`, filter);
+      if (answer.status !== 200) this.diverge(`kick of ${userId} on ${node.name}: HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
+      kicked = answer.body.kicked;
+    }
+    const what = `admin kick ${sourceRoute ? '(source route) ' : ''}${JSON.stringify(filter)} on ${node.name}`;
+    const problem = this.model.applyKicked(userId, targets, kicked, what);
+    this.endClients(targets, what);
+    if (problem) this.diverge(problem);
+  }
+
+  // ---- faults ------------------------------------------------------------------------------
+
+  /** At most one fault per epoch, at its end; each kind is made to happen early at least once. */
+  private async fault(): Promise<{ measured: Measured; end: number } | undefined> {
+    const deadIndex = this.nodes.findIndex((node) => node === undefined);
+    const missing = FAULT_KINDS.filter((kind) => !this.faults[kind]);
+    let kind: FaultKind | undefined;
+    if (deadIndex >= 0) {
+      kind = weighted(this.rng, [
+        ['process restart', 3],
+        ['Redis restart', 1],
+        ['freeze (SIGSTOP)', 1],
+        ['none' as FaultKind, 1],
+      ]);
+    } else if (this.epoch >= 2 && missing.length > 0 && missing[0] !== 'process restart') {
+      kind = missing[0];
+    } else {
+      kind = weighted(this.rng, [
+        ['process SIGKILL', 1],
+        ['Redis restart', 1],
+        ['freeze (SIGSTOP)', 1.2],
+        ['none' as FaultKind, 1.5],
+      ]);
+    }
+    switch (kind) {
+      case 'process SIGKILL':
+        return { measured: kind, end: await this.killNode(Math.floor(this.rng() * this.nodes.length)) };
+      case 'process restart':
+        if (deadIndex < 0) return undefined;
+        this.count(this.faults, kind);
+        await this.startNode(deadIndex);
+        return { measured: kind, end: Date.now() };
+      case 'Redis restart':
+        return { measured: kind, end: await this.restartRedis() };
+      case 'freeze (SIGSTOP)':
+        return this.freeze();
+      default:
+        return undefined;
+    }
+  }
+
+  /** SIGKILL a node; then, before its lease runs out, a few steps on users that had devices there (a kick, a login elsewhere, a resume elsewhere). */
+  private async killNode(index: number): Promise<number> {
+    const node = this.nodes[index] as ClusterNode;
+    this.count(this.faults, 'process SIGKILL');
+    await node.kill('SIGKILL');
+    const killedAt = Date.now();
+    this.nodes[index] = undefined;
+    this.retired.push(node);
+    const affected = new Set<string>();
+    for (const [slot, client] of [...this.clients]) {
+      if (client.node !== node) continue;
+      affected.add(slot.userId);
+      this.dropClient(client);
+      this.clients.delete(slot);
+      // SPEC.md: "the instances of a process that died are cleared within a bounded time"; mobile PushOnline, the others gone (README "Dead processes").
+      this.model.linkLost(slot, killedAt + KILL_BOUND, `${node.name} SIGKILLed`);
+      if (slot.pendingUntil > 0) this.pendingCause.set(slot, { cause: 'process SIGKILL', at: killedAt });
+    }
+    for (const entry of this.ending) if (entry.client.node === node) this.dropClient(entry.client);
+    const users = [...affected].filter(() => this.rng() < 0.5).slice(0, 2);
+    if (users.length > 0) this.count(this.variants, 'SIGKILL, then steps on its users before the lease runs out');
+    const planned = users.map((userId) => this.planStep(userId, ['admin kick', 'login', 'resume'])).filter((step) => step !== undefined);
+    await Promise.all(planned.map((step) => step()));
+    return killedAt;
+  }
+
+  /**
+   * Kill the private redis-server (its data is gone), act while it is away (closes, logouts, logins,
+   * heartbeats on distinct users), start it again empty. Answers when it answers PING again.
+   */
+  private async restartRedis(): Promise<number> {
+    this.count(this.faults, 'Redis restart');
+    const live = new Set([...this.clients].filter(([slot]) => slot.state === 'Online').map(([slot]) => slot));
+    await this.redis.kill();
+    this.model.redisWiped(live, 'Redis restarted empty');
+    this.pendingCause.clear();
+    const users = this.model.userIds.filter(() => this.rng() < 0.35).slice(0, 3);
+    const during: Promise<() => string | undefined>[] = [];
+    for (const userId of users) {
+      const step = this.planOutageStep(userId);
+      if (step) during.push(step());
+    }
+    // Long enough for every node to see its closes before Redis is back.
+    await delay(150 + Math.floor(this.rng() * 400));
+    await this.redis.start();
+    const backAt = Date.now();
+    for (const apply of await Promise.all(during)) {
+      const problem = apply();
+      if (problem) this.diverge(problem);
+    }
+    return backAt;
+  }
+
+  /** A step while Redis is away; its promise answers how to apply the outcome once Redis is back. */
+  private planOutageStep(userId: string): (() => Promise<() => string | undefined>) | undefined {
+    const disconnected = this.disconnected(userId);
+    const sockets = this.connected(userId, 'socket');
+    const live = this.connected(userId);
+    const kind = weighted(this.rng, [
+      ['close', live.length > 0 ? 2 : 0],
+      ['logout', sockets.length > 0 ? 1 : 0],
+      ['login', disconnected.length > 0 ? 2 : 0],
+      ['heartbeat', sockets.length > 0 ? 1 : 0],
+      ['admin kick', 2],
+    ]);
+    const node = pick(this.rng, this.liveNodes);
+    switch (kind) {
+      case 'close': {
+        const slot = pick(this.rng, live);
+        return async () => {
+          const client = this.closeClient(slot);
+          // Gone, even a phone: its replay finds nothing in the empty Redis.
+          this.model.forgotten(slot, `close on ${client.node.name} while Redis was away`);
+          return () => undefined;
+        };
+      }
+      case 'logout': {
+        const slot = pick(this.rng, sockets);
+        const client = this.clients.get(slot) as Client & { kind: 'socket' };
+        return async () => {
+          this.count(this.steps, 'logout');
+          const answer = await client.device.socket.timeout(CONNECT_TIMEOUT).emitWithAck('presence:logout');
+          this.clients.delete(slot);
+          this.ending.push({ slot, client, what: 'logout while Redis was away' });
+          // The replayed removal finds no record in the empty Redis, so it revokes nothing either.
+          this.model.forgotten(slot, `logout on ${client.node.name} while Redis was away`);
+          return () => (answer.ok ? undefined : `logout of ${userId} while Redis was away answered ${JSON.stringify(answer)}`);
+        };
+      }
+      case 'heartbeat': {
+        const slot = pick(this.rng, sockets);
+        return async () => {
+          await this.heartbeat(slot);
+          return () => undefined;
+        };
+      }
+      case 'admin kick': {
+        const target = pick(this.rng, this.model.slotsOf(userId));
+        const filter = this.rng() < 0.5 ? {} : { instanceId: target.instanceId };
+        return async () => {
+          this.count(this.steps, 'admin kick');
+          const answer = await node.http<UserKickResponse>(`/users/${userId}/kick`, filter);
+          return () => {
+            const what = `admin kick ${JSON.stringify(filter)} on ${node.name} while Redis was away`;
+            if (answer.status !== 200) return `${what}: HTTP ${answer.status} ${JSON.stringify(answer.body)}`;
+            const { ended, missed, problem } = this.model.kickAfterWipe(userId, filter, answer.body.kicked, what);
+            this.endClients(ended, what);
+            this.outageKicks.total++;
+            if (missed.length > 0) this.outageKicks.missing++;
+            this.outageKicks.missedDevices += missed.length;
+            this.outageKicks.kickedDevices += ended.certain.length;
+            return problem;
+          };
+        };
+      }
+      case 'login': {
+        const slot = pick(this.rng, disconnected);
+        const sessionId = this.rng() < 0.5 ? slot.clientSession : undefined;
+        return async () => {
+          this.count(this.steps, sessionId ? 'resume' : 'login');
+          const what = `${sessionId ? 'resume' : 'login'} on ${node.name} while Redis was away`;
+          let client: Client & { kind: 'socket' };
+          try {
+            client = await this.connectSocket(slot, node, sessionId);
+          } catch (error) {
+            // Logins wait for Redis up to leaseTtl, then are refused (README "Redis outages"): nothing happened.
+            return () => {
+              this.model.note(userId, `${what}: refused (${(error as Error).message})`);
+              return (error as { code?: string }).code === 'SERVER_ERROR' ? undefined : `${what} of ${userId}: ${(error as Error).message}`;
+            };
+          }
+          return () => {
+            const session = client.device.session;
+            // Run on the empty Redis, before or after the others re-asserted their devices: every live device
+            // it cannot stay with ends, either kicked by it or yielding to it when re-asserted.
+            const { ended, problem } = this.model.loginAfterWipe(slot, session.sessionId, session.kicked, what);
+            this.endClients(ended, what);
+            this.clients.set(slot, client);
+            if (session.resumed) return `${what} of ${userId}/${slot.instanceId} resumed a session the empty Redis cannot hold`;
+            return problem;
+          };
+        };
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  /**
+   * SIGSTOP a device in its own process (no FIN, no pong, nothing): SPEC.md "no heartbeat within the
+   * heartbeat timeout (network lost, no FIN)": mobile PushOnline, the others gone. Then maybe one step
+   * on its user before the timeout (a kick, a login).
+   */
+  private async freeze(): Promise<{ measured: Measured; end: number } | undefined> {
+    this.count(this.faults, 'freeze (SIGSTOP)');
+    let candidates = [...this.clients].filter(([, client]) => client.kind === 'child' && !client.frozen);
+    if (candidates.length === 0) {
+      const users = this.model.userIds.filter((userId) => this.disconnected(userId).length > 0);
+      if (users.length === 0) return undefined;
+      const userId = pick(this.rng, users);
+      await this.login(pick(this.rng, this.disconnected(userId)), pick(this.rng, this.liveNodes), true);
+      candidates = [...this.clients].filter(([, client]) => client.kind === 'child' && !client.frozen);
+    }
+    const [slot, client] = pick(this.rng, candidates) as [Slot, Client & { kind: 'child' }];
+    const variant = weighted<Measured>(this.rng, [
+      ['freeze past the heartbeat timeout', 2],
+      ['freeze, then its session reconnects (half-open connection)', 1.5],
+      ['freeze shorter than the timeout, then SIGCONT', 1],
+    ]) as Measured;
+    this.count(this.variants, variant);
+    const timeout = TIMINGS.heartbeatTimeout[slot.cls];
+    client.device.child.kill('SIGSTOP');
+    const frozenAt = Date.now();
+    if (variant === 'freeze shorter than the timeout, then SIGCONT') {
+      // A hiccup: even counting the last pong up to a ping interval before, far inside the timeout, so nothing may change.
+      await delay(200 + Math.floor(this.rng() * (timeout / 4)));
+      client.device.child.kill('SIGCONT');
+      this.model.note(slot.userId, `${slot.platform}/${slot.instanceId} frozen ${Date.now() - frozenAt} ms on ${client.node.name}, then woken: still Online`);
+      return { measured: variant, end: Date.now() };
+    }
+    client.frozen = true;
+    const timedOutBy = frozenAt + timeout + TIMER_TOLERANCE + STORE_WRITE;
+    this.model.linkLost(slot, timedOutBy, `frozen (SIGSTOP) on ${client.node.name}`);
+    this.pendingCause.set(slot, { cause: 'freeze (SIGSTOP)', at: frozenAt });
+    if (variant === 'freeze, then its session reconnects (half-open connection)') {
+      // The network switched without a FIN: the old connection hangs on its process while the device resumes its session,
+      // on any process, before or after the old one times out. That late timeout must not undo the resumed device.
+      this.clients.delete(slot);
+      this.hung.push(client);
+      this.notBefore = Math.max(this.notBefore, timedOutBy);
+      await delay(Math.floor(this.rng() * timeout * 1.3));
+      await this.resume(slot, pick(this.rng, this.liveNodes));
+    } else if (this.rng() < 0.5) {
+      const step = this.planStep(slot.userId, ['admin kick', 'login']);
+      if (step) await step();
+    }
+    return { measured: variant, end: frozenAt };
+  }
+
+  // ---- checks ------------------------------------------------------------------------------
+
+  private async answers(node: ClusterNode): Promise<Map<string, NodeAnswer>> {
+    const userIds = this.model.userIds;
+    const reply = await node.http<QueryStateResponse>('/v4/openim/querystate', { To_Account: userIds, IsNeedDetail: 1, IsReturnInstid: 1 });
+    if (reply.status !== 200) throw new Divergence(`${node.name} answered querystate with HTTP ${reply.status}: ${JSON.stringify(reply.body)}`);
+    return new Map(
+      reply.body.QueryResult.map((result) => [
+        result.To_Account,
+        { status: result.Status, devices: (result.Detail ?? []).map((detail) => `${detail.Platform}/${detail.InstId}/${detail.Status}`).sort() },
+      ]),
+    );
+  }
+
+  /** The plain route must say the same as querystate. */
+  private async plainAnswers(node: ClusterNode): Promise<Map<string, NodeAnswer>> {
+    const reply = await node.http<UsersQueryResponse>('/users/query', { userIds: this.model.userIds });
+    if (reply.status !== 200) throw new Divergence(`${node.name} answered /users/query with HTTP ${reply.status}: ${JSON.stringify(reply.body)}`);
+    return new Map(
+      reply.body.users.map((user) => [
+        user.userId,
+        { status: user.status, devices: (user.instances ?? []).map((instance) => `${instance.platform}/${instance.instanceId}/${instance.status}`).sort() },
+      ]),
+    );
+  }
+
+  private differences(answers: { node: ClusterNode; users: Map<string, NodeAnswer> }[]): string[] {
+    const diffs: string[] = [];
+    for (const userId of this.model.userIds) {
+      const want = JSON.stringify(this.model.expected(userId));
+      for (const { node, users } of answers) {
+        const got = JSON.stringify(users.get(userId) ?? null);
+        if (got !== want) diffs.push(`${userId} on ${node.name}: expected ${want}, got ${got}`);
+      }
+    }
+    return diffs;
+  }
+
+  /** A device whose end was pending and that every node now shows settled: its end was seen. */
+  private settleSeen(answers: { users: Map<string, NodeAnswer> }[], at: number): void {
+    for (const slot of this.model.slots) {
+      if (slot.pendingUntil === 0) continue;
+      const entry = `${slot.platform}/${slot.instanceId}/`;
+      const settled = answers.every(({ users }) => {
+        const shown = users.get(slot.userId)?.devices.find((device) => device.startsWith(entry));
+        return slot.state === 'gone' ? shown === undefined : shown === `${entry}${slot.state}`;
+      });
+      if (!settled) continue;
+      this.model.settle(slot);
+      const cause = this.pendingCause.get(slot);
+      if (cause) {
+        this.deviceEnd[cause.cause] = Math.max(this.deviceEnd[cause.cause] ?? 0, at - cause.at);
+        this.pendingCause.delete(slot);
+      }
+    }
+  }
+
+  /**
+   * Polls every live node until all agree with the model (or the bound plus the slack runs out: a
+   * divergence); then checks the plain route, each node's count of live devices and the clients.
+   */
+  private async quietCheck(label: string, faultEnd: number, kind: Measured): Promise<void> {
+    this.quietChecks++;
+    const bound = kind === 'Redis restart' ? faultEnd + REDIS_BOUND : faultEnd;
+    const deadline = Math.max(Date.now(), this.model.pendingUntil(), bound, this.notBefore) + this.options.slack;
+
+    for (;;) {
+      const answers = await Promise.all(this.liveNodes.map(async (node) => ({ node, users: await this.answers(node) })));
+      const at = Date.now();
+      this.settleSeen(answers, at);
+      const diffs = this.differences(answers);
+      if (diffs.length === 0 && at >= this.notBefore) {
+        const took = at - faultEnd;
+        this.longest[kind] = Math.max(this.longest[kind] ?? 0, took);
+        const kindBound = BOUNDS[kind];
+        if (kindBound !== undefined && took > kindBound) this.count(this.beyond, kind);
+        // Every end is settled now; a cause left here belonged to a device that a login or a kick settled first.
+        this.pendingCause.clear();
+        break;
+      }
+      if (at > deadline) {
+        const users = [...new Set(diffs.map((diff) => diff.split(' ')[0] as string))];
+        throw new Divergence(
+          `${label}: the nodes still disagree with the model ${at - faultEnd} ms after the ${kind}:\n  ${diffs.join('\n  ')}\n${this.context(users)}`,
+        );
+      }
+      await delay(20);
+    }
+    const plain = await Promise.all(this.liveNodes.map(async (node) => ({ node, users: await this.plainAnswers(node) })));
+    const plainDiffs = this.differences(plain);
+    if (plainDiffs.length > 0) this.diverge(`${label}: GET /users/query disagrees with querystate and the model:\n  ${plainDiffs.join('\n  ')}`);
+    await this.checkClients(label);
+  }
+
+  /** No ghosts on either side: each node holds exactly the devices connected to it, and every device the server ended was disconnected. */
+  private async checkClients(label: string): Promise<void> {
+    const ended = (client: Client) => (client.kind === 'socket' ? !client.device.socket.connected : !childAlive(client.device));
+    const deadline = Date.now() + 3000 + this.options.slack;
+    while (this.ending.some(({ client }) => !ended(client)) && Date.now() < deadline) await delay(20);
+    const stuck = this.ending.filter(({ client }) => !ended(client));
+    if (stuck.length > 0) {
+      this.diverge(`${label}: the server never disconnected ${stuck.map(({ slot, what }) => `${slot.userId}/${slot.instanceId} (${what})`).join(', ')}`);
+    }
+    this.ending.splice(0);
+    // Frozen devices were checked timed out above: they go now (their transport is already closed).
+    for (const client of this.hung.splice(0)) this.dropClient(client);
+    for (const [slot, client] of [...this.clients]) {
+      if (client.kind === 'child' && client.frozen) {
+        this.dropClient(client);
+        this.clients.delete(slot);
+      }
+    }
+    const dropped = [...this.clients].filter(([, client]) => ended(client));
+    if (dropped.length > 0) {
+      this.diverge(
+        `${label}: devices the model holds live were disconnected: ${dropped.map(([slot, client]) => `${slot.userId}/${slot.instanceId} on ${client.node.name}`).join(', ')}`,
+      );
+    }
+    for (const node of this.liveNodes) {
+      const want = [...this.clients.values()].filter((client) => client.node === node).length;
+      const live = await node.call<number>('live');
+      if (live !== want) this.diverge(`${label}: ${node.name} holds ${live} live devices, ${want} are connected to it`);
+    }
+  }
+}
