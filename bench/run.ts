@@ -1,7 +1,7 @@
 // `npm run bench [suite ...] [--runs N]`: runs each benchmark N times and writes BENCHMARKS.md with medians.
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Figure } from './report.js';
@@ -45,7 +45,9 @@ for (const suite of chosen) {
   }
   const first = results[0] as { suite: string; figures: Figure[] };
   const rows = first.figures.map((figure) => {
-    const same = results.map((result) => result.figures.find((other) => other.name === figure.name)).filter((f): f is Figure => f !== undefined);
+    const same = results
+      .map((result) => result.figures.find((other) => other.name === figure.name && other.baselineName === figure.baselineName))
+      .filter((f): f is Figure => f !== undefined);
     const value = median(same.map((f) => f.value));
     const baselines = same.map((f) => f.baseline).filter((b): b is number => b !== undefined);
     const baseline = baselines.length ? median(baselines) : undefined;
@@ -59,6 +61,15 @@ for (const suite of chosen) {
   );
 }
 rmSync(work, { recursive: true, force: true });
+
+// Suites not run this time keep their section from the last BENCHMARKS.md.
+const previous = existsSync('BENCHMARKS.md') ? readFileSync('BENCHMARKS.md', 'utf8').split('\n## ').slice(1) : [];
+for (const section of previous) {
+  const suite = /`npm run bench:(\w+)`/.exec(section)?.[1];
+  if (suite && !chosen.includes(suite as Suite)) sections.push(`## ${section.trimEnd()}\n`);
+}
+const order = (section: string) => SUITES.indexOf((/`npm run bench:(\w+)`/.exec(section)?.[1] ?? '') as Suite);
+sections.sort((a, b) => order(a) - order(b));
 
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
 const markdown = `# Benchmarks

@@ -249,6 +249,7 @@ describe('client helper', () => {
       untracked.background();
       await waitFor(async () => (await h.status('kay')) === 'Offline', 'the background timeout of the method', 1500);
       // Back in the foreground after the server dropped it: it logs in again by itself.
+      await waitFor(() => !untracked.socket.connected, 'the server to drop the connection', 1500);
       untracked.foreground();
       await waitFor(async () => (await h.status('kay')) === 'Online', 'the reconnect on foreground', 1500);
       visible.close();
