@@ -6,7 +6,18 @@ export { ManualClock, systemClock, type Clock, type TimerHandle } from './engine
 export { PresenceError, type PresenceErrorCode, type Connection, type ConnectRequest, type ConnectResult } from './engine/engine.js';
 export { PLATFORMS, type Platform, type PlatformClass } from './engine/platforms.js';
 export type * from './engine/types.js';
-export type { PresenceOptions, ResolvedConfig, CallbackOptions, PerClass, HandshakeLike, Authenticate, Authorize, CanSee, Logger } from './options.js';
+export type {
+  PresenceOptions,
+  ResolvedConfig,
+  CallbackOptions,
+  PerClass,
+  HandshakeLike,
+  Authenticate,
+  Authorize,
+  AuthorizeRequest,
+  CanSee,
+  Logger,
+} from './options.js';
 export type * from './store/types.js';
 export type * from './store/persistence.js';
 export type {

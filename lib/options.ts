@@ -1,6 +1,16 @@
 // The public options of createPresence and their resolution, once, into a readonly configuration.
 
-import type { Request as ExpressRequest } from 'express';
+import type { IncomingMessage } from 'node:http';
+
+/** The request `authorize` gets: Express's (typed structurally, so no @types/express is needed). */
+export interface AuthorizeRequest extends IncomingMessage {
+  /** A request header (Express's `req.get`). */
+  get(name: string): string | undefined;
+  /** The client address as Express reports it. */
+  ip?: string | undefined;
+  /** The parsed query string. */
+  query?: unknown;
+}
 import type { Clock } from './engine/clock.js';
 import { systemClock } from './engine/clock.js';
 import { PLATFORM_CLASSES, type PlatformClass } from './engine/platforms.js';
@@ -24,7 +34,7 @@ export interface HandshakeLike {
 export type Authenticate = (handshake: HandshakeLike) => { userId: string } | null | undefined | false | Promise<{ userId: string } | null | undefined | false>;
 
 /** May this HTTP request use the router? Express hands the router its own request (with `req.get()`, `req.ip`...). */
-export type Authorize<Request = ExpressRequest> = (req: Request) => boolean | Promise<boolean>;
+export type Authorize<Request = AuthorizeRequest> = (req: Request) => boolean | Promise<boolean>;
 
 /** May `viewerId` subscribe to the status of `targetId`? */
 export type CanSee = (viewerId: string, targetId: string) => boolean | Promise<boolean>;

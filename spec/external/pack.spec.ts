@@ -110,7 +110,7 @@ describe('the packed tarball', function () {
             types: ['node'],
           },
         }),
-        'index.ts': `import { createPresence, MemoryStore, ManualClock, type PresenceChange, type UserPresence } from 'express-presence';\nconst seen: PresenceChange[] = [];\nvoid seen;\nconst typedQuery: (ids: string[]) => Promise<UserPresence[]> = (ids) => createPresence().query(ids);\nvoid typedQuery;\n${typed}`,
+        'index.ts': `import { createPresence, MemoryStore, ManualClock, type PresenceChange, type UserPresence } from 'express-presence';\nconst seen: PresenceChange[] = [];\nvoid seen;\nconst typedQuery: (ids: string[]) => Promise<UserPresence[]> = (ids) => createPresence({ authorize: (req) => req.get('authorization') === 'Bearer t' }).query(ids);\nvoid typedQuery;\n${typed}`,
       },
       ['typescript', '@types/node@20'],
     );
