@@ -60,6 +60,12 @@ export interface ChaosOptions {
   users: number;
   /** Extra time past each bound before a disagreement is a divergence (a loaded CI machine). */
   slack: number;
+  /**
+   * Least time from Redis answering again to the next empty restart. Closer restarts can lose a kick
+   * (RELIABILITY-chaos.md, "Known gaps"): a kick published while the holder's subscriber is still
+   * reconnecting is only found by its next reconcile, and a second wipe before that erases it.
+   */
+  redisSpacing: number;
   log: (line: string) => void;
 }
 
@@ -152,6 +158,8 @@ export class ChaosRun {
   private readonly hung: Client[] = [];
   /** A quiet check accepts no agreement before this time: a hung connection's timeout must have come, and changed nothing. */
   private notBefore = 0;
+  /** When Redis last answered again after a restart. */
+  private redisBackAt = 0;
   private readonly outageKicks = { total: 0, missing: 0, kickedDevices: 0, missedDevices: 0 };
   private quietChecks = 0;
   private epoch = 0;
@@ -644,6 +652,8 @@ export class ChaosRun {
    * heartbeats on distinct users), start it again empty. Answers when it answers PING again.
    */
   private async restartRedis(): Promise<number> {
+    const wait = this.redisBackAt + this.options.redisSpacing - Date.now();
+    if (wait > 0) await delay(wait);
     this.count(this.faults, 'Redis restart');
     const live = new Set([...this.clients].filter(([slot]) => slot.state === 'Online').map(([slot]) => slot));
     await this.redis.kill();
@@ -659,6 +669,7 @@ export class ChaosRun {
     await delay(150 + Math.floor(this.rng() * 400));
     await this.redis.start();
     const backAt = Date.now();
+    this.redisBackAt = backAt;
     for (const apply of await Promise.all(during)) {
       const problem = apply();
       if (problem) this.diverge(problem);
