@@ -11,7 +11,7 @@ import express from 'express';
 import { Server } from 'socket.io';
 // The package's own entry points, by name: Node resolves them through package.json's exports map
 // once `npm run build` has written dist/, exactly as in an app that installed express-presence.
-import { createPresence, PLATFORMS } from 'express-presence';
+import { createPresence, PLATFORMS, platformClass } from 'express-presence';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -162,6 +162,7 @@ app.get('/config', (_req, res) => {
     pushOnlineTtl: config.pushOnlineTtl,
     reconnectGrace: config.reconnectGrace,
     platforms: PLATFORMS,
+    platformClasses: Object.fromEntries(PLATFORMS.map((platform) => [platform, platformClass(platform)])),
     store: redisUrl ? 'redis' : 'memory',
     server: { pid: process.pid, port: httpServer.address()?.port },
     peers,

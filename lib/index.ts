@@ -4,7 +4,7 @@ export { createPresence, Presence, type PresenceEvents } from './presence.js';
 export { MemoryStore, type MemoryStoreOptions } from './store/memory-store.js';
 export { ManualClock, systemClock, type Clock, type TimerHandle } from './engine/clock.js';
 export { PresenceError, type PresenceErrorCode, type Connection, type ConnectRequest, type ConnectResult } from './engine/engine.js';
-export { PLATFORMS, type Platform, type PlatformClass } from './engine/platforms.js';
+export { PLATFORMS, platformClass, type Platform, type PlatformClass } from './engine/platforms.js';
 export type * from './engine/types.js';
 export type {
   PresenceOptions,

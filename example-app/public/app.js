@@ -6,17 +6,6 @@
 import { createPresenceClient } from 'express-presence/client';
 import { NetworkLink } from './network.js';
 
-const CLASS_OF = {
-  Android: 'mobile',
-  iPhone: 'mobile',
-  iPad: 'mobile',
-  Windows: 'desktop',
-  Mac: 'desktop',
-  Linux: 'desktop',
-  Web: 'web',
-  MiniProgram: 'miniProgram',
-};
-
 const $ = (selector, root = document) => root.querySelector(selector);
 
 /** Creates an element with a class and text. */
@@ -50,6 +39,8 @@ function ago(iso) {
 // ---------------------------------------------------------------------------------------------
 
 const config = await (await fetch('/config')).json();
+/** Platform -> class (mobile, desktop, web, miniProgram), as the library defines it. */
+const CLASS_OF = config.platformClasses;
 
 /**
  * Calls the presence router. DEMO ONLY: the page holds the admin token so you can click the
