@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import { createPresence, type Presence } from '../lib/index.js';
 import { RedisStore } from '../lib/redis/index.js';
 import { connectDevice, startNode, type ClusterDevice, type ClusterNode } from '../spec/fixtures/cluster-harness.js';
+import { deleteKeys } from '../spec/helpers/redis.js';
 import { report, type Figure } from './report.js';
 import { devicesOf } from './fixtures.js';
 
@@ -15,15 +16,6 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
 const USERS = 600;
 const ACCOUNTS = 500;
 const KICK_SAMPLES = Number(process.env.BENCH_KICKS ?? 300);
-
-async function deleteKeys(client: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await client.del(...keys);
-  } while (cursor !== '0');
-}
 
 /** Runs `operation` back to back for `ms`; answers how many completed and in how long. */
 async function slice(operation: () => Promise<unknown>, ms: number): Promise<{ ops: number; ms: number }> {
