@@ -17,7 +17,7 @@ import { PLATFORM_CLASSES, type PlatformClass } from './engine/platforms.js';
 import type { LoginPolicy } from './engine/types.js';
 import type { PresenceStore } from './store/types.js';
 import { MemoryStore } from './store/memory-store.js';
-import { didYouMean } from './util/did-you-mean.js';
+import { didYouMean, refuseUnknownKeys } from './util/did-you-mean.js';
 
 /** A duration in milliseconds, either one for every platform class or per class (missing classes keep their default). */
 export type PerClass<T> = T | Partial<Record<PlatformClass, T>>;
@@ -162,15 +162,6 @@ function describe(value: unknown): string {
 
 function refuse(name: string, accepts: string, value: unknown, hint = ''): never {
   throw new TypeError(`${name} must be ${accepts}; got ${describe(value)}${hint}`);
-}
-
-function refuseUnknownKeys(where: string, given: object, known: readonly string[]): void {
-  for (const key of Object.keys(given)) {
-    if (known.includes(key)) continue;
-    const near = didYouMean(key, known);
-    const prefix = where ? `${where}.` : '';
-    throw new TypeError(`unknown option ${prefix}${key}${near ? `; did you mean ${prefix}${near}?` : ''} (accepted: ${known.join(', ')})`);
-  }
 }
 
 function integer(name: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {

@@ -8,12 +8,26 @@ import { createPresenceRouter, type PresenceRouter, type RouterOptions } from '.
 import { attachPresence } from './socket/attach.js';
 import { CallbackDelivery, type StateChangeCallbackBody } from './callback/delivery.js';
 import { PresenceMetrics } from './http/metrics.js';
+import { didYouMean } from './util/did-you-mean.js';
 
 export interface PresenceEvents {
   change: [PresenceChange];
   'custom-status': [CustomStatusChange];
   /** A callback still undelivered after `maxRetries`: keep it yourself if it matters. */
   'callback-failed': [StateChangeCallbackBody, Error];
+}
+
+const PRESENCE_EVENTS: readonly string[] = ['change', 'custom-status', 'callback-failed'] satisfies (keyof PresenceEvents)[];
+
+/** A listener for an event that never fires is a typo: refuse it, naming the nearest event. */
+function checkEvent(event: unknown, listener: unknown): void {
+  if (typeof event !== 'string' || !PRESENCE_EVENTS.includes(event)) {
+    const near = typeof event === 'string' ? didYouMean(event, PRESENCE_EVENTS) : undefined;
+    throw new TypeError(
+      `unknown presence event ${typeof event === 'string' ? JSON.stringify(event) : typeof event}${near ? `; did you mean "${near}"?` : ''} (events: ${PRESENCE_EVENTS.join(', ')})`,
+    );
+  }
+  if (typeof listener !== 'function') throw new TypeError(`the '${event}' listener must be a function; got ${typeof listener}`);
 }
 
 /** What `createPresence` returns: mount its router, attach it to Socket.IO, query and listen. */
@@ -70,22 +84,28 @@ export class Presence {
   }
 
   on<K extends keyof PresenceEvents>(event: K, listener: (...args: PresenceEvents[K]) => void): this {
+    checkEvent(event, listener);
     if (event === 'callback-failed') this.failureListeners.add(listener as (body: StateChangeCallbackBody, error: Error) => void);
     else this.engine.on(event as 'change', listener as never);
     return this;
   }
 
   off<K extends keyof PresenceEvents>(event: K, listener: (...args: PresenceEvents[K]) => void): this {
+    checkEvent(event, listener);
     if (event === 'callback-failed') this.failureListeners.delete(listener as (body: StateChangeCallbackBody, error: Error) => void);
     else this.engine.off(event as 'change', listener as never);
     return this;
   }
 
-  /** Stops every timer, flushes the callback queue within its deadline, and releases the store. */
+  /**
+   * Stops every timer, waits for logins the store is taking, releases the store, then flushes the
+   * callback queue within its deadline: every change made before the engine stopped is delivered
+   * or handed to `callback-failed`.
+   */
   async close(): Promise<void> {
+    await this.engine.close();
     await this.callbacks?.close();
     this.metrics.close();
-    await this.engine.close();
   }
 }
 

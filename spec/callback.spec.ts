@@ -133,6 +133,15 @@ function until(condition: () => boolean, what: string, ms = 5000): Promise<void>
   });
 }
 
+async function expectRejection(promise: Promise<unknown>, message: RegExp): Promise<void> {
+  const outcome = await promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  expect(outcome, 'should have been refused').to.be.instanceOf(Error);
+  expect((outcome as Error).message).to.match(message);
+}
+
 describe('status-change callback', () => {
   const cleanups: (() => Promise<void>)[] = [];
   afterEach(async () => {
@@ -392,6 +401,33 @@ describe('status-change callback', () => {
     expect(elapsed).to.be.within(250, 1500);
     expect(failed.map(([body]) => `${body.Info.To_Account}:${body.Seq}`).sort()).to.deep.equal(['u1:1', 'u2:1', 'u2:2']);
     for (const [, error] of failed) expect(error.message).to.match(/presence closed before the callback was delivered|no answer within 300 ms/);
+  });
+
+  it('close() reports and delivers a login the store was still taking when close() began', async () => {
+    const { receiver: hook, url } = await receiver();
+    const store = new MemoryStore();
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const storeLogin = store.login.bind(store);
+    // The store answers the second login only when the test says so.
+    let logins = 0;
+    store.login = async (request) => {
+      if (++logins === 2) await gate;
+      return storeLogin(request);
+    };
+    const presence = createPresence({ store, callback: { url } });
+    const changes: string[] = [];
+    presence.on('change', (change) => changes.push(`${change.userId}:${change.action}`));
+    await login(presence, 'u1', 'Web', 'w1');
+    const late = login(presence, 'u2', 'Web', 'w2');
+    const closing = presence.close();
+    // A connection opened once close() began is refused at once.
+    await expectRejection(login(presence, 'u3', 'Web', 'w3'), /closed/);
+    release();
+    await expectRejection(late, /closed/);
+    await closing;
+    expect(changes).to.deep.equal(['u1:Login', 'u2:Login']);
+    expect(hook.accepted.map((body) => `${body.Info.To_Account}:${body.Info.Action}`).sort()).to.deep.equal(['u1:Login', 'u2:Login']);
   });
 
   it('keeps delivering when a callback-failed listener throws', async () => {

@@ -505,6 +505,11 @@ describe('PresenceEngine', () => {
       await expectRejection(h.presence.kick('u', { platform: 'Symbian' }), TypeError, /platform must be one of/);
       await expectRejection(h.presence.kick('u', { instanceId: '' }), TypeError, /instanceId/);
       await expectRejection(h.presence.kick('', {}), TypeError, /userId/);
+      // A misspelt key must not widen a one-device kick to every device.
+      const web = await h.connect('u', 'Web', { instanceId: 'w' });
+      await expectRejection(h.presence.kick('u', { platfrom: 'Web' } as never), TypeError, /unknown option filter\.platfrom; did you mean filter\.platform\?/);
+      expect(web.notices).to.deep.equal([]);
+      expect((await h.user('u')).status).to.equal('Online');
       await h.close();
     });
   });
@@ -695,6 +700,32 @@ describe('PresenceEngine', () => {
       await h.close();
     });
 
+    it('a new connection brings a device left in background back to the foreground, within the reconnect grace too', async () => {
+      const h = harness({ reconnectGrace: 5 * SECOND });
+      const first = await h.connect('u', 'MiniProgram', { instanceId: 'mp' });
+      h.presence.engine.background(first.connection);
+      h.presence.engine.disconnect(first.connection, 'closed');
+      h.clock.advance(SECOND);
+      const back = await h.reconnect(first);
+      expect(back.resumed).to.equal(true);
+      // Past the 30 s background timeout counted from when it went, heartbeating all along: still Online.
+      for (let i = 0; i < 4; i++) {
+        h.clock.advance(15 * SECOND);
+        h.presence.engine.heartbeat(back.connection);
+      }
+      expect((await h.user('u')).status).to.equal('Online');
+      // A second tab of a device in background does the same.
+      h.presence.engine.background(back.connection);
+      const tab = await h.reconnect(back);
+      for (let i = 0; i < 4; i++) {
+        h.clock.advance(15 * SECOND);
+        h.presence.engine.heartbeat(tab.connection);
+      }
+      expect((await h.user('u')).status).to.equal('Online');
+      expect(h.events.map((e) => `${e.action}/${e.reason}`)).to.deep.equal(['Login/Register']);
+      await h.close();
+    });
+
     it('a kick or timeout tells every tab', async () => {
       const h = harness();
       const first = await h.connect('u', 'Web', { instanceId: 'tab' });
@@ -752,6 +783,7 @@ describe('PresenceEngine', () => {
       await expectRejection(h.presence.query('u' as unknown as string[]), TypeError, /userIds must be an array/);
       await expectRejection(h.presence.query(['ok', '']), TypeError, /userIds\[1\]/);
       await expectRejection(h.presence.query(['x'.repeat(129)]), TypeError, /userIds\[0\]/);
+      await expectRejection(h.presence.query(['u'], { detial: false } as never), TypeError, /unknown option options\.detial; did you mean options\.detail\?/);
       await h.close();
     });
   });

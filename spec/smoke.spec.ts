@@ -18,4 +18,12 @@ describe('smoke', () => {
     expect(events.map((e) => `${e.action}/${e.reason}`)).to.deep.equal(['Login/Register', 'Disconnect/LinkClose', 'Logout/Expired']);
     await presence.close();
   });
+
+  it('refuses a listener for an event that never fires, naming the nearest one', async () => {
+    const presence = createPresence();
+    expect(() => presence.on('chnage' as 'change', () => {})).to.throw(TypeError, /unknown presence event "chnage"; did you mean "change"\?/);
+    expect(() => presence.off('callback-faild' as 'change', () => {})).to.throw(TypeError, /did you mean "callback-failed"/);
+    expect(() => presence.on('change', 'nope' as never)).to.throw(TypeError, /'change' listener must be a function/);
+    await presence.close();
+  });
 });

@@ -9,6 +9,7 @@ import { deriveUserStatus, isPromiseLike } from '../store/types.js';
 import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS, type Platform, type PlatformClass } from './platforms.js';
 import { Scheduler, type Scheduled } from './scheduler.js';
 import { isoTime } from '../util/iso-time.js';
+import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import type {
   ChangeAction,
   ChangeReason,
@@ -27,6 +28,9 @@ const debug = createDebug('express-presence:engine');
 export const MAX_ID_LENGTH = 128;
 /** Longest custom status, in bytes of UTF-8. */
 export const MAX_CUSTOM_STATUS_BYTES = 100;
+
+const KICK_FILTER_KEYS = ['platform', 'instanceId'] as const;
+const QUERY_OPTION_KEYS = ['detail'] as const;
 
 export type PresenceErrorCode = 'UNAUTHENTICATED' | 'BAD_PLATFORM' | 'BAD_REQUEST' | 'SESSION_REVOKED';
 
@@ -183,6 +187,9 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   private readonly loginsInFlight = new Map<string, { count: number; ended: EndNotice | undefined }>();
   private readonly scheduler: Scheduler<LocalInstance>;
   private closed = false;
+  /** Store logins not answered yet, and who waits for them all to settle (close). */
+  private pendingLogins = 0;
+  private loginsSettled: (() => void) | undefined;
   /** Names this process to the store, so a device's late close here cannot undo its login elsewhere. */
   readonly owner = newId();
 
@@ -227,9 +234,14 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (live && live.userId === request.userId && live.instanceId === instanceId && live.platform === platform) {
       const now = this.config.clock.now();
       live.lastActivity = now;
+      // A new connection is an app in the foreground, whatever the device said before it went.
+      const wasBackground = live.background;
+      live.background = false;
       if (live.graceSince >= 0) {
         debug('%s/%s back within its reconnect grace', live.userId, instanceId);
         live.graceSince = -1;
+        this.reschedule(live);
+      } else if (wasBackground) {
         this.reschedule(live);
       }
       return { connection: this.attachConnection(live, onEnd), resumed: true, kicked: [], heartbeatInterval };
@@ -243,6 +255,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       if (entry) entry.count++;
       else this.loginsInFlight.set(id, { count: 1, ended: undefined });
     }
+    this.pendingLogins++;
     let result: StoreLoginResult;
     let endedMeanwhile: EndNotice | undefined;
     try {
@@ -263,9 +276,16 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
         const entry = this.loginsInFlight.get(id) as { count: number };
         if (--entry.count === 0) this.loginsInFlight.delete(id);
       }
+      if (--this.pendingLogins === 0) this.loginsSettled?.();
     }
     if (result.outcome === 'revoked') throw new PresenceError('SESSION_REVOKED', 'this session was ended by a logout or a kick; log in again without it');
-    this.assertOpen();
+    if (this.closed) {
+      // Closed while the store took the login: it happened there (and kicked whom it kicked), so it
+      // is reported like any other; the device is not kept here, and the store ends it as a
+      // connection closed (a restart with persistence, or another process's reaper, in Redis mode).
+      this.reportLogin(result, platform, instanceId, request.clientIp);
+      this.assertOpen();
+    }
 
     let instance = this.local.get(result.sessionId);
     if (!instance) {
@@ -273,22 +293,32 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       this.local.set(result.sessionId, instance);
     }
     instance.graceSince = -1;
+    instance.background = false;
     this.reschedule(instance);
     const connection = this.attachConnection(instance, onEnd);
-
-    const kicked: InstanceRef[] = [];
-    if (result.change) {
-      const by: InstanceRef = { platform, instanceId };
-      for (const displaced of result.change.kicked) {
-        kicked.push({ platform: displaced.platform, instanceId: displaced.instanceId });
-        this.endLocal(displaced.sessionId, { reason: 'LoginElsewhere', by });
-      }
-      this.emitChange(result.change, 'Login', 'Register', request.clientIp);
-    }
+    const kicked = this.reportLogin(result, platform, instanceId, request.clientIp);
     // Kicked (or logged out elsewhere) before its login answered here: tell it now rather than leave a ghost.
     if (endedMeanwhile) this.endLocal(result.sessionId, endedMeanwhile);
     debug('%s/%s %s (%s), kicked %o', request.userId, instanceId, result.outcome, platform, kicked);
     return { connection, resumed: result.outcome === 'resumed', kicked, heartbeatInterval };
+  }
+
+  /** Ends the devices a login displaced here and emits its change; answers who was kicked. */
+  private reportLogin(
+    result: Exclude<StoreLoginResult, { outcome: 'revoked' }>,
+    platform: Platform,
+    instanceId: string,
+    clientIp: string | undefined,
+  ): InstanceRef[] {
+    const kicked: InstanceRef[] = [];
+    if (!result.change) return kicked;
+    const by: InstanceRef = { platform, instanceId };
+    for (const displaced of result.change.kicked) {
+      kicked.push({ platform: displaced.platform, instanceId: displaced.instanceId });
+      this.endLocal(displaced.sessionId, { reason: 'LoginElsewhere', by });
+    }
+    this.emitChange(result.change, 'Login', 'Register', clientIp);
+    return kicked;
   }
 
   /** Any traffic from the connection: the hot path, one clock read and one store to a field. */
@@ -351,6 +381,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     this.assertOpen();
     checkUserId(userId);
     if (typeof filter !== 'object' || filter === null) throw new TypeError('kick filter must be an object { platform?, instanceId? }');
+    // A misspelt `platfrom` must not turn a one-device kick into an every-device kick.
+    refuseUnknownKeys('filter', filter, KICK_FILTER_KEYS);
     let platform: Platform | undefined;
     if (filter.platform !== undefined) {
       platform = parsePlatform(filter.platform);
@@ -387,6 +419,11 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
         ),
       );
     }
+    try {
+      refuseUnknownKeys('options', options, QUERY_OPTION_KEYS);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const detail = options.detail !== false;
     return this.lookup(userIds).then((users) => this.present(userIds, users, detail));
   }
@@ -419,6 +456,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (this.closed) return;
     this.closed = true;
     this.scheduler.close();
+    // Logins the store is taking now are reported (see connect) before the store is released.
+    if (this.pendingLogins > 0) await new Promise<void>((resolve) => (this.loginsSettled = resolve));
     for (const instance of this.local.values()) {
       instance.ended = true;
       // Adapters read `open`: a closed presence has no open connections.

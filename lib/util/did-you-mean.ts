@@ -29,3 +29,13 @@ export function didYouMean(name: string, candidates: readonly string[]): string 
   }
   return best;
 }
+
+/** Throws a TypeError naming the first key of `given` not in `known`, with the nearest known one. */
+export function refuseUnknownKeys(where: string, given: object, known: readonly string[]): void {
+  for (const key of Object.keys(given)) {
+    if (known.includes(key)) continue;
+    const near = didYouMean(key, known);
+    const prefix = where ? `${where}.` : '';
+    throw new TypeError(`unknown option ${prefix}${key}${near ? `; did you mean ${prefix}${near}?` : ''} (accepted: ${known.join(', ')})`);
+  }
+}

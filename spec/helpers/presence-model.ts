@@ -197,12 +197,13 @@ export class PresenceModel {
   private resume(account: Account, device: Device): ModelConnectOutcome {
     device.lastHeard = this.now;
     device.closedAt = null;
+    // Any new connection is the app in the foreground.
+    device.inBackground = false;
     if (device.status === 'PushOnline') {
       const previous = userStatusOf(account.devices);
       device.status = 'Online';
       device.since = this.now;
       device.rank = ++account.ranks;
-      device.inBackground = false;
       account.lastOnline = this.now;
       this.record(account, device, 'Login', 'Register', previous, []);
     }
