@@ -85,6 +85,7 @@ export interface UserPresence {
 
 /** Counts answered by `GET /stats`. */
 export interface PresenceStats {
+  /** `Offline`: offline users the store remembers (MemoryStore's last-seen cache; always 0 for RedisStore). */
   users: Record<UserStatus, number>;
   instances: Record<InstanceStatus, number>;
   platforms: Record<Platform, Record<InstanceStatus, number>>;
