@@ -1,13 +1,14 @@
 // The example app: its server serves the page, the router and the client module, and the page works in headless Chromium.
 
 import { expect } from 'chai';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { deleteKeys, REDIS_URL, redisClient, uniquePrefix } from './helpers/redis.js';
+import { ensureBuild } from './helpers/build.js';
 
 const root = resolve(import.meta.dirname, '..');
 const CHROMIUM = '/usr/bin/chromium';
@@ -33,24 +34,6 @@ const BASE_ENV = {
   PEERS: '',
   DEMO_ADMIN_TOKEN: '',
 };
-
-/** The newest modification time under a folder. */
-function newest(dir: string): number {
-  let latest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    latest = Math.max(latest, entry.isDirectory() ? newest(path) : statSync(path).mtimeMs);
-  }
-  return latest;
-}
-
-/** The example imports the package by name, which resolves to dist/: build it when missing or older than lib/. */
-function ensureBuild(): void {
-  const entries = ['dist/esm/index.js', 'dist/esm/client/index.js', 'dist/esm/redis/index.js'].map((path) => join(root, path));
-  const built = entries.every((path) => existsSync(path)) ? Math.min(...entries.map((path) => statSync(path).mtimeMs)) : 0;
-  if (built > newest(join(root, 'lib'))) return;
-  execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: root, stdio: 'inherit' });
-}
 
 /** What the example's GET /config answers (the parts checked here). */
 interface DemoConfig {
