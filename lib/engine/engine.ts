@@ -88,7 +88,8 @@ class LocalInstance implements Scheduled {
   /** When its last connection closed, while the reconnect grace runs; -1 otherwise. */
   graceSince = -1;
   ended = false;
-  readonly connections = new Set<LocalConnection>();
+  /** Its live connections: most devices have one, kept as is; a Set only while it has more (other tabs). */
+  connections: LocalConnection | Set<LocalConnection> | undefined = undefined;
 
   constructor(
     readonly userId: string,
@@ -102,6 +103,13 @@ class LocalInstance implements Scheduled {
   ) {
     this.lastActivity = now;
   }
+}
+
+/** Calls `each` on every connection of the instance. */
+function forEachConnection(instance: LocalInstance, each: (connection: LocalConnection) => void): void {
+  const connections = instance.connections;
+  if (connections instanceof Set) connections.forEach(each);
+  else if (connections) each(connections);
 }
 
 class LocalConnection implements Connection {
@@ -352,8 +360,14 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (!conn.open) return;
     conn.open = false;
     const instance = conn.instance;
-    instance.connections.delete(conn);
-    if (instance.ended || instance.connections.size > 0) return;
+    const connections = instance.connections;
+    if (connections === conn) instance.connections = undefined;
+    else if (connections instanceof Set) {
+      connections.delete(conn);
+      // Back to one connection: the Set goes.
+      if (connections.size === 1) instance.connections = connections.values().next().value;
+    }
+    if (instance.ended || instance.connections) return;
     if (cause === 'timeout') {
       this.endByTransport(instance, 'TimeOut', instance.lastActivity);
     } else if (this.config.reconnectGrace[instance.cls] > 0) {
@@ -461,7 +475,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     for (const instance of this.local.values()) {
       instance.ended = true;
       // Adapters read `open`: a closed presence has no open connections.
-      for (const connection of instance.connections) connection.open = false;
+      forEachConnection(instance, (connection) => (connection.open = false));
     }
     this.local.clear();
     await this.config.store.close?.();
@@ -503,7 +517,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   private attachConnection(instance: LocalInstance, onEnd: EndListener): LocalConnection {
     const connection = new LocalConnection(instance, onEnd);
-    instance.connections.add(connection);
+    const connections = instance.connections;
+    if (!connections) instance.connections = connection;
+    else if (connections instanceof Set) connections.add(connection);
+    else instance.connections = new Set([connections, connection]);
     return connection;
   }
 
@@ -563,16 +580,16 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const instance = this.local.get(sessionId);
     if (!instance) return;
     this.forget(instance);
-    for (const connection of instance.connections) {
-      if (!connection.open) continue;
+    forEachConnection(instance, (connection) => {
+      if (!connection.open) return;
       connection.open = false;
       try {
         connection.onEnd(notice);
       } catch (error) {
         this.config.logger.error('express-presence: a connection end listener threw', error);
       }
-    }
-    instance.connections.clear();
+    });
+    instance.connections = undefined;
   }
 
   private forget(instance: LocalInstance): void {

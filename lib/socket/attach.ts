@@ -41,13 +41,13 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
   function onDisconnect(this: PresenceSocket, reason: DisconnectReason): void {
     const state = this[PRESENCE];
     if (!state) return;
-    this.conn.off('packet', state.onPacket);
+    state.disconnected();
     // The transport's ping timeout is a heartbeat timeout; every other end the client or the link
     // caused is a closed connection. Ends the server made (kick, timeout) already ended it: a no-op.
     engine.disconnect(state.connection, reason === 'ping timeout' ? 'timeout' : 'closed');
   }
 
-  nsp.use(presenceMiddleware(engine, authenticate, dispatch));
+  nsp.use(presenceMiddleware({ engine, dispatch }, authenticate));
   nsp.on('connection', (socket: PresenceSocket) => {
     const state = socket[PRESENCE];
     if (!state) {
@@ -60,9 +60,7 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
     }
     if (state.session) socket.emit('presence:session', state.session);
     if (!state.markConnected()) return;
-    socket.conn.on('packet', state.onPacket);
     socket.on('disconnect', onDisconnect);
-    socket.use(state.onEvent);
   });
   relayChanges(engine, nsp);
 }

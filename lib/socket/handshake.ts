@@ -4,9 +4,8 @@ import createDebug from 'debug';
 import { MAX_ID_LENGTH, PresenceError, type PresenceEngine } from '../engine/engine.js';
 import type { Authenticate, ResolvedConfig } from '../options.js';
 import { isPromiseLike } from '../store/types.js';
-import type { EventDispatch } from './events.js';
 import type { HandshakeErrorCode, HandshakeErrorData } from './protocol.js';
-import { PRESENCE, SocketPresence, type PresenceSocket } from './session.js';
+import { PRESENCE, SocketPresence, type PresenceMount, type PresenceSocket } from './session.js';
 
 const debug = createDebug('express-presence:socket');
 
@@ -58,16 +57,17 @@ function identify(authenticate: Authenticate, socket: PresenceSocket, config: Re
 }
 
 /** Authenticates the handshake and logs the device in; the socket keeps the result under PRESENCE. */
-async function admit(socket: PresenceSocket, engine: PresenceEngine, authenticate: Authenticate, dispatch: EventDispatch): Promise<SocketPresence> {
+async function admit(socket: PresenceSocket, mount: PresenceMount, authenticate: Authenticate): Promise<SocketPresence> {
+  const engine = mount.engine;
   const auth: unknown = socket.handshake.auth;
   if (!isObject(auth)) throw new HandshakeRefusal('BAD_REQUEST', 'auth must be an object { platform, instanceId?, version?, sessionId? }');
   // Only authenticate says who this is: an `auth.userId` the client sent is never read.
   const identified = identify(authenticate, socket, engine.config);
   const userId = typeof identified === 'string' ? identified : await identified;
-  const state = new SocketPresence(socket, engine, dispatch);
+  const state = new SocketPresence(socket, mount);
   const result = await engine.connect(
     { userId, platform: auth.platform, instanceId: auth.instanceId, sessionId: auth.sessionId, version: auth.version, clientIp: socket.handshake.address },
-    state.onEnd,
+    state.endListener(),
   );
   const connection = result.connection;
   if (socket.conn.readyState !== 'open') {
@@ -102,18 +102,15 @@ function toRefusal(error: unknown, engine: PresenceEngine): HandshakeRefusal {
 }
 
 /** The `nsp.use` middleware of a presence mount. */
-export function presenceMiddleware(
-  engine: PresenceEngine,
-  authenticate: Authenticate,
-  dispatch: EventDispatch,
-): (socket: PresenceSocket, next: (error?: Error) => void) => void {
+export function presenceMiddleware(mount: PresenceMount, authenticate: Authenticate): (socket: PresenceSocket, next: (error?: Error) => void) => void {
+  const engine = mount.engine;
   return (socket, next) => {
-    admit(socket, engine, authenticate, dispatch).then(
+    admit(socket, mount, authenticate).then(
       (state) => {
         failingEpisode.delete(engine);
         next();
         // Queued after socket.io's own connect step (which next() queues when ours is the last middleware).
-        process.nextTick(() => state.watchUntilConnected(engine));
+        process.nextTick(() => state.watchUntilConnected());
       },
       (error: unknown) => {
         const refusal = toRefusal(error, engine);

@@ -39,43 +39,62 @@ export function deliverEnd(socket: PresenceSocket, notice: EndNotice): void {
   }
 }
 
-/** The presence state of one socket, from its handshake to its disconnect; kept small, as there is one per connection. */
+/** What the sockets of one mount share: their state keeps one reference to it rather than one closure per use. */
+export interface PresenceMount {
+  readonly engine: PresenceEngine;
+  readonly dispatch: (socket: PresenceSocket, event: readonly unknown[], next: (error?: Error) => void) => void;
+}
+
+/** What a socket holds between its login and its connect only. */
+interface Handshake {
+  /** What `presence:session` tells the client. */
+  session: SessionPayload | undefined;
+  /** An end the engine sent meanwhile, answered once the socket connects. */
+  ended: EndNotice | undefined;
+  /** Watches the transport while a slow middleware after ours holds the socket. */
+  onEarlyClose: (() => void) | undefined;
+}
+
+/**
+ * The presence state of one socket, from its handshake to its disconnect; kept small, as there is
+ * one per connection: its callbacks are bound methods (no closure context), and what only the
+ * handshake needs goes once the socket connects.
+ */
 export class SocketPresence {
   /** Set once the engine logged the device in (in the handshake middleware). */
   connection!: Connection;
-  /** What `presence:session` tells the client; dropped once told. */
-  session: SessionPayload | undefined;
   /** The users this socket watches; allocated on the first subscribe. */
-  watching: Set<string> | undefined;
-  /** Before the socket connects: an end that came meanwhile, if any; once connected: CONNECTED. */
-  private phase: EndNotice | typeof CONNECTED | undefined;
-  /** Watches the transport while a slow middleware after ours holds the socket; dropped once connected. */
-  private onEarlyClose: (() => void) | undefined;
-
-  /** Any inbound packet (event, pong) is a heartbeat: one clock read, no allocation. */
-  readonly onPacket: () => void;
-  /** The engine ends this connection (kick, timeout, logout from another tab). */
-  readonly onEnd: (notice: EndNotice) => void;
-  /** This socket's `socket.use` middleware, taking the presence events. */
-  readonly onEvent: (event: readonly unknown[], next: (error?: Error) => void) => void;
+  watching: Set<string> | undefined = undefined;
+  /** Any inbound packet (event, pong) is a heartbeat; set once connected, to be removed at disconnect. */
+  onPacket: (() => void) | undefined = undefined;
+  /** Until the socket connects; undefined once connected. */
+  private handshake: Handshake | undefined = { session: undefined, ended: undefined, onEarlyClose: undefined };
 
   constructor(
     readonly socket: PresenceSocket,
-    engine: PresenceEngine,
-    dispatch: (socket: PresenceSocket, event: readonly unknown[], next: (error?: Error) => void) => void,
-  ) {
-    this.onPacket = () => engine.heartbeat(this.connection);
-    this.onEvent = (event, next) => dispatch(socket, event, next);
-    this.onEnd = (notice) => {
-      if (this.phase === CONNECTED) deliverEnd(this.socket, notice);
-      else this.phase = notice;
-    };
+    private readonly mount: PresenceMount,
+  ) {}
+
+  /** What `presence:session` tells the client; undefined once told. */
+  get session(): SessionPayload | undefined {
+    return this.handshake?.session;
+  }
+
+  /** The engine's end listener of this connection (kick, timeout, logout from another tab). */
+  endListener(): (notice: EndNotice) => void {
+    return this.end.bind(this);
+  }
+
+  private end(notice: EndNotice): void {
+    const handshake = this.handshake;
+    if (handshake) handshake.ended = notice;
+    else deliverEnd(this.socket, notice);
   }
 
   /** Logged in: the socket goes on through the middlewares after ours, then connects. */
   loggedIn(connection: Connection, session: SessionPayload): void {
     this.connection = connection;
-    this.session = session;
+    if (this.handshake) this.handshake.session = session;
   }
 
   /**
@@ -84,30 +103,52 @@ export class SocketPresence {
    * only then is a transport close watched, since adding and removing a listener on every
    * connection would leave each one a larger listener array.
    */
-  watchUntilConnected(engine: PresenceEngine): void {
-    if (this.phase === CONNECTED) return;
+  watchUntilConnected(): void {
+    const handshake = this.handshake;
+    if (!handshake) return;
+    const { engine } = this.mount;
     const connection = this.connection;
     if (this.socket.conn.readyState !== 'open') {
       engine.disconnect(connection, 'closed');
       return;
     }
-    this.onEarlyClose = () => {
-      if (this.phase !== CONNECTED) engine.disconnect(connection, 'closed');
+    handshake.onEarlyClose = () => {
+      if (this.handshake) engine.disconnect(connection, 'closed');
     };
-    this.socket.conn.on('close', this.onEarlyClose);
+    this.socket.conn.on('close', handshake.onEarlyClose);
   }
 
-  /** The socket is connected: answers an end that came meanwhile; false if it did. */
+  /**
+   * The socket is connected: answers an end that came meanwhile (false if one did), or starts
+   * counting its packets as heartbeats and taking its presence events.
+   */
   markConnected(): boolean {
-    const pending = this.phase;
-    this.phase = CONNECTED;
-    this.session = undefined;
-    if (this.onEarlyClose) this.socket.conn.off('close', this.onEarlyClose);
-    this.onEarlyClose = undefined;
-    if (!pending || pending === CONNECTED) return true;
-    deliverEnd(this.socket, pending);
-    return false;
+    const handshake = this.handshake;
+    this.handshake = undefined;
+    if (handshake?.onEarlyClose) this.socket.conn.off('close', handshake.onEarlyClose);
+    if (handshake?.ended) {
+      deliverEnd(this.socket, handshake.ended);
+      return false;
+    }
+    this.onPacket = this.heartbeat.bind(this);
+    this.socket.conn.on('packet', this.onPacket);
+    this.socket.use(this.onEvent.bind(this));
+    return true;
+  }
+
+  /** Stops counting packets: the socket disconnected. */
+  disconnected(): void {
+    if (this.onPacket) this.socket.conn.off('packet', this.onPacket);
+    this.onPacket = undefined;
+  }
+
+  /** One clock read, no allocation. */
+  private heartbeat(): void {
+    this.mount.engine.heartbeat(this.connection);
+  }
+
+  /** This socket's `socket.use` middleware, taking the presence events. */
+  private onEvent(event: readonly unknown[], next: (error?: Error) => void): void {
+    this.mount.dispatch(this.socket, event, next);
   }
 }
-
-const CONNECTED = Symbol('connected');
