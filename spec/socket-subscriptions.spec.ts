@@ -5,7 +5,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Server } from 'socket.io';
 import type { Adapter } from 'socket.io-adapter';
-import { createPresence, type ChangedPayload, type SubscribeResult } from '../lib/index.js';
+import { createPresence, MemoryStore, type ChangedPayload, type SubscribeResult } from '../lib/index.js';
 import {
   auth,
   delay,
@@ -177,6 +177,21 @@ describe('socket: subscriptions', () => {
     const other = await h.connect(auth('v', 'Web'));
     const answers = await Promise.all([subscribe(other, ['p', 'q']), subscribe(other, ['r', 's'])]);
     expect(answers.map((a) => a.ok).sort()).to.deep.equal([false, true]);
+  });
+
+  it('a subscribe the store fails is refused as a whole: nothing stays reserved or joined, and a retry works', async () => {
+    const store = new MemoryStore();
+    const h = await start({ store, maxSubscriptions: 2, logger: { warn: () => {}, error: () => {} } });
+    const watcher = await h.connect(auth('w', 'Web'));
+    const storeGet = store.get.bind(store);
+    store.get = () => Promise.reject(new Error('store down'));
+    expect(await subscribe(watcher, ['a', 'b'])).to.include({ ok: false, code: 'SERVER_ERROR' });
+    expect(h.io.of('/').adapter.rooms.has('presence:user:a')).to.equal(false);
+    store.get = storeGet;
+    // Both places of the cap are free again.
+    const retry = await subscribe(watcher, ['a', 'b']);
+    expect(retry.ok).to.equal(true);
+    expect(await watcher.socket.timeout(1000).emitWithAck('presence:unsubscribe', { userIds: [] })).to.deep.equal({ ok: true, watching: 2 });
   });
 
   it('canSee (sync, async, or throwing) decides who may be watched; refused users are listed in denied and never pushed', async () => {

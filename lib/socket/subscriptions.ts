@@ -83,9 +83,18 @@ export class Subscriptions {
     const refused = new Set(denied);
     const allowed = requested.filter((userId) => watching.has(userId) && !refused.has(userId));
     if (!socket.connected) return { ok: false, code: 'NOT_LOGGED_IN', message: 'the connection closed' };
-    if (allowed.length > 0) await socket.join(allowed.map(watchRoom));
-    const users = allowed.length > 0 ? await this.engine.query(allowed, { detail: false }) : [];
-    return { ok: true, users: users.map(watched), denied };
+    try {
+      if (allowed.length > 0) await socket.join(allowed.map(watchRoom));
+      const users = allowed.length > 0 ? await this.engine.query(allowed, { detail: false }) : [];
+      return { ok: true, users: users.map(watched), denied };
+    } catch (error) {
+      // Refused as a whole: what this call added is taken back, so the client's retry starts clean.
+      for (const userId of fresh) {
+        if (refused.has(userId) || !watching.delete(userId)) continue;
+        void socket.leave(watchRoom(userId));
+      }
+      throw error;
+    }
   }
 
   unsubscribe(socket: PresenceSocket, state: SocketPresence, userIds: readonly string[]): Answer<UnsubscribeResult> {
