@@ -99,9 +99,10 @@ class LocalInstance implements Scheduled {
     readonly sessionId: string,
     readonly version: string | undefined,
     readonly clientIp: string | undefined,
-    now: number,
+    /** When this process took the device up (LiveInstance.takenUpAt). */
+    readonly takenUpAt: number,
   ) {
-    this.lastActivity = now;
+    this.lastActivity = takenUpAt;
   }
 }
 

@@ -19,9 +19,11 @@ import type {
   StoredInstance,
   StoredUser,
 } from '../store/types.js';
-import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REMOVE, SET_CUSTOM_STATUS } from './scripts.js';
+import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_CUSTOM_STATUS } from './scripts.js';
 
 const debug = createDebug('express-presence:redis');
+
+const ADMIN_KICK = JSON.stringify({ reason: 'AdminKick' });
 
 export interface RedisStoreOptions {
   /** An ioredis client (`new Redis(url)`); the store also makes one duplicate of it for pub/sub. Required. */
@@ -48,12 +50,43 @@ interface Deferred {
   login?: boolean;
 }
 
+/** An admin kick waiting for Redis (and for this process's re-assertion): run after it, in order. */
+interface WaitingKick {
+  run(): Promise<void>;
+  fail(error: unknown): void;
+  attempts: number;
+}
+
+/** A session this process ended (a login's kick, an admin kick), applied again after each reconnection while remembered. */
+interface RecentEnd {
+  readonly userId: string;
+  readonly instanceId: string;
+  /** The notice as JSON, {reason, by?}. */
+  readonly notice: string;
+  until: number;
+}
+
+/** An admin kick this process made: its mark in Redis is written again after each reconnection while remembered. */
+interface RecentKick {
+  readonly userId: string;
+  readonly platform: string;
+  readonly instanceId: string;
+  readonly at: number;
+  until: number;
+}
+
 /** Replays of one waiting operation before it is given up (Redis answers, but refuses it). */
 const MAX_REPLAYS = 3;
 /** Live devices re-asserted at once after an outage. */
 const REASSERT_BATCH = 100;
+/** Recent ends and admin kicks remembered at most (the oldest are forgotten first), and sent to Redis at once when applied again. */
+const MAX_RECENT_ENDS = 10_000;
+const MAX_RECENT_KICKS = 1000;
+const REAPPLY_BATCH = 500;
+/** How long (in leases) an end is remembered after it was last applied, and an admin kick's mark kept in Redis. */
+const END_MEMORY_LEASES = 3;
 
-type ScriptName = 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'expireDue' | 'reap';
+type ScriptName = 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'expireDue' | 'reap' | 'reapplyEnds';
 
 const SOURCES: Record<ScriptName, string> = {
   login: LOGIN,
@@ -63,6 +96,7 @@ const SOURCES: Record<ScriptName, string> = {
   setCustomStatus: SET_CUSTOM_STATUS,
   expireDue: EXPIRE_DUE,
   reap: REAP,
+  reapplyEnds: REAPPLY_ENDS,
 };
 
 /** What the scripts encode: cjson writes empty arrays as {} and nil as false. */
@@ -136,6 +170,17 @@ export class RedisStore implements PresenceStore {
   private down = false;
   /** Transport ends (and logins) that could not reach Redis, replayed in order once it is back. */
   private pending: Deferred[] = [];
+  /** Admin kicks made while Redis was away or this process was reconciling: run once its live devices are re-asserted. */
+  private waitingKicks: WaitingKick[] = [];
+  /**
+   * Sessions this process ended and admin kicks it made lately, by session id (oldest first). A Redis restarted empty forgets
+   * them, and the process holding such a device may have missed the `ended` message (its subscriber reconnecting) and would
+   * re-assert it; so after each reconnection they are applied again, for `endMemory` ms after the last time.
+   */
+  private readonly recentEnds = new Map<string, RecentEnd>();
+  private readonly recentKicks: RecentKick[] = [];
+  /** How long an end is remembered after it was last applied (END_MEMORY_LEASES leases). */
+  readonly endMemory: number;
   /** True once this process's lease was written: a later renewal that finds it gone means other processes reaped us. */
   private leaseHeld = false;
   /** The reconciliation running now, and whether another was asked for meanwhile. */
@@ -161,6 +206,7 @@ export class RedisStore implements PresenceStore {
     this.leaseTtl = positiveInteger('leaseTtl', options.leaseTtl, 10_000);
     this.sweepInterval = positiveInteger('sweepInterval', options.sweepInterval, 1000);
     this.offlineTtl = positiveInteger('offlineTtl', options.offlineTtl, 30 * 24 * 3600 * 1000);
+    this.endMemory = END_MEMORY_LEASES * this.leaseTtl;
     for (const [name, source] of Object.entries(SOURCES)) this.shas.set(name as ScriptName, createHash('sha1').update(source).digest('hex'));
   }
 
@@ -213,8 +259,11 @@ export class RedisStore implements PresenceStore {
     });
   }
 
-  /** `reassert`: a device re-asserted after an outage yields (is revoked) rather than kick a login made meanwhile. */
-  private async loginScript(request: StoreLoginRequest, reassert: boolean): Promise<StoreLoginResult> {
+  /**
+   * `reassert`: a device re-asserted after an outage yields (is revoked) rather than kick a login made meanwhile, and yields
+   * to an admin kick made after `takenUpAt` (when this process took it up) that did not find it in Redis.
+   */
+  private async loginScript(request: StoreLoginRequest, reassert: boolean, takenUpAt?: number): Promise<StoreLoginResult> {
     const raw = await this.run('login', [
       request.userId,
       request.platform,
@@ -227,11 +276,19 @@ export class RedisStore implements PresenceStore {
       request.limits.maxWebInstances,
       request.owner ?? this.owner,
       reassert ? '1' : '0',
+      takenUpAt ?? '',
     ]);
-    const result = JSON.parse(raw as string) as { outcome: 'revoked' | 'resumed' | 'created'; sessionId: string; change?: RawChange };
-    if (result.outcome === 'revoked') return { outcome: 'revoked' };
+    const result = JSON.parse(raw as string) as { outcome: 'revoked' | 'resumed' | 'created'; sessionId: string; change?: RawChange; notice?: string };
+    if (result.outcome === 'revoked') return result.notice ? { outcome: 'revoked', notice: JSON.parse(result.notice) as EndNotice } : { outcome: 'revoked' };
     const change = result.change ? toChange(result.change) : null;
-    if (result.outcome === 'created') return { outcome: 'created', sessionId: result.sessionId, change: change as StoreChange };
+    if (result.outcome === 'created') {
+      const created = change as StoreChange;
+      if (created.kicked.length > 0) {
+        const notice = JSON.stringify({ reason: 'LoginElsewhere', by: { platform: request.platform, instanceId: request.instanceId } });
+        for (const kicked of created.kicked) this.rememberEnd(kicked.sessionId, request.userId, kicked.instanceId, notice);
+      }
+      return { outcome: 'created', sessionId: result.sessionId, change: created };
+    }
     return { outcome: 'resumed', sessionId: result.sessionId, change };
   }
 
@@ -251,8 +308,43 @@ export class RedisStore implements PresenceStore {
     );
   }
 
-  async kick(userId: string, filter: KickFilter, at: number): Promise<StoreChange[]> {
-    return toChanges(await this.run('kick', [userId, filter.platform ?? '', filter.instanceId ?? ''], at));
+  /**
+   * While Redis is away (or this process is reconciling), an admin kick waits, like a login, for up to `leaseTtl`, and runs once
+   * this process has re-asserted its live devices: it finds them, and leaves a mark that devices other processes re-assert
+   * later yield to. `at` is when it was asked: devices taken up after it are not its targets.
+   */
+  kick(userId: string, filter: KickFilter, at: number): Promise<StoreChange[]> {
+    const run = () => this.kickScript(userId, filter, at);
+    if (!this.down && this.client.status === 'ready' && !this.reconciling && this.pending.length === 0 && this.waitingKicks.length === 0) return run();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const index = this.waitingKicks.indexOf(waiting);
+        if (index < 0) return;
+        this.waitingKicks.splice(index, 1);
+        reject(new Error(`express-presence: Redis has not been reachable for ${this.leaseTtl} ms (leaseTtl); the kick was not made, try again shortly`));
+      }, this.leaseTtl);
+      timer.unref?.();
+      const waiting: WaitingKick = {
+        run: () => {
+          clearTimeout(timer);
+          return run().then(resolve);
+        },
+        fail: reject,
+        attempts: 0,
+      };
+      this.waitingKicks.push(waiting);
+    });
+  }
+
+  private async kickScript(userId: string, filter: KickFilter, at: number): Promise<StoreChange[]> {
+    const platform = filter.platform ?? '';
+    const instanceId = filter.instanceId ?? '';
+    const context = this.context;
+    const now = context ? context.clock.now() : at;
+    const changes = toChanges(await this.run('kick', [userId, platform, instanceId, at, this.endMemory], Math.max(now, at)));
+    this.rememberKick({ userId, platform, instanceId, at, until: now + this.endMemory });
+    for (const change of changes) this.rememberEnd(change.sessionId, userId, change.instanceId, ADMIN_KICK);
+    return changes;
   }
 
   async setCustomStatus(userId: string, customStatus: string | null, at: number): Promise<UserStatus> {
@@ -318,6 +410,7 @@ export class RedisStore implements PresenceStore {
     this.subscriber = undefined;
     if (subscriber) subscriber.disconnect();
     for (const deferred of this.pending.splice(0)) if (deferred.login) deferred.fail(new Error('express-presence: the presence was closed'));
+    for (const waiting of this.waitingKicks.splice(0)) waiting.fail(new Error('express-presence: the presence was closed; the kick was not made'));
     if (this.client.status === 'ready') {
       await this.client.del(`${this.prefix}lease:${this.owner}`).catch(() => undefined);
     }
@@ -398,13 +491,16 @@ export class RedisStore implements PresenceStore {
       } while (this.reconcileAgain && !this.closed && !this.down);
     })().finally(() => {
       this.reconciling = undefined;
+      // An admin kick that came after the last pass ran its waiting kicks: one more pass runs it.
+      if (this.waitingKicks.length > 0 && !this.down && !this.closed && this.client.status === 'ready') this.reconcile();
     });
   }
 
   /**
-   * After an outage or a lost lease: renew the lease, replay what waited for Redis in order, and
-   * re-assert every live device (Redis may have restarted empty, or other processes may have closed
-   * this one's devices while it could not renew its lease).
+   * After an outage or a lost lease: renew the lease, replay what waited for Redis in order, apply
+   * again the ends this process made lately, re-assert every live device (Redis may have restarted
+   * empty, or other processes may have closed this one's devices while it could not renew its lease),
+   * then run the admin kicks that waited.
    */
   private async reconcileOnce(): Promise<void> {
     const context = this.context;
@@ -430,6 +526,13 @@ export class RedisStore implements PresenceStore {
         return;
       }
     }
+    // Before the re-assertions (here and, mostly, on the other processes): a device ended lately is then refused, not re-created.
+    try {
+      await this.reapplyEnds(context);
+    } catch (error) {
+      this.report(error);
+      return;
+    }
     const live = [...context.liveInstances()];
     for (let start = 0; start < live.length; start += REASSERT_BATCH) {
       try {
@@ -439,9 +542,76 @@ export class RedisStore implements PresenceStore {
         return;
       }
     }
+    while (this.waitingKicks.length > 0 && this.client.status === 'ready' && !this.closed) {
+      const waiting = this.waitingKicks[0] as WaitingKick;
+      try {
+        await waiting.run();
+        this.waitingKicks.shift();
+      } catch (error) {
+        if (++waiting.attempts >= MAX_REPLAYS) {
+          this.waitingKicks.shift();
+          waiting.fail(error);
+        }
+        this.report(error);
+        return;
+      }
+    }
   }
 
-  /** Logs a live device in again; one that a newer login displaced meanwhile is ended instead. */
+  /** Remembers a session this process ended (the newest last), for reapplyEnds. */
+  private rememberEnd(sessionId: string, userId: string, instanceId: string, notice: string): void {
+    const now = this.context?.clock.now() ?? Date.now();
+    this.forgetOldEnds(now);
+    this.recentEnds.delete(sessionId);
+    this.recentEnds.set(sessionId, { userId, instanceId, notice, until: now + this.endMemory });
+    if (this.recentEnds.size > MAX_RECENT_ENDS) this.recentEnds.delete(this.recentEnds.keys().next().value as string);
+  }
+
+  private rememberKick(kick: RecentKick): void {
+    this.forgetOldEnds(kick.until - this.endMemory);
+    this.recentKicks.push(kick);
+    if (this.recentKicks.length > MAX_RECENT_KICKS) this.recentKicks.shift();
+  }
+
+  /** Both lists are in the order of their `until` (each application sets every entry's to the same time). */
+  private forgetOldEnds(now: number): void {
+    for (const [sessionId, end] of this.recentEnds) {
+      if (end.until > now) break;
+      this.recentEnds.delete(sessionId);
+    }
+    while (this.recentKicks.length > 0 && (this.recentKicks[0] as RecentKick).until <= now) this.recentKicks.shift();
+  }
+
+  /**
+   * Applies again the ends this process made lately: revokes each session again, removes it if its holder re-asserted it
+   * (reporting the change), publishes its end again, and writes each admin kick's mark again. Each is then remembered for
+   * `endMemory` more: a Redis that restarts empty again soon, before a holder heard of the end, gets it once more.
+   */
+  private async reapplyEnds(context: StoreContext): Promise<void> {
+    const now = context.clock.now();
+    this.forgetOldEnds(now);
+    if (this.recentEnds.size === 0 && this.recentKicks.length === 0) return;
+    const ends = [...this.recentEnds].map(([sessionId, end]) => [end.userId, end.instanceId, sessionId, end.notice]);
+    const kicks = this.recentKicks.map((kick) => [kick.userId, kick.platform, kick.instanceId, kick.at]);
+    for (let start = 0; start < Math.max(ends.length, kicks.length); start += REAPPLY_BATCH) {
+      const changes = toChanges(
+        await this.run('reapplyEnds', [
+          this.endMemory,
+          JSON.stringify(ends.slice(start, start + REAPPLY_BATCH)),
+          JSON.stringify(kicks.slice(start, start + REAPPLY_BATCH)),
+        ]),
+      );
+      for (const change of changes) context.changed(change, 'Logout', 'Kicked');
+    }
+    const until = context.clock.now() + this.endMemory;
+    for (const end of this.recentEnds.values()) end.until = until;
+    for (const kick of this.recentKicks) kick.until = until;
+  }
+
+  /**
+   * Logs a live device in again; one ended meanwhile (kicked, displaced by a newer login) is ended instead, and told why
+   * (the notice its revocation was stored with).
+   */
   private async reassert(context: StoreContext, live: LiveInstance): Promise<void> {
     const result = await this.loginScript(
       {
@@ -456,8 +626,9 @@ export class RedisStore implements PresenceStore {
         owner: context.owner,
       },
       true,
+      live.takenUpAt,
     );
-    if (result.outcome === 'revoked') context.ended(live.sessionId, { reason: 'AdminKick' });
+    if (result.outcome === 'revoked') context.ended(live.sessionId, result.notice ?? { reason: 'AdminKick' });
     else if (result.change) context.changed(result.change, 'Login', 'Register');
   }
 

@@ -10,7 +10,10 @@
  *   P expiry         sorted set of PushOnline devices by due time; member cjson [userId, instanceId, sessionId]
  *   P owned:<owner>  set of the Online devices a process holds; member cjson [userId, instanceId, sessionId]
  *   P lease:<owner>  a process's lease (PX expiry); P procs: set of owners that ever held one
- *   P rv:<sessionId> a revoked session (PX: the PushOnline TTL)
+ *   P rv:<sessionId> a revoked session (PX: the PushOnline TTL); its value is the end notice as JSON, {reason, by?}
+ *                    (what a re-asserted device that missed its `ended` message is told); '1' (older versions) = AdminKick
+ *   P kk:<userId>    recent admin kicks of the user (PX: the store's end memory): cjson [[platform, instanceId, at], ...]
+ *                    ('' for any); a device re-asserted later that was taken up at or before `at` and matches yields
  *   P ended          pub/sub channel: {sid, reason, by?} for sessions ended by kicks, so every process tells its sockets
  */
 
@@ -93,7 +96,15 @@ local function change(userId, user, r, instanceStatus, previous, kicked)
   }
 end
 
-local function revoke(sid) redis.call('SET', P .. 'rv:' .. sid, '1', 'PX', TTL) end
+-- notice: the end as JSON ({reason, by?}), kept so that a device that missed its 'ended' message is told what ended it.
+local function revoke(sid, notice) redis.call('SET', P .. 'rv:' .. sid, notice, 'PX', TTL) end
+local ADMIN_KICK = '{"reason":"AdminKick"}'
+local function revokedNotice(sid)
+  local value = redis.call('GET', P .. 'rv:' .. sid)
+  if not value then return nil end
+  if value == '1' then return ADMIN_KICK end
+  return value
+end
 
 local function find(user, instanceId, sid, owner)
   for _, r in ipairs(user.instances) do
@@ -121,12 +132,31 @@ local function linkLost(userId, user, r, lastSeen)
 end
 `;
 
-/** ARGV: common, userId, platform, instanceId, resumeSid, newSid, version, policy, maxPerPlatform, maxWeb, owner, reassert (0/1). */
+/**
+ * ARGV: common, userId, platform, instanceId, resumeSid, newSid, version, policy, maxPerPlatform, maxWeb, owner, reassert (0/1),
+ * takenUpAt (a re-asserted device: when its process took it up, ms; '' unknown). A revoked session answers the notice it was ended with.
+ */
 export const LOGIN = `${COMMON}
 local userId, platform, instanceId, resumeSid, newSid, version = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local policy, maxPer, maxWeb, owner, reassert = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14], ARGV[15] == '1'
+local takenUpAt = tonumber(ARGV[16]) or 0
 
-if resumeSid ~= '' and redis.call('EXISTS', P .. 'rv:' .. resumeSid) == 1 then return cjson.encode({outcome = 'revoked'}) end
+if resumeSid ~= '' then
+  local notice = revokedNotice(resumeSid)
+  if notice then return cjson.encode({outcome = 'revoked', notice = notice}) end
+end
+-- A device coming back after an outage that an admin kick made meanwhile should have ended (it was not in Redis to be found then).
+if reassert then
+  local kicks = redis.call('GET', P .. 'kk:' .. userId)
+  if kicks then
+    for _, k in ipairs(cjson.decode(kicks)) do
+      if (k[1] == '' or k[1] == platform) and (k[2] == '' or k[2] == instanceId) and takenUpAt <= k[3] then
+        revoke(newSid, ADMIN_KICK)
+        return cjson.encode({outcome = 'revoked', notice = ADMIN_KICK})
+      end
+    end
+  end
+end
 local user = load(userId)
 local previous = status(user)
 local existing = nil
@@ -182,9 +212,12 @@ if #same + 1 > limit then
   for i = 1, #same + 1 - limit do table.insert(displaced, same[i]) end
 end
 if reassert and (#displaced > 0 or existing) then
-  -- A device coming back after an outage yields to what happened meanwhile.
-  revoke(newSid)
-  return cjson.encode({outcome = 'revoked'})
+  -- A device coming back after an outage yields to what happened meanwhile: to the newest login in its way.
+  local newest = existing
+  for _, r in ipairs(displaced) do if newest == nil or r.order > newest.order then newest = r end end
+  local notice = cjson.encode({reason = 'LoginElsewhere', by = {platform = newest.platform, instanceId = newest.id}})
+  revoke(newSid, notice)
+  return cjson.encode({outcome = 'revoked', notice = notice})
 end
 -- Kicks are listed oldest first, the device's own earlier session among them.
 if existing then table.insert(displaced, existing) end
@@ -192,9 +225,10 @@ table.sort(displaced, byOrder)
 
 local kicked = {}
 local by = {platform = platform, instanceId = instanceId}
+local kickNotice = cjson.encode({reason = 'LoginElsewhere', by = by})
 for _, r in ipairs(displaced) do
   detach(userId, user, r)
-  revoke(r.sid)
+  revoke(r.sid, kickNotice)
   table.insert(kicked, {platform = r.platform, instanceId = r.id, sessionId = r.sid})
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'LoginElsewhere', by = by}))
 end
@@ -225,13 +259,24 @@ if r == nil then return false end
 local previous = status(user)
 if r.status == 'Online' then noteLastSeen(user, lastSeen) end
 detach(userId, user, r)
-if doRevoke then revoke(r.sid) end
+if doRevoke then revoke(r.sid, '{"reason":"Logout"}') end
 return cjson.encode(change(userId, user, r, 'Offline', previous))
 `;
 
-/** Admin kick. ARGV: common, userId, platform ('' any), instanceId ('' any). */
+/**
+ * Admin kick. ARGV: common, userId, platform ('' any), instanceId ('' any), kickAt (when it was asked, ms), memory (ms).
+ * It also leaves a mark for `memory` ms, so that a matching device re-asserted later (one that was not in Redis, restarted empty,
+ * when the kick ran) yields instead of coming back.
+ */
 export const KICK = `${COMMON}
-local userId, platform, instanceId = ARGV[5], ARGV[6], ARGV[7]
+local userId, platform, instanceId, kickAt, memory = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+local marks = {}
+local text = redis.call('GET', P .. 'kk:' .. userId)
+if text then
+  for _, k in ipairs(cjson.decode(text)) do if k[3] >= NOW - memory and #marks < 31 then table.insert(marks, k) end end
+end
+table.insert(marks, {platform, instanceId, kickAt})
+redis.call('SET', P .. 'kk:' .. userId, cjson.encode(marks), 'PX', memory)
 local user = load(userId)
 local targets = {}
 for _, r in ipairs(user.instances) do
@@ -242,7 +287,7 @@ for _, r in ipairs(targets) do
   local previous = status(user)
   if r.status == 'Online' then noteLastSeen(user, NOW) end
   detach(userId, user, r)
-  revoke(r.sid)
+  revoke(r.sid, ADMIN_KICK)
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'AdminKick'}))
   table.insert(changes, change(userId, user, r, 'Offline', previous))
 end
@@ -293,5 +338,47 @@ for _, m in ipairs(redis.call('SMEMBERS', P .. 'owned:' .. owner)) do
 end
 redis.call('DEL', P .. 'owned:' .. owner)
 redis.call('SREM', P .. 'procs', owner)
+return cjson.encode(changes)
+`;
+
+/**
+ * Ends this process made recently, applied again after it reconnects (Redis may have restarted empty since, and the holder of a
+ * device may have missed the `ended` message): each session is revoked again, removed if its holder re-asserted it meanwhile,
+ * and published again; each admin kick's mark is written again. ARGV: common, memory (ms), cjson ends [[userId, instanceId,
+ * sid, notice], ...], cjson kicks [[userId, platform, instanceId, at], ...]. Answers the devices removed.
+ */
+export const REAPPLY_ENDS = `${COMMON}
+local memory = tonumber(ARGV[5])
+local changes = {}
+for _, e in ipairs(cjson.decode(ARGV[6])) do
+  local userId, instanceId, sid, notice = e[1], e[2], e[3], e[4]
+  revoke(sid, notice)
+  local user = load(userId)
+  local r = find(user, instanceId, sid, '')
+  if r ~= nil then
+    local previous = status(user)
+    if r.status == 'Online' then noteLastSeen(user, NOW) end
+    detach(userId, user, r)
+    table.insert(changes, change(userId, user, r, 'Offline', previous))
+  end
+  local message = cjson.decode(notice)
+  message.sid = sid
+  redis.call('PUBLISH', P .. 'ended', cjson.encode(message))
+end
+local byUser = {}
+for _, k in ipairs(cjson.decode(ARGV[7])) do
+  local userId = k[1]
+  if byUser[userId] == nil then
+    byUser[userId] = {}
+    local text = redis.call('GET', P .. 'kk:' .. userId)
+    if text then
+      for _, m in ipairs(cjson.decode(text)) do if m[3] >= NOW - memory then table.insert(byUser[userId], m) end end
+    end
+  end
+  local marks, known = byUser[userId], false
+  for _, m in ipairs(marks) do if m[1] == k[2] and m[2] == k[3] and m[3] == k[4] then known = true end end
+  if not known and #marks < 32 then table.insert(marks, {k[2], k[3], k[4]}) end
+end
+for userId, marks in pairs(byUser) do redis.call('SET', P .. 'kk:' .. userId, cjson.encode(marks), 'PX', memory) end
 return cjson.encode(changes)
 `;

@@ -69,8 +69,11 @@ export interface StoreLoginRequest {
 }
 
 export type StoreLoginResult =
-  /** The session was revoked by a logout or kick: refuse the connection. */
-  | { readonly outcome: 'revoked' }
+  /**
+   * The session was revoked by a logout or kick: refuse the connection. `notice`, when the store kept it, says what ended it
+   * (told to a device re-asserted after an outage that missed its end).
+   */
+  | { readonly outcome: 'revoked'; readonly notice?: EndNotice }
   /** The instance was still logged in with that session; `change` is null if it was already Online. */
   | { readonly outcome: 'resumed'; readonly sessionId: string; readonly change: StoreChange | null }
   | { readonly outcome: 'created'; readonly sessionId: string; readonly change: StoreChange };
@@ -82,6 +85,8 @@ export interface LiveInstance {
   readonly platform: Platform;
   readonly sessionId: string;
   readonly version: string | undefined;
+  /** When this process took the device up (its login or resume answered here), by the engine's clock. */
+  readonly takenUpAt?: number;
 }
 
 /** What `createPresence` hands its store before first use. */

@@ -75,13 +75,20 @@ export interface Targets {
 }
 
 /** What a resume (a login with the last session) must answer. */
-export type ResumeExpectation = 'revoked' | 'resumed' | 'fresh' | 'resumed-or-fresh';
+export type ResumeExpectation = 'revoked' | 'resumed' | 'fresh' | 'resumed-or-fresh' | 'revoked-or-fresh';
 
 export class PresenceModel {
   readonly slots: Slot[] = [];
   private readonly byUser = new Map<string, Slot[]>();
   /** Sessions the store revoked (kick, logout) and still remembers. */
   private readonly revoked = new Set<string>();
+  /** Of those, the sessions a kick revoked (the kicking process applies them again after an empty restart, for a while). */
+  private readonly kickRevoked = new Set<string>();
+  /**
+   * Sessions kicked before an empty Redis restart: the kicking process applies its recent ends again once Redis is back
+   * (README "Redis outages"), for three leases after it last did; the run cannot tell when that ran out, so either answer goes.
+   */
+  private readonly maybeRevoked = new Set<string>();
   /** What happened to each user, for a divergence's report. */
   private readonly history = new Map<string, string[]>();
 
@@ -127,6 +134,17 @@ export class PresenceModel {
 
   isRevoked(sessionId: string): boolean {
     return this.revoked.has(sessionId);
+  }
+
+  /** Revoked, or kicked before an empty restart and perhaps still remembered by the process that kicked it. */
+  mayBeRevoked(sessionId: string): boolean {
+    return this.revoked.has(sessionId) || this.maybeRevoked.has(sessionId);
+  }
+
+  private kickedSession(sessionId: string | undefined): void {
+    if (sessionId === undefined) return;
+    this.revoked.add(sessionId);
+    this.kickRevoked.add(sessionId);
   }
 
   /** Online and PushOnline instances count as logged in (SPEC.md: "PushOnline instances count as logged in and are kicked the same way"). */
@@ -183,7 +201,7 @@ export class PresenceModel {
     for (const entry of listed) if (!allowed.has(entry)) problems.push(`${entry} kicked unexpectedly`);
     for (const slot of [...targets.certain, ...targets.maybe]) {
       if (listed.has(key(slot))) {
-        if (slot.sessionId !== undefined) this.revoked.add(slot.sessionId);
+        this.kickedSession(slot.sessionId);
         this.note(userId, `${what}: ${key(slot)} kicked`);
       } else {
         this.note(userId, `${what}: ${key(slot)} had already ended`);
@@ -212,6 +230,7 @@ export class PresenceModel {
    */
   expectResume(slot: Slot, sessionId: string, now: number): ResumeExpectation {
     if (this.revoked.has(sessionId)) return 'revoked';
+    if (this.maybeRevoked.has(sessionId)) return 'revoked-or-fresh';
     if (slot.sessionId !== sessionId) return 'fresh';
     const state = this.loggedIn(slot, now);
     return state === 'yes' ? 'resumed' : state === 'maybe' ? 'resumed-or-fresh' : 'fresh';
@@ -264,7 +283,7 @@ export class PresenceModel {
     const allowed = new Set(ended.certain.map((other) => `${other.platform}/${other.instanceId}`));
     const unexpected = kicked.map((device) => `${device.platform}/${device.instanceId}`).filter((entry) => !allowed.has(entry));
     for (const other of ended.certain) {
-      if (other.sessionId !== undefined) this.revoked.add(other.sessionId);
+      this.kickedSession(other.sessionId);
       other.state = 'gone';
       other.sessionId = undefined;
       other.pendingUntil = 0;
@@ -282,14 +301,18 @@ export class PresenceModel {
   }
 
   /**
-   * Redis restarted empty. The store forgets everything, revocations included; each process then
-   * re-asserts the devices live on it (README "Redis outages": "each process replays the closes it
-   * missed and re-asserts its live devices"), so exactly those are Online again, with their sessions.
+   * Redis restarted empty. The store forgets everything, revocations included, but for kicks the
+   * kicking process still remembers (maybe revoked); each process then re-asserts the devices live on
+   * it (README "Redis outages": "each process replays the closes it missed and re-asserts its live
+   * devices"), so exactly those are Online again, with their sessions; a device kicked lately is not
+   * among them (the kicking process's ends applied again, spec/redis-ends.spec.ts).
    * A PushOnline device has no process to re-assert it: it is gone (as spec/cluster.spec.ts expects:
    * "Its PushOnline state, like everything else, goes with the empty Redis"), and so is a device
    * whose close or logout came during the outage (its replay finds nothing to change).
    */
   redisWiped(live: Set<Slot>, what: string): void {
+    for (const sessionId of this.kickRevoked) this.maybeRevoked.add(sessionId);
+    this.kickRevoked.clear();
     this.revoked.clear();
     for (const slot of this.slots) {
       if (live.has(slot) && slot.state === 'Online') continue;
@@ -301,50 +324,50 @@ export class PresenceModel {
   }
 
   /**
-   * An admin kick made while Redis was away runs once Redis is back, on the empty Redis, possibly
-   * before the processes re-asserted the devices it targets. What it listed is gone and revoked (and
-   * must have been live); a live target it did not list was not in Redis yet, so it stays logged in
-   * once re-asserted: a kick lost to the restart, which the run counts (see RELIABILITY.md). Answers
-   * those missed and what contradicts the model.
+   * An admin kick made while Redis was away waits for it and runs once Redis is back and its process
+   * re-asserted its own devices, on the empty Redis (README "Redis outages"). Every live device it
+   * targets ends, with its session revoked: listed (found in Redis), or, re-asserted by its process
+   * after the kick ran, yielding to the kick's mark. What it listed must have been live. Answers the
+   * devices ended, those of them not listed, and what contradicts the model.
    */
   kickAfterWipe(
     userId: string,
     filter: { platform?: string; instanceId?: string },
     kicked: { platform: string; instanceId: string }[],
     what: string,
-  ): { ended: Targets; missed: Slot[]; problem?: string } {
+  ): { ended: Targets; unlisted: Slot[]; problem?: string } {
     const targets = this.kickTargets(userId, filter, Date.now());
     const listed = new Set(kicked.map((device) => `${device.platform}/${device.instanceId}`));
     const key = (slot: Slot) => `${slot.platform}/${slot.instanceId}`;
     const allowed = new Set(targets.certain.map(key));
     const unexpected = [...listed].filter((entry) => !allowed.has(entry));
-    const ended: Targets = { certain: [], maybe: [] };
-    const missed: Slot[] = [];
+    const unlisted: Slot[] = [];
     for (const slot of targets.certain) {
-      if (!listed.has(key(slot))) {
-        missed.push(slot);
-        this.note(userId, `${what}: ${key(slot)} missed (not re-asserted yet), stays logged in`);
-        continue;
-      }
-      if (slot.sessionId !== undefined) this.revoked.add(slot.sessionId);
+      if (!listed.has(key(slot))) unlisted.push(slot);
+      this.kickedSession(slot.sessionId);
       slot.state = 'gone';
       slot.sessionId = undefined;
       slot.pendingUntil = 0;
-      ended.certain.push(slot);
-      this.note(userId, `${what}: ${key(slot)} kicked`);
+      this.note(userId, `${what}: ${key(slot)} ${listed.has(key(slot)) ? 'kicked' : 'ended (yields to the kick when re-asserted)'}`);
     }
-    return unexpected.length > 0 ? { ended, missed, problem: `${what} on ${userId} kicked ${unexpected.join(', ')}, which were not live` } : { ended, missed };
+    const ended: Targets = { certain: targets.certain, maybe: [] };
+    return unexpected.length > 0
+      ? { ended, unlisted, problem: `${what} on ${userId} kicked ${unexpected.join(', ')}, which were not live` }
+      : { ended, unlisted };
   }
 
   /** Saves every device, the revocations and the histories; the function answered puts them back (to try another order of racing logins). */
   snapshot(): () => void {
     const slots = this.slots.map((slot) => ({ ...slot }));
     const revoked = [...this.revoked];
+    const kickRevoked = [...this.kickRevoked];
     const history = [...this.history].map(([userId, lines]): [string, string[]] => [userId, [...lines]]);
     return () => {
       for (const [i, saved] of slots.entries()) Object.assign(this.slots[i] as Slot, saved);
       this.revoked.clear();
       for (const sessionId of revoked) this.revoked.add(sessionId);
+      this.kickRevoked.clear();
+      for (const sessionId of kickRevoked) this.kickRevoked.add(sessionId);
       for (const [userId, lines] of history) this.history.set(userId, lines);
     };
   }
