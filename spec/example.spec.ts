@@ -349,11 +349,15 @@ describe('example app', function () {
       expect(await page.textContent('#config')).to.include('RedisStore');
 
       await addDevice(page, 'alice', 'Android');
+      // The board shows the Android first (its detail comes from a query after the change), so
+      // "detached" below is the kick and not a board that had not caught up yet.
+      await page.waitForSelector('tr[data-user="alice"] .chip[data-platform="Android"]');
       await addDevice(page, 'alice', 'Web', (second as string).replace(/\/$/, ''));
       const banner = page.locator('.device[data-user="alice"][data-platform="Android"] .banner');
       await banner.waitFor({ state: 'visible' });
       expect(await banner.textContent()).to.include('logged in on Web');
       await page.waitForSelector('tr[data-user="alice"] .chip[data-platform="Android"]', { state: 'detached' });
+      await page.waitForSelector('tr[data-user="alice"] .chip[data-platform="Web"]');
       expect(await boardDevices(page, 'alice')).to.deep.equal(['Web:online']);
     });
   });
