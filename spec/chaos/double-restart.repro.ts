@@ -15,13 +15,13 @@ import { fork } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { UserPresence } from '../../lib/index.js';
 import { ClusterNode, connectDevice, delay, PrivateRedis, waitFor } from '../fixtures/cluster-harness.js';
-import type { ChaosNodeConfig } from './chaos-node.js';
+import type { ClusterNodeConfig } from '../fixtures/cluster-protocol.js';
 import { TIMINGS } from './run.js';
 
-const NODE_SCRIPT = fileURLToPath(new URL('./chaos-node.ts', import.meta.url));
+const NODE_SCRIPT = fileURLToPath(new URL('../fixtures/cluster-node.ts', import.meta.url));
 
 async function startNode(name: string, redis: PrivateRedis): Promise<ClusterNode> {
-  const config: ChaosNodeConfig = {
+  const config: ClusterNodeConfig = {
     name,
     redisUrl: redis.url,
     prefix: 'repro:',

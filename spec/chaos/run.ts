@@ -5,10 +5,10 @@ import { fileURLToPath } from 'node:url';
 import type { QueryStateResponse, SourceKickResponse, UserKickResponse, UsersQueryResponse } from '../../lib/index.js';
 import { ClusterNode, connectDevice, delay, PrivateRedis, type ClusterDevice } from '../fixtures/cluster-harness.js';
 import { childDevice, type ChildDevice } from '../fixtures/socket-harness.js';
-import type { ChaosNodeConfig } from './chaos-node.js';
+import type { ClusterNodeConfig } from '../fixtures/cluster-protocol.js';
 import { DESKTOP, MOBILE, PresenceModel, random, type Policy, type Slot, type Targets } from './model.js';
 
-const NODE_SCRIPT = fileURLToPath(new URL('./chaos-node.ts', import.meta.url));
+const NODE_SCRIPT = fileURLToPath(new URL('../fixtures/cluster-node.ts', import.meta.url));
 
 /** The run's timings: short, so that a few minutes see many leases and timeouts run out. */
 export const TIMINGS = {
@@ -189,7 +189,7 @@ export class ChaosRun {
   }
 
   private async startNode(index: number): Promise<ClusterNode> {
-    const config: ChaosNodeConfig = {
+    const config: ClusterNodeConfig = {
       name: `${this.names[index]}${this.retired.filter((node) => node.config.name.startsWith(this.names[index] ?? '?')).length || ''}`,
       redisUrl: this.redis.url,
       prefix: this.prefix,
