@@ -74,6 +74,8 @@ export interface ConnectResult {
 /** Told to a connection when the server ends its device (kick, logout elsewhere, timeout). */
 export type EndListener = (notice: EndNotice) => void;
 
+const NO_CONNECTIONS: readonly LocalConnection[] = Object.freeze([]);
+
 /** A device with a live connection to this process. */
 class LocalInstance implements Scheduled {
   dueAt = Infinity;
@@ -84,7 +86,12 @@ class LocalInstance implements Scheduled {
   /** When its last connection closed, while the reconnect grace runs; -1 otherwise. */
   graceSince = -1;
   ended = false;
-  readonly connections = new Set<LocalConnection>();
+  /**
+   * Its connections, most often one. Never changed in place but replaced (a frozen empty list once
+   * the device ends), so a listener that disconnects while it is being told cannot disturb the
+   * loop telling it, and ending a device allocates nothing.
+   */
+  connections: readonly LocalConnection[] = NO_CONNECTIONS;
 
   constructor(
     readonly userId: string,
@@ -118,6 +125,13 @@ class LocalConnection implements Connection {
   get sessionId(): string {
     return this.instance.sessionId;
   }
+}
+
+/** Takes a closed connection out of its device's list (a new list: see LocalInstance.connections). */
+function removeConnection(instance: LocalInstance, connection: LocalConnection): void {
+  const connections = instance.connections;
+  if (!connections.includes(connection)) return;
+  instance.connections = connections.length === 1 ? NO_CONNECTIONS : connections.filter((other) => other !== connection);
 }
 
 const ID_BYTES = 12;
@@ -322,8 +336,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (!conn.open) return;
     conn.open = false;
     const instance = conn.instance;
-    instance.connections.delete(conn);
-    if (instance.ended || instance.connections.size > 0) return;
+    removeConnection(instance, conn);
+    if (instance.ended || instance.connections.length > 0) return;
     if (cause === 'timeout') {
       this.endByTransport(instance, 'TimeOut', instance.lastActivity);
     } else if (this.config.reconnectGrace[instance.cls] > 0) {
@@ -464,7 +478,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   private attachConnection(instance: LocalInstance, onEnd: EndListener): LocalConnection {
     const connection = new LocalConnection(instance, onEnd);
-    instance.connections.add(connection);
+    instance.connections = instance.connections.length === 0 ? [connection] : [...instance.connections, connection];
     return connection;
   }
 
@@ -509,12 +523,17 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const result = hasPushOnline(instance.platform)
       ? store.markPushOnline(instance.userId, instance.instanceId, instance.sessionId, now, lastSeen, this.owner)
       : store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: false, lastSeen, owner: this.owner });
-    const emit = (change: StoreChange | null): void => {
-      if (change) this.emitChange(change, 'Disconnect', reason, instance.clientIp);
-    };
-    if (isPromiseLike(result))
-      result.then(emit, (error: unknown) => this.config.logger.error('express-presence: store failed to record a closed connection', error));
-    else emit(result);
+    // A synchronous store (the memory store) answers at once: no closure per device on a mass expiry.
+    if (isPromiseLike(result)) {
+      result.then(
+        (change) => {
+          if (change) this.emitChange(change, 'Disconnect', reason, instance.clientIp);
+        },
+        (error: unknown) => this.config.logger.error('express-presence: store failed to record a closed connection', error),
+      );
+    } else if (result) {
+      this.emitChange(result, 'Disconnect', reason, instance.clientIp);
+    }
   }
 
   /** Ends the local device holding `sessionId`, if any, telling each of its connections why. */
@@ -524,7 +543,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const instance = this.local.get(sessionId);
     if (!instance) return;
     this.forget(instance);
-    for (const connection of instance.connections) {
+    const connections = instance.connections;
+    instance.connections = NO_CONNECTIONS;
+    for (let i = 0; i < connections.length; i++) {
+      const connection = connections[i] as LocalConnection;
       if (!connection.open) continue;
       connection.open = false;
       try {
@@ -533,7 +555,6 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
         this.config.logger.error('express-presence: a connection end listener threw', error);
       }
     }
-    instance.connections.clear();
   }
 
   private forget(instance: LocalInstance): void {
@@ -552,7 +573,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       instanceStatus: change.instanceStatus,
       userStatus: change.userStatus,
       previousUserStatus: change.previousUserStatus,
-      kicked: change.kicked.map(({ platform, instanceId }) => ({ platform, instanceId })),
+      kicked: change.kicked.length === 0 ? [] : change.kicked.map(({ platform, instanceId }) => ({ platform, instanceId })),
       seq: change.seq,
       at: change.at,
       lastSeen: iso(change.userStatus === 'Online' ? change.at : change.lastSeen),
@@ -560,15 +581,16 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     };
     if (clientIp !== undefined) event.clientIp = clientIp;
     if (change.version !== undefined) event.version = change.version;
-    debug('change %s %s/%s %s/%s -> %s', event.userId, event.platform, event.instanceId, action, reason, event.userStatus);
+    // Checked here: a call with seven arguments builds its argument list even when debug is off.
+    if (debug.enabled) debug('change %s %s/%s %s/%s -> %s', event.userId, event.platform, event.instanceId, action, reason, event.userStatus);
     this.emitSafely('change', event);
   }
 
   /** Emits to every listener; one that throws is logged and does not stop the others or the engine. */
-  private emitSafely<K extends keyof PresenceEngineEvents>(name: K, ...payload: PresenceEngineEvents[K]): void {
-    for (const listener of this.listeners(name) as ((...args: PresenceEngineEvents[K]) => void)[]) {
+  private emitSafely<K extends keyof PresenceEngineEvents>(name: K, payload: PresenceEngineEvents[K][0]): void {
+    for (const listener of this.listeners(name) as ((payload: PresenceEngineEvents[K][0]) => void)[]) {
       try {
-        listener(...payload);
+        listener(payload);
       } catch (error) {
         this.config.logger.error(`express-presence: a '${name}' listener threw`, error);
       }
