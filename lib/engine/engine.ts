@@ -510,7 +510,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     } else {
       // Heartbeat or background timeout: the transport may still look open, so close it.
       const lastSeen = instance.background ? Math.min(instance.lastActivity, instance.backgroundSince) : instance.lastActivity;
-      this.endLocal(instance.sessionId, { reason: 'TimeOut' });
+      // endLocal(instance.sessionId, …) without looking the device up again: it is the one `local` holds.
+      const notice: EndNotice = { reason: 'TimeOut' };
+      this.noteEndedLogin(instance.sessionId, notice);
+      this.endInstance(instance, notice);
       this.endByTransport(instance, 'TimeOut', Math.max(lastSeen, 0));
     }
   }
@@ -538,10 +541,19 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   /** Ends the local device holding `sessionId`, if any, telling each of its connections why. */
   private endLocal(sessionId: string, notice: EndNotice): void {
+    this.noteEndedLogin(sessionId, notice);
+    const instance = this.local.get(sessionId);
+    if (instance) this.endInstance(instance, notice);
+  }
+
+  /** A login of that session waiting for the store must not come alive once it answers. */
+  private noteEndedLogin(sessionId: string, notice: EndNotice): void {
     const connecting = this.loginsInFlight.get(sessionId);
     if (connecting) connecting.ended ??= notice;
-    const instance = this.local.get(sessionId);
-    if (!instance) return;
+  }
+
+  /** Ends a device live here, telling each of its connections why. */
+  private endInstance(instance: LocalInstance, notice: EndNotice): void {
     this.forget(instance);
     const connections = instance.connections;
     instance.connections = NO_CONNECTIONS;
@@ -558,6 +570,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   }
 
   private forget(instance: LocalInstance): void {
+    // Once ended a device is out of `local` and of the scheduler (forgotten, or the engine closed).
+    if (instance.ended) return;
     instance.ended = true;
     this.scheduler.cancel(instance);
     if (this.local.get(instance.sessionId) === instance) this.local.delete(instance.sessionId);
