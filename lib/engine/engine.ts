@@ -88,8 +88,12 @@ class LocalInstance implements Scheduled {
   /** When its last connection closed, while the reconnect grace runs; -1 otherwise. */
   graceSince = -1;
   ended = false;
-  /** Its live connections: most devices have one, kept as is; a Set only while it has more (other tabs). */
-  connections: LocalConnection | Set<LocalConnection> | undefined = undefined;
+  /**
+   * Its live connections: most devices have one, kept as is; several (other tabs) are an array that
+   * is never changed in place but replaced, so a listener that disconnects while it is being told
+   * cannot disturb the loop telling it. Undefined once it has none: ending a device allocates nothing.
+   */
+  connections: LocalConnection | readonly LocalConnection[] | undefined = undefined;
 
   constructor(
     readonly userId: string,
@@ -109,8 +113,8 @@ class LocalInstance implements Scheduled {
 /** Calls `each` on every connection of the instance. */
 function forEachConnection(instance: LocalInstance, each: (connection: LocalConnection) => void): void {
   const connections = instance.connections;
-  if (connections instanceof Set) connections.forEach(each);
-  else if (connections) each(connections);
+  if (connections instanceof LocalConnection) each(connections);
+  else if (connections) connections.forEach(each);
 }
 
 class LocalConnection implements Connection {
@@ -130,6 +134,18 @@ class LocalConnection implements Connection {
   }
   get sessionId(): string {
     return this.instance.sessionId;
+  }
+}
+
+/** Takes a closed connection out of its device's connections (a new array: see LocalInstance.connections). */
+function removeConnection(instance: LocalInstance, connection: LocalConnection): void {
+  const connections = instance.connections;
+  if (connections === connection) {
+    instance.connections = undefined;
+  } else if (connections && !(connections instanceof LocalConnection) && connections.includes(connection)) {
+    const rest = connections.filter((other) => other !== connection);
+    // Back to one connection: the array goes.
+    instance.connections = rest.length === 1 ? rest[0] : rest;
   }
 }
 
@@ -361,13 +377,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (!conn.open) return;
     conn.open = false;
     const instance = conn.instance;
-    const connections = instance.connections;
-    if (connections === conn) instance.connections = undefined;
-    else if (connections instanceof Set) {
-      connections.delete(conn);
-      // Back to one connection: the Set goes.
-      if (connections.size === 1) instance.connections = connections.values().next().value;
-    }
+    removeConnection(instance, conn);
     if (instance.ended || instance.connections) return;
     if (cause === 'timeout') {
       this.endByTransport(instance, 'TimeOut', instance.lastActivity);
@@ -520,8 +530,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const connection = new LocalConnection(instance, onEnd);
     const connections = instance.connections;
     if (!connections) instance.connections = connection;
-    else if (connections instanceof Set) connections.add(connection);
-    else instance.connections = new Set([connections, connection]);
+    else if (connections instanceof LocalConnection) instance.connections = [connections, connection];
+    else instance.connections = [...connections, connection];
     return connection;
   }
 
@@ -553,7 +563,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     } else {
       // Heartbeat or background timeout: the transport may still look open, so close it.
       const lastSeen = instance.background ? Math.min(instance.lastActivity, instance.backgroundSince) : instance.lastActivity;
-      this.endLocal(instance.sessionId, { reason: 'TimeOut' });
+      // endLocal(instance.sessionId, …) without looking the device up again: it is the one `local` holds.
+      const notice: EndNotice = { reason: 'TimeOut' };
+      this.noteEndedLogin(instance.sessionId, notice);
+      this.endInstance(instance, notice);
       this.endByTransport(instance, 'TimeOut', Math.max(lastSeen, 0));
     }
   }
@@ -566,34 +579,58 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const result = hasPushOnline(instance.platform)
       ? store.markPushOnline(instance.userId, instance.instanceId, instance.sessionId, now, lastSeen, this.owner)
       : store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: false, lastSeen, owner: this.owner });
-    const emit = (change: StoreChange | null): void => {
-      if (change) this.emitChange(change, 'Disconnect', reason, instance.clientIp);
-    };
-    if (isPromiseLike(result))
-      result.then(emit, (error: unknown) => this.config.logger.error('express-presence: store failed to record a closed connection', error));
-    else emit(result);
+    // A synchronous store (the memory store) answers at once: no closure per device on a mass expiry.
+    if (isPromiseLike(result)) {
+      result.then(
+        (change) => {
+          if (change) this.emitChange(change, 'Disconnect', reason, instance.clientIp);
+        },
+        (error: unknown) => this.config.logger.error('express-presence: store failed to record a closed connection', error),
+      );
+    } else if (result) {
+      this.emitChange(result, 'Disconnect', reason, instance.clientIp);
+    }
   }
 
   /** Ends the local device holding `sessionId`, if any, telling each of its connections why. */
   private endLocal(sessionId: string, notice: EndNotice): void {
+    this.noteEndedLogin(sessionId, notice);
+    const instance = this.local.get(sessionId);
+    if (instance) this.endInstance(instance, notice);
+  }
+
+  /** A login of that session waiting for the store must not come alive once it answers. */
+  private noteEndedLogin(sessionId: string, notice: EndNotice): void {
     const connecting = this.loginsInFlight.get(sessionId);
     if (connecting) connecting.ended ??= notice;
-    const instance = this.local.get(sessionId);
-    if (!instance) return;
+  }
+
+  /** Ends a device live here, telling each of its connections why. */
+  private endInstance(instance: LocalInstance, notice: EndNotice): void {
     this.forget(instance);
-    forEachConnection(instance, (connection) => {
-      if (!connection.open) return;
-      connection.open = false;
-      try {
-        connection.onEnd(notice);
-      } catch (error) {
-        this.config.logger.error('express-presence: a connection end listener threw', error);
-      }
-    });
+    const connections = instance.connections;
     instance.connections = undefined;
+    if (!connections) return;
+    if (connections instanceof LocalConnection) {
+      this.tell(connections, notice);
+      return;
+    }
+    for (let i = 0; i < connections.length; i++) this.tell(connections[i] as LocalConnection, notice);
+  }
+
+  private tell(connection: LocalConnection, notice: EndNotice): void {
+    if (!connection.open) return;
+    connection.open = false;
+    try {
+      connection.onEnd(notice);
+    } catch (error) {
+      this.config.logger.error('express-presence: a connection end listener threw', error);
+    }
   }
 
   private forget(instance: LocalInstance): void {
+    // Once ended a device is out of `local` and of the scheduler (forgotten, or the engine closed).
+    if (instance.ended) return;
     instance.ended = true;
     this.scheduler.cancel(instance);
     if (this.local.get(instance.sessionId) === instance) this.local.delete(instance.sessionId);
@@ -609,7 +646,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       instanceStatus: change.instanceStatus,
       userStatus: change.userStatus,
       previousUserStatus: change.previousUserStatus,
-      kicked: change.kicked.map(({ platform, instanceId }) => ({ platform, instanceId })),
+      kicked: change.kicked.length === 0 ? [] : change.kicked.map(({ platform, instanceId }) => ({ platform, instanceId })),
       seq: change.seq,
       at: change.at,
       lastSeen: iso(change.userStatus === 'Online' ? change.at : change.lastSeen),
@@ -617,15 +654,16 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     };
     if (clientIp !== undefined) event.clientIp = clientIp;
     if (change.version !== undefined) event.version = change.version;
-    debug('change %s %s/%s %s/%s -> %s', event.userId, event.platform, event.instanceId, action, reason, event.userStatus);
+    // Checked here: a call with seven arguments builds its argument list even when debug is off.
+    if (debug.enabled) debug('change %s %s/%s %s/%s -> %s', event.userId, event.platform, event.instanceId, action, reason, event.userStatus);
     this.emitSafely('change', event);
   }
 
   /** Emits to every listener; one that throws is logged and does not stop the others or the engine. */
-  private emitSafely<K extends keyof PresenceEngineEvents>(name: K, ...payload: PresenceEngineEvents[K]): void {
-    for (const listener of this.listeners(name) as ((...args: PresenceEngineEvents[K]) => void)[]) {
+  private emitSafely<K extends keyof PresenceEngineEvents>(name: K, payload: PresenceEngineEvents[K][0]): void {
+    for (const listener of this.listeners(name) as ((payload: PresenceEngineEvents[K][0]) => void)[]) {
       try {
-        listener(...payload);
+        listener(payload);
       } catch (error) {
         this.config.logger.error(`express-presence: a '${name}' listener threw`, error);
       }

@@ -17,6 +17,14 @@ const TRANSITIONS: readonly (readonly [ChangeAction, ChangeReason])[] = [
   ['Disconnect', 'TimeOut'],
 ];
 
+/** The `"Action/Reason"` key of each pair above, made once: a mass expiry counts 100,000 changes in a burst. */
+const TRANSITION_KEYS = new Map<ChangeAction, Map<ChangeReason, string>>();
+for (const [action, reason] of TRANSITIONS) {
+  let reasons = TRANSITION_KEYS.get(action);
+  if (!reasons) TRANSITION_KEYS.set(action, (reasons = new Map()));
+  reasons.set(reason, `${action}/${reason}`);
+}
+
 /** What `presence.metrics.snapshot()` answers; also what `GET /metrics` exposes. */
 export interface MetricsSnapshot {
   /** Changes emitted by this process, by `"Action/Reason"` (e.g. `"Disconnect/LinkClose"`). */
@@ -74,7 +82,7 @@ export class PresenceMetrics {
   }
 
   private readonly onChange = (change: PresenceChange): void => {
-    const key = `${change.action}/${change.reason}`;
+    const key = TRANSITION_KEYS.get(change.action)?.get(change.reason) ?? `${change.action}/${change.reason}`;
     this.transitions.set(key, (this.transitions.get(key) ?? 0) + 1);
     if (change.action === 'Login') this.kicks.LoginElsewhere += change.kicked.length;
     else if (change.reason === 'Kicked') this.kicks.AdminKick += 1;

@@ -198,12 +198,14 @@ export class MemoryStore implements PresenceStore {
   }
 
   markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): MaybePromise<StoreChange | null> {
-    return this.afterLoad(() => this.markPushOnlineNow(userId, instanceId, sessionId, at, lastSeen));
+    // Not through afterLoad: once loaded (always, without persistence) no closure per call, as on a mass timeout.
+    if (this.loading) return this.loading.then(() => this.markPushOnlineNow(userId, instanceId, sessionId, at, lastSeen));
+    return this.markPushOnlineNow(userId, instanceId, sessionId, at, lastSeen);
   }
 
   private markPushOnlineNow(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): StoreChange | null {
     const user = this.users.get(userId);
-    const entry = user?.instances.find((instance) => instance.instanceId === instanceId && instance.sessionId === sessionId);
+    const entry = user === undefined ? undefined : findInstance(user, instanceId, sessionId);
     if (!user || !entry || entry.status !== 'Online') return null;
     const previousUserStatus = deriveUserStatus(user.instances);
     this.noteLastSeen(user, lastSeen);
@@ -218,7 +220,8 @@ export class MemoryStore implements PresenceStore {
     at: number,
     options: { revoke: boolean; lastSeen: number },
   ): MaybePromise<StoreChange | null> {
-    return this.afterLoad(() => this.removeNow(userId, instanceId, sessionId, at, options));
+    if (this.loading) return this.loading.then(() => this.removeNow(userId, instanceId, sessionId, at, options));
+    return this.removeNow(userId, instanceId, sessionId, at, options);
   }
 
   private removeNow(
@@ -229,7 +232,7 @@ export class MemoryStore implements PresenceStore {
     options: { revoke: boolean; lastSeen: number },
   ): StoreChange | null {
     const user = this.users.get(userId);
-    const entry = user?.instances.find((instance) => instance.instanceId === instanceId && (sessionId === undefined || instance.sessionId === sessionId));
+    const entry = user === undefined ? undefined : findInstance(user, instanceId, sessionId);
     if (!user || !entry) return null;
     return this.removeEntry(user, entry, at, options.revoke, options.lastSeen);
   }
@@ -409,8 +412,7 @@ export class MemoryStore implements PresenceStore {
   }
 
   private detach(user: UserEntry, entry: InstanceEntry): void {
-    const index = user.instances.indexOf(entry);
-    if (index >= 0) user.instances.splice(index, 1);
+    removeInstance(user, entry);
     this.count(entry.platform, entry.status, -1);
     this.expiry?.cancel(entry);
   }
@@ -477,6 +479,25 @@ export class MemoryStore implements PresenceStore {
     if (entry.dueAt > now) return;
     this.context?.expired(this.removeEntry(user, entry, now, false, now));
   }
+}
+
+/** Takes the entry out of the user's list in place: splice() would allocate the list of what it removed. */
+function removeInstance(user: UserEntry, entry: InstanceEntry): void {
+  const instances = user.instances;
+  const index = instances.indexOf(entry);
+  if (index < 0) return;
+  for (let i = index + 1; i < instances.length; i++) instances[i - 1] = instances[i] as InstanceEntry;
+  instances.length--;
+}
+
+/** The user's device with that instance id, and that session unless `sessionId` is undefined. */
+function findInstance(user: UserEntry, instanceId: string, sessionId: string | undefined): InstanceEntry | undefined {
+  const instances = user.instances;
+  for (let i = 0; i < instances.length; i++) {
+    const instance = instances[i] as InstanceEntry;
+    if (instance.instanceId === instanceId && (sessionId === undefined || instance.sessionId === sessionId)) return instance;
+  }
+  return undefined;
 }
 
 function persisted(user: UserEntry): PersistedUser {
