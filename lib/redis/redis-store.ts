@@ -136,7 +136,17 @@ interface UserRecord {
   l?: number;
   c?: string;
   i:
-    | [instanceId: string, platform: Platform, status: InstanceStatus, since: number, order: number, sessionId: string, owner: string, version: string][]
+    | [
+        instanceId: string,
+        platform: Platform,
+        status: InstanceStatus,
+        since: number,
+        order: number,
+        sessionId: string,
+        /** The processes holding it live: '' none, one owner, or a list while several do (tabs on several processes). */
+        owners: string | string[],
+        version: string,
+      ][]
     | Record<string, never>;
 }
 

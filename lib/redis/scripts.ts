@@ -4,17 +4,20 @@
  * Layout (P is the key prefix):
  *   P u:<userId>     string, the whole user as JSON, read and written whole by each script (so that a
  *                    query of 500 users is one MGET): {"s": seq, "o": order, "l"?: last seen (ms),
- *                    "c"?: custom status, "i": [[instanceId, platform, status, since, order, sessionId, owner, version], ...]}
- *                    ("i" is {} when empty, as cjson writes an empty table); kept offlineTtl once the user is Offline
+ *                    "c"?: custom status, "i": [[instanceId, platform, status, since, order, sessionId, owners, version], ...]}
+ *                    ("i" is {} when empty, as cjson writes an empty table); kept offlineTtl once the user is Offline.
+ *                    owners: the processes holding the device live (each with a connection to it: tabs of one device
+ *                    can sit on several): '' none (PushOnline), the owner itself when one holds it (the usual case, and
+ *                    what older versions always wrote), a list of owners only while several do.
  *   P stats          hash: u:Online, u:PushOnline, i:<platform>:<status>
  *   P expiry         sorted set of PushOnline devices by due time; member cjson [userId, instanceId, sessionId]
- *   P owned:<owner>  set of the Online devices a process holds; member cjson [userId, instanceId, sessionId]
+ *   P owned:<owner>  set of the Online devices a process holds (is among the owners of); member cjson [userId, instanceId, sessionId]
  *   P lease:<owner>  a process's lease (PX expiry); P procs: set of owners that ever held one
  *   P rv:<sessionId> a revoked session (PX: the PushOnline TTL); its value is the end notice as JSON, {reason, by?}
  *                    (what a re-asserted device that missed its `ended` message is told); '1' (older versions) = AdminKick
  *   P kk:<userId>    recent admin kicks of the user (PX: the store's end memory): cjson [[platform, instanceId, at], ...]
  *                    ('' for any); a device re-asserted later that was taken up at or before `at` and matches yields
- *   P ended          pub/sub channel: {sid, reason, by?} for sessions ended by kicks, so every process tells its sockets
+ *   P ended          pub/sub channel: {sid, reason, by?} for sessions ended by kicks and logouts, so every process tells its sockets
  */
 
 const COMMON = `
@@ -28,6 +31,35 @@ local function member(userId, instanceId, sid) return cjson.encode({userId, inst
 
 local function isMobile(p) return p == 'Android' or p == 'iPhone' or p == 'iPad' end
 
+-- A device's owners as stored ('', one owner, or a list of them) and back: see the layout above.
+local function ownersOf(stored)
+  if type(stored) == 'table' then return stored end
+  if stored == nil or stored == '' then return {} end
+  return {stored}
+end
+local function packOwners(owners)
+  if #owners == 0 then return '' end
+  if #owners == 1 then return owners[1] end
+  return owners
+end
+local function holds(r, owner)
+  for _, o in ipairs(r.owners) do if o == owner then return true end end
+  return false
+end
+-- The process takes the device up (a login, a resume, a re-assertion): one more holder.
+local function hold(userId, r, owner)
+  if not holds(r, owner) then table.insert(r.owners, owner) end
+  redis.call('SADD', P .. 'owned:' .. owner, member(userId, r.id, r.sid))
+end
+local function unhold(userId, r, owner)
+  for i, o in ipairs(r.owners) do if o == owner then table.remove(r.owners, i) break end end
+  redis.call('SREM', P .. 'owned:' .. owner, member(userId, r.id, r.sid))
+end
+local function unholdAll(userId, r)
+  for _, o in ipairs(r.owners) do redis.call('SREM', P .. 'owned:' .. o, member(userId, r.id, r.sid)) end
+  r.owners = {}
+end
+
 -- The user: a list of device records, plus sequence, order, last seen and custom status.
 local function load(userId)
   local user = {instances = {}, seq = 0, order = 0, ls = nil, cs = nil}
@@ -36,7 +68,7 @@ local function load(userId)
   local stored = cjson.decode(text)
   user.seq, user.order, user.ls, user.cs = stored.s, stored.o, stored.l, stored.c
   for _, a in ipairs(stored.i) do
-    table.insert(user.instances, {id = a[1], platform = a[2], status = a[3], since = a[4], order = a[5], sid = a[6], owner = a[7], version = a[8]})
+    table.insert(user.instances, {id = a[1], platform = a[2], status = a[3], since = a[4], order = a[5], sid = a[6], owners = ownersOf(a[7]), version = a[8]})
   end
   return user
 end
@@ -53,7 +85,7 @@ end
 -- Writes the user back whole; an Offline user is kept OFFLINE_TTL (for its last seen, custom status and sequence).
 local function save(userId, user)
   local list = {}
-  for i, r in ipairs(user.instances) do list[i] = {r.id, r.platform, r.status, r.since, r.order, r.sid, r.owner, r.version} end
+  for i, r in ipairs(user.instances) do list[i] = {r.id, r.platform, r.status, r.since, r.order, r.sid, packOwners(r.owners), r.version} end
   local text = cjson.encode({s = user.seq, o = user.order, l = user.ls, c = user.cs, i = list})
   if status(user) == 'Offline' then redis.call('SET', ukey(userId), text, 'PX', OFFLINE_TTL)
   else redis.call('SET', ukey(userId), text) end
@@ -73,7 +105,7 @@ end
 local function detach(userId, user, r)
   countInstance(r, -1)
   if r.status == 'PushOnline' then redis.call('ZREM', P .. 'expiry', member(userId, r.id, r.sid)) end
-  if r.owner ~= '' then redis.call('SREM', P .. 'owned:' .. r.owner, member(userId, r.id, r.sid)) end
+  unholdAll(userId, r)
   dropFromList(user, r)
 end
 
@@ -108,7 +140,7 @@ end
 
 local function find(user, instanceId, sid, owner)
   for _, r in ipairs(user.instances) do
-    if r.id == instanceId and (sid == '' or r.sid == sid) and (owner == '' or r.owner == owner) then return r end
+    if r.id == instanceId and (sid == '' or r.sid == sid) and (owner == '' or holds(r, owner)) then return r end
   end
   return nil
 end
@@ -118,17 +150,27 @@ local function linkLost(userId, user, r, lastSeen)
   local previous = status(user)
   if r.status == 'Online' then noteLastSeen(user, lastSeen) end
   if isMobile(r.platform) then
-    if r.owner ~= '' then redis.call('SREM', P .. 'owned:' .. r.owner, member(userId, r.id, r.sid)) end
+    unholdAll(userId, r)
     countInstance(r, -1)
     r.status = 'PushOnline'
     r.since = NOW
-    r.owner = ''
     countInstance(r, 1)
     redis.call('ZADD', P .. 'expiry', NOW + TTL, member(userId, r.id, r.sid))
     return change(userId, user, r, 'PushOnline', previous)
   end
   detach(userId, user, r)
   return change(userId, user, r, 'Offline', previous)
+end
+
+-- A process lets go of an Online device it holds (its last connection there closed or timed out, or the process died). Answers
+-- true when other processes still hold it: it stays Online for their connections (written back here, its last seen noted), and
+-- only the last holder's end is the device's (the caller's linkLost).
+local function release(userId, user, r, owner, lastSeen)
+  unhold(userId, r, owner)
+  if #r.owners == 0 then return false end
+  noteLastSeen(user, lastSeen)
+  save(userId, user)
+  return true
 end
 `;
 
@@ -163,19 +205,16 @@ local existing = nil
 for _, r in ipairs(user.instances) do if r.id == instanceId then existing = r end end
 
 if existing and resumeSid ~= '' and existing.sid == resumeSid and existing.platform == platform then
-  local key = member(userId, existing.id, existing.sid)
-  if existing.owner ~= '' then redis.call('SREM', P .. 'owned:' .. existing.owner, key) end
-  redis.call('SADD', P .. 'owned:' .. owner, key)
+  -- Online: another tab of the device, here or on another process (or a re-assertion): this process holds it too.
+  hold(userId, existing, owner)
   if existing.status == 'Online' then
-    existing.owner = owner
     save(userId, user)
     return cjson.encode({outcome = 'resumed', sessionId = existing.sid})
   end
-  redis.call('ZREM', P .. 'expiry', key)
+  redis.call('ZREM', P .. 'expiry', member(userId, existing.id, existing.sid))
   countInstance(existing, -1)
   existing.status = 'Online'
   existing.since = NOW
-  existing.owner = owner
   user.order = user.order + 1
   existing.order = user.order
   countInstance(existing, 1)
@@ -233,33 +272,50 @@ for _, r in ipairs(displaced) do
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'LoginElsewhere', by = by}))
 end
 user.order = user.order + 1
-local r = {id = instanceId, platform = platform, status = 'Online', since = NOW, order = user.order, sid = newSid, owner = owner, version = version}
+local r = {id = instanceId, platform = platform, status = 'Online', since = NOW, order = user.order, sid = newSid, owners = {}, version = version}
 table.insert(user.instances, r)
 countInstance(r, 1)
-redis.call('SADD', P .. 'owned:' .. owner, member(userId, instanceId, newSid))
+hold(userId, r, owner)
 user.ls = NOW
 return cjson.encode({outcome = 'created', sessionId = newSid, change = change(userId, user, r, 'Online', previous, kicked)})
 `;
 
-/** The transport lost a device. ARGV: common, userId, instanceId, sid, lastSeen, owner. */
+/**
+ * The transport lost a device on one process. ARGV: common, userId, instanceId, sid, lastSeen, owner ('' any: every holder).
+ * While other processes still hold it, only this one lets go of it.
+ */
 export const LINK_LOST = `${COMMON}
 local userId, instanceId, sid, lastSeen, owner = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9]
 local user = load(userId)
 local r = find(user, instanceId, sid, owner)
 if r == nil or r.status ~= 'Online' then return false end
+if owner ~= '' and release(userId, user, r, owner, lastSeen) then return false end
 return cjson.encode(linkLost(userId, user, r, lastSeen))
 `;
 
-/** A device is gone (logout, or a non-mobile link lost). ARGV: common, userId, instanceId, sid ('' any), lastSeen, revoke (0/1), owner ('' any). */
+/**
+ * A device is gone (logout, or a non-mobile link lost). ARGV: common, userId, instanceId, sid ('' any), lastSeen, revoke (0/1),
+ * owner ('' any). A link lost on one process (owner given, no revoke) while others still hold the device only lets go of it there.
+ * A logout (revoke) ends the session on every process, even one that took it up again just before (another tab, a resume):
+ * revoked, and published on the ended channel, found here or not (a holder that re-asserts it later is refused).
+ */
 export const REMOVE = `${COMMON}
 local userId, instanceId, sid, lastSeen, doRevoke, owner = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10]
 local user = load(userId)
 local r = find(user, instanceId, sid, owner)
+if doRevoke and sid ~= '' then
+  revoke(sid, '{"reason":"Logout"}')
+  redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = sid, reason = 'Logout'}))
+end
 if r == nil then return false end
+if owner ~= '' and not doRevoke and r.status == 'Online' and release(userId, user, r, owner, lastSeen) then return false end
 local previous = status(user)
 if r.status == 'Online' then noteLastSeen(user, lastSeen) end
 detach(userId, user, r)
-if doRevoke then revoke(r.sid, '{"reason":"Logout"}') end
+if doRevoke and sid == '' then
+  revoke(r.sid, '{"reason":"Logout"}')
+  redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'Logout'}))
+end
 return cjson.encode(change(userId, user, r, 'Offline', previous))
 `;
 
@@ -325,7 +381,7 @@ end
 return cjson.encode(changes)
 `;
 
-/** The devices of a process whose lease is gone lose their link, once. ARGV: common, owner. */
+/** The devices of a process whose lease is gone lose their link, once (those it was the last holder of). ARGV: common, owner. */
 export const REAP = `${COMMON}
 local owner = ARGV[5]
 if redis.call('EXISTS', P .. 'lease:' .. owner) == 1 then return cjson.encode({}) end
@@ -334,7 +390,8 @@ for _, m in ipairs(redis.call('SMEMBERS', P .. 'owned:' .. owner)) do
   local ids = cjson.decode(m)
   local user = load(ids[1])
   local r = find(user, ids[2], ids[3], owner)
-  if r ~= nil and r.status == 'Online' then table.insert(changes, linkLost(ids[1], user, r, NOW)) end
+  -- A device other processes hold too stays Online for them; the dead process only lets go of it.
+  if r ~= nil and r.status == 'Online' and not release(ids[1], user, r, owner, NOW) then table.insert(changes, linkLost(ids[1], user, r, NOW)) end
 end
 redis.call('DEL', P .. 'owned:' .. owner)
 redis.call('SREM', P .. 'procs', owner)

@@ -293,6 +293,16 @@ export class PresenceModel {
     return unexpected.length > 0 ? { ended, problem: `${what} on ${slot.userId} kicked ${unexpected.join(', ')}, which were not live` } : { ended };
   }
 
+  /**
+   * A logout made while Redis was away: the node replays it once Redis is back, and the replay finds no record in the empty Redis,
+   * so the device is gone; its session is revoked all the same (a logout revokes its session found or not, so that a process that
+   * re-asserts it later is refused), once the replay has run: until the run knows, either answer goes.
+   */
+  loggedOutWhileAway(slot: Slot, what: string): void {
+    if (slot.sessionId !== undefined) this.maybeRevoked.add(slot.sessionId);
+    this.forgotten(slot, what);
+  }
+
   /** Every node showed the device in its settled state: its end was seen, nothing about it is uncertain any more. */
   settle(slot: Slot): void {
     if (slot.pendingUntil === 0) return;

@@ -712,8 +712,8 @@ export class ChaosRun {
           const answer = await client.device.socket.timeout(CONNECT_TIMEOUT).emitWithAck('presence:logout');
           this.clients.delete(slot);
           this.ending.push({ slot, client, what: 'logout while Redis was away' });
-          // The replayed removal finds no record in the empty Redis, so it revokes nothing either.
-          this.model.forgotten(slot, `logout on ${client.node.name} while Redis was away`);
+          // The replayed removal finds no record in the empty Redis; it revokes the session all the same.
+          this.model.loggedOutWhileAway(slot, `logout on ${client.node.name} while Redis was away`);
           return () => (answer.ok ? undefined : `logout of ${userId} while Redis was away answered ${JSON.stringify(answer)}`);
         };
       }
