@@ -20,6 +20,8 @@ import type {
   StoredUser,
 } from '../store/types.js';
 import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_CUSTOM_STATUS } from './scripts.js';
+import { positiveInteger } from '../util/positive-integer.js';
+import { refuseUnknownKeys } from '../util/did-you-mean.js';
 
 const debug = createDebug('express-presence:redis');
 
@@ -121,13 +123,6 @@ function toChanges(raw: unknown): StoreChange[] {
   return Array.isArray(list) ? list.map(toChange) : [];
 }
 
-function positiveInteger(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1)
-    throw new TypeError(`RedisStore: ${name} must be a positive integer of milliseconds; got ${String(value)}`);
-  return value;
-}
-
 /** A user as the scripts keep it (see scripts.ts); cjson writes an empty list as {}. */
 interface UserRecord {
   /** seq and order: only the scripts read them. */
@@ -204,7 +199,7 @@ export class RedisStore implements PresenceStore {
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError('RedisStore options must be an object { client, prefix? }');
     const known = ['client', 'prefix', 'leaseTtl', 'sweepInterval', 'offlineTtl'];
-    for (const key of Object.keys(options)) if (!known.includes(key)) throw new TypeError(`RedisStore: unknown option ${key} (accepted: ${known.join(', ')})`);
+    refuseUnknownKeys('RedisStore', options, known);
     const client = options.client as Partial<Redis> | undefined;
     if (!client || typeof client.evalsha !== 'function' || typeof client.pipeline !== 'function' || typeof client.duplicate !== 'function') {
       throw new TypeError('RedisStore: client must be an ioredis client, such as new Redis(process.env.REDIS_URL)');
@@ -213,9 +208,9 @@ export class RedisStore implements PresenceStore {
       throw new TypeError('RedisStore: prefix must be a string of at most 100 characters');
     this.client = options.client;
     this.prefix = options.prefix ?? 'presence:';
-    this.leaseTtl = positiveInteger('leaseTtl', options.leaseTtl, 10_000);
-    this.sweepInterval = positiveInteger('sweepInterval', options.sweepInterval, 1000);
-    this.offlineTtl = positiveInteger('offlineTtl', options.offlineTtl, 30 * 24 * 3600 * 1000);
+    this.leaseTtl = positiveInteger('RedisStore', 'leaseTtl', options.leaseTtl, 10_000, 'milliseconds');
+    this.sweepInterval = positiveInteger('RedisStore', 'sweepInterval', options.sweepInterval, 1000, 'milliseconds');
+    this.offlineTtl = positiveInteger('RedisStore', 'offlineTtl', options.offlineTtl, 30 * 24 * 3600 * 1000, 'milliseconds');
     this.endMemory = END_MEMORY_LEASES * this.leaseTtl;
     for (const [name, source] of Object.entries(SOURCES)) this.shas.set(name as ScriptName, createHash('sha1').update(source).digest('hex'));
   }

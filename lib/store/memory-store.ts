@@ -20,6 +20,8 @@ import type {
   StoredUser,
 } from './types.js';
 import { deriveUserStatus } from './types.js';
+import { positiveInteger } from '../util/positive-integer.js';
+import { refuseUnknownKeys } from '../util/did-you-mean.js';
 
 export interface MemoryStoreOptions {
   /** Offline users whose last-seen time and custom status are remembered (least recently used go first). Defaults to 100000. */
@@ -54,14 +56,6 @@ class UserEntry implements StoredUser {
   constructor(readonly userId: string) {}
 }
 
-function positiveInteger(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new TypeError(`MemoryStore: ${name} must be a positive integer; got ${String(value)}`);
-  }
-  return value;
-}
-
 const EMPTY_KICKS: readonly StoreKicked[] = Object.freeze([]);
 
 /** Presence in this process. Fast and zero-configuration; kept across restarts only with `persistence`. */
@@ -89,21 +83,19 @@ export class MemoryStore implements PresenceStore {
   constructor(options: MemoryStoreOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new TypeError('MemoryStore options must be an object');
     const known = ['maxOfflineUsers', 'maxRevokedSessions', 'persistence'];
-    for (const key of Object.keys(options)) {
-      if (!known.includes(key)) throw new TypeError(`MemoryStore: unknown option ${key} (accepted: ${known.join(', ')})`);
-    }
+    refuseUnknownKeys('MemoryStore', options, known);
     const persistence = options.persistence;
     if (persistence !== undefined) {
       if (typeof persistence !== 'object' || persistence === null || typeof persistence.load !== 'function' || typeof persistence.save !== 'function') {
         throw new TypeError('MemoryStore: persistence must be an object { load(), save(batch), flushInterval? }');
       }
-      positiveInteger('persistence.flushInterval', persistence.flushInterval, 1000);
+      positiveInteger('MemoryStore', 'persistence.flushInterval', persistence.flushInterval, 1000, 'milliseconds');
       this.persistence = persistence;
       this.dirty = new Set();
     }
     // Bounded by maxSize rather than max: lru-cache preallocates `max` slots, tens of ms for 100,000.
-    this.offline = new LRUCache({ maxSize: positiveInteger('maxOfflineUsers', options.maxOfflineUsers, 100_000), sizeCalculation: () => 1 });
-    this.maxRevokedSessions = positiveInteger('maxRevokedSessions', options.maxRevokedSessions, 100_000);
+    this.offline = new LRUCache({ maxSize: positiveInteger('MemoryStore', 'maxOfflineUsers', options.maxOfflineUsers, 100_000), sizeCalculation: () => 1 });
+    this.maxRevokedSessions = positiveInteger('MemoryStore', 'maxRevokedSessions', options.maxRevokedSessions, 100_000);
     this.revoked = this.createRevokedCache();
   }
 
