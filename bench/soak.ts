@@ -1,13 +1,13 @@
 // Soak: thousands of devices heartbeating with churn against one presence server for minutes; reports the memory slope and handle, timer and listener counts before and after.
 
 import { fork, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { writeHeapSnapshot } from 'node:v8';
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import { Server, type Socket } from 'socket.io';
 import { io as ioc, type Socket as ClientSocket } from 'socket.io-client';
 import { createPresence, MemoryStore, PLATFORMS, type KickedPayload, type Platform, type SessionPayload } from '../lib/index.js';
@@ -51,6 +51,8 @@ interface Snapshot {
   at: number;
   heapUsed: number;
   rss: number;
+  /** The rest of `process.memoryUsage()`, and V8's old space: what RSS is made of. */
+  memory: Record<string, number>;
   counts: Record<string, number>;
   resources: Record<string, number>;
 }
@@ -127,6 +129,24 @@ function countBy(kinds: readonly string[]): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const kind of kinds) counts[kind] = (counts[kind] ?? 0) + 1;
   return counts;
+}
+
+/** Resident memory by kind of mapping (Linux): the brk heap is the main malloc arena; anonymous maps hold V8's pages and the other arenas. */
+function residentByMapping(): Record<string, number> {
+  if (!existsSync('/proc/self/smaps')) return {};
+  const totals: Record<string, number> = { 'RSS of [heap], the main malloc arena (KB)': 0, 'RSS of anonymous maps (KB)': 0, 'RSS of files and others (KB)': 0 };
+  let kind = '';
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const mapping = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (mapping) {
+      const path = mapping[1] ?? '';
+      kind = path === '[heap]' ? 'RSS of [heap], the main malloc arena (KB)' : path === '' ? 'RSS of anonymous maps (KB)' : 'RSS of files and others (KB)';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) totals[kind] = (totals[kind] ?? 0) + Number(rss[1]);
+  }
+  return totals;
 }
 
 function collectGarbage(): void {
@@ -336,7 +356,23 @@ async function runServer(kind: ServerKind, maxRevokedSessions: number | undefine
     const listed = await counts();
     collectGarbage();
     const memory = process.memoryUsage();
-    return { label, at: Date.now(), heapUsed: memory.heapUsed, rss: memory.rss, counts: listed, resources: countBy(process.getActiveResourcesInfo()) };
+    const oldSpace = getHeapSpaceStatistics().find((space) => space.space_name === 'old_space');
+    return {
+      label,
+      at: Date.now(),
+      heapUsed: memory.heapUsed,
+      rss: memory.rss,
+      memory: {
+        'heapTotal (KB)': Math.round(memory.heapTotal / 1024),
+        'external (KB)': Math.round(memory.external / 1024),
+        'arrayBuffers (KB)': Math.round(memory.arrayBuffers / 1024),
+        'V8 old space size (KB)': Math.round((oldSpace?.space_size ?? 0) / 1024),
+        'V8 old space used (KB)': Math.round((oldSpace?.space_used_size ?? 0) / 1024),
+        ...residentByMapping(),
+      },
+      counts: listed,
+      resources: countBy(process.getActiveResourcesInfo()),
+    };
   };
 
   let sampler: NodeJS.Timeout | undefined;
@@ -642,10 +678,11 @@ export function slope(points: readonly { x: number; y: number }[]): number {
   return fit(points).slope;
 }
 
-function spawn(role: string, ...args: string[]): ChildProcess {
+function spawn(role: string, args: string[] = [], env: NodeJS.ProcessEnv = process.env): ChildProcess {
   return fork(SELF, [role, ...args], {
     execArgv: ['--expose-gc', '--import', 'tsx', '--max-old-space-size=4096'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    env,
   });
 }
 
@@ -680,6 +717,8 @@ interface PhaseOptions {
   maxRevoked: string | undefined;
   /** Minutes into the churn at which the server writes a heap snapshot. */
   heapSnapshotMinutes: readonly number[];
+  /** A library preloaded into the server process (LD_PRELOAD), e.g. another malloc. */
+  serverPreload: string | undefined;
   log: (text: string) => void;
 }
 
@@ -713,7 +752,11 @@ interface Phase {
 /** One server (presence or bare), fresh client processes, the same churn; the server's figures. */
 async function runPhase(options: PhaseOptions): Promise<Phase> {
   const { kind, minutes, deviceCount, clientCount, sampleSeconds, maxRevoked, log } = options;
-  const server = spawn('server', kind, ...(maxRevoked === undefined ? [] : [maxRevoked]));
+  const server = spawn(
+    'server',
+    [kind, ...(maxRevoked === undefined ? [] : [maxRevoked])],
+    options.serverPreload === undefined ? process.env : { ...process.env, LD_PRELOAD: options.serverPreload },
+  );
   const { port } = await nextMessage<{ type: 'listening'; port: number }>(server, 'listening');
   const snapshot = async (label: string): Promise<Snapshot> => {
     send(server, { type: 'snapshot', label });
@@ -839,6 +882,7 @@ function phaseReport(phase: Phase, minutes: number): string[] {
     table(phase.snapshots, (snapshot) => ({
       'heap used after GC (KB)': Math.round(snapshot.heapUsed / 1024),
       'RSS (KB)': Math.round(snapshot.rss / 1024),
+      ...snapshot.memory,
       ...snapshot.counts,
       ...Object.fromEntries(Object.entries(snapshot.resources).map(([key, value]) => [`active resources: ${key}`, value])),
     })),
@@ -861,6 +905,7 @@ async function orchestrate(): Promise<void> {
       'max-revoked-sessions': { type: 'string', default: '1000' },
       servers: { type: 'string', default: 'presence,bare' },
       'heap-snapshots': { type: 'string' },
+      'server-preload': { type: 'string' },
       out: { type: 'string' },
     },
   });
@@ -890,7 +935,9 @@ async function orchestrate(): Promise<void> {
 
   const phases: Phase[] = [];
   for (const kind of kinds as ServerKind[]) {
-    phases.push(await runPhase({ kind, minutes, deviceCount, clientCount, sampleSeconds, maxRevoked, heapSnapshotMinutes, log }));
+    phases.push(
+      await runPhase({ kind, minutes, deviceCount, clientCount, sampleSeconds, maxRevoked, heapSnapshotMinutes, serverPreload: values['server-preload'], log }),
+    );
   }
 
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
@@ -902,7 +949,7 @@ async function orchestrate(): Promise<void> {
       .join(
         ' ',
       )}. ${deviceCount} devices over ${clientCount} client processes (socket.io-client, websocket, loopback), one server process; ${minutes} min of churn, a sample after GC every ${sampleSeconds} s; servers run one after the other: ${kinds.join(', then ')}.`,
-    `Presence store: MemoryStore, maxRevokedSessions ${maxRevoked}. Timings: heartbeat interval ${TIMING.heartbeatInterval} ms, heartbeat timeout ${TIMING.heartbeatTimeout} ms, MiniProgram background timeout ${TIMING.backgroundTimeout.miniProgram} ms, PushOnline TTL ${TIMING.pushOnlineTtl} ms, Web reconnect grace ${TIMING.reconnectGrace.web} ms; Socket.IO pingInterval ${SOCKET_OPTIONS.pingInterval} ms.`,
+    `${values['server-preload'] === undefined ? '' : `Server processes started with LD_PRELOAD=${values['server-preload']}. `}Presence store: MemoryStore, maxRevokedSessions ${maxRevoked}. Timings: heartbeat interval ${TIMING.heartbeatInterval} ms, heartbeat timeout ${TIMING.heartbeatTimeout} ms, MiniProgram background timeout ${TIMING.backgroundTimeout.miniProgram} ms, PushOnline TTL ${TIMING.pushOnlineTtl} ms, Web reconnect grace ${TIMING.reconnectGrace.web} ms; Socket.IO pingInterval ${SOCKET_OPTIONS.pingInterval} ms.`,
     `Churn every ${CHURN_PERIOD / 1000} s, as a share of the devices: ${Object.entries(CHURN)
       .map(([name, share]) => `${name} ${(share * 100).toFixed(1)}%`)
       .join(', ')}.`,
@@ -926,11 +973,17 @@ async function orchestrate(): Promise<void> {
       `| RSS idle → after churn → all gone | ${mb(ours.snapshots[0]?.rss ?? 0)} → ${mb(ours.snapshots[2]?.rss ?? 0)} → ${mb(ours.snapshots[3]?.rss ?? 0)} | ${mb(bare.snapshots[0]?.rss ?? 0)} → ${mb(bare.snapshots[2]?.rss ?? 0)} → ${mb(bare.snapshots[3]?.rss ?? 0)} | |`,
       '',
     );
-    // 1% of the connected heap per 10 minutes: a leak of that size would take over 16 hours to double the heap.
+    // The budget: 1% of the connected heap per 10 minutes (a leak that size takes over 16 hours to
+    // double the heap). The slopes' noise is judged too: PASS when even the difference plus twice its
+    // standard error is within the budget, FAIL when the difference minus twice its standard error
+    // is beyond it, INCONCLUSIVE in between (the run cannot tell: run it longer).
     const budget = ((ours.snapshots[1]?.heapUsed ?? 0) * 0.01) / 10;
+    const noise = 2 * combined(ours.heap, bare.heap);
     const perConnection = ours.connectionsPerMinute > 0 ? heapDiff / ours.connectionsPerMinute : Number.NaN;
+    const heapVerdict = heapDiff + noise < budget ? 'PASS' : heapDiff - noise > budget ? 'FAIL' : 'INCONCLUSIVE';
     verdicts.push(
-      `${heapDiff < budget ? 'PASS' : 'FAIL'} heap: ours − bare ${kbPerMinute(heapDiff)} over the second half (${perConnection.toFixed(0)} bytes per connection opened), budget ${kbPerMinute(budget)} (1% of the connected heap per 10 min)`,
+      `${heapVerdict} heap: ours − bare ${kbPerMinute(heapDiff)} ± ${(noise / 1024).toFixed(1)} (2 standard errors) over the second half, ${perConnection.toFixed(0)} bytes per connection opened; budget ${kbPerMinute(budget)} (1% of the connected heap per 10 min)`,
+      `INFO heap, ours alone: ${kbPerMinuteFit(ours.heap)} over the second half (bare: ${kbPerMinuteFit(bare.heap)}); namespace rooms ${ours.samples.at(-1)?.rooms ?? 0} at the last sample (bare ${bare.samples.at(-1)?.rooms ?? 0})`,
     );
     verdicts.push(`INFO RSS: ours − bare ${kbPerMinute(rssDiff)} over the second half (allocator behaviour; not judged)`);
   } else {
