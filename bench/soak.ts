@@ -41,6 +41,8 @@ const CHURN = {
   setStatus: 0.005,
 };
 const CHURN_PERIOD = 10_000;
+/** How long a snapshot waits after its GC before reading RSS. */
+const RSS_SETTLE_MS = 2_000;
 /** Handshakes in flight per client process while connecting. */
 const CONNECT_CONCURRENCY = 50;
 
@@ -61,6 +63,8 @@ interface Sample {
   /** Minutes since the steady phase began. */
   minute: number;
   heapUsed: number;
+  /** V8's committed heap: what of RSS the JS heap holds, used or not. */
+  heapTotal: number;
   rss: number;
   liveInstances: number;
   timeouts: number;
@@ -355,12 +359,16 @@ async function runServer(kind: ServerKind, maxRevokedSessions: number | undefine
   const snapshot = async (label: string): Promise<Snapshot> => {
     const listed = await counts();
     collectGarbage();
+    const heapUsed = process.memoryUsage().heapUsed;
+    // V8 unmaps the pages a GC freed on a background thread: RSS read at once can still count them
+    // (tens of MB once every device is gone), so RSS is read once they had time to go.
+    await delay(RSS_SETTLE_MS);
     const memory = process.memoryUsage();
     const oldSpace = getHeapSpaceStatistics().find((space) => space.space_name === 'old_space');
     return {
       label,
       at: Date.now(),
-      heapUsed: memory.heapUsed,
+      heapUsed,
       rss: memory.rss,
       memory: {
         'heapTotal (KB)': Math.round(memory.heapTotal / 1024),
@@ -396,6 +404,7 @@ async function runServer(kind: ServerKind, maxRevokedSessions: number | undefine
             sample: {
               minute: (performance.now() - sampleStart) / 60_000,
               heapUsed: memory.heapUsed,
+              heapTotal: memory.heapTotal,
               rss: memory.rss,
               liveInstances: mount.live(),
               timeouts: resources.Timeout ?? 0,
@@ -741,6 +750,7 @@ interface Phase {
   heapSnapshots: string[];
   heap: { slope: number; stderr: number };
   rss: { slope: number; stderr: number };
+  heapTotal: { slope: number; stderr: number };
   heapAll: { slope: number; stderr: number };
   rssAll: { slope: number; stderr: number };
   /** Connections opened per minute of churn (fresh logins and resumes, after the first connect). */
@@ -783,7 +793,7 @@ async function runPhase(options: PhaseOptions): Promise<Phase> {
     if (message.type !== 'sample') return;
     samples.push(message.sample);
     log(
-      `${kind}: minute ${message.sample.minute.toFixed(2)}: heap ${mb(message.sample.heapUsed)}, rss ${mb(message.sample.rss)}, live ${message.sample.liveInstances}, timers ${message.sample.timeouts}, rooms ${message.sample.rooms}`,
+      `${kind}: minute ${message.sample.minute.toFixed(2)}: heap ${mb(message.sample.heapUsed)}, heapTotal ${mb(message.sample.heapTotal)}, rss ${mb(message.sample.rss)}, live ${message.sample.liveInstances}, timers ${message.sample.timeouts}, rooms ${message.sample.rooms}`,
     );
   });
   send(server, { type: 'sample', every: sampleSeconds * 1000 });
@@ -852,6 +862,7 @@ async function runPhase(options: PhaseOptions): Promise<Phase> {
     heapSnapshots,
     heap: fit(secondHalf.map((sample) => ({ x: sample.minute, y: sample.heapUsed }))),
     rss: fit(secondHalf.map((sample) => ({ x: sample.minute, y: sample.rss }))),
+    heapTotal: fit(secondHalf.map((sample) => ({ x: sample.minute, y: sample.heapTotal }))),
     heapAll: fit(samples.map((sample) => ({ x: sample.minute, y: sample.heapUsed }))),
     rssAll: fit(samples.map((sample) => ({ x: sample.minute, y: sample.rss }))),
     connectionsPerMinute: ((clientCounts['fresh logins'] ?? 0) + (clientCounts['resume attempts'] ?? 0) - deviceCount) / minutes,
@@ -875,7 +886,7 @@ function phaseReport(phase: Phase, minutes: number): string[] {
     '',
     `Connected ${phase.snapshots[1]?.counts['namespace sockets'] ?? 0} sockets in ${phase.connectSeconds.toFixed(1)} s (${phase.failures} refused); about ${Math.round(phase.connectionsPerMinute).toLocaleString('en-US')} connections opened per minute of churn.`,
     `Memory after GC over the churn: heap ${mb(samples[0]?.heapUsed ?? 0)} → ${mb(samples.at(-1)?.heapUsed ?? 0)}, RSS ${mb(samples[0]?.rss ?? 0)} → ${mb(samples.at(-1)?.rss ?? 0)} (${samples.length} samples).`,
-    `Slopes by least squares (± standard error), second half (${secondHalf} samples): heap ${kbPerMinuteFit(phase.heap)}, RSS ${kbPerMinuteFit(phase.rss)}; whole churn: heap ${kbPerMinuteFit(phase.heapAll)}, RSS ${kbPerMinuteFit(phase.rssAll)}.`,
+    `Slopes by least squares (± standard error), second half (${secondHalf} samples): heap ${kbPerMinuteFit(phase.heap)}, RSS ${kbPerMinuteFit(phase.rss)}, V8 committed heap (heapTotal) ${kbPerMinuteFit(phase.heapTotal)}; whole churn: heap ${kbPerMinuteFit(phase.heapAll)}, RSS ${kbPerMinuteFit(phase.rssAll)}.`,
     `Devices not back online 60 s after the churn stopped: ${phase.pending}. Logged by the server: ${phase.outcome.errors} errors, ${phase.outcome.warnings} warnings.`,
     `Counts not back to idle once every device is gone (bounded caches aside): ${phase.notIdle.length === 0 ? 'none' : phase.notIdle.join(', ')}.`,
     '',
@@ -969,6 +980,7 @@ async function orchestrate(): Promise<void> {
       '| --- | ---: | ---: | ---: |',
       `| heap after GC | ${kbPerMinuteFit(ours.heap)} | ${kbPerMinuteFit(bare.heap)} | ${kbPerMinute(heapDiff)} ± ${(combined(ours.heap, bare.heap) / 1024).toFixed(1)} |`,
       `| RSS | ${kbPerMinuteFit(ours.rss)} | ${kbPerMinuteFit(bare.rss)} | ${kbPerMinute(rssDiff)} ± ${(combined(ours.rss, bare.rss) / 1024).toFixed(1)} |`,
+      `| V8 committed heap (heapTotal) | ${kbPerMinuteFit(ours.heapTotal)} | ${kbPerMinuteFit(bare.heapTotal)} | ${kbPerMinute(ours.heapTotal.slope - bare.heapTotal.slope)} |`,
       `| heap after GC, before churn → after churn (MB) | ${mb(ours.snapshots[1]?.heapUsed ?? 0)} → ${mb(ours.snapshots[2]?.heapUsed ?? 0)} | ${mb(bare.snapshots[1]?.heapUsed ?? 0)} → ${mb(bare.snapshots[2]?.heapUsed ?? 0)} | |`,
       `| RSS idle → after churn → all gone | ${mb(ours.snapshots[0]?.rss ?? 0)} → ${mb(ours.snapshots[2]?.rss ?? 0)} → ${mb(ours.snapshots[3]?.rss ?? 0)} | ${mb(bare.snapshots[0]?.rss ?? 0)} → ${mb(bare.snapshots[2]?.rss ?? 0)} → ${mb(bare.snapshots[3]?.rss ?? 0)} | |`,
       '',
