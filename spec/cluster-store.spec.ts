@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { createPresence, ManualClock, type Presence, type PresenceChange, type PresenceOptions } from '../lib/index.js';
 import { RedisStore } from '../lib/redis/index.js';
 import { deleteKeys, redisClient, uniquePrefix } from './helpers/redis.js';
-import { PrivateRedis, waitFor } from './fixtures/cluster-harness.js';
+import { delay, PrivateRedis, waitFor } from './fixtures/cluster-harness.js';
 
 const noop = () => {};
 
@@ -104,6 +104,10 @@ describe('cluster: RedisStore in one process', function () {
     const other = open({ prefix, leaseTtl: 600, sweepInterval: 50 });
     await stalled.presence.engine.connect({ userId: 'p', platform: 'Android', instanceId: 'phone' }, noop);
     await stalled.presence.engine.connect({ userId: 'w', platform: 'Windows', instanceId: 'pc' }, noop);
+    // Both subscribed, and the check of live devices that follows the first subscription over (it renews the lease).
+    await waitFor(async () => ((await admin.pubsub('NUMSUB', `${prefix}ended`)) as [string, number])[1] === 2, 'both stores to subscribe');
+    await delay(50);
+    await waitFor(() => (stalled.presence.config.store as unknown as { reconciling?: unknown }).reconciling === undefined, 'the start-up check to end');
     // What a stall longer than the lease looks like to the others: the lease is gone.
     await admin.del(`${prefix}lease:${stalled.presence.engine.owner}`);
     await waitFor(() => other.changes.length === 2, 'the other process to reap the devices', 3000);
