@@ -230,14 +230,7 @@ export class RedisStore implements PresenceStore {
       if (subscribed) this.reconcile();
       subscribed = true;
     });
-    // Until the first subscription is in place an end published for a device live here is missed
-    // too: once it is, devices that connected meanwhile are checked like after a reconnection.
-    this.subscriber.subscribe(`${this.prefix}ended`).then(
-      () => {
-        if (!context.liveInstances()[Symbol.iterator]().next().done) this.reconcile();
-      },
-      (error: unknown) => this.report(error),
-    );
+    this.subscriber.subscribe(`${this.prefix}ended`).catch((error: unknown) => this.report(error));
     void this.keepLease();
     this.every(Math.max(100, Math.floor(this.leaseTtl / 3)), () => this.keepLease());
     this.every(this.sweepInterval, () => this.sweep());
