@@ -50,6 +50,11 @@ describe('Redis: tabs of one device on two processes', function () {
   let redisUrl = REDIS_URL;
   const procs: Proc[] = [];
 
+  /** Waits until `count` stores listen on the ended channel. */
+  async function subscribed(count: number): Promise<void> {
+    await waitFor(async () => ((await admin.pubsub('NUMSUB', `${prefix}ended`)) as [string, number])[1] >= count, 'the stores to subscribe', 3000);
+  }
+
   function open(name: string, options: Partial<PresenceOptions> = {}): Proc {
     const client = new Redis(redisUrl, { retryStrategy: () => 50 });
     client.on('error', () => {}); // the store reports an outage itself; this one outlives the store when Redis is killed first
@@ -217,6 +222,9 @@ describe('Redis: tabs of one device on two processes', function () {
     const tab1 = await a.connect('u', 'Web', 'w');
     const tab2 = await b.connect('u', 'Web', 'w', tab1.sessionId);
     expect(tab2.resumed).to.equal(true);
+    // A process hears ends only once its subscription is in place (one made at start-up is known to
+    // miss what is published before that; README).
+    await subscribed(2);
     await a.presence.engine.logout(tab1.connection);
     await waitFor(() => tab2.told.length > 0, "B's tab told", 3000);
     expect(tab2.told).to.deep.equal([{ reason: 'Logout' }]);
