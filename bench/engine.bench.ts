@@ -191,7 +191,7 @@ class FreezableClock implements Clock {
 
 async function massExpiry(kind: 'PushOnline TTL' | 'heartbeat timeout', count: number): Promise<Figure> {
   const clock = new FreezableClock();
-  const presence = createPresence({ clock, pushOnlineTtl: 500, heartbeatTimeout: 500 });
+  const presence = createPresence({ clock, pushOnlineTtl: 500, heartbeatTimeout: '500ms' });
   let changes = 0;
   presence.on('change', () => changes++);
   for (let i = 0; i < count; i++) {

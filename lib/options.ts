@@ -19,8 +19,19 @@ import type { PresenceStore } from './store/types.js';
 import { MemoryStore } from './store/memory-store.js';
 import { didYouMean, refuseUnknownKeys } from './util/did-you-mean.js';
 
+/** A duration: milliseconds, or a string with a unit such as `'500ms'`, `'30s'`, `'5m'`, `'2h'`, `'7d'`. */
+export type Duration = number | string;
+
 /** A duration in milliseconds, either one for every platform class or per class (missing classes keep their default). */
 export type PerClass<T> = T | Partial<Record<PlatformClass, T>>;
+
+/** The per-connection token bucket for client presence events (every event but `presence:heartbeat`). */
+export interface EventRateLimit {
+  /** Tokens added per second. */
+  perSecond: number;
+  /** The bucket's size: events a connection may send at once after a quiet spell. */
+  burst: number;
+}
 
 /** What the Socket.IO handshake looks like to `authenticate`. */
 export interface HandshakeLike {
@@ -50,16 +61,18 @@ export interface CallbackOptions {
   url: string;
   /** Signs each body: header `X-Presence-Signature: sha256=<hex HMAC-SHA256>`. Defaults to none (unsigned). */
   secret?: string;
-  /** Per-attempt timeout in ms. Defaults to 5000. */
-  timeout?: number;
+  /** Per-attempt timeout (ms or a string such as `'5s'`). Defaults to 5000. */
+  timeout?: Duration;
   /** Retries after the first attempt before the event is given up as `callback-failed`. Defaults to 8. */
   maxRetries?: number;
-  /** First retry delay in ms; doubles with jitter, capped at 30 s. Defaults to 250. */
-  backoff?: number;
+  /** First retry delay (ms or a string such as `'250ms'`); doubles with jitter, capped at 30 s. Defaults to 250. */
+  backoff?: Duration;
   /** Events waiting for delivery, over all users; beyond it new events are dropped, counted and logged. Defaults to 100000. */
   maxQueue?: number;
   /** Users whose events are delivered at the same time (each user's stay in order). Defaults to 16. */
   concurrency?: number;
+  /** Undelivered events kept for one user; one user's backlog beyond it is coalesced, never other users' events dropped. Defaults to 1000. */
+  maxQueuePerUser?: number;
 }
 
 export interface PresenceOptions {
@@ -70,15 +83,15 @@ export interface PresenceOptions {
   /** Instances a user may have logged in on Web and MiniProgram together. Defaults to 1. */
   maxWebInstances?: number;
   /** The heartbeat interval told to clients, in ms (capped at half the class's heartbeat timeout). Defaults to 120000. */
-  heartbeatInterval?: number;
+  heartbeatInterval?: Duration;
   /** No traffic for this long ends a connection. Defaults to 400000 for mobile and desktop, 60000 for web and miniProgram. */
-  heartbeatTimeout?: PerClass<number>;
+  heartbeatTimeout?: PerClass<Duration>;
   /** A device left in background this long counts as a closed connection; 0 = never. Defaults to 30000 for miniProgram, 0 for the others. */
-  backgroundTimeout?: PerClass<number>;
+  backgroundTimeout?: PerClass<Duration>;
   /** How long a PushOnline device stays logged in without a new login. Defaults to 604800000 (7 days). */
-  pushOnlineTtl?: number;
+  pushOnlineTtl?: Duration;
   /** How long a closed connection's transition waits for the same instance to reconnect. Defaults to 0. */
-  reconnectGrace?: PerClass<number>;
+  reconnectGrace?: PerClass<Duration>;
   /** Identifies the user of a Socket.IO handshake. Required by `attach()`. Defaults to none. */
   authenticate?: Authenticate;
   /** Admits HTTP requests to the router. Required by `router()`. Defaults to none. */
@@ -93,11 +106,31 @@ export interface PresenceOptions {
   store?: PresenceStore;
   /** The largest HTTP body the router accepts, in bytes or as `'500kb'`, `'1mb'`. Defaults to `'1mb'`. */
   bodyLimit?: number | string;
+  /**
+   * In Redis mode, how long after `close()` this process's devices wait to be resumed on another process before they are
+   * ended as closed connections (the class's reconnect grace if longer); 0 ends them in `close()` itself. Defaults to 10000.
+   */
+  handoverGrace?: Duration;
+  /** The longest a request, query or login waits on the store before it is refused (503, `SERVER_ERROR`). Defaults to 2000. */
+  storeTimeout?: Duration;
+  /** Live connections one user may hold (all devices and tabs); one more is refused with `TOO_MANY_CONNECTIONS`. Defaults to 50. */
+  maxConnectionsPerUser?: number;
+  /** Watched users summed over all of one user's connections (contacts included). Defaults to 20000. */
+  maxSubscriptionsPerUser?: number;
+  /** Token bucket per connection for client presence events (heartbeats excepted); `false` turns it off. Defaults to `{ perSecond: 20, burst: 40 }`. */
+  eventRateLimit?: EventRateLimit | false;
+  /** How long an admin route waits for a request body to arrive before answering 408. Defaults to 10000. */
+  bodyTimeout?: Duration;
   /** Warnings and errors. Defaults to `console`. */
   logger?: Logger;
   /** The time source; pass a `ManualClock` in tests. Defaults to the system clock. */
   clock?: Clock;
 }
+
+/** The callback options, fully defaulted, durations in ms. */
+export type ResolvedCallback = Readonly<
+  Required<Omit<CallbackOptions, 'secret' | 'timeout' | 'backoff'>> & { secret: string | undefined; timeout: number; backoff: number }
+>;
 
 /** The fully-defaulted configuration every part of a mount reads. */
 export interface ResolvedConfig {
@@ -111,11 +144,17 @@ export interface ResolvedConfig {
   readonly reconnectGrace: Readonly<Record<PlatformClass, number>>;
   readonly authenticate: Authenticate | undefined;
   readonly authorize: Authorize | undefined;
-  readonly callback: Readonly<Required<Omit<CallbackOptions, 'secret'>> & { secret: string | undefined }> | undefined;
+  readonly callback: ResolvedCallback | undefined;
   readonly maxSubscriptions: number;
   readonly canSee: CanSee | undefined;
   readonly store: PresenceStore;
   readonly bodyLimit: number;
+  readonly handoverGrace: number;
+  readonly storeTimeout: number;
+  readonly maxConnectionsPerUser: number;
+  readonly maxSubscriptionsPerUser: number;
+  readonly eventRateLimit: Readonly<EventRateLimit> | false;
+  readonly bodyTimeout: number;
   readonly logger: Logger;
   readonly clock: Clock;
 }
@@ -145,11 +184,26 @@ const OPTION_NAMES = [
   'canSee',
   'store',
   'bodyLimit',
+  'handoverGrace',
+  'storeTimeout',
+  'maxConnectionsPerUser',
+  'maxSubscriptionsPerUser',
+  'eventRateLimit',
+  'bodyTimeout',
   'logger',
   'clock',
 ] as const satisfies readonly (keyof PresenceOptions)[];
 
-const CALLBACK_NAMES = ['url', 'secret', 'timeout', 'maxRetries', 'backoff', 'maxQueue', 'concurrency'] as const satisfies readonly (keyof CallbackOptions)[];
+const CALLBACK_NAMES = [
+  'url',
+  'secret',
+  'timeout',
+  'maxRetries',
+  'backoff',
+  'maxQueue',
+  'concurrency',
+  'maxQueuePerUser',
+] as const satisfies readonly (keyof CallbackOptions)[];
 
 function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
@@ -172,23 +226,84 @@ function integer(name: string, value: unknown, fallback: number, min: number, ma
   return value;
 }
 
-function duration(name: string, value: unknown, fallback: number, allowZero: boolean): number {
-  return integer(name, value, fallback, allowZero ? 0 : 1, MAX_DURATION);
+const UNIT_MS: Readonly<Record<string, number>> = {
+  ms: 1,
+  msec: 1,
+  msecs: 1,
+  millisecond: 1,
+  milliseconds: 1,
+  s: 1000,
+  sec: 1000,
+  secs: 1000,
+  second: 1000,
+  seconds: 1000,
+  m: 60_000,
+  min: 60_000,
+  mins: 60_000,
+  minute: 60_000,
+  minutes: 60_000,
+  h: 3_600_000,
+  hr: 3_600_000,
+  hrs: 3_600_000,
+  hour: 3_600_000,
+  hours: 3_600_000,
+  d: 86_400_000,
+  day: 86_400_000,
+  days: 86_400_000,
+  w: 604_800_000,
+  week: 604_800_000,
+  weeks: 604_800_000,
+};
+
+/** `'30s'` → 30000; undefined when the string is not a number with a known unit (a bare `'30'` is not: its unit would be a guess). */
+export function parseDuration(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]+)\s*$/i.exec(text);
+  const factor = match?.[2] ? UNIT_MS[match[2].toLowerCase()] : undefined;
+  if (!match?.[1] || factor === undefined) return undefined;
+  return Math.round(Number(match[1]) * factor);
 }
 
-function perClass(name: string, value: unknown, defaults: Record<PlatformClass, number>, allowZero: boolean): Record<PlatformClass, number> {
+/** The floor below which a bare number given to a timeout is surely seconds meant as milliseconds. */
+const TIMEOUT_FLOOR = 1000;
+
+/**
+ * A duration option: milliseconds or a string with a unit. With `timeout`, a bare number below 1 s is refused with a hint
+ * (`heartbeatTimeout: 30` meant 30 s, not 30 ms); the same value written `'30ms'` is taken as meant.
+ */
+function duration(name: string, value: unknown, fallback: number, allowZero: boolean, timeout = false): number {
+  if (value === undefined) return fallback;
+  const min = allowZero ? 0 : 1;
+  const accepts = `milliseconds (an integer from ${min} to ${MAX_DURATION}) or a string such as "500ms", "30s", "5m", "7d"`;
+  if (typeof value === 'string') {
+    const ms = parseDuration(value);
+    if (ms === undefined || ms < min || ms > MAX_DURATION) refuse(name, accepts, value);
+    return ms;
+  }
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > MAX_DURATION) refuse(name, accepts, value);
+  if (timeout && value !== 0 && value < TIMEOUT_FLOOR) {
+    refuse(
+      name,
+      `at least ${TIMEOUT_FLOOR} when given as a bare number of milliseconds`,
+      value,
+      `; did you mean ${value} s = ${value * 1000}? (write "${value}ms" if you meant milliseconds)`,
+    );
+  }
+  return value;
+}
+
+function perClass(name: string, value: unknown, defaults: Record<PlatformClass, number>, allowZero: boolean, timeout = false): Record<PlatformClass, number> {
   if (value === undefined) return { ...defaults };
-  if (typeof value === 'number') {
-    const ms = duration(name, value, 0, allowZero);
+  if (typeof value === 'number' || typeof value === 'string') {
+    const ms = duration(name, value, 0, allowZero, timeout);
     return { mobile: ms, desktop: ms, web: ms, miniProgram: ms };
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    refuse(name, `a number of milliseconds or an object with any of ${PLATFORM_CLASSES.join(', ')}`, value);
+    refuse(name, `a duration (ms or a string such as "30s") or an object with any of ${PLATFORM_CLASSES.join(', ')}`, value);
   }
   refuseUnknownKeys(name, value, PLATFORM_CLASSES);
   const given = value as Partial<Record<PlatformClass, unknown>>;
   const resolved = { ...defaults };
-  for (const cls of PLATFORM_CLASSES) resolved[cls] = duration(`${name}.${cls}`, given[cls], defaults[cls], allowZero);
+  for (const cls of PLATFORM_CLASSES) resolved[cls] = duration(`${name}.${cls}`, given[cls], defaults[cls], allowZero, timeout);
   return resolved;
 }
 
@@ -231,11 +346,12 @@ function resolveCallback(value: unknown): ResolvedConfig['callback'] {
   return Object.freeze({
     url: url.href,
     secret: given.secret as string | undefined,
-    timeout: duration('callback.timeout', given.timeout, 5000, false),
+    timeout: duration('callback.timeout', given.timeout, 5000, false, true),
     maxRetries: integer('callback.maxRetries', given.maxRetries, 8, 0, 1000),
     backoff: duration('callback.backoff', given.backoff, 250, false),
     maxQueue: integer('callback.maxQueue', given.maxQueue, 100_000, 1),
     concurrency: integer('callback.concurrency', given.concurrency, 16, 1, 1024),
+    maxQueuePerUser: integer('callback.maxQueuePerUser', given.maxQueuePerUser, 1000, 1),
   });
 }
 
@@ -248,6 +364,19 @@ function resolveStore(value: unknown): PresenceStore {
     throw new TypeError(`store must implement ${required.map((m) => `${m}()`).join(', ')}; the given store lacks ${missing.map((m) => `${m}()`).join(', ')}`);
   }
   return value as PresenceStore;
+}
+
+function resolveEventRateLimit(value: unknown): Readonly<EventRateLimit> | false {
+  if (value === undefined) return Object.freeze({ perSecond: 20, burst: 40 });
+  if (value === false) return false;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) refuse('eventRateLimit', 'an object { perSecond, burst } or false', value);
+  refuseUnknownKeys('eventRateLimit', value, ['perSecond', 'burst']);
+  const given = value as Record<string, unknown>;
+  const perSecond = given.perSecond === undefined ? 20 : given.perSecond;
+  if (typeof perSecond !== 'number' || !Number.isFinite(perSecond) || perSecond <= 0 || perSecond > 1_000_000) {
+    refuse('eventRateLimit.perSecond', 'a number of events per second above 0 and at most 1000000', perSecond);
+  }
+  return Object.freeze({ perSecond, burst: integer('eventRateLimit.burst', given.burst, Math.max(1, Math.ceil(perSecond * 2)), 1, 1_000_000) });
 }
 
 function resolveLogger(value: unknown): Logger {
@@ -291,8 +420,8 @@ export function resolveOptions(options: PresenceOptions | undefined = {}): Resol
     maxInstancesPerPlatform: integer('maxInstancesPerPlatform', given.maxInstancesPerPlatform, 1, 1, 1000),
     maxWebInstances: integer('maxWebInstances', given.maxWebInstances, 1, 1, 1000),
     heartbeatInterval: duration('heartbeatInterval', given.heartbeatInterval, 120_000, false),
-    heartbeatTimeout: Object.freeze(perClass('heartbeatTimeout', given.heartbeatTimeout, DEFAULT_HEARTBEAT_TIMEOUT, false)),
-    backgroundTimeout: Object.freeze(perClass('backgroundTimeout', given.backgroundTimeout, DEFAULT_BACKGROUND_TIMEOUT, true)),
+    heartbeatTimeout: Object.freeze(perClass('heartbeatTimeout', given.heartbeatTimeout, DEFAULT_HEARTBEAT_TIMEOUT, false, true)),
+    backgroundTimeout: Object.freeze(perClass('backgroundTimeout', given.backgroundTimeout, DEFAULT_BACKGROUND_TIMEOUT, true, true)),
     pushOnlineTtl: duration('pushOnlineTtl', given.pushOnlineTtl, 604_800_000, false),
     reconnectGrace: Object.freeze(perClass('reconnectGrace', given.reconnectGrace, NO_GRACE, true)),
     authenticate: optionalFunction<Authenticate>('authenticate', given.authenticate, '(handshake) => ({ userId }) | null'),
@@ -302,6 +431,12 @@ export function resolveOptions(options: PresenceOptions | undefined = {}): Resol
     canSee: optionalFunction<CanSee>('canSee', given.canSee, '(viewerId, targetId) => boolean'),
     store: resolveStore(given.store),
     bodyLimit: parseByteSize('bodyLimit', given.bodyLimit, 1024 * 1024),
+    handoverGrace: duration('handoverGrace', given.handoverGrace, 10_000, true),
+    storeTimeout: duration('storeTimeout', given.storeTimeout, 2000, false, true),
+    maxConnectionsPerUser: integer('maxConnectionsPerUser', given.maxConnectionsPerUser, 50, 1, 100_000),
+    maxSubscriptionsPerUser: integer('maxSubscriptionsPerUser', given.maxSubscriptionsPerUser, 20_000, 1, 10_000_000),
+    eventRateLimit: resolveEventRateLimit(given.eventRateLimit),
+    bodyTimeout: duration('bodyTimeout', given.bodyTimeout, 10_000, false, true),
     logger: resolveLogger(given.logger),
     clock: resolveClock(given.clock),
   });

@@ -328,7 +328,7 @@ describe('status-change callback', () => {
   it("gives up after maxRetries: counted, logged once, and emitted as 'callback-failed'", async () => {
     const url = await deadUrl();
     const logger = quietLogger();
-    const presence = mount({ logger, callback: { url, maxRetries: 2, backoff: 5, timeout: 500 } });
+    const presence = mount({ logger, callback: { url, maxRetries: 2, backoff: 5, timeout: '500ms' } });
     const failures: [StateChangeCallbackBody, Error][] = [];
     presence.on('callback-failed', (body, error) => failures.push([body, error]));
     await login(presence, 'u1', 'Web', 'w1');
@@ -350,7 +350,7 @@ describe('status-change callback', () => {
   it('never slows the live path when the receiver hangs: overflow is dropped, counted and logged once', async () => {
     const { receiver: hook, url } = await receiver(() => ({ hang: true }));
     const logger = quietLogger();
-    const presence = mount({ logger, loginPolicy: 'multi', callback: { url, maxQueue: 5, timeout: 200, maxRetries: 0 } });
+    const presence = mount({ logger, loginPolicy: 'multi', callback: { url, maxQueue: 5, timeout: '200ms', maxRetries: 0 } });
     const failed: Error[] = [];
     presence.on('callback-failed', (_body, error) => failed.push(error));
     const EVENTS = 400;
@@ -389,7 +389,7 @@ describe('status-change callback', () => {
 
   it("close() gives what it could not deliver to 'callback-failed' once the deadline passes", async () => {
     const { url } = await receiver(() => ({ hang: true }));
-    const presence = newPresence({ logger: quietLogger(), callback: { url, timeout: 300, maxRetries: 5, backoff: 10 } });
+    const presence = newPresence({ logger: quietLogger(), callback: { url, timeout: '300ms', maxRetries: 5, backoff: 10 } });
     const failed: [StateChangeCallbackBody, Error][] = [];
     presence.on('callback-failed', (body, error) => failed.push([body, error]));
     await login(presence, 'u1', 'Web', 'w1');

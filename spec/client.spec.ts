@@ -65,7 +65,7 @@ describe('client helper', () => {
   });
 
   it('logs in, tells the session, and its heartbeats keep a quiet connection Online past the heartbeat timeout', async () => {
-    const h = await start({ heartbeatTimeout: 400, serverOptions: { pingInterval: 30_000, pingTimeout: 30_000 } });
+    const h = await start({ heartbeatTimeout: '400ms', serverOptions: { pingInterval: 30_000, pingTimeout: 30_000 } });
     const helper = client('ann', { platform: 'Web', version: '2.0.0' });
     const session = await next<SessionPayload>(helper, 'session');
     expect(session).to.include({ userId: 'ann', platform: 'Web', heartbeatInterval: 200, resumed: false });
@@ -228,7 +228,7 @@ describe('client helper', () => {
   });
 
   it("reports the page's visibility as background / foreground (miniProgram's background timeout shows it), unless disabled", async () => {
-    const h = await start({ backgroundTimeout: { miniProgram: 300 } });
+    const h = await start({ backgroundTimeout: { miniProgram: '300ms' } });
     const doc = new FakeDocument();
     const global = globalThis as { document?: unknown };
     global.document = doc;

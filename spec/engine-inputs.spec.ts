@@ -19,7 +19,7 @@ describe('engine inputs', function () {
   });
 
   it('never tells a client a heartbeat interval below 1 ms', async function () {
-    const presence = createPresence({ clock: new ManualClock(), heartbeatTimeout: 1 });
+    const presence = createPresence({ clock: new ManualClock(), heartbeatTimeout: '1ms' });
     const { heartbeatInterval } = await presence.engine.connect({ userId: 'u', platform: 'Web' }, () => {});
     expect(heartbeatInterval).to.equal(1);
     await presence.close();

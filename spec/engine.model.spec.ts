@@ -14,6 +14,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { createPresence, ManualClock, MemoryStore, PLATFORMS, PresenceError } from '../lib/index.js';
+import { inMs } from './helpers/durations.js';
 import type { Connection, EndNotice, LoginPolicy, PlatformClass, PresenceChange } from '../lib/index.js';
 import { PresenceModel, type ModelConfig, type ModelEvent } from './helpers/presence-model.js';
 
@@ -108,10 +109,20 @@ function eventFields(event: PresenceChange): ModelEvent {
   };
 }
 
+/** The model's timeouts as options: short ones need an explicit unit. */
+function explicitTimeouts(config: ModelConfig): { heartbeatTimeout: Record<string, string>; backgroundTimeout: Record<string, string> } {
+  return { heartbeatTimeout: inMs(config.heartbeatTimeout), backgroundTimeout: inMs(config.backgroundTimeout) };
+}
+
 async function runScenario(config: ModelConfig, commands: readonly Command[]): Promise<void> {
   const clock = new ManualClock();
   // Small caches: a default MemoryStore preallocates room for 100k users, which would dominate the run time; a run never nears 1000.
-  const presence = createPresence({ clock, ...config, store: new MemoryStore({ maxOfflineUsers: 1000, maxRevokedSessions: 1000 }) });
+  const presence = createPresence({
+    clock,
+    ...config,
+    ...explicitTimeouts(config),
+    store: new MemoryStore({ maxOfflineUsers: 1000, maxRevokedSessions: 1000 }),
+  });
   const model = new PresenceModel(config, clock.now());
   const events: PresenceChange[] = [];
   presence.on('change', (event) => events.push(event));
@@ -285,7 +296,7 @@ describe('engine against the reference model (fast-check)', function () {
     ];
     await runScenario(config, commands);
     const clock = new ManualClock();
-    const presence = createPresence({ clock, ...config, pushOnlineTtl: 2000 });
+    const presence = createPresence({ clock, ...config, ...explicitTimeouts(config), pushOnlineTtl: 2000 });
     const model = new PresenceModel(config, clock.now());
     const { connection } = await presence.engine.connect({ userId: 'u0', platform: 'Android', instanceId: 'i0' }, () => {});
     model.connect({ userId: 'u0', platform: 'Android', instanceId: 'i0' }, connection.sessionId);

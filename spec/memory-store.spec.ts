@@ -3,6 +3,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { createPresence, ManualClock, MemoryStore, PLATFORMS } from '../lib/index.js';
+import { inMs } from './helpers/durations.js';
 import type { Connection, PresenceOptions } from '../lib/index.js';
 import { harness } from './helpers/engine-harness.js';
 
@@ -143,7 +144,7 @@ describe('MemoryStore', () => {
             clock,
             loginPolicy,
             maxInstancesPerPlatform: 2,
-            heartbeatTimeout: { mobile: 400, desktop: 400, web: 60, miniProgram: 60 },
+            heartbeatTimeout: inMs({ mobile: 400, desktop: 400, web: 60, miniProgram: 60 }),
             pushOnlineTtl: 1000,
             store: new MemoryStore({ maxOfflineUsers: 3, maxRevokedSessions: 50 }),
           };

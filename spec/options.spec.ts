@@ -49,6 +49,12 @@ describe('options', () => {
           maxSubscriptions: 1000,
           canSee: undefined,
           bodyLimit: 1024 * 1024,
+          handoverGrace: 10_000,
+          storeTimeout: 2000,
+          maxConnectionsPerUser: 50,
+          maxSubscriptionsPerUser: 20_000,
+          eventRateLimit: { perSecond: 20, burst: 40 },
+          bodyTimeout: 10_000,
         });
         expect(config.store).to.be.instanceOf(MemoryStore);
         expect(config.logger).to.equal(console);
@@ -67,7 +73,14 @@ describe('options', () => {
 
     it('resolves callback sub-options to their defaults', () => {
       const config = resolve({ callback: { url: 'https://example.test/hook' } });
-      expect(config.callback).to.deep.include({ url: 'https://example.test/hook', secret: undefined, timeout: 5000, maxRetries: 8, backoff: 250 });
+      expect(config.callback).to.deep.include({
+        url: 'https://example.test/hook',
+        secret: undefined,
+        timeout: 5000,
+        maxRetries: 8,
+        backoff: 250,
+        maxQueuePerUser: 1000,
+      });
     });
 
     it('freezes the resolved configuration', () => {
@@ -120,7 +133,7 @@ describe('options', () => {
   });
 
   describe('counts', () => {
-    for (const name of ['maxInstancesPerPlatform', 'maxWebInstances', 'maxSubscriptions']) {
+    for (const name of ['maxInstancesPerPlatform', 'maxWebInstances', 'maxSubscriptions', 'maxConnectionsPerUser', 'maxSubscriptionsPerUser']) {
       it(`${name}: a positive integer`, () => {
         expect(resolve({ [name]: 1 })[name as 'maxWebInstances']).to.equal(1);
         expect(resolve({ [name]: 7 })[name as 'maxWebInstances']).to.equal(7);
@@ -139,15 +152,58 @@ describe('options', () => {
       it(`${name}: a positive integer of milliseconds`, () => {
         expect(resolve({ [name]: 1 })[name as 'pushOnlineTtl']).to.equal(1);
         expect(resolve({ [name]: 86_400_000 })[name as 'pushOnlineTtl']).to.equal(86_400_000);
-        for (const bad of [0, -5, 2.5, '1000', NaN, Infinity, null, 2 ** 53]) refuses({ [name]: bad }, name, /must be an integer/);
+        expect(resolve({ [name]: '90s' })[name as 'pushOnlineTtl']).to.equal(90_000);
+        for (const bad of [0, -5, 2.5, '1000', '5 fortnights', NaN, Infinity, null, 2 ** 53]) refuses({ [name]: bad }, name, /must be milliseconds/);
       });
     }
+
+    it('strings with a unit: ms, s, m, h, d, w (long forms too, decimals allowed)', () => {
+      const cases: [string, number][] = [
+        ['250ms', 250],
+        ['30s', 30_000],
+        ['1.5s', 1500],
+        ['5m', 300_000],
+        ['2 hours', 7_200_000],
+        ['7d', 604_800_000],
+        ['1w', 604_800_000],
+        ['10 Seconds', 10_000],
+      ];
+      for (const [text, ms] of cases) expect(resolve({ pushOnlineTtl: text }).pushOnlineTtl, text).to.equal(ms);
+      for (const bad of ['30', 's', '', '-5s', '5 parsecs', '1e3ms']) refuses({ pushOnlineTtl: bad }, 'pushOnlineTtl', /"500ms", "30s"/);
+    });
+
+    it('a timeout below 1 s as a bare number is refused with the seconds it surely meant; with a unit it is taken', () => {
+      refuses({ heartbeatTimeout: 30 }, 'heartbeatTimeout', /did you mean 30 s = 30000\? \(write "30ms" if you meant milliseconds\)/);
+      refuses({ heartbeatTimeout: { web: 60 } }, 'heartbeatTimeout.web', /did you mean 60 s = 60000/);
+      refuses({ backgroundTimeout: { miniProgram: 30 } }, 'backgroundTimeout.miniProgram', /did you mean 30 s/);
+      refuses({ storeTimeout: 2 }, 'storeTimeout', /did you mean 2 s = 2000/);
+      refuses({ bodyTimeout: 10 }, 'bodyTimeout', /did you mean 10 s = 10000/);
+      refuses({ callback: { url: 'https://example.test/', timeout: 5 } }, 'callback.timeout', /did you mean 5 s = 5000/);
+      expect(resolve({ heartbeatTimeout: '30ms' }).heartbeatTimeout.web).to.equal(30);
+      expect(resolve({ heartbeatTimeout: 30_000 }).heartbeatTimeout.web).to.equal(30_000);
+      expect(resolve({ backgroundTimeout: 0 }).backgroundTimeout.miniProgram).to.equal(0);
+      // Not timeouts: a grace or an interval of a few ms is plausible, so no floor.
+      expect(resolve({ reconnectGrace: 5 }).reconnectGrace.web).to.equal(5);
+      expect(resolve({ handoverGrace: 5 }).handoverGrace).to.equal(5);
+    });
+
+    it('handoverGrace (0 allowed), storeTimeout and bodyTimeout', () => {
+      expect(resolve({ handoverGrace: 0 }).handoverGrace).to.equal(0);
+      expect(resolve({ handoverGrace: '30s' }).handoverGrace).to.equal(30_000);
+      expect(resolve({ storeTimeout: '500ms' }).storeTimeout).to.equal(500);
+      expect(resolve({ bodyTimeout: '1m' }).bodyTimeout).to.equal(60_000);
+      for (const name of ['handoverGrace', 'storeTimeout', 'bodyTimeout']) for (const bad of [-1, 'soon', null, {}, 1.5]) refuses({ [name]: bad }, name);
+      refuses({ storeTimeout: 0 }, 'storeTimeout');
+      refuses({ bodyTimeout: '0ms' }, 'bodyTimeout');
+    });
 
     const perClass = [
       { name: 'heartbeatTimeout', zeroAllowed: false, defaults: { mobile: 400_000, desktop: 400_000, web: 60_000, miniProgram: 60_000 } },
       { name: 'backgroundTimeout', zeroAllowed: true, defaults: { mobile: 0, desktop: 0, web: 0, miniProgram: 30_000 } },
       { name: 'reconnectGrace', zeroAllowed: true, defaults: { mobile: 0, desktop: 0, web: 0, miniProgram: 0 } },
     ] as const;
+    // Timeouts refuse a bare number below 1 s; with an explicit unit any length is taken.
+    const short = (ms: number): string => `${ms}ms`;
     for (const { name, zeroAllowed, defaults } of perClass) {
       describe(name, () => {
         it('a number applies to every class', () => {
@@ -156,7 +212,8 @@ describe('options', () => {
 
         it('an object sets any subset of classes; the rest keep their defaults', () => {
           expect(resolve({ [name]: { web: 1234 } })[name]).to.deep.equal({ ...defaults, web: 1234 });
-          expect(resolve({ [name]: { mobile: 1, miniProgram: 2 } })[name]).to.deep.equal({ ...defaults, mobile: 1, miniProgram: 2 });
+          expect(resolve({ [name]: { mobile: short(1), miniProgram: short(2) } })[name]).to.deep.equal({ ...defaults, mobile: 1, miniProgram: 2 });
+          expect(resolve({ [name]: '45s' })[name]).to.deep.equal({ mobile: 45_000, desktop: 45_000, web: 45_000, miniProgram: 45_000 });
           expect(resolve({ [name]: {} })[name]).to.deep.equal(defaults);
         });
 
@@ -171,9 +228,10 @@ describe('options', () => {
         });
 
         it('refuses wrong types, negative or fractional values, and unknown class keys (with a suggestion)', () => {
-          for (const bad of ['60s', null, [1000], true, -1, 1.5, NaN]) refuses({ [name]: bad }, name);
+          for (const bad of ['60', null, [1000], true, -1, 1.5, NaN]) refuses({ [name]: bad }, name);
           refuses({ [name]: { web: -1 } }, `${name}.web`);
           refuses({ [name]: { desktop: '1000' } }, `${name}.desktop`);
+          refuses({ [name]: { desktop: '10 lightyears' } }, `${name}.desktop`);
           refuses({ [name]: { mobil: 1000 } }, `${name}.mobil`, new RegExp(`did you mean ${name}\\.mobile\\?`));
           refuses({ [name]: { miniprogram: 1000 } }, `${name}.miniprogram`, new RegExp(`did you mean ${name}\\.miniProgram\\?`));
           refuses({ [name]: { Web: 1000 } }, `${name}.Web`, new RegExp(`did you mean ${name}\\.web\\?`));
@@ -214,13 +272,30 @@ describe('options', () => {
       refuses({ callback: { url, secret: '' } }, 'callback.secret');
       refuses({ callback: { url, secret: 5 } }, 'callback.secret');
       refuses({ callback: { url, timeout: 0 } }, 'callback.timeout');
-      refuses({ callback: { url, timeout: '5s' } }, 'callback.timeout');
+      refuses({ callback: { url, timeout: '5' } }, 'callback.timeout');
+      expect(resolve({ callback: { url, timeout: '5s', backoff: '1s' } }).callback).to.deep.include({ timeout: 5000, backoff: 1000 });
+      refuses({ callback: { url, maxQueuePerUser: 0 } }, 'callback.maxQueuePerUser');
       refuses({ callback: { url, maxRetries: -1 } }, 'callback.maxRetries');
       refuses({ callback: { url, maxRetries: 2.5 } }, 'callback.maxRetries');
       refuses({ callback: { url, backoff: 0 } }, 'callback.backoff');
       refuses({ callback: { url, backoff: null } }, 'callback.backoff');
       refuses({ callback: { url, secrte: 'x' } }, 'callback.secrte', /did you mean callback\.secret\?/);
       refuses({ callback: { url, retries: 3 } }, 'callback.retries', /accepted: url, secret, timeout, maxRetries, backoff/);
+    });
+  });
+
+  describe('eventRateLimit', () => {
+    it('a token bucket { perSecond, burst }, or false to turn it off', () => {
+      expect(resolve({ eventRateLimit: { perSecond: 5, burst: 10 } }).eventRateLimit).to.deep.equal({ perSecond: 5, burst: 10 });
+      expect(resolve({ eventRateLimit: { perSecond: 0.5 } }).eventRateLimit).to.deep.equal({ perSecond: 0.5, burst: 1 });
+      expect(resolve({ eventRateLimit: false }).eventRateLimit).to.equal(false);
+    });
+
+    it('refuses anything else, naming the field', () => {
+      for (const bad of [true, 20, null, [], 'fast']) refuses({ eventRateLimit: bad }, 'eventRateLimit', /\{ perSecond, burst \} or false/);
+      for (const bad of [0, -1, 'x', NaN, Infinity]) refuses({ eventRateLimit: { perSecond: bad } }, 'eventRateLimit.perSecond');
+      for (const bad of [0, 1.5, '2']) refuses({ eventRateLimit: { perSecond: 5, burst: bad } }, 'eventRateLimit.burst');
+      refuses({ eventRateLimit: { perSecnd: 5 } }, 'eventRateLimit.perSecnd', /did you mean eventRateLimit\.perSecond\?/);
     });
 
     it('must be an object', () => {
@@ -329,6 +404,12 @@ describe('options', () => {
         canSee: 'all',
         store: 'memory',
         bodyLimit: 'big',
+        handoverGrace: 'soon',
+        storeTimeout: 'soon',
+        maxConnectionsPerUser: 'many',
+        maxSubscriptionsPerUser: 'many',
+        eventRateLimit: 'fast',
+        bodyTimeout: 'soon',
         logger: 'console',
         clock: 'now',
       };

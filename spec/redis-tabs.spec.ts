@@ -178,7 +178,7 @@ describe('Redis: tabs of one device on two processes', function () {
   });
 
   it('a tab that times out on one process leaves the device Online while the other process hears its tab; the last timeout ends it once', async function () {
-    const options = { heartbeatTimeout: { desktop: 600 } };
+    const options = { heartbeatTimeout: { desktop: '600ms' } };
     const a = open('A', options);
     const b = open('B', options);
     const tab1 = await a.connect('u', 'Mac', 'mac');

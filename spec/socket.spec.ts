@@ -23,7 +23,7 @@ describe('socket: transitions', () => {
   });
 
   it('logs in: presence:session names the user authenticate found, and the device is Online', async () => {
-    const h = await start({ heartbeatInterval: 1000, heartbeatTimeout: { web: 600 } });
+    const h = await start({ heartbeatInterval: 1000, heartbeatTimeout: { web: '600ms' } });
     const device = await h.connect(auth('alice', 'Web', { version: '1.2.3', instanceId: 'tab-1' }));
     expect(device.session).to.deep.include({ userId: 'alice', instanceId: 'tab-1', platform: 'Web', kicked: [], resumed: false });
     expect(device.session.sessionId).to.be.a('string').with.length.greaterThan(8);
@@ -94,7 +94,7 @@ describe('socket: transitions', () => {
   it('a device frozen with SIGSTOP (no FIN) and a long pingInterval: the engine times it out (mobile PushOnline, web gone)', async function () {
     this.timeout(8000);
     const timeout = 500;
-    const h = await start({ heartbeatTimeout: timeout, serverOptions: { pingInterval: 30_000, pingTimeout: 30_000 } });
+    const h = await start({ heartbeatTimeout: `${timeout}ms`, serverOptions: { pingInterval: 30_000, pingTimeout: 30_000 } });
     const [phone, web] = await Promise.all([childDevice(h.url, auth('frank', 'iPhone')), childDevice(h.url, auth('gina', 'Web'))]);
     children.push(phone, web);
     phone.kill('SIGSTOP');
@@ -122,9 +122,9 @@ describe('socket: transitions', () => {
 
   it('any inbound traffic is a heartbeat: transport pongs, or presence:heartbeat, keep a quiet device Online past the timeout', async () => {
     // Pongs every 100 ms, no events at all.
-    const pongs = await startHarness({ heartbeatTimeout: 300, serverOptions: { pingInterval: 100, pingTimeout: 1000 } });
+    const pongs = await startHarness({ heartbeatTimeout: '300ms', serverOptions: { pingInterval: 100, pingTimeout: 1000 } });
     // No pongs within the test; events only.
-    const events = await startHarness({ heartbeatTimeout: 300, serverOptions: { pingInterval: 30_000, pingTimeout: 30_000 } });
+    const events = await startHarness({ heartbeatTimeout: '300ms', serverOptions: { pingInterval: 30_000, pingTimeout: 30_000 } });
     try {
       await pongs.connect(auth('ivy', 'Web'));
       const device = await events.connect(auth('jack', 'Web'));
@@ -146,7 +146,7 @@ describe('socket: transitions', () => {
   });
 
   it('background: a miniProgram is gone after its background timeout unless back in foreground; others stay Online', async () => {
-    const h = await start({ backgroundTimeout: { miniProgram: 300 }, heartbeatTimeout: 5000 });
+    const h = await start({ backgroundTimeout: { miniProgram: '300ms' }, heartbeatTimeout: 5000 });
     const mini = await h.connect(auth('kim', 'MiniProgram'));
     const back = await h.connect(auth('lee', 'MiniProgram'));
     const phone = await h.connect(auth('max', 'Android'));
