@@ -101,8 +101,9 @@ const SOURCES: Record<ScriptName, string> = {
   reapplyEnds: REAPPLY_ENDS,
 };
 
-/** What the scripts encode: cjson writes empty arrays as {} and nil as false. */
-interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customStatus'> {
+/** What the scripts encode: cjson writes empty arrays as {} and nil as false; seq is a decimal string (cjson rounds numbers to 14 digits). */
+interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customStatus' | 'seq'> {
+  seq: string;
   kicked: StoreKicked[] | Record<string, never>;
   lastSeen: number | false;
   customStatus: string | false;
@@ -111,6 +112,7 @@ interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customSta
 function toChange(raw: RawChange): StoreChange {
   return {
     ...raw,
+    seq: Number(raw.seq),
     kicked: Array.isArray(raw.kicked) ? raw.kicked : [],
     version: raw.version === '' ? undefined : raw.version,
     lastSeen: raw.lastSeen === false ? null : raw.lastSeen,
@@ -125,8 +127,8 @@ function toChanges(raw: unknown): StoreChange[] {
 
 /** A user as the scripts keep it (see scripts.ts); cjson writes an empty list as {}. */
 interface UserRecord {
-  /** seq and order: only the scripts read them. */
-  s: number;
+  /** seq (a decimal string; a number from older versions) and order: only the scripts read them. */
+  s: string | number;
   o: number;
   l?: number;
   c?: string;
@@ -268,7 +270,7 @@ export class RedisStore implements PresenceStore {
    * `reassert`: a device re-asserted after an outage yields (is revoked) rather than kick a login made meanwhile, and yields
    * to an admin kick made after `takenUpAt` (when this process took it up) that did not find it in Redis.
    */
-  private async loginScript(request: StoreLoginRequest, reassert: boolean, takenUpAt?: number): Promise<StoreLoginResult> {
+  private async loginScript(request: StoreLoginRequest, reassert: boolean, takenUpAt?: number): Promise<StoreLoginResult & { quiet?: true }> {
     const raw = await this.run('login', [
       request.userId,
       request.platform,
@@ -283,7 +285,13 @@ export class RedisStore implements PresenceStore {
       reassert ? '1' : '0',
       takenUpAt ?? '',
     ]);
-    const result = JSON.parse(raw as string) as { outcome: 'revoked' | 'resumed' | 'created'; sessionId: string; change?: RawChange; notice?: string };
+    const result = JSON.parse(raw as string) as {
+      outcome: 'revoked' | 'resumed' | 'created';
+      sessionId: string;
+      change?: RawChange;
+      notice?: string;
+      quiet?: boolean;
+    };
     if (result.outcome === 'revoked') return result.notice ? { outcome: 'revoked', notice: JSON.parse(result.notice) as EndNotice } : { outcome: 'revoked' };
     const change = result.change ? toChange(result.change) : null;
     if (result.outcome === 'created') {
@@ -292,7 +300,7 @@ export class RedisStore implements PresenceStore {
         const notice = JSON.stringify({ reason: 'LoginElsewhere', by: { platform: request.platform, instanceId: request.instanceId } });
         for (const kicked of created.kicked) this.rememberEnd(kicked.sessionId, request.userId, kicked.instanceId, notice);
       }
-      return { outcome: 'created', sessionId: result.sessionId, change: created };
+      return { outcome: 'created', sessionId: result.sessionId, change: created, ...(result.quiet ? { quiet: true } : {}) };
     }
     return { outcome: 'resumed', sessionId: result.sessionId, change };
   }
@@ -615,7 +623,8 @@ export class RedisStore implements PresenceStore {
 
   /**
    * Logs a live device in again; one ended meanwhile (kicked, displaced by a newer login) is ended instead, and told why
-   * (the notice its revocation was stored with).
+   * (the notice its revocation was stored with). One that Redis had lost (an empty restart) comes back quietly: it was Online
+   * all along, so there is no change event nor callback; one whose end was reported (reaped, PushOnline) is a login again.
    */
   private async reassert(context: StoreContext, live: LiveInstance): Promise<void> {
     const result = await this.loginScript(
@@ -634,7 +643,7 @@ export class RedisStore implements PresenceStore {
       live.takenUpAt,
     );
     if (result.outcome === 'revoked') context.ended(live.sessionId, result.notice ?? { reason: 'AdminKick' });
-    else if (result.change) context.changed(result.change, 'Login', 'Register');
+    else if (result.change && !result.quiet) context.changed(result.change, 'Login', 'Register');
   }
 
   /** Writes the lease; answers true when this process was not listed among the live ones (first lease, or reaped since). */
