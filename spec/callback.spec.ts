@@ -227,7 +227,12 @@ describe('status-change callback', () => {
     });
     expect(login2?.url.searchParams.get('ClientIP')).to.equal('198.51.100.2');
     // An admin kick was made over HTTP: OptPlatform RESTAPI, no client address.
-    expect(kick?.body).to.deep.include({ Info: { Action: 'Logout', To_Account: 'u1', Reason: 'Kicked' }, Status: 'Offline', UserStatus: 'Offline', Seq: start * 1000 + 3 });
+    expect(kick?.body).to.deep.include({
+      Info: { Action: 'Logout', To_Account: 'u1', Reason: 'Kicked' },
+      Status: 'Offline',
+      UserStatus: 'Offline',
+      Seq: start * 1000 + 3,
+    });
     expect(kick?.url.searchParams.get('OptPlatform')).to.equal('RESTAPI');
     expect(kick?.url.searchParams.get('ClientIP')).to.equal('');
     expect(hook.received).to.have.length(4);

@@ -48,7 +48,10 @@ function storedUser(text: string | null): { s: number; i: string[][] } | undefin
 async function expectOneCallbackPerChange(admin: Redis, prefix: string, receiver: CallbackReceiver, userId: string): Promise<StateChangeCallbackBody[]> {
   const last = storedUser(await admin.get(`${prefix}u:${userId}`))?.s ?? 0;
   expect(last, `${userId} changed`).to.be.greaterThan(0);
-  const bodies = await waitFor(() => receiver.of(userId).some((body) => body.Seq === last) && receiver.of(userId), `the callback of ${userId} with Seq ${last}`);
+  const bodies = await waitFor(
+    () => receiver.of(userId).some((body) => body.Seq === last) && receiver.of(userId),
+    `the callback of ${userId} with Seq ${last}`,
+  );
   expect(bodies[0]?.PreviousUserStatus, `${userId}'s first callback`).to.equal('Offline');
   const first = bodies[0]?.Seq ?? NaN;
   expect(

@@ -75,7 +75,9 @@ describe('Redis: sequence numbers across empty restarts', function () {
         `${userId} re-asserted as ${list.join(', ')}`,
         10_000,
       ).catch((error: Error) => {
-        throw new Error(`${error.message} (holds ${last.join(', ') || 'nothing'}; changes ${JSON.stringify(log.filter((c) => c.userId === userId).map((c) => `${c.instanceId}/${c.action}/${c.reason}@${c.at}`))})`);
+        throw new Error(
+          `${error.message} (holds ${last.join(', ') || 'nothing'}; changes ${JSON.stringify(log.filter((c) => c.userId === userId).map((c) => `${c.instanceId}/${c.action}/${c.reason}@${c.at}`))})`,
+        );
       });
     }
     await settled();
@@ -123,8 +125,14 @@ describe('Redis: sequence numbers across empty restarts', function () {
     // Nothing is due: give a stray event or callback the time to show up, and the callback queue the time to drain.
     await delay(300);
     await waitFor(() => a.presence.metrics.snapshot().callback?.queued === 0, 'the callback queue to drain');
-    expect(log.slice(before.length).map((change) => `${change.userId}/${change.instanceId}/${change.action}`), 'changes for re-asserted devices').to.deep.equal([]);
-    expect(receiver.bodies.slice(callbacksBefore).map((body) => `${body.Info.To_Account}/${body.InstId}`), 'callbacks').to.deep.equal([]);
+    expect(
+      log.slice(before.length).map((change) => `${change.userId}/${change.instanceId}/${change.action}`),
+      'changes for re-asserted devices',
+    ).to.deep.equal([]);
+    expect(
+      receiver.bodies.slice(callbacksBefore).map((body) => `${body.Info.To_Account}/${body.InstId}`),
+      'callbacks',
+    ).to.deep.equal([]);
 
     // Later changes, on both processes: each above every number the user had before the restart.
     await a.presence.engine.logout(tab.connection);
@@ -137,7 +145,13 @@ describe('Redis: sequence numbers across empty restarts', function () {
       expect(Number.isSafeInteger(change.seq)).to.equal(true);
     }
     await waitFor(() => receiver?.bodies.length === a.changes.length, 'the later callbacks');
-    const seqBefore = (userId: string) => Math.max(...receiver!.bodies.slice(0, callbacksBefore).filter((body) => body.Info.To_Account === userId).map((body) => body.Seq));
+    const seqBefore = (userId: string) =>
+      Math.max(
+        ...receiver!.bodies
+          .slice(0, callbacksBefore)
+          .filter((body) => body.Info.To_Account === userId)
+          .map((body) => body.Seq),
+      );
     for (const body of receiver.bodies.slice(callbacksBefore)) expect(body.Seq).to.be.greaterThan(seqBefore(body.Info.To_Account));
   });
 
@@ -193,7 +207,11 @@ describe('Redis: sequence numbers across empty restarts', function () {
         if (step % 12 === 11) {
           for (const session of pushOnline.keys()) pushOnline.delete(session); // an empty restart forgets PushOnline devices
           const expected: Record<string, string[]> = {};
-          for (const id of users) expected[id] = [...live.keys()].filter((k) => k.startsWith(`${id}/`)).map((k) => `${k.split('/')[1]}-${id}/Online`).sort();
+          for (const id of users)
+            expected[id] = [...live.keys()]
+              .filter((k) => k.startsWith(`${id}/`))
+              .map((k) => `${k.split('/')[1]}-${id}/Online`)
+              .sort();
           await restartEmpty(expected);
           await delay(100);
           duringRestarts.push(...log.slice(count).map((change) => `${change.userId}/${change.instanceId}/${change.action}`));
