@@ -188,6 +188,8 @@ export class RedisStore implements PresenceStore {
   private readonly recentKicks: RecentKick[] = [];
   /** How long an end is remembered after it was last applied (END_MEMORY_LEASES leases). */
   readonly endMemory: number;
+  /** True once the first subscription to the ended channel is in place. */
+  private subscribedOnce = false;
   /** True once this process's lease was written: a later renewal that finds it gone means other processes reaped us. */
   private leaseHeld = false;
   /** The reconciliation running now, and whether another was asked for meanwhile. */
@@ -232,7 +234,10 @@ export class RedisStore implements PresenceStore {
       if (subscribed) this.reconcile();
       subscribed = true;
     });
-    this.subscriber.subscribe(`${this.prefix}ended`).catch((error: unknown) => this.report(error));
+    this.subscriber.subscribe(`${this.prefix}ended`).then(
+      () => (this.subscribedOnce = true),
+      (error: unknown) => this.report(error),
+    );
     void this.keepLease();
     this.every(Math.max(100, Math.floor(this.leaseTtl / 3)), () => this.keepLease());
     this.every(this.sweepInterval, () => this.sweep());
@@ -303,6 +308,17 @@ export class RedisStore implements PresenceStore {
       return { outcome: 'created', sessionId: result.sessionId, change: created, ...(result.quiet ? { quiet: true } : {}) };
     }
     return { outcome: 'resumed', sessionId: result.sessionId, change };
+  }
+
+  /**
+   * While Redis answers but this process may have missed `ended` messages (its subscription not in place yet, or a reconcile
+   * after a reconnection still looking for what it missed), a new connection of a session live here is checked in Redis (found
+   * by the chaos run: a kicked phone's session resumed as a second tab on a process whose subscriber was reconnecting). While
+   * Redis is away, nothing can be checked: it joins locally, and the reconcile ends it if it was revoked.
+   */
+  mayMissEnds(): boolean {
+    if (this.closed || this.down || this.client.status !== 'ready') return false;
+    return !this.subscribedOnce || this.subscriber?.status !== 'ready' || this.reconciling !== undefined;
   }
 
   markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number, owner?: string): Promise<StoreChange | null> {
