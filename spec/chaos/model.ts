@@ -456,8 +456,8 @@ export class SeqModel {
     }
     list.push(seen);
     for (const window of this.quiet) {
-      if (!problem && window.users.has(seen.userId) && seen.eventTime >= window.from && seen.eventTime <= window.to) {
-        problem = `a callback for ${seen.userId} while its devices were only re-asserted (${window.what}): ${show(seen)}`;
+      if (!problem && window.users.has(seen.userId) && seen.eventTime >= window.from && seen.eventTime < window.to) {
+        problem = `a callback for ${seen.userId} while its devices were only re-asserted (${window.what}, until ${window.to === Infinity ? 'now' : window.to}): ${show(seen)}`;
       }
     }
     return problem;
@@ -468,7 +468,10 @@ export class SeqModel {
     this.quiet.push({ users: new Set(users), from, to: Infinity, what });
   }
 
-  /** The window opened last ends at `to` (the quiet check after the restart agreed). */
+  /**
+   * The open window ends at `to`, when the quiet check after the restart agreed, just before the next steps: a step asked in
+   * that same millisecond is not in it (EventTime counts milliseconds).
+   */
   closeQuiet(to: number): void {
     const open = this.quiet.find((window) => window.to === Infinity);
     if (open) open.to = to;
