@@ -13,6 +13,8 @@ export type {
   PerClass,
   HandshakeLike,
   Authenticate,
+  AuthenticateResult,
+  PresenceSocketData,
   Authorize,
   AuthorizeRequest,
   CanSee,
