@@ -202,16 +202,12 @@ console.log('ran to the end', JSON.stringify(alice));
     expect(await query.json()).to.deep.equal({ users: [{ userId: 'alice', status: 'Offline', lastSeen: null, customStatus: null, instances: [] }] });
   });
 
-  it('The status-change callback: the sender block signs, the receiver block verifies and logs', async () => {
+  it('The status-change callback: the sender block signs, the receiver block (behind a global express.json()) verifies and logs', async () => {
     const port = await freePort();
-    const receiver = run(
-      'receiver.mjs',
-      swap(block('verifyCallbackSignature(req.body'), 'receiver.listen(4001);', 'receiver.listen(Number(process.env.PORT));'),
-      {
-        PORT: String(port),
-        PRESENCE_SECRET: 'hook-secret',
-      },
-    );
+    const receiver = run('receiver.mjs', swap(block('callbackReceiver('), 'receiver.listen(4001);', 'receiver.listen(Number(process.env.PORT));'), {
+      PORT: String(port),
+      PRESENCE_SECRET: 'hook-secret',
+    });
     await listening(port, receiver);
     const sender = `import { createPresence } from 'express-presence';
 const authorize = () => true;

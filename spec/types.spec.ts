@@ -47,7 +47,7 @@ describe('public types under strict TypeScript', function () {
 
   after(() => rmSync(tmp, { recursive: true, force: true }));
 
-  it('an Express app compiles: an Express-typed authorize (mount and router), authenticate(handshake, socket), socket.data.presence', () => {
+  it('an Express app compiles: an Express-typed authorize (mount and router), authenticate(handshake, socket), socket.data.presence, callbackReceiver', () => {
     expect(found.get('express-app.ts') ?? []).to.deep.equal([]);
     expect(found.get('(global)') ?? []).to.deep.equal([]);
   });
