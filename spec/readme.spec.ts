@@ -252,6 +252,55 @@ presence.close();
     bob.socket.close();
   });
 
+  it('A plain Socket.IO client: a dropped transport resumes the same session; after a kick the revoked session is forgotten', async () => {
+    const port = await freePort();
+    const serverCode =
+      swap(block("loginPolicy: 'dual'"), 'server.listen(3000);', 'server.listen(Number(process.env.PORT));') +
+      '\nasync function verifyToken(token) { return typeof token === "string" && token !== "" ? { id: token } : null; }\n';
+    const server = run('plain-server.mjs', serverCode, { PORT: String(port), ADMIN_TOKEN: 'admin-secret' });
+    await listening(port, server);
+    // The block as README has it, then what the test does around it: drop the transport once, then (once
+    // kicked) reconnect with the revoked session, as a device that missed the kick would.
+    const client = `function getToken() { return 'pat'; }
+function showLoggedOutElsewhere(reason, by) { console.log('kicked', reason, JSON.stringify(by)); }
+${swap(block('// A plain socket.io-client'), "'https://chat.example.com'", 'process.env.APP_URL')}
+let sessions = 0;
+let revoked;
+socket.on('presence:session', (s) => {
+  sessions++;
+  console.log('session', sessions, s.sessionId, s.resumed, JSON.stringify(s.kicked));
+  if (sessions === 1) socket.io.engine.close();
+});
+socket.on('presence:kicked', () => {
+  console.log('saved after the kick', JSON.stringify(saved));
+  setTimeout(() => {
+    saved.sessionId = revoked;
+    socket.connect();
+  }, 100);
+});
+socket.on('connect', () => (revoked = saved.sessionId));
+socket.on('connect_error', (err) => {
+  console.log('refused', err.data?.code, 'saved', JSON.stringify(saved));
+  socket.close();
+});
+`;
+    const program = run('plain-client.mjs', client, { APP_URL: `http://127.0.0.1:${port}` });
+    const [, first] = await program.waitFor(/session 1 (\S+) false \[\]/, 'the first login');
+    const [, second] = await program.waitFor(/session 2 (\S+) true \[\]/, 'the resumed session after the dropped transport');
+    expect(second).to.equal(first);
+    const kick = await fetch(`http://127.0.0.1:${port}/presence/v4/im_open_login_svc/kick`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer admin-secret', 'content-type': 'application/json' },
+      body: JSON.stringify({ UserID: 'pat' }),
+    });
+    expect(kick.status).to.equal(200);
+    await program.waitFor(/kicked AdminKick/, 'the kick notice');
+    await program.waitFor(/saved after the kick \{"instanceId":"[^"]+"\}/, 'the session forgotten');
+    await program.waitFor(/refused SESSION_REVOKED saved \{"instanceId":"[^"]+"\}/, 'the revoked session refused and forgotten');
+    expect(await program.exited, program.output()).to.equal(0);
+    expect(program.output().match(/session \d/g)).to.deep.equal(['session 1', 'session 2']);
+  });
+
   describe('with Redis', () => {
     const prefix = uniquePrefix('readme');
     after(async () => {
