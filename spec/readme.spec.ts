@@ -126,10 +126,10 @@ describe('README examples', function () {
     throw new Error(`nothing listens on ${port}:\n${program.output()}`);
   }
 
-  function device(url: string, auth: Record<string, string>): Promise<{ socket: Socket; session: { userId: string; kicked: unknown[] } }> {
+  function device(url: string, auth: Record<string, string>): Promise<{ socket: Socket; session: { userId: string; sessionId: string; kicked: unknown[] } }> {
     const socket = connectClient(url, { auth, transports: ['websocket'], reconnection: false });
     return new Promise((resolve, reject) => {
-      socket.once('presence:session', (session: { userId: string; kicked: unknown[] }) => resolve({ socket, session }));
+      socket.once('presence:session', (session: { userId: string; sessionId: string; kicked: unknown[] }) => resolve({ socket, session }));
       socket.once('connect_error', reject);
     });
   }
@@ -250,6 +250,37 @@ presence.close();
     expect(program.output()).to.match(/subscribed \{"users":\[\{"userId":"bob","status":"Online"[^\]]*\},\{"userId":"carol","status":"Offline"/);
     await server.waitFor(/carol-viewer Web Login\/Register -> Online/, "the helper's login");
     bob.socket.close();
+  });
+
+  it("Socket.IO: authenticate reuses the app's own io.use() check, handlers read socket.data.presence", async () => {
+    const port = await freePort();
+    const code = `import { createServer } from 'node:http';
+import { Server } from 'socket.io';
+import { createPresence } from 'express-presence';
+const http = createServer((_req, res) => res.writeHead(404).end());
+const io = new Server(http);
+let checks = 0;
+async function verifyToken(token) { checks++; return typeof token === 'string' && token.startsWith('jwt:') ? { id: token.slice(4) } : null; }
+${block('socket.data.user = user')}
+io.on('connection', (socket) => socket.on('chat:send', () => console.log('token checks', checks)));
+http.listen(Number(process.env.PORT));
+`;
+    const server = run('socket-data.mjs', code, { PORT: String(port) });
+    await listening(port, server);
+    const url = `http://127.0.0.1:${port}`;
+    const { socket, session } = await device(url, { token: 'jwt:ann', platform: 'Web', instanceId: 'tab-1' });
+    socket.emit('chat:send', 'hello');
+    await server.waitFor(new RegExp(`ann Web tab-1 ${session.sessionId} hello`), 'the handler reading socket.data.presence');
+    await server.waitFor(/token checks 1/, 'one token check for the connection');
+    socket.close();
+    const refused = await new Promise<Error>((resolve) => {
+      const forged = connectClient(url, { auth: { token: 'forged', platform: 'Web' }, transports: ['websocket'], reconnection: false });
+      forged.once('connect_error', (error) => {
+        forged.close();
+        resolve(error);
+      });
+    });
+    expect(refused.message).to.equal('bad token');
   });
 
   it('A plain Socket.IO client: a dropped transport resumes the same session; after a kick the revoked session is forgotten', async () => {
