@@ -34,6 +34,8 @@ const SETUPS: Record<string, (app: express.Express, parsers: typeof express) => 
         },
       }),
     ),
+  // Express 4's parser sets req.body = {} even when it skips the body: the stream is still unread.
+  'a global express.json() for another content type': (app, parsers) => app.use(parsers.json({ type: 'application/vnd.other+json' })),
   'a global express.raw()': (app, parsers) => app.use(parsers.raw({ type: '*/*' })),
   'a global express.text()': (app, parsers) => app.use(parsers.text({ type: 'application/json' })),
 };
@@ -200,6 +202,24 @@ describe('callbackReceiver', () => {
     expect(good.body).to.deep.equal({ ActionStatus: 'OK', ErrorCode: 0, ErrorInfo: '' });
     expect(seen.map((event) => event.Info.To_Account)).to.deep.equal(['u9']);
     expect(logged).to.deep.equal([]);
+  });
+
+  it('answers 500, and tells the app to mount it earlier, when a middleware before it read the body and kept nothing', async () => {
+    const logged: string[] = [];
+    const app = express();
+    app.use((req, _res, nextMiddleware) => {
+      req.resume();
+      req.on('end', () => nextMiddleware());
+    });
+    app.post(
+      '/hook',
+      callbackReceiver(() => {}, { logger: { warn: () => {}, error: (message: string) => logged.push(message) } }),
+    );
+    const answer = await request(app).post('/hook').set('Content-Type', 'application/json').send('{}');
+    expect(answer.status).to.equal(500);
+    expect(answer.body).to.deep.equal({ ActionStatus: 'FAIL', ErrorCode: 90994, ErrorInfo: 'the body was read by another middleware before the receiver' });
+    expect(logged).to.have.length(1);
+    expect(logged[0]).to.match(/mount it before that parser/);
   });
 
   it('without a secret takes unsigned events; refuses a bad handler or option with a TypeError', async () => {
