@@ -13,6 +13,8 @@ export type {
   PerClass,
   HandshakeLike,
   Authenticate,
+  AuthenticateResult,
+  PresenceSocketData,
   Authorize,
   AuthorizeRequest,
   CanSee,
@@ -45,3 +47,4 @@ export { SourceErrorCode, type Problem, type SourceFailure } from './http/respon
 export type { PresenceMetrics, MetricsSnapshot } from './http/metrics.js';
 export { CallbackDeliveryError, type CallbackDeliveryStats, type StateChangeCallbackBody, type KickedDeviceEntry } from './callback/delivery.js';
 export { verifyCallbackSignature, signCallback, SIGNATURE_HEADER } from './callback/body.js';
+export { callbackReceiver, type CallbackHandler, type CallbackReceiver, type CallbackReceiverOptions } from './callback/receiver.js';

@@ -11,9 +11,10 @@ export interface AuthorizeRequest extends IncomingMessage {
   /** The parsed query string. */
   query?: unknown;
 }
+import type { Socket } from 'socket.io';
 import type { Clock } from './engine/clock.js';
 import { systemClock } from './engine/clock.js';
-import { PLATFORM_CLASSES, type PlatformClass } from './engine/platforms.js';
+import { PLATFORM_CLASSES, type Platform, type PlatformClass } from './engine/platforms.js';
 import type { LoginPolicy } from './engine/types.js';
 import type { PresenceStore } from './store/types.js';
 import { MemoryStore } from './store/memory-store.js';
@@ -41,11 +42,32 @@ export interface HandshakeLike {
   address: string;
 }
 
-/** Who the handshake belongs to; `null`/`undefined`/`false` refuses it with `UNAUTHENTICATED`. */
-export type Authenticate = (handshake: HandshakeLike) => { userId: string } | null | undefined | false | Promise<{ userId: string } | null | undefined | false>;
+/** What `authenticate` answers: who the handshake belongs to, or `null`/`undefined`/`false` to refuse it with `UNAUTHENTICATED`. */
+export type AuthenticateResult = { userId: string } | null | undefined | false;
 
-/** May this HTTP request use the router? Express hands the router its own request (with `req.get()`, `req.ip`...). */
-export type Authorize<Request = AuthorizeRequest> = (req: Request) => boolean | Promise<boolean>;
+/**
+ * Who the handshake belongs to. The socket comes too, so an identity the app's own `io.use()` already checked (say
+ * `socket.data.user`) is reused rather than checked twice; the parameter is checked bivariantly, so a socket typed with the
+ * app's own event maps and `SocketData` fits.
+ */
+export type Authenticate = {
+  check(handshake: HandshakeLike, socket: Socket): AuthenticateResult | Promise<AuthenticateResult>;
+}['check'];
+
+/** What presence puts on `socket.data.presence` once the device is logged in, for the app's own handlers. */
+export interface PresenceSocketData {
+  userId: string;
+  instanceId: string;
+  sessionId: string;
+  platform: Platform;
+}
+
+/**
+ * May this HTTP request use the router? Express hands the router its own request (with `req.get()`, `req.ip`...), so a
+ * function typed `(req: express.Request) => boolean` fits: the parameter is checked bivariantly (a method's parameter, as
+ * in `{ check(req) }['check']`), since the router passes Express's request where `AuthorizeRequest` only names the part it needs.
+ */
+export type Authorize<Request = AuthorizeRequest> = { check(req: Request): boolean | Promise<boolean> }['check'];
 
 /** May `viewerId` subscribe to the status of `targetId`? */
 export type CanSee = (viewerId: string, targetId: string) => boolean | Promise<boolean>;
@@ -92,7 +114,7 @@ export interface PresenceOptions {
   pushOnlineTtl?: Duration;
   /** How long a closed connection's transition waits for the same instance to reconnect. Defaults to 0. */
   reconnectGrace?: PerClass<Duration>;
-  /** Identifies the user of a Socket.IO handshake. Required by `attach()`. Defaults to none. */
+  /** Identifies the user of a Socket.IO handshake, `(handshake, socket) => ({ userId }) | null`. Required by `attach()`. Defaults to none. */
   authenticate?: Authenticate;
   /** Admits HTTP requests to the router. Required by `router()`. Defaults to none. */
   authorize?: Authorize;
@@ -424,7 +446,7 @@ export function resolveOptions(options: PresenceOptions | undefined = {}): Resol
     backgroundTimeout: Object.freeze(perClass('backgroundTimeout', given.backgroundTimeout, DEFAULT_BACKGROUND_TIMEOUT, true, true)),
     pushOnlineTtl: duration('pushOnlineTtl', given.pushOnlineTtl, 604_800_000, false),
     reconnectGrace: Object.freeze(perClass('reconnectGrace', given.reconnectGrace, NO_GRACE, true)),
-    authenticate: optionalFunction<Authenticate>('authenticate', given.authenticate, '(handshake) => ({ userId }) | null'),
+    authenticate: optionalFunction<Authenticate>('authenticate', given.authenticate, '(handshake, socket) => ({ userId }) | null'),
     authorize: optionalFunction<Authorize>('authorize', given.authorize, '(req) => boolean'),
     callback: resolveCallback(given.callback),
     maxSubscriptions: integer('maxSubscriptions', given.maxSubscriptions, 1000, 1, 1_000_000),

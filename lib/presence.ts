@@ -7,6 +7,7 @@ import type { Namespace, Server } from 'socket.io';
 import { createPresenceRouter, type PresenceRouter, type RouterOptions } from './http/router.js';
 import { attachPresence } from './socket/attach.js';
 import { CallbackDelivery, type StateChangeCallbackBody } from './callback/delivery.js';
+import { callbackReceiver, type CallbackHandler, type CallbackReceiver, type CallbackReceiverOptions } from './callback/receiver.js';
 import { PresenceMetrics } from './http/metrics.js';
 import { didYouMean } from './util/did-you-mean.js';
 
@@ -55,6 +56,17 @@ export class Presence {
   /** An Express router (also a plain Node middleware) serving the query, kick and stats routes; needs `authorize`. */
   router(options?: RouterOptions): PresenceRouter {
     return createPresenceRouter(this, options);
+  }
+
+  /**
+   * An Express middleware receiving the status-change callback: verifies the signature (with this mount's `callback.secret`
+   * unless `options.secret` is given), parses the event, awaits `handler(event, req)` and answers what the sender takes as
+   * delivered. See `callbackReceiver` for a receiver without a mount.
+   */
+  callbackReceiver(handler: CallbackHandler, options: CallbackReceiverOptions = {}): CallbackReceiver {
+    if (typeof options !== 'object' || options === null) return callbackReceiver(handler, options);
+    const secret = options.secret ?? this.config.callback?.secret;
+    return callbackReceiver(handler, { logger: this.config.logger, ...options, ...(secret === undefined ? {} : { secret }) });
   }
 
   /** Authenticates and tracks every connection of a Socket.IO server or namespace; needs `authenticate`. */

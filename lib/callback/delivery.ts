@@ -387,9 +387,11 @@ export function retryDelay(backoff: number, failures: number, random: () => numb
   return Math.floor(random() * ceiling);
 }
 
-/** Undefined when the receiver acknowledged (`{ ActionStatus: "OK", ErrorCode: 0 }` with a 2xx), else why not. */
+/** Undefined when the receiver acknowledged (a 2xx with `{ ActionStatus: "OK", ErrorCode: 0 }`, an empty body or `{}`), else why not. */
 function acknowledgement(status: number, text: string): Error | undefined {
   if (status < 200 || status >= 300) return new Error(`the receiver answered HTTP ${status}`);
+  // A plain `res.sendStatus(204)` or `res.json({})` receiver said nothing against the event: it took it.
+  if (text.trim() === '') return undefined;
   let answer: unknown;
   try {
     answer = JSON.parse(text);
@@ -398,5 +400,6 @@ function acknowledgement(status: number, text: string): Error | undefined {
   }
   const fields = answer as { ActionStatus?: unknown; ErrorCode?: unknown } | null;
   if (fields?.ActionStatus === 'OK' && fields.ErrorCode === 0) return undefined;
-  return new Error(`the receiver answered ${text.slice(0, 120)} instead of { "ActionStatus": "OK", "ErrorCode": 0 }`);
+  if (typeof answer === 'object' && answer !== null && !Array.isArray(answer) && Object.keys(answer).length === 0) return undefined;
+  return new Error(`the receiver answered ${text.slice(0, 120)} instead of { "ActionStatus": "OK", "ErrorCode": 0 } (or an empty body, or {})`);
 }

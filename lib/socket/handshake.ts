@@ -45,7 +45,7 @@ function userIdOf(identity: Awaited<ReturnType<Authenticate>>, config: ResolvedC
 function identify(authenticate: Authenticate, socket: PresenceSocket, config: ResolvedConfig): string | Promise<string> {
   let identity: ReturnType<Authenticate>;
   try {
-    identity = authenticate(socket.handshake);
+    identity = authenticate(socket.handshake, socket);
   } catch (error) {
     refuseThrown(error, config);
   }

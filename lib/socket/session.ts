@@ -3,6 +3,7 @@
 import type { Socket } from 'socket.io';
 import type { Connection, PresenceEngine } from '../engine/engine.js';
 import type { EndNotice } from '../engine/types.js';
+import type { PresenceSocketData } from '../options.js';
 import type { ServerToClientEvents, SessionPayload } from './protocol.js';
 
 /** Client events as the server receives them: anything, in any order, maybe with an acknowledgement last. */
@@ -91,10 +92,14 @@ export class SocketPresence {
     else deliverEnd(this.socket, notice);
   }
 
-  /** Logged in: the socket goes on through the middlewares after ours, then connects. */
+  /** Logged in: the device is told to the app's own middlewares and handlers; the socket goes on through them, then connects. */
   loggedIn(connection: Connection, session: SessionPayload): void {
     this.connection = connection;
     if (this.handshake) this.handshake.session = session;
+    const presence: PresenceSocketData = { userId: session.userId, instanceId: session.instanceId, sessionId: session.sessionId, platform: session.platform };
+    const data: unknown = this.socket.data;
+    if (typeof data === 'object' && data !== null) (data as { presence?: PresenceSocketData }).presence = presence;
+    else this.socket.data = { presence };
   }
 
   /**
