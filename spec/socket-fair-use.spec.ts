@@ -1,0 +1,158 @@
+// Fair use over real Socket.IO connections: connections and subscriptions per user, the event rate limit; other users unaffected.
+
+import { expect } from 'chai';
+import { ManualClock, type ChangedPayload } from '../lib/index.js';
+import { auth, delay, startHarness, waitFor, type Device, type Harness, type HarnessOptions } from './fixtures/socket-harness.js';
+
+type Answer = { ok: true; [key: string]: unknown } | { ok: false; code: string; message: string };
+
+async function ask(device: Device, event: string, payload?: unknown): Promise<Answer> {
+  const socket = device.socket as unknown as { timeout(ms: number): { emitWithAck(event: string, ...args: unknown[]): Promise<unknown> } };
+  return (await (payload === undefined ? socket.timeout(2000).emitWithAck(event) : socket.timeout(2000).emitWithAck(event, payload))) as Answer;
+}
+
+const subscribe = (device: Device, userIds: string[]): Promise<Answer> => ask(device, 'presence:subscribe', { userIds });
+const unsubscribe = (device: Device, userIds: string[]): Promise<Answer> => ask(device, 'presence:unsubscribe', { userIds });
+const targets = (count: number, from = 1): string[] => Array.from({ length: count }, (_, i) => `t${from + i}`);
+
+describe('socket: fair use', () => {
+  let harness: Harness | undefined;
+
+  async function start(options: HarnessOptions = {}): Promise<Harness> {
+    harness = await startHarness(options);
+    return harness;
+  }
+
+  afterEach(async () => {
+    await harness?.close();
+    harness = undefined;
+  });
+
+  describe('maxConnectionsPerUser', () => {
+    it('refuses one connection too many at the handshake, kicking nobody; other users connect; a closed or kicked one frees its place', async () => {
+      const h = await start({ maxConnectionsPerUser: 3 });
+      const first = await h.connect(auth('alice', 'Web', { instanceId: 'w' }));
+      const tabs = [first];
+      for (let i = 0; i < 2; i++) tabs.push(await h.connect(auth('alice', 'Web', { instanceId: 'w', sessionId: first.session.sessionId })));
+      const changesBefore = h.changes.length;
+
+      // A new Web device would kick alice's tabs under the single policy; refused before its login, it kicks nothing.
+      const refusal = await h.refused(auth('alice', 'Web', { instanceId: 'w2' }));
+      expect(refusal.code).to.equal('TOO_MANY_CONNECTIONS');
+      expect(refusal.message).to.match(/3 connections.*maxConnectionsPerUser/);
+      // Another user is not counted with alice.
+      const bob = [];
+      for (let i = 0; i < 3; i++) bob.push(await h.connect(auth('bob', 'Web', { instanceId: `b${i}` })));
+      await delay(30);
+      for (const tab of tabs) {
+        expect(tab.socket.connected).to.equal(true);
+        expect(tab.kicks).to.deep.equal([]);
+      }
+      expect(h.changes.slice(changesBefore).filter((c) => c.userId === 'alice')).to.deep.equal([]);
+
+      // A tab that closes gives its place back.
+      tabs.pop()!.socket.disconnect();
+      await waitFor(async () => {
+        const again = await h.connect(auth('alice', 'Web', { instanceId: 'w', sessionId: first.session.sessionId })).catch(() => undefined);
+        if (again) tabs.push(again);
+        return again !== undefined;
+      }, 'a free place once a tab closed');
+      expect((await h.refused(auth('alice', 'Web', { instanceId: 'w', sessionId: first.session.sessionId }))).code).to.equal('TOO_MANY_CONNECTIONS');
+
+      // Kicked connections give theirs back too.
+      await h.presence.kick('alice');
+      await waitFor(() => tabs.every((tab) => !tab.socket.connected), 'the kicked tabs disconnected');
+      await waitFor(async () => {
+        const fresh = await h.connect(auth('alice', 'Web', { instanceId: 'w3' })).catch(() => undefined);
+        fresh?.socket.disconnect();
+        return fresh !== undefined;
+      }, 'a connection after the kick');
+    });
+  });
+
+  describe('maxSubscriptionsPerUser', () => {
+    it("counts a user's watched users over all their connections, gives back on unsubscribe and disconnect; another user has their own budget", async () => {
+      const h = await start({ loginPolicy: 'multi', maxSubscriptions: 5, maxSubscriptionsPerUser: 8 });
+      const a1 = await h.connect(auth('alice', 'Web', { instanceId: 'a1' }));
+      const a2 = await h.connect(auth('alice', 'Android', { instanceId: 'a2' }));
+      const bob = await h.connect(auth('bob', 'Web'));
+
+      expect(await subscribe(a1, targets(5))).to.include({ ok: true });
+      const refused = await subscribe(a2, targets(4));
+      expect(refused).to.include({ ok: false, code: 'TOO_MANY_SUBSCRIPTIONS' });
+      expect((refused as { message: string }).message).to.match(
+        /at most 8 users over all their connections \(maxSubscriptionsPerUser\); this user watches 5 and asked for 4 more/,
+      );
+      expect(await subscribe(a2, targets(3))).to.include({ ok: true });
+      // Watching again what a connection already watches costs nothing.
+      expect(await subscribe(a2, targets(3))).to.include({ ok: true });
+      expect(await subscribe(a2, ['t9'])).to.include({ ok: false, code: 'TOO_MANY_SUBSCRIPTIONS' });
+      // Bob is not counted with alice.
+      expect(await subscribe(bob, targets(5))).to.include({ ok: true });
+
+      expect(await unsubscribe(a1, ['t1', 't2'])).to.deep.equal({ ok: true, watching: 3 });
+      expect(await subscribe(a2, ['t4', 't5'])).to.include({ ok: true });
+      expect(await subscribe(a2, ['t6'])).to.include({ ok: false, code: 'TOO_MANY_SUBSCRIPTIONS' });
+
+      // a1 (3 watched) leaves: its share comes back, and a new connection can take it.
+      a1.socket.disconnect();
+      const a3 = await h.connect(auth('alice', 'Mac', { instanceId: 'a3' }));
+      await waitFor(async () => (await subscribe(a3, targets(3))).ok, "a1's share given back");
+      expect(await subscribe(a3, ['t9'])).to.include({ ok: false, code: 'TOO_MANY_SUBSCRIPTIONS' });
+
+      // What is watched still works: a change of t1 reaches both of alice's connections and bob.
+      const seen: Record<string, ChangedPayload[]> = { a2: [], a3: [], bob: [] };
+      a2.socket.on('presence:changed', (c) => seen.a2!.push(c));
+      a3.socket.on('presence:changed', (c) => seen.a3!.push(c));
+      bob.socket.on('presence:changed', (c) => seen.bob!.push(c));
+      await h.connect(auth('t1', 'Web'));
+      await waitFor(() => seen.a2!.length === 1 && seen.a3!.length === 1 && seen.bob!.length === 1, 't1 Online told to every watcher');
+    });
+  });
+
+  describe('eventRateLimit', () => {
+    it('answers events beyond the bucket RATE_LIMITED and relays nothing of them; heartbeats pass; other connections and users have their own bucket', async () => {
+      const clock = new ManualClock();
+      const h = await start({ clock, loginPolicy: 'multi', eventRateLimit: { perSecond: 2, burst: 3 } });
+      const chatty = await h.connect(auth('alice', 'Web', { instanceId: 'w' }));
+      const watcher = await h.connect(auth('watcher', 'Web'));
+      expect(await subscribe(watcher, ['alice'])).to.include({ ok: true });
+      const relayed: ChangedPayload[] = [];
+      watcher.socket.on('presence:changed', (change) => relayed.push(change));
+
+      const answers: Answer[] = [];
+      // The subscribe above was the watcher's, not alice's: alice's bucket is full (3).
+      for (let i = 1; i <= 5; i++) answers.push(await ask(chatty, 'presence:set-status', { customStatus: `s${i}` }));
+      expect(answers.map((a) => (a.ok ? 'ok' : a.code))).to.deep.equal(['ok', 'ok', 'ok', 'RATE_LIMITED', 'RATE_LIMITED']);
+      expect((answers[3] as { message: string }).message).to.match(/more than 2 presence events per second \(eventRateLimit, burst 3\)/);
+      // Every kind of presence event counts, except the heartbeat.
+      expect(await ask(chatty, 'presence:background')).to.include({ ok: false, code: 'RATE_LIMITED' });
+      expect(await ask(chatty, 'presence:subscribe', { userIds: ['x'] })).to.include({ ok: false, code: 'RATE_LIMITED' });
+      expect(await ask(chatty, 'presence:heartbeat')).to.include({ ok: true });
+
+      await waitFor(() => relayed.length === 3, 'three changes relayed');
+      await delay(50);
+      expect(relayed.map((c) => c.customStatus)).to.deep.equal(['s1', 's2', 's3']);
+      expect((await h.presence.query(['alice']))[0]!.customStatus).to.equal('s3');
+
+      // Another connection of alice and another user are not limited by this connection's bucket.
+      const tab = await h.connect(auth('alice', 'Android', { instanceId: 'a' }));
+      expect(await ask(tab, 'presence:set-status', { customStatus: 'from-tab' })).to.include({ ok: true });
+      const bob = await h.connect(auth('bob', 'Web'));
+      for (let i = 0; i < 3; i++) expect(await ask(bob, 'presence:set-status', { customStatus: `b${i}` })).to.include({ ok: true });
+
+      // Tokens come back at perSecond: half a second is one more event.
+      clock.advance(500);
+      expect(await ask(chatty, 'presence:set-status', { customStatus: 's6' })).to.include({ ok: true });
+      expect(await ask(chatty, 'presence:set-status', { customStatus: 's7' })).to.include({ ok: false, code: 'RATE_LIMITED' });
+      expect(chatty.socket.connected).to.equal(true);
+      expect(h.errors).to.deep.equal([]);
+    });
+
+    it('false turns the limit off', async () => {
+      const h = await start({ clock: new ManualClock(), eventRateLimit: false });
+      const chatty = await h.connect(auth('alice', 'Web'));
+      for (let i = 0; i < 60; i++) expect(await ask(chatty, 'presence:set-status', { customStatus: `s${i}` })).to.include({ ok: true });
+    });
+  });
+});
