@@ -1,7 +1,9 @@
 // Fair use over real Socket.IO connections: connections and subscriptions per user, the event rate limit; other users unaffected.
 
 import { expect } from 'chai';
-import { ManualClock, type ChangedPayload } from '../lib/index.js';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ManualClock, type ChangedPayload, type StateChangeCallbackBody } from '../lib/index.js';
 import { auth, delay, startHarness, waitFor, type Device, type Harness, type HarnessOptions } from './fixtures/socket-harness.js';
 
 type Answer = { ok: true; [key: string]: unknown } | { ok: false; code: string; message: string };
@@ -14,6 +16,42 @@ async function ask(device: Device, event: string, payload?: unknown): Promise<An
 const subscribe = (device: Device, userIds: string[]): Promise<Answer> => ask(device, 'presence:subscribe', { userIds });
 const unsubscribe = (device: Device, userIds: string[]): Promise<Answer> => ask(device, 'presence:unsubscribe', { userIds });
 const targets = (count: number, from = 1): string[] => Array.from({ length: count }, (_, i) => `t${from + i}`);
+
+const OK = JSON.stringify({ ActionStatus: 'OK', ErrorCode: 0, ErrorInfo: '' });
+
+/** A callback receiver that holds the requests `hold` picks until `release()`, and answers the others at once. */
+async function holdingReceiver(hold: (body: StateChangeCallbackBody) => boolean) {
+  const accepted: StateChangeCallbackBody[] = [];
+  const held: (() => void)[] = [];
+  let holding = true;
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as StateChangeCallbackBody;
+      const answer = (): void => {
+        accepted.push(body);
+        res.writeHead(200, { 'Content-Type': 'application/json' }).end(OK);
+      };
+      if (holding && hold(body)) held.push(answer);
+      else answer();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
+    accepted,
+    held,
+    release(): void {
+      holding = false;
+      for (const answer of held.splice(0)) answer();
+    },
+    async stop(): Promise<void> {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
 
 describe('socket: fair use', () => {
   let harness: Harness | undefined;
@@ -154,5 +192,67 @@ describe('socket: fair use', () => {
       const chatty = await h.connect(auth('alice', 'Web'));
       for (let i = 0; i < 60; i++) expect(await ask(chatty, 'presence:set-status', { customStatus: `s${i}` })).to.include({ ok: true });
     });
+  });
+
+  describe('callback.maxQueuePerUser', () => {
+    const cases = [
+      { name: "one user's backlog is bounded and coalesced", maxQueuePerUser: 5, maxQueue: 1000 },
+      { name: 'a backlog as large as the whole queue gives way when the total is full', maxQueuePerUser: 1000, maxQueue: 10 },
+    ];
+    for (const { name, maxQueuePerUser, maxQueue } of cases) {
+      it(`${name}: a flapping user behind a slow receiver never costs another user a callback, and their latest state arrives`, async () => {
+        const receiver = await holdingReceiver((body) => body.Info.To_Account === 'flapper');
+        try {
+          const h = await start({ callback: { url: receiver.url, maxQueuePerUser, maxQueue, concurrency: 2 } });
+          const failed: { body: StateChangeCallbackBody; error: Error }[] = [];
+          h.presence.on('callback-failed', (body, error) => failed.push({ body, error }));
+          const FLAPS = 30;
+          for (let i = 0; i < FLAPS; i++) {
+            const flap = await h.connect(auth('flapper', 'Web'));
+            flap.socket.disconnect();
+            await waitFor(async () => (await h.status('flapper')) === 'Offline', 'the flap closed');
+          }
+          // The flapper's first event sits at the receiver; the rest wait in its backlog, bounded.
+          await waitFor(() => receiver.held.length === 1, "the flapper's first callback at the receiver");
+          const queued = h.presence.metrics.snapshot().callback!.queued;
+          expect(queued).to.be.at.most(Math.min(maxQueuePerUser, maxQueue));
+
+          const bob = await h.connect(auth('bob', 'Android'));
+          await waitFor(() => receiver.accepted.some((body) => body.Info.To_Account === 'bob'), "bob's Login callback delivered");
+          expect(receiver.accepted.find((body) => body.Info.To_Account === 'bob')).to.deep.include({
+            Info: { Action: 'Login', To_Account: 'bob', Reason: 'Register' },
+          });
+          bob.socket.disconnect();
+          await waitFor(() => receiver.accepted.filter((body) => body.Info.To_Account === 'bob').length === 2, "bob's Disconnect callback delivered");
+
+          receiver.release();
+          await waitFor(() => h.presence.metrics.snapshot().callback!.queued === 0, 'the backlog delivered');
+          const delivered = receiver.accepted.filter((body) => body.Info.To_Account === 'flapper');
+          // Every event is either delivered or handed to callback-failed as coalesced, each once; the last one is delivered.
+          expect(delivered.length + failed.length).to.equal(2 * FLAPS);
+          expect(failed.every(({ body, error }) => body.Info.To_Account === 'flapper' && /coalesced into a later one/.test(error.message))).to.equal(true);
+          expect(new Set([...delivered, ...failed.map((f) => f.body)].map((body) => body.Seq)).size).to.equal(2 * FLAPS);
+          const last = delivered[delivered.length - 1]!;
+          expect(last.Seq).to.equal(Math.max(...delivered.map((body) => body.Seq), ...failed.map((f) => f.body.Seq)));
+          expect(last).to.include({ UserStatus: 'Offline', Status: 'Offline' });
+          expect(delivered.map((body) => body.Seq)).to.deep.equal([...delivered.map((body) => body.Seq)].sort((a, b) => a - b));
+          expect(h.presence.metrics.snapshot().callback).to.include({ dropped: failed.length, failed: 0 });
+          const warnings = h.errors.map((args) => String(args[0]));
+          expect(
+            warnings.filter((line) => /are behind/.test(line)),
+            'logged once as it starts',
+          ).to.have.length(1);
+          expect(
+            warnings.filter((line) => line.includes(`caught up; ${failed.length} event(s) were coalesced`)),
+            'and once as it ends',
+          ).to.have.length(1);
+          expect(warnings.filter((line) => /queue is full/.test(line))).to.deep.equal([]);
+        } finally {
+          await harness?.close();
+          harness = undefined;
+          await receiver.stop();
+        }
+      });
+    }
   });
 });
