@@ -3,7 +3,10 @@
 import { expect } from 'chai';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
 import { ManualClock, type ChangedPayload, type StateChangeCallbackBody } from '../lib/index.js';
+import { RedisStore } from '../lib/redis/index.js';
+import { deleteKeys, redisClient, uniquePrefix } from './helpers/redis.js';
 import { auth, delay, startHarness, waitFor, type Device, type Harness, type HarnessOptions } from './fixtures/socket-harness.js';
 
 type Answer = { ok: true; [key: string]: unknown } | { ok: false; code: string; message: string };
@@ -254,5 +257,55 @@ describe('socket: fair use', () => {
         }
       });
     }
+  });
+
+  describe('revoked sessions, in Redis mode', () => {
+    const clients: Redis[] = [];
+    const others: Harness[] = [];
+    let prefix = '';
+    afterEach(async () => {
+      for (const other of others.splice(0)) await other.close();
+      if (clients[0]) await deleteKeys(clients[0], prefix);
+      for (const client of clients.splice(0)) client.disconnect();
+    });
+
+    function store(): RedisStore {
+      const client = redisClient();
+      clients.push(client);
+      return new RedisStore({ client, prefix, maxRevokedSessionsPerUser: 5 });
+    }
+
+    it("a user kicking themselves in a loop never lets another user's kicked phone back, on any process; Redis keeps at most the per-user bound", async () => {
+      prefix = uniquePrefix('fair-use-revoked');
+      const one = await start({ store: store() });
+      const two = await startHarness({ store: store() });
+      others.push(two);
+      const oldPhone = await one.connect(auth('victim', 'Android', { instanceId: 'old' }));
+      const newPhone = await one.connect(auth('victim', 'Android', { instanceId: 'new' }));
+      await waitFor(() => oldPhone.kicks.length === 1, 'the old phone told it was kicked');
+
+      const CHURN = 40;
+      // Each new Web login of the churner, on either process, kicks (and revokes) the one before.
+      for (let i = 0; i < CHURN; i++) await (i % 2 === 0 ? one : two).connect(auth('churner', 'Web', { instanceId: `w${i}` }));
+      // The kicked phone tries to resume its session on the other process: refused, and the new phone stays.
+      const refusal = await two.refused(auth('victim', 'Android', { instanceId: 'old', sessionId: oldPhone.session.sessionId }));
+      expect(refusal.code).to.equal('SESSION_REVOKED');
+      await delay(30);
+      expect(newPhone.kicks).to.deep.equal([]);
+      expect(newPhone.socket.connected).to.equal(true);
+
+      const admin = clients[0]!;
+      expect(await admin.zcard(`${prefix}rvu:churner`)).to.equal(5);
+      expect(await admin.zcard(`${prefix}rvu:victim`)).to.equal(1);
+      const revokedKeys: string[] = [];
+      let cursor = '0';
+      do {
+        const [nextCursor, keys] = await admin.scan(cursor, 'MATCH', `${prefix}rv:*`, 'COUNT', 1000);
+        cursor = nextCursor;
+        revokedKeys.push(...keys);
+      } while (cursor !== '0');
+      expect(revokedKeys, 'five of the churner, one of the victim').to.have.length(6);
+      expect(await admin.pttl(`${prefix}rvu:churner`)).to.be.above(0);
+    });
   });
 });
