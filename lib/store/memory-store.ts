@@ -373,8 +373,9 @@ export class MemoryStore implements PresenceStore {
       }
     }
     for (const revoked of state.revokedSessions ?? []) {
-      // Saved by an older version without the user: kept under no user, and looked up for every user.
-      if (revoked.expiresAt > now) this.revoked?.add(revoked.userId ?? NO_USER, revoked.sessionId, revoked.expiresAt);
+      // Saved without the user (by an older version, or a persistence that does not keep it): kept together under no user,
+      // outside the per-user bound (only the total bounds them), and looked up for every user.
+      if (revoked.expiresAt > now) this.revoked?.add(revoked.userId ?? NO_USER, revoked.sessionId, revoked.expiresAt, revoked.userId !== undefined);
     }
     for (const change of closed) this.context?.changed(change, 'Disconnect', 'LinkClose');
   }

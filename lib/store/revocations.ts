@@ -56,8 +56,8 @@ export class Revocations {
     return until !== undefined && now <= until;
   }
 
-  /** Refuses the session until `until` (ms). */
-  add(userId: string, sessionId: string, until: number): void {
+  /** Refuses the session until `until` (ms); `perUserBound` false only for sessions whose user is unknown (kept together). */
+  add(userId: string, sessionId: string, until: number, perUserBound = true): void {
     let user = this.users.get(userId);
     if (!user) {
       user = new UserRevocations(userId);
@@ -67,7 +67,7 @@ export class Revocations {
     // Deleted first, so the map stays in revocation order (the oldest first).
     if (!sessions.delete(sessionId)) this.count++;
     sessions.set(sessionId, until);
-    if (sessions.size > this.limits.perUser) this.forgetOldest(user);
+    if (perUserBound && sessions.size > this.limits.perUser) this.forgetOldest(user);
     if (sessions.size >= this.heaviestSize || !this.heaviest) {
       this.heaviest = user;
       this.heaviestSize = sessions.size;
