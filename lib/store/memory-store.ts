@@ -151,7 +151,7 @@ export class MemoryStore implements PresenceStore {
 
   private loginNow(request: StoreLoginRequest): StoreLoginResult {
     const { userId, instanceId, resumeSessionId, at } = request;
-    if (resumeSessionId !== undefined && this.isRevoked(userId, resumeSessionId)) return { outcome: 'revoked' };
+    if (resumeSessionId !== undefined && this.isRevoked(resumeSessionId)) return { outcome: 'revoked' };
     const user = this.userFor(userId);
     const previousUserStatus = deriveUserStatus(user.instances);
     const existing = user.instances.find((instance) => instance.instanceId === instanceId);
@@ -374,7 +374,7 @@ export class MemoryStore implements PresenceStore {
     }
     for (const revoked of state.revokedSessions ?? []) {
       // Saved without the user (by an older version, or a persistence that does not keep it): kept together under no user,
-      // outside the per-user bound (only the total bounds them), and looked up for every user.
+      // outside the per-user bound (only the total bounds them).
       if (revoked.expiresAt > now) this.revoked?.add(revoked.userId ?? NO_USER, revoked.sessionId, revoked.expiresAt, revoked.userId !== undefined);
     }
     for (const change of closed) this.context?.changed(change, 'Disconnect', 'LinkClose');
@@ -404,11 +404,8 @@ export class MemoryStore implements PresenceStore {
     if (this.persistence) this.revokedSinceSave.push({ userId, sessionId, expiresAt });
   }
 
-  private isRevoked(userId: string, sessionId: string): boolean {
-    const revoked = this.revoked;
-    if (!revoked) return false;
-    const now = this.clock.now();
-    return revoked.has(userId, sessionId, now) || revoked.has(NO_USER, sessionId, now);
+  private isRevoked(sessionId: string): boolean {
+    return this.revoked?.has(sessionId, this.clock.now()) ?? false;
   }
 
   private detach(user: UserEntry, entry: InstanceEntry): void {

@@ -27,6 +27,8 @@ export interface RevocationLimits {
  */
 export class Revocations {
   private readonly users = new Map<string, UserRevocations>();
+  /** Whose each session is: a revoked session is refused whoever presents it, as RedisStore does. */
+  private readonly owners = new Map<string, UserRevocations>();
   private count = 0;
   /** The user with the most revocations as last seen, and their count then (looked for again once it halved). */
   private heaviest: UserRevocations | undefined;
@@ -50,9 +52,9 @@ export class Revocations {
     return this.count;
   }
 
-  /** Is this session of this user refused at `now`? */
-  has(userId: string, sessionId: string, now: number): boolean {
-    const until = this.users.get(userId)?.sessions.get(sessionId);
+  /** Is this session refused at `now`? */
+  has(sessionId: string, now: number): boolean {
+    const until = this.owners.get(sessionId)?.sessions.get(sessionId);
     return until !== undefined && now <= until;
   }
 
@@ -64,9 +66,13 @@ export class Revocations {
       this.users.set(userId, user);
     }
     const sessions = user.sessions;
+    const owner = this.owners.get(sessionId);
+    // Session ids are the server's random ones: one revoked for two users can only be a client's replay. The last one keeps it.
+    if (owner && owner !== user) this.forget(owner, sessionId);
     // Deleted first, so the map stays in revocation order (the oldest first).
     if (!sessions.delete(sessionId)) this.count++;
     sessions.set(sessionId, until);
+    this.owners.set(sessionId, user);
     if (perUserBound && sessions.size > this.limits.perUser) this.forgetOldest(user);
     if (sessions.size >= this.heaviestSize || !this.heaviest) {
       this.heaviest = user;
@@ -98,9 +104,13 @@ export class Revocations {
 
   private forgetOldest(user: UserRevocations): void {
     const oldest = user.sessions.keys().next();
-    if (oldest.done) return;
-    user.sessions.delete(oldest.value);
+    if (!oldest.done) this.forget(user, oldest.value);
+  }
+
+  private forget(user: UserRevocations, sessionId: string): void {
+    if (!user.sessions.delete(sessionId)) return;
     this.count--;
+    if (this.owners.get(sessionId) === user) this.owners.delete(sessionId);
     if (user.sessions.size === 0) this.drop(user);
   }
 
@@ -122,6 +132,7 @@ export class Revocations {
       if (until >= now) break;
       user.sessions.delete(sessionId);
       this.count--;
+      if (this.owners.get(sessionId) === user) this.owners.delete(sessionId);
     }
     this.reschedule(user);
   }

@@ -116,6 +116,8 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         churned.push((await presence.engine.connect({ userId: 'churner', platform: 'Web', instanceId: `w${i}` }, noop)).connection.sessionId);
       expect(await refused('victim', 'Android', 'old', phone.connection.sessionId), 'the kicked phone').to.equal(true);
       expect(await refused('victim', 'Web', 'tab', tab.connection.sessionId), 'the logged-out tab').to.equal(true);
+      // A revoked session is refused whoever presents it.
+      expect(await refused('churner', 'Android', 'old', phone.connection.sessionId), "another user replaying the victim's session").to.equal(true);
       // The churner's newest revocations hold; their oldest were forgotten to keep within the bound.
       expect(await refused('churner', 'Web', 'w28', churned[28]!)).to.equal(true);
       expect(await refused('churner', 'Web', 'w26', churned[26]!)).to.equal(true);
