@@ -144,7 +144,11 @@ local MAX_REVOKED_PER_USER = ${MAX_REVOKED_PER_USER_MARK}
 local function revoke(userId, sid, notice)
   redis.call('SET', P .. 'rv:' .. sid, notice, 'PX', TTL)
   local index = P .. 'rvu:' .. userId
-  redis.call('ZADD', index, NOW, sid)
+  -- Scored by revocation time, kept strictly increasing so that ties within a millisecond still forget the oldest first.
+  local score = NOW
+  local newest = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
+  redis.call('ZADD', index, score, sid)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - TTL)
   local over = redis.call('ZCARD', index) - MAX_REVOKED_PER_USER
   if over > 0 then
