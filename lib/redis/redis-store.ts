@@ -19,7 +19,7 @@ import type {
   StoredInstance,
   StoredUser,
 } from '../store/types.js';
-import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_CUSTOM_STATUS } from './scripts.js';
+import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_CUSTOM_STATUS, withRevocationCap } from './scripts.js';
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 
@@ -41,6 +41,11 @@ export interface RedisStoreOptions {
   sweepInterval?: number;
   /** How long an Offline user's last-seen time and custom status are kept. Defaults to 30 days. */
   offlineTtl?: number;
+  /**
+   * Revoked sessions kept for one user (each for the PushOnline TTL); beyond it, that user's oldest is forgotten, never another
+   * user's. Defaults to 1000.
+   */
+  maxRevokedSessionsPerUser?: number;
 }
 
 /** Something that waited for Redis: replayed in order once it is back. */
@@ -169,6 +174,7 @@ export class RedisStore implements PresenceStore {
   private readonly sweepInterval: number;
   private readonly offlineTtl: number;
   private readonly shas = new Map<ScriptName, string>();
+  private readonly sources = new Map<ScriptName, string>();
   private context: StoreContext | undefined;
   private readonly timers = new Set<TimerHandle>();
   private closed = false;
@@ -198,7 +204,7 @@ export class RedisStore implements PresenceStore {
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError('RedisStore options must be an object { client, prefix? }');
-    const known = ['client', 'prefix', 'leaseTtl', 'sweepInterval', 'offlineTtl'];
+    const known = ['client', 'prefix', 'leaseTtl', 'sweepInterval', 'offlineTtl', 'maxRevokedSessionsPerUser'];
     refuseUnknownKeys('RedisStore', options, known);
     const client = options.client as Partial<Redis> | undefined;
     if (!client || typeof client.evalsha !== 'function' || typeof client.pipeline !== 'function' || typeof client.duplicate !== 'function') {
@@ -212,7 +218,12 @@ export class RedisStore implements PresenceStore {
     this.sweepInterval = positiveInteger('RedisStore', 'sweepInterval', options.sweepInterval, 1000, 'milliseconds');
     this.offlineTtl = positiveInteger('RedisStore', 'offlineTtl', options.offlineTtl, 30 * 24 * 3600 * 1000, 'milliseconds');
     this.endMemory = END_MEMORY_LEASES * this.leaseTtl;
-    for (const [name, source] of Object.entries(SOURCES)) this.shas.set(name as ScriptName, createHash('sha1').update(source).digest('hex'));
+    const maxRevokedSessionsPerUser = positiveInteger('RedisStore', 'maxRevokedSessionsPerUser', options.maxRevokedSessionsPerUser, 1000);
+    for (const [name, template] of Object.entries(SOURCES)) {
+      const source = withRevocationCap(template, maxRevokedSessionsPerUser);
+      this.sources.set(name as ScriptName, source);
+      this.shas.set(name as ScriptName, createHash('sha1').update(source).digest('hex'));
+    }
   }
 
   init(context: StoreContext): void {
@@ -435,7 +446,7 @@ export class RedisStore implements PresenceStore {
       return await this.client.evalsha(this.shas.get(name) as string, 0, ...argv);
     } catch (error) {
       if (!(error instanceof Error) || !error.message.includes('NOSCRIPT')) throw error;
-      return this.client.eval(SOURCES[name], 0, ...argv);
+      return this.client.eval(this.sources.get(name) as string, 0, ...argv);
     }
   }
 

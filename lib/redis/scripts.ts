@@ -15,10 +15,20 @@
  *   P lease:<owner>  a process's lease (PX expiry); P procs: set of owners that ever held one
  *   P rv:<sessionId> a revoked session (PX: the PushOnline TTL); its value is the end notice as JSON, {reason, by?}
  *                    (what a re-asserted device that missed its `ended` message is told); '1' (older versions) = AdminKick
+ *   P rvu:<userId>   sorted set of the user's revoked sessions by revocation time (PX: the PushOnline TTL): at most
+ *                    maxRevokedSessionsPerUser; beyond it the user's oldest rv: key is deleted (never another user's)
  *   P kk:<userId>    recent admin kicks of the user (PX: the store's end memory): cjson [[platform, instanceId, at], ...]
  *                    ('' for any); a device re-asserted later that was taken up at or before `at` and matches yields
  *   P ended          pub/sub channel: {sid, reason, by?} for sessions ended by kicks and logouts, so every process tells its sockets
  */
+
+/** Stands for the store's `maxRevokedSessionsPerUser` in the scripts' source (see withRevocationCap). */
+const MAX_REVOKED_PER_USER_MARK = '__MAX_REVOKED_PER_USER__';
+
+/** A script's source with the per-user cap of revoked sessions written in (a number in Lua). */
+export function withRevocationCap(source: string, maxRevokedSessionsPerUser: number): string {
+  return source.replace(MAX_REVOKED_PER_USER_MARK, String(maxRevokedSessionsPerUser));
+}
 
 const COMMON = `
 local P = ARGV[1]
@@ -129,7 +139,24 @@ local function change(userId, user, r, instanceStatus, previous, kicked)
 end
 
 -- notice: the end as JSON ({reason, by?}), kept so that a device that missed its 'ended' message is told what ended it.
-local function revoke(sid, notice) redis.call('SET', P .. 'rv:' .. sid, notice, 'PX', TTL) end
+-- Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own memory).
+local MAX_REVOKED_PER_USER = ${MAX_REVOKED_PER_USER_MARK}
+local function revoke(userId, sid, notice)
+  redis.call('SET', P .. 'rv:' .. sid, notice, 'PX', TTL)
+  local index = P .. 'rvu:' .. userId
+  -- Scored by revocation time, kept strictly increasing so that ties within a millisecond still forget the oldest first.
+  local score = NOW
+  local newest = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
+  redis.call('ZADD', index, score, sid)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - TTL)
+  local over = redis.call('ZCARD', index) - MAX_REVOKED_PER_USER
+  if over > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', index, 0, over - 1)) do redis.call('DEL', P .. 'rv:' .. old) end
+    redis.call('ZREMRANGEBYRANK', index, 0, over - 1)
+  end
+  redis.call('PEXPIRE', index, TTL)
+end
 local ADMIN_KICK = '{"reason":"AdminKick"}'
 local function revokedNotice(sid)
   local value = redis.call('GET', P .. 'rv:' .. sid)
@@ -193,7 +220,7 @@ if reassert then
   if kicks then
     for _, k in ipairs(cjson.decode(kicks)) do
       if (k[1] == '' or k[1] == platform) and (k[2] == '' or k[2] == instanceId) and takenUpAt <= k[3] then
-        revoke(newSid, ADMIN_KICK)
+        revoke(userId, newSid, ADMIN_KICK)
         return cjson.encode({outcome = 'revoked', notice = ADMIN_KICK})
       end
     end
@@ -255,7 +282,7 @@ if reassert and (#displaced > 0 or existing) then
   local newest = existing
   for _, r in ipairs(displaced) do if newest == nil or r.order > newest.order then newest = r end end
   local notice = cjson.encode({reason = 'LoginElsewhere', by = {platform = newest.platform, instanceId = newest.id}})
-  revoke(newSid, notice)
+  revoke(userId, newSid, notice)
   return cjson.encode({outcome = 'revoked', notice = notice})
 end
 -- Kicks are listed oldest first, the device's own earlier session among them.
@@ -267,7 +294,7 @@ local by = {platform = platform, instanceId = instanceId}
 local kickNotice = cjson.encode({reason = 'LoginElsewhere', by = by})
 for _, r in ipairs(displaced) do
   detach(userId, user, r)
-  revoke(r.sid, kickNotice)
+  revoke(userId, r.sid, kickNotice)
   table.insert(kicked, {platform = r.platform, instanceId = r.id, sessionId = r.sid})
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'LoginElsewhere', by = by}))
 end
@@ -304,7 +331,7 @@ local userId, instanceId, sid, lastSeen, doRevoke, owner = ARGV[5], ARGV[6], ARG
 local user = load(userId)
 local r = find(user, instanceId, sid, owner)
 if doRevoke and sid ~= '' then
-  revoke(sid, '{"reason":"Logout"}')
+  revoke(userId, sid, '{"reason":"Logout"}')
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = sid, reason = 'Logout'}))
 end
 if r == nil then return false end
@@ -313,7 +340,7 @@ local previous = status(user)
 if r.status == 'Online' then noteLastSeen(user, lastSeen) end
 detach(userId, user, r)
 if doRevoke and sid == '' then
-  revoke(r.sid, '{"reason":"Logout"}')
+  revoke(userId, r.sid, '{"reason":"Logout"}')
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'Logout'}))
 end
 return cjson.encode(change(userId, user, r, 'Offline', previous))
@@ -343,7 +370,7 @@ for _, r in ipairs(targets) do
   local previous = status(user)
   if r.status == 'Online' then noteLastSeen(user, NOW) end
   detach(userId, user, r)
-  revoke(r.sid, ADMIN_KICK)
+  revoke(userId, r.sid, ADMIN_KICK)
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'AdminKick'}))
   table.insert(changes, change(userId, user, r, 'Offline', previous))
 end
@@ -409,7 +436,7 @@ local memory = tonumber(ARGV[5])
 local changes = {}
 for _, e in ipairs(cjson.decode(ARGV[6])) do
   local userId, instanceId, sid, notice = e[1], e[2], e[3], e[4]
-  revoke(sid, notice)
+  revoke(userId, sid, notice)
   local user = load(userId)
   local r = find(user, instanceId, sid, '')
   if r ~= nil then

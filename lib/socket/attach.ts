@@ -3,6 +3,7 @@
 import type { DisconnectReason, Namespace, Server } from 'socket.io';
 import type { Presence } from '../presence.js';
 import { presenceEvents } from './events.js';
+import { FairUse } from './fair-use.js';
 import { presenceMiddleware } from './handshake.js';
 import { PRESENCE, type PresenceSocket } from './session.js';
 import { relayChanges, Subscriptions, type PresenceNamespace } from './subscriptions.js';
@@ -35,7 +36,8 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
   if (mounted.has(nsp)) throw new TypeError(`the namespace "${nsp.name}" already has a presence attached; give each createPresence() its own namespace`);
   mounted.add(nsp);
 
-  const subscriptions = new Subscriptions(engine, config.maxSubscriptions, config.canSee, config.logger);
+  const fairUse = new FairUse(config);
+  const subscriptions = new Subscriptions(engine, config.maxSubscriptions, config.canSee, config.logger, fairUse);
   const dispatch = presenceEvents(engine, subscriptions);
 
   function onDisconnect(this: PresenceSocket, reason: DisconnectReason): void {
@@ -47,7 +49,7 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
     engine.disconnect(state.connection, reason === 'ping timeout' ? 'timeout' : 'closed');
   }
 
-  nsp.use(presenceMiddleware({ engine, dispatch }, authenticate));
+  nsp.use(presenceMiddleware({ engine, dispatch, fairUse }, authenticate));
   nsp.on('connection', (socket: PresenceSocket) => {
     const state = socket[PRESENCE];
     if (!state) {

@@ -2,6 +2,7 @@
 
 import { parseCustomStatus, type PresenceEngine } from '../engine/engine.js';
 import { isPromiseLike, type MaybePromise } from '../store/types.js';
+import { takeToken } from './fair-use.js';
 import type { Answer, ClientToServerEvents, FailedAnswer } from './protocol.js';
 import { PRESENCE, type PresenceSocket, type SocketPresence } from './session.js';
 import { readUserIds, type Subscriptions } from './subscriptions.js';
@@ -31,6 +32,12 @@ function refuseJunk(event: string, payload: unknown): FailedAnswer | undefined {
   return { ok: false, code: 'BAD_REQUEST', message: `${event} takes no payload (or an object); got ${kindOf(payload)}` };
 }
 
+/** The acknowledgement of an event, `[name, ...args]`: its last argument when the client asked for one. */
+function ackOf(args: readonly unknown[]): Ack | undefined {
+  const last = args[args.length - 1];
+  return args.length > 1 && typeof last === 'function' ? (last as Ack) : undefined;
+}
+
 function reply(ack: Ack | undefined, answer: Answer): void {
   if (!ack) return;
   try {
@@ -51,8 +58,7 @@ function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: 
   };
   return (socket, args) => {
     // args[0] is the event name; socket.io appends the acknowledgement when the client asked for one.
-    const last = args[args.length - 1];
-    const ack = args.length > 1 && typeof last === 'function' ? (last as Ack) : undefined;
+    const ack = ackOf(args);
     const payload = args.length > (ack ? 2 : 1) ? args[1] : undefined;
     const state = socket[PRESENCE];
     let answer: MaybePromise<Answer>;
@@ -76,10 +82,27 @@ function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: 
  */
 export function presenceEvents(engine: PresenceEngine, subscriptions: Subscriptions): EventDispatch {
   const handlers = new Map<unknown, EventHandler>(Object.entries(eventHandlers(engine, subscriptions)));
+  const { eventRateLimit: limit, clock } = engine.config;
+  if (!limit) {
+    return (socket, event, next) => {
+      const handler = handlers.get(event[0]);
+      if (handler) handler(socket, event);
+      else next();
+    };
+  }
+  const rateLimited: FailedAnswer = Object.freeze({
+    ok: false,
+    code: 'RATE_LIMITED',
+    message: `this connection sent more than ${limit.perSecond} presence events per second (eventRateLimit, burst ${limit.burst}); the event was not handled, retry later`,
+  });
   return (socket, event, next) => {
     const handler = handlers.get(event[0]);
-    if (handler) handler(socket, event);
-    else next();
+    if (!handler) return next();
+    // Heartbeats are exempt: a client keeping its link alive is never refused for it. The packet
+    // counted as a heartbeat anyway (SocketPresence.heartbeat), refused or not.
+    const state = socket[PRESENCE];
+    if (state && event[0] !== 'presence:heartbeat' && !takeToken(state, limit, clock.now())) reply(ackOf(event), rateLimited);
+    else handler(socket, event);
   };
 }
 

@@ -64,7 +64,30 @@ async function admit(socket: PresenceSocket, mount: PresenceMount, authenticate:
   // Only authenticate says who this is: an `auth.userId` the client sent is never read.
   const identified = identify(authenticate, socket, engine.config);
   const userId = typeof identified === 'string' ? identified : await identified;
-  const state = new SocketPresence(socket, mount);
+  // Counted before the login, so a refused connection kicks nobody; given back by whatever ends it.
+  const budget = mount.fairUse.takeConnection(userId);
+  if (!budget) {
+    throw new HandshakeRefusal(
+      'TOO_MANY_CONNECTIONS',
+      `this user already holds ${mount.fairUse.maxConnectionsPerUser} connections to this server (maxConnectionsPerUser); close one first`,
+    );
+  }
+  const state = new SocketPresence(socket, mount, budget);
+  try {
+    return await logIn(socket, engine, state, userId, auth);
+  } catch (error) {
+    state.releaseBudget();
+    throw error;
+  }
+}
+
+async function logIn(
+  socket: PresenceSocket,
+  engine: PresenceEngine,
+  state: SocketPresence,
+  userId: string,
+  auth: Record<string, unknown>,
+): Promise<SocketPresence> {
   const result = await engine.connect(
     { userId, platform: auth.platform, instanceId: auth.instanceId, sessionId: auth.sessionId, version: auth.version, clientIp: socket.handshake.address },
     state.endListener(),

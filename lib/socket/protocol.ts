@@ -18,7 +18,7 @@ export interface PresenceHandshakeAuth {
 }
 
 /** Why a handshake was refused: `err.data.code` of the client's `connect_error`. */
-export type HandshakeErrorCode = PresenceErrorCode | 'SERVER_ERROR';
+export type HandshakeErrorCode = PresenceErrorCode | 'SERVER_ERROR' | 'TOO_MANY_CONNECTIONS';
 
 /** `err.data` of a `connect_error` raised by presence. */
 export interface HandshakeErrorData {
@@ -63,8 +63,10 @@ export type ChangedPayload = WatchedUser;
 export type AnswerErrorCode =
   /** The payload is not what the event takes (the message says what was wrong). */
   | 'BAD_REQUEST'
-  /** `presence:subscribe` would watch more users than `maxSubscriptions`. */
+  /** `presence:subscribe` would watch more users than `maxSubscriptions` (this connection) or `maxSubscriptionsPerUser` (all of the user's). */
   | 'TOO_MANY_SUBSCRIPTIONS'
+  /** The connection sent more presence events than `eventRateLimit` allows; the event was not handled. */
+  | 'RATE_LIMITED'
   /** The device is no longer logged in on this connection (kicked, logged out, timed out). */
   | 'NOT_LOGGED_IN'
   /** The server failed (its store, say); the event may be retried. */
