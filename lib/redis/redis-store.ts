@@ -259,6 +259,11 @@ export class RedisStore implements PresenceStore {
     return Math.min(this.leaseTtl, this.context?.storeTimeout ?? this.leaseTtl);
   }
 
+  /** Names the wait in refusals: `400 ms (leaseTtl)`. */
+  private get waitLimitText(): string {
+    return `${this.waitLimit} ms (${this.waitLimit === this.leaseTtl ? 'leaseTtl' : 'storeTimeout'})`;
+  }
+
   /**
    * While Redis is away, a login waits for it (in order with the transport ends before it) for up to
    * `storeTimeout` (at most `leaseTtl`): a short outage, such as a restart, delays logins instead of refusing them.
@@ -266,14 +271,14 @@ export class RedisStore implements PresenceStore {
   login(request: StoreLoginRequest): Promise<StoreLoginResult> {
     this.limits = request.limits;
     if (!this.down && this.pending.length === 0) return this.loginScript(request, false);
-    const waitLimit = this.waitLimit;
+    const { waitLimit, waitLimitText } = this;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const index = this.pending.indexOf(deferred);
         if (index < 0) return;
         this.pending.splice(index, 1);
         // Taken out of the queue: a login nobody waits for any more is never made.
-        reject(new StoreUnavailableError(`Redis has not been reachable for ${waitLimit} ms; the login was not made, try again shortly`));
+        reject(new StoreUnavailableError(`Redis has not been reachable for ${waitLimitText}; the login was not made, try again shortly`));
       }, waitLimit);
       timer.unref?.();
       const deferred: Deferred = {
@@ -346,13 +351,13 @@ export class RedisStore implements PresenceStore {
   kick(userId: string, filter: KickFilter, at: number): Promise<StoreChange[]> {
     const run = () => this.kickScript(userId, filter, at);
     if (!this.down && this.client.status === 'ready' && !this.reconciling && this.pending.length === 0 && this.waitingKicks.length === 0) return run();
-    const waitLimit = this.waitLimit;
+    const { waitLimit, waitLimitText } = this;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const index = this.waitingKicks.indexOf(waiting);
         if (index < 0) return;
         this.waitingKicks.splice(index, 1);
-        reject(new StoreUnavailableError(`Redis has not been reachable for ${waitLimit} ms; the kick was not made, try again shortly`));
+        reject(new StoreUnavailableError(`Redis has not been reachable for ${waitLimitText}; the kick was not made, try again shortly`));
       }, waitLimit);
       timer.unref?.();
       const waiting: WaitingKick = {
