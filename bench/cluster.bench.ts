@@ -256,12 +256,14 @@ async function redisPauseBenchmark(prefix: string): Promise<Figure[]> {
         ),
       );
       queries.push(
-        fetch(route, { method: 'POST', headers: { authorization: 'Bearer admin', 'content-type': 'application/json' }, body: JSON.stringify({ To_Account: ['x'] }) }).then(
-          async (response) => {
-            await response.arrayBuffer();
-            return { ms: performance.now() - start, status: response.status };
-          },
-        ),
+        fetch(route, {
+          method: 'POST',
+          headers: { authorization: 'Bearer admin', 'content-type': 'application/json' },
+          body: JSON.stringify({ To_Account: ['x'] }),
+        }).then(async (response) => {
+          await response.arrayBuffer();
+          return { ms: performance.now() - start, status: response.status };
+        }),
       );
       await new Promise((resolve) => setTimeout(resolve, PAUSE_LOGIN_EVERY_MS));
     }

@@ -84,11 +84,7 @@ for (const [hostName, makeApp] of HOSTS) {
         }
         // A body-less form post (Content-Length 0) is refused too: it would otherwise kick every device.
         for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x']) {
-          const empty = await request(app)
-            .post(`${MOUNT}/users/u1/kick`)
-            .set('Cookie', 'admin=1')
-            .set('Content-Type', type)
-            .set('Content-Length', '0');
+          const empty = await request(app).post(`${MOUNT}/users/u1/kick`).set('Cookie', 'admin=1').set('Content-Type', type).set('Content-Length', '0');
           expect(empty.status, type).to.equal(415);
         }
         expect(await onlineDevices(presence, 'u1')).to.equal(1);
@@ -102,7 +98,12 @@ for (const [hostName, makeApp] of HOSTS) {
           expect(plain.status).to.equal(415);
           expect(plain.headers['content-type']).to.match(/^application\/problem\+json/);
           expect(JSON.parse(plain.text).detail).to.match(/got no Content-Type/);
-          const source = await rawRequest(server, `${MOUNT}/v4/openim/querystate`, { Authorization: ADMIN, 'Transfer-Encoding': 'chunked' }, '{"To_Account":["u1"]}');
+          const source = await rawRequest(
+            server,
+            `${MOUNT}/v4/openim/querystate`,
+            { Authorization: ADMIN, 'Transfer-Encoding': 'chunked' },
+            '{"To_Account":["u1"]}',
+          );
           expect(source.status).to.equal(415);
           expect(JSON.parse(source.text)).to.include({ ActionStatus: 'FAIL', ErrorCode: 90001 });
         } finally {
@@ -194,7 +195,12 @@ for (const [hostName, makeApp] of HOSTS) {
           ] as const) {
             const started = Date.now();
             // Content-Length promises 100 bytes; none come.
-            const res = await rawRequest(server, MOUNT + path, { Authorization: ADMIN, 'Content-Type': 'application/json', 'Content-Length': '100' }, undefined);
+            const res = await rawRequest(
+              server,
+              MOUNT + path,
+              { Authorization: ADMIN, 'Content-Type': 'application/json', 'Content-Length': '100' },
+              undefined,
+            );
             const took = Date.now() - started;
             expect(res.status, path).to.equal(408);
             expect(took, path).to.be.within(250, 5000);
@@ -270,11 +276,7 @@ for (const [hostName, makeApp] of HOSTS) {
         expect(source.body).to.include({ ActionStatus: 'FAIL', ErrorCode: 90001 });
         expect(source.body.ErrorInfo).to.match(/not valid JSON/);
         expect(source.text).to.not.match(/<html|at .*\.js/i);
-        const plain = await request(hosted)
-          .post(`${MOUNT}/users/query`)
-          .set('Authorization', ADMIN)
-          .set('Content-Type', 'application/json')
-          .send('{nope');
+        const plain = await request(hosted).post(`${MOUNT}/users/query`).set('Authorization', ADMIN).set('Content-Type', 'application/json').send('{nope');
         expect(plain.status).to.equal(400);
         expect(plain.headers['content-type']).to.match(/^application\/problem\+json/);
         expect(plain.body.detail).to.match(/not valid JSON/);
@@ -314,7 +316,10 @@ for (const [hostName, makeApp] of HOSTS) {
       });
 
       it('takes the body the host parsed, and leaves other errors and other paths to the host', async () => {
-        const ok = await request(hosted).post(`${MOUNT}/users/query`).set('Authorization', ADMIN).send({ userIds: ['u1'] });
+        const ok = await request(hosted)
+          .post(`${MOUNT}/users/query`)
+          .set('Authorization', ADMIN)
+          .send({ userIds: ['u1'] });
         expect(ok.status).to.equal(200);
         expect(ok.body.users[0].status).to.equal('Online');
         const boom = await request(hosted).get('/host/boom');
@@ -331,11 +336,7 @@ for (const [hostName, makeApp] of HOSTS) {
         inner.use((makeApp === HOSTS[1][1] ? express4 : express).json());
         inner.use('/presence', router, router.errorHandler);
         outer.use('/api', inner);
-        const res = await request(outer)
-          .post('/api/presence/users/query')
-          .set('Authorization', ADMIN)
-          .set('Content-Type', 'application/json')
-          .send('{nope');
+        const res = await request(outer).post('/api/presence/users/query').set('Authorization', ADMIN).set('Content-Type', 'application/json').send('{nope');
         expect(res.status).to.equal(400);
         expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
       });
@@ -346,7 +347,12 @@ for (const [hostName, makeApp] of HOSTS) {
         const ported = makeApp();
         ported.use(MOUNT, presence.router({ sourceHttpStatus: 'always-200' }));
         const cases: [request.Test, number][] = [
-          [request(ported).post(`${MOUNT}/v4/openim/querystate`).send({ To_Account: ['u1'] }), 90009],
+          [
+            request(ported)
+              .post(`${MOUNT}/v4/openim/querystate`)
+              .send({ To_Account: ['u1'] }),
+            90009,
+          ],
           [request(ported).post(`${MOUNT}/v4/openim/querystate`).set('Authorization', ADMIN).send({ To_Account: 'u1' }), 90003],
           [request(ported).post(`${MOUNT}/v4/openim/querystate`).set('Authorization', ADMIN).set('Content-Type', 'application/json').send('{'), 90001],
           [request(ported).post(`${MOUNT}/v4/im_open_login_svc/kick`).set('Authorization', ADMIN).set('Content-Type', 'text/plain').send('{}'), 90001],
@@ -358,11 +364,20 @@ for (const [hostName, makeApp] of HOSTS) {
           expect(res.body).to.include({ ActionStatus: 'FAIL', ErrorCode: code });
           expect(res.body.ErrorInfo).to.be.a('string').and.not.equal('');
         }
-        const ok = await request(ported).post(`${MOUNT}/v4/openim/querystate`).set('Authorization', ADMIN).send({ To_Account: ['u1'] });
+        const ok = await request(ported)
+          .post(`${MOUNT}/v4/openim/querystate`)
+          .set('Authorization', ADMIN)
+          .send({ To_Account: ['u1'] });
         expect(ok.body).to.include({ ActionStatus: 'OK', ErrorCode: 0 });
         expect((await request(ported).get(`${MOUNT}/stats`)).status).to.equal(401);
         // The default is unchanged.
-        expect((await request(app).post(`${MOUNT}/v4/openim/querystate`).send({ To_Account: ['u1'] })).status).to.equal(401);
+        expect(
+          (
+            await request(app)
+              .post(`${MOUNT}/v4/openim/querystate`)
+              .send({ To_Account: ['u1'] })
+          ).status,
+        ).to.equal(401);
       });
     });
   });
@@ -376,7 +391,10 @@ describe('router({ sourceHttpStatus }) validation', () => {
       'router sourceHttpStatus must be one of "http-status", "always-200"; got "always200"; did you mean "always-200"?',
     );
     expect(() => presence.router({ sourceHttpStatus: 200 as never })).to.throw(TypeError, /sourceHttpStatus must be one of .*; got number/);
-    expect(() => presence.router({ sourceHttpstatus: 'always-200' } as never)).to.throw(TypeError, /unknown router option sourceHttpstatus; did you mean sourceHttpStatus\?/);
+    expect(() => presence.router({ sourceHttpstatus: 'always-200' } as never)).to.throw(
+      TypeError,
+      /unknown router option sourceHttpstatus; did you mean sourceHttpStatus\?/,
+    );
     expect(() => presence.router({ sourceHttpStatus: 'http-status' })).to.not.throw();
     await presence.close();
   });

@@ -321,7 +321,12 @@ for (const host of HOSTS) {
         expectSourceFailure(await post('/v4/im_open_login_svc/kick').send({ UserID: ['u1'] }), 400, 90003, 'UserID must be a string');
         expectSourceFailure(await post('/v4/im_open_login_svc/kick').send({ UserID: '' }), 400, 90003, 'UserID must not be empty');
         // The host's strict express.json() refuses a bare string itself; the router's own parser takes it and refuses it.
-        expectSourceFailure(await post('/v4/im_open_login_svc/kick').send('"u1"').set('Content-Type', 'application/json'), 400, 90001, /JSON object|not valid JSON/);
+        expectSourceFailure(
+          await post('/v4/im_open_login_svc/kick').send('"u1"').set('Content-Type', 'application/json'),
+          400,
+          90001,
+          /JSON object|not valid JSON/,
+        );
       });
 
       it('is behind authorize', async () => {

@@ -79,11 +79,32 @@ interface Call {
 }
 
 const CALLS: Call[] = [
-  { name: 'querystate', family: 'source', send: (app) => request(app).post('/p/v4/openim/querystate').send({ To_Account: ['u1', 'u2'] }) },
-  { name: 'query_online_status', family: 'source', send: (app) => request(app).post('/p/v4/openim/query_online_status').send({ To_Account: ['u1'] }) },
+  {
+    name: 'querystate',
+    family: 'source',
+    send: (app) =>
+      request(app)
+        .post('/p/v4/openim/querystate')
+        .send({ To_Account: ['u1', 'u2'] }),
+  },
+  {
+    name: 'query_online_status',
+    family: 'source',
+    send: (app) =>
+      request(app)
+        .post('/p/v4/openim/query_online_status')
+        .send({ To_Account: ['u1'] }),
+  },
   { name: 'source kick', family: 'source', send: (app) => request(app).post('/p/v4/im_open_login_svc/kick').send({ UserID: 'u1' }) },
   { name: 'GET /users/:userId', family: 'plain', send: (app) => request(app).get('/p/users/u1') },
-  { name: 'POST /users/query', family: 'plain', send: (app) => request(app).post('/p/users/query').send({ userIds: ['u1'] }) },
+  {
+    name: 'POST /users/query',
+    family: 'plain',
+    send: (app) =>
+      request(app)
+        .post('/p/users/query')
+        .send({ userIds: ['u1'] }),
+  },
   { name: 'POST /users/:userId/kick', family: 'plain', send: (app) => request(app).post('/p/users/u1/kick').send({}) },
   { name: 'GET /stats', family: 'plain', send: (app) => request(app).get('/p/stats') },
 ];
@@ -150,7 +171,10 @@ describe('a store that cannot answer (memory mode, a stand-in store)', function 
 
   it('answers 500, not 503, when the store fails with an uncoded error (a bug, not an outage)', async () => {
     store.mode = 'fail';
-    const res = await request(app).post('/p/v4/openim/querystate').set('Authorization', ADMIN).send({ To_Account: ['u1'] });
+    const res = await request(app)
+      .post('/p/v4/openim/querystate')
+      .set('Authorization', ADMIN)
+      .send({ To_Account: ['u1'] });
     expect(res.status).to.equal(500);
     expect(res.body.ErrorCode).to.equal(90994);
   });
@@ -158,7 +182,10 @@ describe('a store that cannot answer (memory mode, a stand-in store)', function 
   it('answers HTTP 200 with ActionStatus FAIL and 90994 on the source routes with sourceHttpStatus always-200', async () => {
     store.mode = 'throw';
     const ported = adminApp(harness.presence, { sourceHttpStatus: 'always-200' });
-    const res = await request(ported).post('/p/v4/openim/querystate').set('Authorization', ADMIN).send({ To_Account: ['u1'] });
+    const res = await request(ported)
+      .post('/p/v4/openim/querystate')
+      .set('Authorization', ADMIN)
+      .send({ To_Account: ['u1'] });
     expectRefused(res, 'source', /store is unavailable/, 200);
     // The plain routes keep their statuses.
     expectRefused(await request(ported).get('/p/users/u1').set('Authorization', ADMIN), 'plain', /store is unavailable/);
@@ -199,7 +226,8 @@ describe('a store that cannot answer (memory mode, a stand-in store)', function 
     expect(mobile).to.include({ code: 'SERVER_ERROR' });
     // The store answers at last: the logins happened there, so they are reported, then ended as closed connections.
     store.release();
-    const of = (userId: string) => harness.changes.filter((change) => change.userId === userId).map((change: PresenceChange) => `${change.action}/${change.reason}/${change.userStatus}`);
+    const of = (userId: string) =>
+      harness.changes.filter((change) => change.userId === userId).map((change: PresenceChange) => `${change.action}/${change.reason}/${change.userStatus}`);
     await waitFor(() => of('late').length === 2 && of('late-phone').length === 2, 'the late logins to be reported and closed');
     expect(of('late')).to.deep.equal(['Login/Register/Online', 'Disconnect/LinkClose/Offline']);
     expect(of('late-phone')).to.deep.equal(['Login/Register/Online', 'Disconnect/LinkClose/PushOnline']);
@@ -320,7 +348,10 @@ describe('a real Redis stopped or paused (Redis mode)', function () {
           .post('/p/v4/openim/querystate')
           .set('Authorization', ADMIN)
           .send({ To_Account: [...USERS, 'paused-login'] });
-        return res.status === 200 && JSON.stringify(res.body.QueryResult.map((entry: { Status: string }) => entry.Status)) === JSON.stringify([...USERS.map(() => 'Online'), 'Offline']);
+        return (
+          res.status === 200 &&
+          JSON.stringify(res.body.QueryResult.map((entry: { Status: string }) => entry.Status)) === JSON.stringify([...USERS.map(() => 'Online'), 'Offline'])
+        );
       },
       'every connected user Online and the refused login Offline',
       5000,
