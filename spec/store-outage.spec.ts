@@ -272,7 +272,7 @@ describe('a real Redis stopped or paused (Redis mode)', function () {
     const client = new Redis(redis.url);
     clients.push(client);
     harness = await startHarness({
-      store: new RedisStore({ client, prefix: 'outage:', leaseTtl: 5000 }),
+      store: new RedisStore({ client, prefix: 'outage:', leaseTtl: 10_000 }),
       storeTimeout: `${STORE_TIMEOUT}ms`,
       authorize: (req) => req.headers.authorization === ADMIN,
     });
@@ -323,7 +323,7 @@ describe('a real Redis stopped or paused (Redis mode)', function () {
   });
 
   it('bounds queries and logins by storeTimeout while Redis is paused (CLIENT PAUSE), and closes a login Redis takes after its refusal', async () => {
-    const PAUSE = 3000;
+    const PAUSE = 4000;
     const pauser = new Redis(redis.url);
     clients.push(pauser);
     expect(await pauser.call('CLIENT', 'PAUSE', String(PAUSE), 'ALL')).to.equal('OK');
