@@ -34,7 +34,7 @@ export interface RedisStoreOptions {
   prefix?: string;
   /**
    * How long a process's lease lasts without renewal (renewed every third of it); a dead process's devices are closed within about this plus
-   * `sweepInterval`. It is also how long a login waits for Redis during an outage before it is refused. Defaults to 10000.
+   * `sweepInterval`. During an outage a login or admin kick waits for Redis up to the presence's `storeTimeout`, at most this long. Defaults to 10000.
    */
   leaseTtl?: number;
   /** How often each process looks for due PushOnline expiries and dead processes. Defaults to 1000. */
