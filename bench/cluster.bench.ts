@@ -1,10 +1,10 @@
-// Cluster benchmark: querystate of 500 accounts with detail in Redis mode against raw ioredis reads of the same data (the floors), and cross-process kick latency.
+// Cluster benchmark: querystate of 500 accounts with detail in Redis mode against raw ioredis reads of the same data (the floors), cross-process kick latency, and logins while Redis is paused.
 
 import { deepStrictEqual } from 'node:assert';
 import { Redis } from 'ioredis';
 import { createPresence, type Presence } from '../lib/index.js';
 import { RedisStore } from '../lib/redis/index.js';
-import { connectDevice, startNode, type ClusterDevice, type ClusterNode } from '../spec/fixtures/cluster-harness.js';
+import { connectDevice, PrivateRedis, startNode, type ClusterDevice, type ClusterNode } from '../spec/fixtures/cluster-harness.js';
 import { deleteKeys } from '../spec/helpers/redis.js';
 import { report, type Figure } from './report.js';
 import { devicesOf } from './fixtures.js';
@@ -222,6 +222,98 @@ async function kickBenchmark(prefix: string): Promise<Figure[]> {
   ];
 }
 
+/** How long Redis is paused (CLIENT PAUSE ALL), and how often a login (and a querystate) is started meanwhile. */
+const PAUSE_MS = 5000;
+const PAUSE_LOGIN_EVERY_MS = 50;
+/** The cluster node's storeTimeout: the presence default. */
+const STORE_TIMEOUT = 2000;
+
+/**
+ * Logins (and querystate requests) started at a steady rate while a Redis of our own is paused for PAUSE_MS: each waits
+ * at most storeTimeout, then is refused (SERVER_ERROR, 503), rather than waiting out the pause. The same before the pause
+ * as the reference. A private redis-server: CLIENT PAUSE ALL would stall every other user of a shared one.
+ */
+async function redisPauseBenchmark(prefix: string): Promise<Figure[]> {
+  const redis = await PrivateRedis.start();
+  const node = await startNode({ name: 'paused', redisUrl: redis.url, prefix, loginPolicy: 'multi', leaseTtl: 10_000, sweepInterval: 1000 });
+  const pauser = new Redis(redis.url);
+  const opened: ClusterDevice[] = [];
+  const route = `${node.url}/presence/v4/openim/querystate`;
+  /** Starts a login and a querystate every PAUSE_LOGIN_EVERY_MS for `ms`; answers each one's time to its outcome. */
+  const window = async (label: string, ms: number) => {
+    const logins: Promise<{ ms: number; ok: boolean }>[] = [];
+    const queries: Promise<{ ms: number; status: number }>[] = [];
+    const end = performance.now() + ms;
+    for (let i = 0; performance.now() < end; i++) {
+      const start = performance.now();
+      logins.push(
+        connectDevice(node.url, `${label}${i}`, 'Web', {}, {}, PAUSE_MS + 10_000).then(
+          (device) => {
+            opened.push(device);
+            return { ms: performance.now() - start, ok: true };
+          },
+          () => ({ ms: performance.now() - start, ok: false }),
+        ),
+      );
+      queries.push(
+        fetch(route, {
+          method: 'POST',
+          headers: { authorization: 'Bearer admin', 'content-type': 'application/json' },
+          body: JSON.stringify({ To_Account: ['x'] }),
+        }).then(async (response) => {
+          await response.arrayBuffer();
+          return { ms: performance.now() - start, status: response.status };
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, PAUSE_LOGIN_EVERY_MS));
+    }
+    const [loginResults, queryResults] = await Promise.all([Promise.all(logins), Promise.all(queries)]);
+    return {
+      logins: loginResults.map((result) => result.ms).sort((x, y) => x - y),
+      refused: loginResults.filter((result) => !result.ok).length,
+      queries: queryResults.map((result) => result.ms).sort((x, y) => x - y),
+      unavailable: queryResults.filter((result) => result.status === 503).length,
+    };
+  };
+  try {
+    const before = await window('calm', 2000);
+    if (before.refused > 0) throw new Error(`${before.refused} logins refused before the pause`);
+    await pauser.call('CLIENT', 'PAUSE', String(PAUSE_MS), 'ALL');
+    const paused = await window('paused', PAUSE_MS - 500);
+    console.log(
+      `  Redis paused ${PAUSE_MS} ms: ${paused.logins.length} logins (${paused.refused} refused SERVER_ERROR), ${paused.queries.length} querystate (${paused.unavailable} answered 503)`,
+    );
+    const note = `${paused.logins.length} logins started every ${PAUSE_LOGIN_EVERY_MS} ms during a ${PAUSE_MS} ms CLIENT PAUSE ALL, ${paused.refused} refused with SERVER_ERROR; storeTimeout ${STORE_TIMEOUT} ms (default)`;
+    return [
+      {
+        name: `login p99 while Redis is paused for ${PAUSE_MS / 1000} s (refusal or session)`,
+        value: percentile(paused.logins, 99),
+        unit: 'ms',
+        higherIsBetter: false,
+        baseline: percentile(before.logins, 99),
+        baselineName: 'login p99 before the pause',
+        target: `bounded by storeTimeout (${STORE_TIMEOUT} ms), not the ${PAUSE_MS} ms pause`,
+        note,
+      },
+      {
+        name: `querystate p99 while Redis is paused for ${PAUSE_MS / 1000} s`,
+        value: percentile(paused.queries, 99),
+        unit: 'ms',
+        higherIsBetter: false,
+        baseline: percentile(before.queries, 99),
+        baselineName: 'querystate p99 before the pause',
+        target: `bounded by storeTimeout (${STORE_TIMEOUT} ms), not the ${PAUSE_MS} ms pause`,
+        note: `${paused.unavailable} of ${paused.queries.length} answered 503 (ErrorCode 90994)`,
+      },
+    ];
+  } finally {
+    for (const device of opened) device.socket.disconnect();
+    pauser.disconnect();
+    await node.close();
+    await redis.kill();
+  }
+}
+
 const run = `bench:cluster:${process.pid}:${Date.now().toString(36)}:`;
-const figures = [...(await queryBenchmark(`${run}query:`)), ...(await kickBenchmark(`${run}kick:`))];
+const figures = [...(await queryBenchmark(`${run}query:`)), ...(await kickBenchmark(`${run}kick:`)), ...(await redisPauseBenchmark(`${run}pause:`))];
 report('cluster (Redis mode)', figures);

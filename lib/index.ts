@@ -21,6 +21,7 @@ export type {
   Logger,
 } from './options.js';
 export type * from './store/types.js';
+export { StoreUnavailableError, StoreTimeoutError, isStoreUnavailable, type StoreUnavailableReason } from './store/errors.js';
 export type * from './store/persistence.js';
 export type {
   PresenceHandshakeAuth,
@@ -40,7 +41,7 @@ export type {
   ServerToClientEvents,
   ClientToServerEvents,
 } from './socket/protocol.js';
-export type { RouterOptions, PresenceRouter } from './http/router.js';
+export type { RouterOptions, PresenceRouter, PresenceErrorHandler, SourceHttpStatus } from './http/router.js';
 export type { QueryStateResponse, QueryStateResult, QueryStateDetail, SourceKickResponse } from './http/source-routes.js';
 export type { UsersQueryResponse, UserKickResponse } from './http/plain-routes.js';
 export { SourceErrorCode, type Problem, type SourceFailure } from './http/respond.js';

@@ -5,7 +5,8 @@ import { randomFillSync } from 'node:crypto';
 import createDebug from 'debug';
 import type { ResolvedConfig } from '../options.js';
 import type { KickFilter, StoreChange, StoreLoginResult, StoredUser } from '../store/types.js';
-import { deriveUserStatus, isPromiseLike } from '../store/types.js';
+import { deriveUserStatus, isPromiseLike, type MaybePromise } from '../store/types.js';
+import { StoreTimeoutError } from '../store/errors.js';
 import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS, type Platform, type PlatformClass } from './platforms.js';
 import { Scheduler, type Scheduled } from './scheduler.js';
 import { isoTime } from '../util/iso-time.js';
@@ -20,6 +21,7 @@ import type {
   PresenceChange,
   PresenceStats,
   UserPresence,
+  UserStatus,
 } from './types.js';
 
 const debug = createDebug('express-presence:engine');
@@ -215,6 +217,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   /** Store logins not answered yet, and who waits for them all to settle (close). */
   private pendingLogins = 0;
   private loginsSettled: (() => void) | undefined;
+  /** A store call outlasted storeTimeout and none has answered in time since: warned once per episode. */
+  private storeStalled = false;
   /** Names this process to the store, so a device's late close here cannot undo its login elsewhere. */
   readonly owner = newId();
 
@@ -230,6 +234,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       pushOnlineTtl: config.pushOnlineTtl,
       logger: config.logger,
       owner: this.owner,
+      storeTimeout: config.storeTimeout,
       expired: (change) => this.emitChange(change, 'Logout', 'Expired', undefined),
       changed: (change, action, reason) => this.emitChange(change, action, reason, undefined),
       ended: (sessionId, notice) => this.endLocal(sessionId, notice),
@@ -281,10 +286,19 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       else this.loginsInFlight.set(id, { count: 1, ended: undefined });
     }
     this.pendingLogins++;
-    let result: StoreLoginResult;
-    let endedMeanwhile: EndNotice | undefined;
+    // Released when the store answers, even after the caller gave up waiting (close() waits for every login the store takes).
+    const release = (): void => {
+      for (const id of tracked) {
+        const entry = this.loginsInFlight.get(id) as { count: number };
+        if (--entry.count === 0) this.loginsInFlight.delete(id);
+      }
+      if (--this.pendingLogins === 0) this.loginsSettled?.();
+    };
+    const endedOf = (answer: StoreLoginResult): EndNotice | undefined =>
+      answer.outcome === 'revoked' ? undefined : this.loginsInFlight.get(answer.sessionId)?.ended;
+    let answer: MaybePromise<StoreLoginResult>;
     try {
-      result = await this.config.store.login({
+      answer = this.config.store.login({
         userId: request.userId,
         platform,
         instanceId,
@@ -295,13 +309,32 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
         limits: this.config,
         owner: this.owner,
       });
-      if (result.outcome !== 'revoked') endedMeanwhile = this.loginsInFlight.get(result.sessionId)?.ended;
-    } finally {
-      for (const id of tracked) {
-        const entry = this.loginsInFlight.get(id) as { count: number };
-        if (--entry.count === 0) this.loginsInFlight.delete(id);
-      }
-      if (--this.pendingLogins === 0) this.loginsSettled?.();
+    } catch (error) {
+      release();
+      throw error;
+    }
+    let result: StoreLoginResult;
+    let endedMeanwhile: EndNotice | undefined;
+    if (!isPromiseLike(answer)) {
+      // A synchronous store (the memory store): no timer, nothing to wait for.
+      result = answer;
+      endedMeanwhile = endedOf(result);
+      release();
+    } else {
+      const settled = answer.then(
+        (stored) => {
+          const ended = endedOf(stored);
+          release();
+          return { stored, ended };
+        },
+        (error: unknown) => {
+          release();
+          throw error;
+        },
+      );
+      const late = (answered: { stored: StoreLoginResult; ended: EndNotice | undefined }): void =>
+        this.abandonLogin(answered.stored, answered.ended, request, platform, instanceId, cls, version);
+      ({ stored: result, ended: endedMeanwhile } = await this.bounded('login', settled, late));
     }
     if (result.outcome === 'revoked') throw new PresenceError('SESSION_REVOKED', 'this session was ended by a logout or a kick; log in again without it');
     if (this.closed) {
@@ -326,6 +359,79 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (endedMeanwhile) this.endLocal(result.sessionId, endedMeanwhile);
     debug('%s/%s %s (%s), kicked %o', request.userId, instanceId, result.outcome, platform, kicked);
     return { connection, resumed: result.outcome === 'resumed', kicked, heartbeatInterval };
+  }
+
+  /**
+   * A login the store answered after its caller was refused (storeTimeout): it happened in the store, so it is reported
+   * like any other, and then the device is treated as a connection that closed at once (kept for its reconnect grace,
+   * so a client retrying with its session resumes it, then ended as LinkClose): no device stays Online without a connection.
+   */
+  private abandonLogin(
+    result: StoreLoginResult,
+    endedMeanwhile: EndNotice | undefined,
+    request: ConnectRequest,
+    platform: Platform,
+    instanceId: string,
+    cls: PlatformClass,
+    version: string | undefined,
+  ): void {
+    if (result.outcome === 'revoked') return;
+    debug('%s/%s: login answered after storeTimeout; closing it', request.userId, instanceId);
+    this.reportLogin(result, platform, instanceId, request.clientIp);
+    // Closed meanwhile: the store ends it (see connect); ended meanwhile (a kick): whoever ended it recorded that.
+    if (this.closed || endedMeanwhile || this.local.has(result.sessionId)) return;
+    const instance = new LocalInstance(request.userId, instanceId, platform, cls, result.sessionId, version, request.clientIp, this.config.clock.now());
+    this.local.set(result.sessionId, instance);
+    if (this.config.reconnectGrace[cls] > 0) {
+      instance.graceSince = this.config.clock.now();
+      this.reschedule(instance);
+    } else {
+      this.endByTransport(instance, 'LinkClose', this.config.clock.now());
+    }
+  }
+
+  /**
+   * Waits on a store call for at most `storeTimeout`, then rejects with a StoreTimeoutError. A synchronous answer is
+   * passed through untouched (no timer). The work itself is not cancelled: what it does once it answers (`late`, or the
+   * caller's own chained steps) still happens, so nothing the store did is left unreported.
+   */
+  private bounded<T>(operation: string, work: MaybePromise<T>, late?: (value: T) => void): MaybePromise<T> {
+    if (!isPromiseLike(work)) return work;
+    const timeout = this.config.storeTimeout;
+    return new Promise<T>((resolve, reject) => {
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        if (!this.storeStalled) {
+          this.storeStalled = true;
+          this.config.logger.warn(
+            `express-presence: the store did not answer ${operation} within storeTimeout (${timeout} ms); requests are refused until it answers in time`,
+          );
+        }
+        reject(new StoreTimeoutError(operation, timeout));
+      }, timeout);
+      timer.unref();
+      work.then(
+        (value) => {
+          clearTimeout(timer);
+          if (!timedOut) {
+            this.storeStalled = false;
+            resolve(value);
+          } else if (late) {
+            try {
+              late(value);
+            } catch (error) {
+              this.config.logger.error(`express-presence: handling a late answer of the store's ${operation} failed`, error);
+            }
+          }
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          if (!timedOut) reject(error);
+          else debug('store %s failed after its caller gave up: %o', operation, error);
+        },
+      );
+    });
   }
 
   /** Ends the devices a login displaced here and emits its change; answers who was kicked. */
@@ -397,8 +503,13 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     conn.open = false;
     this.endLocal(instance.sessionId, { reason: 'Logout' });
     const now = this.config.clock.now();
-    const change = await this.config.store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: true, lastSeen: now });
-    if (change) this.emitChange(change, 'Logout', 'Unregister', instance.clientIp);
+    const removed = this.config.store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: true, lastSeen: now });
+    const report = (change: StoreChange | null): void => {
+      if (change) this.emitChange(change, 'Logout', 'Unregister', instance.clientIp);
+    };
+    // Reported when the store answers, even after the caller stopped waiting (storeTimeout).
+    if (isPromiseLike(removed)) await this.bounded('remove', removed.then(report));
+    else report(removed);
   }
 
   /** Admin kick of every device of a user, or of those on one platform or with one instance id. */
@@ -417,12 +528,15 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       throw new TypeError(`instanceId must be a non-empty string of at most ${MAX_ID_LENGTH} characters`);
     }
     const storeFilter: KickFilter = { platform, instanceId: filter.instanceId as string | undefined };
-    const changes = await this.config.store.kick(userId, storeFilter, this.config.clock.now());
-    return changes.map((change) => {
-      this.endLocal(change.sessionId, { reason: 'AdminKick' });
-      this.emitChange(change, 'Logout', 'Kicked', undefined);
-      return { platform: change.platform, instanceId: change.instanceId };
-    });
+    const report = (changes: StoreChange[]): InstanceRef[] =>
+      changes.map((change) => {
+        this.endLocal(change.sessionId, { reason: 'AdminKick' });
+        this.emitChange(change, 'Logout', 'Kicked', undefined);
+        return { platform: change.platform, instanceId: change.instanceId };
+      });
+    const kicked = this.config.store.kick(userId, storeFilter, this.config.clock.now());
+    // A kick the store makes after the caller stopped waiting (storeTimeout) still ends its sockets and is reported.
+    return isPromiseLike(kicked) ? this.bounded('kick', kicked.then(report)) : report(kicked);
   }
 
   /** Sets (or with null / '' clears) a user's custom status, at most 100 bytes of UTF-8. */
@@ -431,8 +545,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     checkUserId(userId);
     const text = parseCustomStatus(customStatus);
     const at = this.config.clock.now();
-    const userStatus = await this.config.store.setCustomStatus(userId, text, at);
-    this.emitSafely('custom-status', { userId, customStatus: text, userStatus, at });
+    const report = (userStatus: UserStatus): void => this.emitSafely('custom-status', { userId, customStatus: text, userStatus, at });
+    const stored = this.config.store.setCustomStatus(userId, text, at);
+    if (isPromiseLike(stored)) await this.bounded('setCustomStatus', stored.then(report));
+    else report(stored);
   }
 
   /** The presence of each user asked for, in order (with each device unless `detail: false`). */
@@ -461,14 +577,14 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     try {
       if (!Array.isArray(userIds)) throw new TypeError(`userIds must be an array of user ids; got ${typeof userIds}`);
       for (let i = 0; i < userIds.length; i++) checkUserId(userIds[i], `userIds[${i}]`);
-      return Promise.resolve(this.config.store.get(userIds));
+      return Promise.resolve(this.bounded('get', this.config.store.get(userIds)));
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
   async stats(): Promise<PresenceStats> {
-    return this.config.store.stats();
+    return this.bounded('stats', this.config.store.stats());
   }
 
   /** Devices with a live connection to this process. */

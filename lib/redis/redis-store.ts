@@ -3,7 +3,6 @@
 import { createHash } from 'node:crypto';
 import createDebug from 'debug';
 import type { Redis } from 'ioredis';
-import { LRUCache } from 'lru-cache';
 import type { Clock, TimerHandle } from '../engine/clock.js';
 import { PLATFORMS, type Platform } from '../engine/platforms.js';
 import type { EndNotice, InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
@@ -22,6 +21,7 @@ import type {
 import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_CUSTOM_STATUS, withRevocationCap } from './scripts.js';
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
+import { isStoreUnavailable, StoreUnavailableError } from '../store/errors.js';
 
 const debug = createDebug('express-presence:redis');
 
@@ -34,7 +34,7 @@ export interface RedisStoreOptions {
   prefix?: string;
   /**
    * How long a process's lease lasts without renewal (renewed every third of it); a dead process's devices are closed within about this plus
-   * `sweepInterval`. It is also how long a login waits for Redis during an outage before it is refused. Defaults to 10000.
+   * `sweepInterval`. During an outage a login or admin kick waits for Redis up to the presence's `storeTimeout`, at most this long. Defaults to 10000.
    */
   leaseTtl?: number;
   /** How often each process looks for due PushOnline expiries and dead processes. Defaults to 1000. */
@@ -80,6 +80,26 @@ interface RecentKick {
   readonly instanceId: string;
   readonly at: number;
   until: number;
+}
+
+/** Redis answers that mean it cannot serve now (loading after a restart, a failover, a busy script), not a refusal of the command. */
+const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS)\b/;
+
+/**
+ * A failed Redis call as the engine must see it: anything but an answer of Redis itself (the connection refused or
+ * lost, ioredis giving up its retries) is a StoreUnavailableError, so routes refuse with 503 instead of failing with 500.
+ */
+function storeError(error: unknown): unknown {
+  if (isStoreUnavailable(error)) return error;
+  const isReply = error instanceof Error && error.name === 'ReplyError';
+  if (isReply && !UNAVAILABLE_REPLY.test(error.message)) return error;
+  const detail = error instanceof Error ? error.message : String(error);
+  return new StoreUnavailableError(`Redis cannot be reached (${detail.slice(0, 200)}); try again shortly`, { cause: error });
+}
+
+/** Refused at once while Redis is known to be away: nothing is answered from a stale copy. */
+function redisAway(): StoreUnavailableError {
+  return new StoreUnavailableError('Redis cannot be reached; presence refuses to answer from a stale copy; try again shortly');
 }
 
 /** Replays of one waiting operation before it is given up (Redis answers, but refuses it). */
@@ -199,8 +219,6 @@ export class RedisStore implements PresenceStore {
   private reconcileAgain = false;
   /** The policy of the last login, for devices re-asserted after an outage. */
   private limits: StoreLoginRequest['limits'] = { loginPolicy: 'single', maxInstancesPerPlatform: 1, maxWebInstances: 1 };
-  /** The last answer read for each user, for queries while Redis is away. */
-  private readonly lastKnown = new LRUCache<string, StoredUser>({ maxSize: 100_000, sizeCalculation: () => 1 });
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError('RedisStore options must be an object { client, prefix? }');
@@ -247,20 +265,32 @@ export class RedisStore implements PresenceStore {
     this.every(this.sweepInterval, () => this.sweep());
   }
 
+  /** How long a login or admin kick waits for Redis to come back: no longer than the engine waits for it (storeTimeout). */
+  private get waitLimit(): number {
+    return Math.min(this.leaseTtl, this.context?.storeTimeout ?? this.leaseTtl);
+  }
+
+  /** Names the wait in refusals: `400 ms (leaseTtl)`. */
+  private get waitLimitText(): string {
+    return `${this.waitLimit} ms (${this.waitLimit === this.leaseTtl ? 'leaseTtl' : 'storeTimeout'})`;
+  }
+
   /**
    * While Redis is away, a login waits for it (in order with the transport ends before it) for up to
-   * `leaseTtl`: a short outage, such as a restart, delays logins instead of refusing them.
+   * `storeTimeout` (at most `leaseTtl`): a short outage, such as a restart, delays logins instead of refusing them.
    */
   login(request: StoreLoginRequest): Promise<StoreLoginResult> {
     this.limits = request.limits;
     if (!this.down && this.pending.length === 0) return this.loginScript(request, false);
+    const { waitLimit, waitLimitText } = this;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const index = this.pending.indexOf(deferred);
         if (index < 0) return;
         this.pending.splice(index, 1);
-        reject(new Error(`express-presence: Redis has not been reachable for ${this.leaseTtl} ms (leaseTtl); try again shortly`));
-      }, this.leaseTtl);
+        // Taken out of the queue: a login nobody waits for any more is never made.
+        reject(new StoreUnavailableError(`Redis has not been reachable for ${waitLimitText}; the login was not made, try again shortly`));
+      }, waitLimit);
       timer.unref?.();
       const deferred: Deferred = {
         run: () => {
@@ -332,13 +362,14 @@ export class RedisStore implements PresenceStore {
   kick(userId: string, filter: KickFilter, at: number): Promise<StoreChange[]> {
     const run = () => this.kickScript(userId, filter, at);
     if (!this.down && this.client.status === 'ready' && !this.reconciling && this.pending.length === 0 && this.waitingKicks.length === 0) return run();
+    const { waitLimit, waitLimitText } = this;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const index = this.waitingKicks.indexOf(waiting);
         if (index < 0) return;
         this.waitingKicks.splice(index, 1);
-        reject(new Error(`express-presence: Redis has not been reachable for ${this.leaseTtl} ms (leaseTtl); the kick was not made, try again shortly`));
-      }, this.leaseTtl);
+        reject(new StoreUnavailableError(`Redis has not been reachable for ${waitLimitText}; the kick was not made, try again shortly`));
+      }, waitLimit);
       timer.unref?.();
       const waiting: WaitingKick = {
         run: () => {
@@ -364,12 +395,15 @@ export class RedisStore implements PresenceStore {
   }
 
   async setCustomStatus(userId: string, customStatus: string | null, at: number): Promise<UserStatus> {
+    if (this.down) throw redisAway();
     return (await this.run('setCustomStatus', [userId, customStatus ?? '', customStatus === null ? '1' : '0'], at)) as UserStatus;
   }
 
   /** One MGET for all the users, and one JSON.parse for all their records. */
   async get(userIds: readonly string[]): Promise<(StoredUser | undefined)[]> {
-    if (this.down || userIds.length === 0) return userIds.map((userId) => this.lastKnown.get(userId));
+    // Refused rather than guessed: a copy from before the outage would call users connected meanwhile Offline.
+    if (this.down) throw redisAway();
+    if (userIds.length === 0) return [];
     const keys: string[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) keys[i] = `${this.prefix}u:${userIds[i] as string}`;
     let records: (UserRecord | 0)[];
@@ -379,9 +413,8 @@ export class RedisStore implements PresenceStore {
       for (let i = 0; i < texts.length; i++) joined += (i === 0 ? '' : ',') + (texts[i] ?? '0');
       records = JSON.parse(joined + ']') as (UserRecord | 0)[];
     } catch (error) {
-      // Queries answer from what is known while Redis does not.
       this.report(error);
-      return userIds.map((userId) => this.lastKnown.get(userId));
+      throw storeError(error);
     }
     const users: (StoredUser | undefined)[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) {
@@ -390,17 +423,22 @@ export class RedisStore implements PresenceStore {
       if (record) {
         const user = toStoredUser(userId, record);
         users[i] = user;
-        this.lastKnown.set(userId, user);
       } else {
         users[i] = undefined;
-        this.lastKnown.delete(userId);
       }
     }
     return users;
   }
 
   async stats(): Promise<PresenceStats> {
-    const hash = await this.client.hgetall(`${this.prefix}stats`);
+    if (this.down) throw redisAway();
+    let hash: Record<string, string>;
+    try {
+      hash = await this.client.hgetall(`${this.prefix}stats`);
+    } catch (error) {
+      this.report(error);
+      throw storeError(error);
+    }
     const read = (field: string) => Number(hash[field] ?? 0);
     const platforms = {} as Record<Platform, Record<InstanceStatus, number>>;
     const instances = { Online: 0, PushOnline: 0 };
@@ -445,8 +483,10 @@ export class RedisStore implements PresenceStore {
     try {
       return await this.client.evalsha(this.shas.get(name) as string, 0, ...argv);
     } catch (error) {
-      if (!(error instanceof Error) || !error.message.includes('NOSCRIPT')) throw error;
-      return this.client.eval(this.sources.get(name) as string, 0, ...argv);
+      if (!(error instanceof Error) || !error.message.includes('NOSCRIPT')) throw storeError(error);
+      return this.client.eval(this.sources.get(name) as string, 0, ...argv).catch((retried: unknown) => {
+        throw storeError(retried);
+      });
     }
   }
 

@@ -2,6 +2,7 @@
 
 import { parseCustomStatus, type PresenceEngine } from '../engine/engine.js';
 import { isPromiseLike, type MaybePromise } from '../store/types.js';
+import { isStoreUnavailable } from '../store/errors.js';
 import { takeToken } from './fair-use.js';
 import type { Answer, ClientToServerEvents, FailedAnswer } from './protocol.js';
 import { PRESENCE, type PresenceSocket, type SocketPresence } from './session.js';
@@ -17,6 +18,7 @@ export type EventDispatch = (socket: PresenceSocket, event: readonly unknown[], 
 const OK: Answer = Object.freeze({ ok: true });
 const NOT_LOGGED_IN: FailedAnswer = Object.freeze({ ok: false, code: 'NOT_LOGGED_IN', message: 'this connection is no longer logged in' });
 const SERVER_ERROR: FailedAnswer = Object.freeze({ ok: false, code: 'SERVER_ERROR', message: 'the server failed to handle this event; try again' });
+const STORE_UNAVAILABLE: FailedAnswer = Object.freeze({ ok: false, code: 'SERVER_ERROR', message: 'the presence store is unavailable; try again shortly' });
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -53,6 +55,8 @@ function reply(ack: Ack | undefined, answer: Answer): void {
  */
 function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: (socket: PresenceSocket) => void): EventHandler {
   const logFailure = (error: unknown): Answer => {
+    // A store outage is the store's to log (once per episode), not once per client event.
+    if (isStoreUnavailable(error)) return STORE_UNAVAILABLE;
     engine.config.logger.error(`express-presence: ${event} failed`, error);
     return SERVER_ERROR;
   };

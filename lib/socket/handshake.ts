@@ -4,6 +4,7 @@ import createDebug from 'debug';
 import { MAX_ID_LENGTH, PresenceError, type PresenceEngine } from '../engine/engine.js';
 import type { Authenticate, ResolvedConfig } from '../options.js';
 import { isPromiseLike } from '../store/types.js';
+import { isStoreUnavailable } from '../store/errors.js';
 import type { HandshakeErrorCode, HandshakeErrorData } from './protocol.js';
 import { PRESENCE, SocketPresence, type PresenceMount, type PresenceSocket } from './session.js';
 
@@ -117,6 +118,8 @@ const failingEpisode = new WeakSet<PresenceEngine>();
 function toRefusal(error: unknown, engine: PresenceEngine): HandshakeRefusal {
   if (error instanceof HandshakeRefusal) return error;
   if (error instanceof PresenceError) return new HandshakeRefusal(error.code, error.message);
+  // The store is down or stalled (storeTimeout): refused at once, logged by the store (or the engine), not per device.
+  if (isStoreUnavailable(error)) return new HandshakeRefusal('SERVER_ERROR', 'the presence store is unavailable; try again shortly');
   if (!failingEpisode.has(engine)) {
     failingEpisode.add(engine);
     engine.config.logger.error('express-presence: a Socket.IO login failed (further failures are quiet until a login succeeds)', error);

@@ -96,6 +96,8 @@ export interface StoreContext {
   readonly logger: Logger;
   /** This process's owner token: the engine passes it with every login and transport end. */
   readonly owner: string;
+  /** The longest the engine waits on one store call for a request or login (ms): a store's own waits need not be longer. */
+  readonly storeTimeout?: number;
   /** Report a PushOnline device that reached its TTL and is gone (exactly once in the whole cluster). */
   readonly expired: (change: StoreChange) => void;
   /** Report a change the store made by itself (e.g. closing the devices of a dead process), exactly once in the cluster. */
