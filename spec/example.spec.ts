@@ -9,9 +9,11 @@ import { join, resolve } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { deleteKeys, REDIS_URL, redisClient, uniquePrefix } from './helpers/redis.js';
 import { ensureBuild } from './helpers/build.js';
+import { skipBecause } from './helpers/skip.js';
 
 const root = resolve(import.meta.dirname, '..');
-const CHROMIUM = '/usr/bin/chromium';
+/** CHROMIUM_PATH points elsewhere (a missing path shows what a machine without Chromium gets). */
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 /** Debian's Chromium, never a downloaded browser; flags keep it quiet and offline. */
 const CHROMIUM_ARGS = [
   '--headless',
@@ -134,7 +136,7 @@ function needChromium(context: Mocha.Context): void {
   if (existsSync(CHROMIUM)) return;
   // CI installs it (.ci/run); a developer without it is told how, rather than failing.
   if (process.env.CI) throw new Error(`${CHROMIUM} is missing: apt-get update && apt-get install -y chromium`);
-  context.skip();
+  skipBecause(context, `${CHROMIUM} is missing (install it: apt-get update && apt-get install -y chromium; under CI=1 this is a failure)`);
 }
 
 describe('example app', function () {
@@ -325,7 +327,7 @@ describe('example app', function () {
       probe.disconnect();
       if (!reachable) {
         if (process.env.CI) throw new Error(`Redis does not answer at ${REDIS_URL}`);
-        this.skip();
+        skipBecause(this, `Redis does not answer at ${REDIS_URL} (start redis-server or set REDIS_URL; under CI=1 this is a failure)`);
       }
       const port = await freePortPair();
       cluster = await start('cluster.js', { ...BASE_ENV, PORT: String(port), REDIS_URL, REDIS_PREFIX: prefix }, 2);
@@ -336,6 +338,8 @@ describe('example app', function () {
       await browser?.context.close();
       if (browser) rmSync(browser.profile, { recursive: true, force: true });
       await stop(cluster);
+      // Skipped before the cluster started (no Chromium, no Redis): no keys to delete, and no Redis to wait for.
+      if (!cluster) return;
       const client = redisClient();
       await deleteKeys(client, prefix);
       client.disconnect();
