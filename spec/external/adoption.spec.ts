@@ -93,7 +93,7 @@ describe('an existing app adopting the packed tarball', function () {
   });
 
   // Needs wip-outage's error mapping for body-parser errors (issue 15, point 2).
-  it("[needs the host-parser fix] bad JSON the app's express.json() refused is answered in the router's formats, not Express's HTML page", function () {
+  it("bad JSON the app's express.json() refused is answered in the router's formats, not Express's HTML page", function () {
     compile('core', ['app.ts', 'main.ts', 'host-parser.ts'], 'nodenext');
     const { source, plain } = execute('host-parser.ts') as Record<string, { status: number; type: string; body: unknown }>;
     expect(source?.type, 'querystate content type').to.match(/^application\/json/);
@@ -103,14 +103,14 @@ describe('an existing app adopting the packed tarball', function () {
   });
 
   // Needs wip-api's Express-typed authorize (issue 15, point 5).
-  it('[needs the Express-typed authorize] an authorize typed (req: express.Request) => boolean compiles without a cast, in both resolutions', function () {
+  it('an authorize typed (req: express.Request) => boolean compiles without a cast, in both resolutions', function () {
     compile('typed', ['app.ts', 'typed-authorize.ts'], 'node10');
     compile('typed', ['app.ts', 'typed-authorize.ts'], 'nodenext');
     expect(execute('typed-authorize.ts')).to.deep.equal({ router: 'function' });
   });
 
   // Needs wip-api's authenticate(handshake, socket) and socket.data.presence (issue 15, point 7).
-  it("[needs authenticate(handshake, socket)] reuses the user io.use() put on socket.data, and the app's handlers see socket.data.presence", function () {
+  it("reuses the user io.use() put on socket.data, and the app's handlers see socket.data.presence", function () {
     compile('socket-data', ['app.ts', 'socket-data.ts'], 'nodenext');
     const { checks, presence, session } = execute('socket-data.ts');
     expect(checks).to.equal(1);
@@ -119,10 +119,11 @@ describe('an existing app adopting the packed tarball', function () {
   });
 
   // Needs wip-api's client error events (issue 15, point 3).
-  it("[needs the client's error events] the client helper emits error for the app's io.use() refusal (REFUSED) and for a missing url in Node", function () {
+  it("the client helper emits error for the app's io.use() refusal (REFUSED) and throws BAD_OPTIONS for a missing url in Node", function () {
     compile('client-refusal', ['app.ts', 'client-refusal.ts'], 'nodenext');
     const { refusal, noUrl } = execute('client-refusal.ts') as Record<string, { code: string; message: string }>;
     expect(refusal).to.deep.equal({ code: 'REFUSED', message: 'bad token' });
+    expect(noUrl?.code).to.equal('BAD_OPTIONS');
     expect(noUrl?.message).to.match(/url/);
   });
 });

@@ -1,4 +1,4 @@
-// Needs the client helper's error event for app refusals (wip-api): the app's io.use() refusal and a missing url in Node are told, not silent.
+// The client helper tells what went wrong: the app's io.use() refusal as an error event, a missing url in Node as a TypeError at once.
 
 import { createPresenceClient, type PresenceClientError } from 'express-presence/client';
 import { startApp } from './app.js';
@@ -15,9 +15,13 @@ try {
   const refused = createPresenceClient({ url: app.url, platform: 'Web', auth: { token: 'wrong' } });
   const refusal = await firstError(refused);
   refused.close();
-  const nowhere = createPresenceClient({ platform: 'Web', auth: { token: 'alice-token' } });
-  const noUrl = await firstError(nowhere);
-  nowhere.close();
+  // Nothing could listen yet, so a missing url throws (code BAD_OPTIONS) instead of retrying `undefined` forever.
+  let noUrl: { code: string; message: string } | undefined;
+  try {
+    createPresenceClient({ platform: 'Web', auth: { token: 'alice-token' } }).close();
+  } catch (error) {
+    noUrl = { code: (error as { code: string }).code, message: (error as Error).message };
+  }
   console.log(JSON.stringify({ refusal, noUrl }));
 } finally {
   await app.close();

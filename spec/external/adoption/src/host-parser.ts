@@ -1,4 +1,4 @@
-// Needs the host-parser fix (wip-outage): bad JSON that the app's own express.json() failed to parse is answered in the router's formats.
+// The host-parser case: bad JSON that the app's own express.json() failed to parse is answered in the router's formats.
 
 import { post, startApp } from './app.js';
 

@@ -1,4 +1,4 @@
-// Needs authenticate(handshake, socket) and socket.data.presence (wip-api): the token io.use() checked is reused, and the app's handlers see the device.
+// authenticate(handshake, socket) and socket.data.presence: the token io.use() checked is reused, and the app's handlers see the device.
 
 import { createPresence } from 'express-presence';
 import { createPresenceClient, type SessionPayload } from 'express-presence/client';

@@ -1,4 +1,4 @@
-// Needs the Express-typed authorize (wip-api): an authorize written against express.Request fits under strict TypeScript, no cast.
+// An authorize written against express.Request fits under strict TypeScript, no cast.
 
 import type express from 'express';
 import { createPresence } from 'express-presence';
