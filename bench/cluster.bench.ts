@@ -251,13 +251,14 @@ interface RestartOutcome {
 }
 
 /**
- * Three nodes behind a TCP proxy, DEPLOY_DEVICES devices with the client helper (default reconnection delays) and watchers
- * subscribed to all of them; each node in turn is taken out of the proxy, stopped with `signal` (SIGTERM: the README's handler)
- * and replaced once its devices are back on the others.
+ * Three nodes behind a TCP proxy (least connections; BENCH_BALANCE=round-robin for the other), DEPLOY_DEVICES devices with the client helper (default reconnection delays) and watchers
+ * subscribed to all of them; each node in turn is replaced: its replacement started, then it is taken out of the proxy and stopped
+ * with `signal` (SIGTERM: the README's handler), its devices reconnecting to the others.
  */
 async function rollingRestart(prefix: string, signal: 'SIGTERM' | 'SIGKILL'): Promise<RestartOutcome> {
   const receiver = await callbackReceiver();
-  const proxy = await TcpProxy.start();
+  // As a load balancer set to least connections would: a restarted process takes the next process's devices.
+  const proxy = await TcpProxy.start(process.env.BENCH_BALANCE === 'round-robin' ? 'round-robin' : 'least-connections');
   const config = (name: string): ClusterNodeConfig => ({
     name,
     redisUrl: REDIS_URL,
@@ -317,6 +318,10 @@ async function rollingRestart(prefix: string, signal: 'SIGTERM' | 'SIGKILL'): Pr
     const backs: number[] = [];
     for (let index = 0; index < nodes.length; index++) {
       const old = nodes[index] as ClusterNode;
+      // A rolling update's surge: the replacement is up (and in the proxy) before the old process is stopped.
+      const fresh = await startNode(config(`${old.name}'`));
+      nodes[index] = fresh;
+      proxy.add(fresh.port);
       const users = await old.sockets();
       const before = new Map(users.map((userId) => [userId, disconnects.get(userId) ?? 0]));
       proxy.remove(old.port);
@@ -334,9 +339,6 @@ async function rollingRestart(prefix: string, signal: 'SIGTERM' | 'SIGKILL'): Pr
       console.log(
         `  ${old.name} (${users.length} devices): every device back in ${(backs.at(-1) as number).toFixed(0)} ms; connection lost after ${percentile(told, 50).toFixed(0)} ms (p50), ${percentile(told, 100).toFixed(0)} ms (max); then back in ${percentile(down, 50).toFixed(0)} ms (p50), ${percentile(down, 99).toFixed(0)} ms (p99)`,
       );
-      const fresh = await startNode(config(`${old.name}'`));
-      nodes[index] = fresh;
-      proxy.add(fresh.port);
     }
     // Past every handover and lease: whatever would be closed late has been.
     await delay(Math.max(HANDOVER_GRACE, DEPLOY_LEASE_TTL) + 3 * DEPLOY_SWEEP);
