@@ -165,8 +165,9 @@ describe('deploys: in-process presences over one Redis', function () {
   });
 
   it('a process whose lease lapsed (stalled) takes back, when it renews, a device another process took over meanwhile', async function () {
-    const a = open({}, 3000);
-    const b = open({}, 3000);
+    // A long reconnect grace: nobody reaps A meanwhile (its entry stays among the processes), only its lapse is noted.
+    const a = open({ reconnectGrace: '10s' }, 3000);
+    const b = open({ reconnectGrace: '10s' }, 3000);
     const tab1 = await connect(a, 'u', 'Web', 'w');
     // A's lease written (so that a renewal finding it gone is a lapse, not its first), and its start-up reconciliation over.
     await waitFor(async () => (await admin.exists(`${prefix}lease:${a.presence.engine.owner}`)) === 1, "A's lease");
@@ -179,14 +180,15 @@ describe('deploys: in-process presences over one Redis', function () {
     // A renews its lease (every leaseTtl / 3), hears that it was gone, and holds its device again.
     await waitFor(() => a.warnings.some((message) => /lease ran out/.test(message)), 'A to notice', 3000);
     await waitFor(async () => Array.isArray(await owners()), 'A to hold the device again', 3000);
-    b.presence.engine.disconnect(tab2.connection, 'closed');
+    // Timeouts, which the reconnect grace does not hold back.
+    b.presence.engine.disconnect(tab2.connection, 'timeout');
     await delay(300);
     expect(await statusOf('u')).to.equal('Online:Online');
-    a.presence.engine.disconnect(tab1.connection as Connection, 'closed');
+    a.presence.engine.disconnect(tab1.connection as Connection, 'timeout');
     await waitFor(() => a.changes.length === 2, 'u gone with its last tab');
     await delay(300);
     expect(await statusOf('u')).to.equal('Offline:');
-    expect(described([...a.changes, ...b.changes].filter((change) => change.action !== 'Login'))).to.deep.equal(['u Disconnect/LinkClose Offline']);
+    expect(described([...a.changes, ...b.changes].filter((change) => change.action !== 'Login'))).to.deep.equal(['u Disconnect/TimeOut Offline']);
   });
 });
 
