@@ -220,8 +220,9 @@ async function shutdown(signal) {
   if (stopping) return;
   stopping = true;
   console.log(`express-presence demo: ${signal}, stopping`);
-  // Closing presence first stops its timers and, in Redis mode, hands this process's devices back
-  // at once (its lease is given up) rather than after the lease runs out.
+  // Closing presence first stops its timers and, in Redis mode, hands this process's devices over:
+  // those reconnecting to another process within handoverGrace carry on with no transition (in
+  // memory mode it ends them). The connections io.close() then closes change nothing more.
   await presence.close().catch((error) => console.error(error));
   io.close();
   for (const client of redisClients) client.disconnect();

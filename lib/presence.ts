@@ -110,9 +110,10 @@ export class Presence {
   }
 
   /**
-   * Stops every timer, waits for logins the store is taking, releases the store, then flushes the
-   * callback queue within its deadline: every change made before the engine stopped is delivered
-   * or handed to `callback-failed`.
+   * Stops every timer, waits for logins the store is taking, hands this process's devices over
+   * (Redis mode, `handoverGrace` above 0) or ends them, releases the store once every change is
+   * written and emitted, then flushes the callback queue within its deadline: every change made
+   * before it resolves is delivered or handed to `callback-failed`.
    */
   async close(): Promise<void> {
     await this.engine.close();

@@ -386,9 +386,14 @@ describe('status-change callback', () => {
     await until(() => presence.metrics.snapshot().callback?.retried === 1, 'a retry waiting a minute');
     const started = performance.now();
     await presence.close();
-    // The retry waiting 60 s went at once; both events are delivered before close() resolved.
+    // The retry waiting 60 s went at once; both logins, and the closes close() made, are delivered before it resolved.
     expect(performance.now() - started).to.be.below(1500);
-    expect(hook.accepted.map((body) => body.Info.To_Account).sort()).to.deep.equal(['u1', 'u2']);
+    expect(hook.accepted.map((body) => `${body.Info.To_Account}:${body.Info.Action}`).sort()).to.deep.equal([
+      'u1:Disconnect',
+      'u1:Login',
+      'u2:Disconnect',
+      'u2:Login',
+    ]);
   });
 
   it("close() gives what it could not deliver to 'callback-failed' once the deadline passes", async () => {
@@ -403,7 +408,8 @@ describe('status-change callback', () => {
     await presence.close();
     const elapsed = performance.now() - started;
     expect(elapsed).to.be.within(250, 1500);
-    expect(failed.map(([body]) => `${body.Info.To_Account}:${body.Seq}`).sort()).to.deep.equal(['u1:1', 'u2:1', 'u2:2']);
+    // u1's close is close()'s own (u2's phone was already PushOnline).
+    expect(failed.map(([body]) => `${body.Info.To_Account}:${body.Seq}`).sort()).to.deep.equal(['u1:1', 'u1:2', 'u2:1', 'u2:2']);
     for (const [, error] of failed) expect(error.message).to.match(/presence closed before the callback was delivered|no answer within 300 ms/);
   });
 
@@ -430,8 +436,14 @@ describe('status-change callback', () => {
     release();
     await expectRejection(late, /closed/);
     await closing;
-    expect(changes).to.deep.equal(['u1:Login', 'u2:Login']);
-    expect(hook.accepted.map((body) => `${body.Info.To_Account}:${body.Info.Action}`).sort()).to.deep.equal(['u1:Login', 'u2:Login']);
+    // The late login's device is ended by close() with the others (its connection was refused).
+    expect(changes).to.deep.equal(['u1:Login', 'u2:Login', 'u1:Disconnect', 'u2:Disconnect']);
+    expect(hook.accepted.map((body) => `${body.Info.To_Account}:${body.Info.Action}`).sort()).to.deep.equal([
+      'u1:Disconnect',
+      'u1:Login',
+      'u2:Disconnect',
+      'u2:Login',
+    ]);
   });
 
   it('keeps delivering when a callback-failed listener throws', async () => {

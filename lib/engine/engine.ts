@@ -89,6 +89,8 @@ class LocalInstance implements Scheduled {
   backgroundSince = 0;
   /** When its last connection closed, while the reconnect grace runs; -1 otherwise. */
   graceSince = -1;
+  /** Its connection closed because this server is shutting down: it waits for the handover grace (if longer), to be resumed elsewhere. */
+  handingOver = false;
   ended = false;
   /**
    * Its live connections: most devices have one, kept as is; several (other tabs) are an array that
@@ -219,6 +221,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   private loginsSettled: (() => void) | undefined;
   /** A store call outlasted storeTimeout and none has answered in time since: warned once per episode. */
   private storeStalled = false;
+  /** Transitions written to the store and not yet emitted (close waits for them), and who waits for them. */
+  private pendingWrites = 0;
+  private writesSettled: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
   /** Names this process to the store, so a device's late close here cannot undo its login elsewhere. */
   readonly owner = newId();
 
@@ -232,6 +238,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     config.store.init?.({
       clock: config.clock,
       pushOnlineTtl: config.pushOnlineTtl,
+      reconnectGrace: config.reconnectGrace,
       logger: config.logger,
       owner: this.owner,
       storeTimeout: config.storeTimeout,
@@ -270,6 +277,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       if (live.graceSince >= 0) {
         debug('%s/%s back within its reconnect grace', live.userId, instanceId);
         live.graceSince = -1;
+        live.handingOver = false;
         this.reschedule(live);
       } else if (wasBackground) {
         this.reschedule(live);
@@ -339,9 +347,13 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (result.outcome === 'revoked') throw new PresenceError('SESSION_REVOKED', 'this session was ended by a logout or a kick; log in again without it');
     if (this.closed) {
       // Closed while the store took the login: it happened there (and kicked whom it kicked), so it
-      // is reported like any other; the device is not kept here, and the store ends it as a
-      // connection closed (a restart with persistence, or another process's reaper, in Redis mode).
+      // is reported like any other; the connection is refused, and close() (which waits for this
+      // login) ends the device or hands it over with the others here.
       this.reportLogin(result, platform, instanceId, request.clientIp);
+      if (!this.local.has(result.sessionId)) {
+        const left = new LocalInstance(request.userId, instanceId, platform, cls, result.sessionId, version, request.clientIp, this.config.clock.now());
+        this.local.set(result.sessionId, left);
+      }
       this.assertOpen();
     }
 
@@ -351,6 +363,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       this.local.set(result.sessionId, instance);
     }
     instance.graceSince = -1;
+    instance.handingOver = false;
     instance.background = false;
     this.reschedule(instance);
     const connection = this.attachConnection(instance, onEnd);
@@ -475,10 +488,13 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   /**
    * This connection is gone. `closed`: the transport closed (FIN/RST, page or app killed);
-   * `timeout`: the transport stopped hearing from it. The device transitions when its last
-   * connection goes (after the reconnect grace, for a close).
+   * `timeout`: the transport stopped hearing from it; `shutdown`: this server closed it because it
+   * is shutting down (Socket.IO's `io.close()`), so the client reconnects to another process: with
+   * a store that hands over, the device waits `handoverGrace` (or its reconnect grace, if longer)
+   * for that, otherwise it is a close. The device transitions when its last connection goes (after
+   * the grace, for a close).
    */
-  disconnect(connection: Connection, cause: 'closed' | 'timeout'): void {
+  disconnect(connection: Connection, cause: 'closed' | 'timeout' | 'shutdown'): void {
     const conn = connection as LocalConnection;
     if (!conn.open) return;
     conn.open = false;
@@ -487,6 +503,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (instance.ended || instance.connections) return;
     if (cause === 'timeout') {
       this.endByTransport(instance, 'TimeOut', instance.lastActivity);
+    } else if (cause === 'shutdown' && this.handsOver()) {
+      instance.graceSince = this.config.clock.now();
+      instance.handingOver = true;
+      this.reschedule(instance);
     } else if (this.config.reconnectGrace[instance.cls] > 0) {
       instance.graceSince = this.config.clock.now();
       this.reschedule(instance);
@@ -507,9 +527,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const report = (change: StoreChange | null): void => {
       if (change) this.emitChange(change, 'Logout', 'Unregister', instance.clientIp);
     };
-    // Reported when the store answers, even after the caller stopped waiting (storeTimeout).
-    if (isPromiseLike(removed)) await this.bounded('remove', removed.then(report));
-    else report(removed);
+    if (!isPromiseLike(removed)) return report(removed);
+    // Reported when the store answers, even after the caller stopped waiting (storeTimeout); close() waits for it.
+    this.pendingWrites++;
+    await this.bounded('remove', removed.then(report).finally(() => this.writeSettled()));
   }
 
   /** Admin kick of every device of a user, or of those on one platform or with one instance id. */
@@ -535,8 +556,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
         return { platform: change.platform, instanceId: change.instanceId };
       });
     const kicked = this.config.store.kick(userId, storeFilter, this.config.clock.now());
-    // A kick the store makes after the caller stopped waiting (storeTimeout) still ends its sockets and is reported.
-    return isPromiseLike(kicked) ? this.bounded('kick', kicked.then(report)) : report(kicked);
+    if (!isPromiseLike(kicked)) return report(kicked);
+    // A kick the store makes after the caller stopped waiting (storeTimeout) still ends its sockets and is reported; close() waits for it.
+    this.pendingWrites++;
+    return this.bounded('kick', kicked.then(report).finally(() => this.writeSettled()));
   }
 
   /** Sets (or with null / '' clears) a user's custom status, at most 100 bytes of UTF-8. */
@@ -592,20 +615,48 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     return this.local.size;
   }
 
-  /** Stops every timer; live connections are left to their transport. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Stops every timer and lets go of this process's devices: with a store that hands over (Redis
+   * mode) and `handoverGrace` above 0 they are left to be resumed on other processes (no
+   * transition here); otherwise each is ended now as a closed connection (mobile PushOnline, the
+   * others gone). Resolves once every transition it caused, or that was under way, is written to
+   * the store and emitted. The transports' connections are no longer open for presence: their
+   * close that follows is no transition.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
+    const at = this.config.clock.now();
     this.closed = true;
     this.scheduler.close();
-    // Logins the store is taking now are reported (see connect) before the store is released.
+    // Adapters read `open`: from here a closing presence has no open connections, and a transport
+    // closing one now (io.close() after presence.close()) changes nothing.
+    for (const instance of this.local.values()) forEachConnection(instance, (connection) => (connection.open = false));
+    // Logins the store is taking now are reported (see connect), and their devices let go with the others.
     if (this.pendingLogins > 0) await new Promise<void>((resolve) => (this.loginsSettled = resolve));
-    for (const instance of this.local.values()) {
-      instance.ended = true;
-      // Adapters read `open`: a closed presence has no open connections.
-      forEachConnection(instance, (connection) => (connection.open = false));
+    const handOver = this.handsOver();
+    for (const instance of [...this.local.values()]) {
+      if (handOver) this.forget(instance);
+      else this.endByTransport(instance, 'LinkClose', instance.graceSince >= 0 ? instance.graceSince : this.config.clock.now());
     }
     this.local.clear();
-    await this.config.store.close?.();
+    const store = this.config.store;
+    if (handOver) await store.handOver?.(at + this.config.handoverGrace);
+    // After the ends were sent: a store closing gives up those still waiting for it (an outage), which settles them.
+    await store.close?.();
+    if (this.pendingWrites > 0) await new Promise<void>((resolve) => (this.writesSettled = resolve));
+  }
+
+  /** Whether close() (and a shutdown's disconnects) leave devices to other processes rather than end them. */
+  private handsOver(): boolean {
+    return this.config.handoverGrace > 0 && typeof this.config.store.handOver === 'function';
+  }
+
+  private writeSettled(): void {
+    if (--this.pendingWrites === 0) this.writesSettled?.();
   }
 
   private present(userIds: readonly string[], users: readonly (StoredUser | undefined)[], detail: boolean): UserPresence[] {
@@ -658,7 +709,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   private dueOf(instance: LocalInstance): number {
     const cls = instance.cls;
-    if (instance.graceSince >= 0) return instance.graceSince + this.config.reconnectGrace[cls];
+    if (instance.graceSince >= 0) {
+      const grace = this.config.reconnectGrace[cls];
+      return instance.graceSince + (instance.handingOver ? Math.max(grace, this.config.handoverGrace) : grace);
+    }
     let due = instance.lastActivity + this.config.heartbeatTimeout[cls];
     const backgroundTimeout = this.config.backgroundTimeout[cls];
     if (instance.background && backgroundTimeout > 0) due = Math.min(due, instance.backgroundSince + backgroundTimeout);
@@ -697,12 +751,15 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       : store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: false, lastSeen, owner: this.owner });
     // A synchronous store (the memory store) answers at once: no closure per device on a mass expiry.
     if (isPromiseLike(result)) {
-      result.then(
-        (change) => {
-          if (change) this.emitChange(change, 'Disconnect', reason, instance.clientIp);
-        },
-        (error: unknown) => this.config.logger.error('express-presence: store failed to record a closed connection', error),
-      );
+      this.pendingWrites++;
+      result
+        .then(
+          (change) => {
+            if (change) this.emitChange(change, 'Disconnect', reason, instance.clientIp);
+          },
+          (error: unknown) => this.config.logger.error('express-presence: store failed to record a closed connection', error),
+        )
+        .finally(() => this.writeSettled());
     } else if (result) {
       this.emitChange(result, 'Disconnect', reason, instance.clientIp);
     }

@@ -55,6 +55,8 @@ interface Deferred {
   attempts: number;
   /** A login waiting for Redis: refused when the store closes (a transport end just stays unrecorded). */
   login?: boolean;
+  /** A transport end given up at close: it settles unrecorded (other processes reap the device once the lease is gone). */
+  drop?: () => void;
 }
 
 /** An admin kick waiting for Redis (and for this process's re-assertion): run after it, in order. */
@@ -143,6 +145,13 @@ function toChange(raw: RawChange): StoreChange {
   };
 }
 
+/** Settles when `work` does, or after `ms` at the latest. */
+async function within(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
 function toChanges(raw: unknown): StoreChange[] {
   const list = JSON.parse(raw as string) as RawChange[] | Record<string, never>;
   return Array.isArray(list) ? list.map(toChange) : [];
@@ -197,7 +206,12 @@ export class RedisStore implements PresenceStore {
   private readonly sources = new Map<ScriptName, string>();
   private context: StoreContext | undefined;
   private readonly timers = new Set<TimerHandle>();
+  /** The periodic tasks (lease, sweep) running now: close waits for them, so the changes a sweep reports come before it resolves. */
+  private readonly running = new Set<Promise<void>>();
   private closed = false;
+  private closing: Promise<void> | undefined;
+  /** Set by handOver: close leaves this process's devices to the others until then instead of at once. */
+  private handoverUntil: number | undefined;
   private down = false;
   /** Transport ends (and logins) that could not reach Redis, replayed in order once it is back. */
   private pending: Deferred[] = [];
@@ -451,9 +465,26 @@ export class RedisStore implements PresenceStore {
     return { users: { Online: read('u:Online'), PushOnline: read('u:PushOnline'), Offline: 0 }, instances, platforms };
   }
 
-  /** Stops timers and gives up the lease, so another process closes this one's remaining devices at its next sweep. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Closes the store leaving this process's live devices to the others: its lease is given up and marked handed over until
+   * `until`, so that a device resumed on another process by then moves there with no transition, and the others are closed by
+   * whichever process sweeps once their grace is over (`until`, or their class's reconnect grace from now if later).
+   */
+  handOver(until: number): Promise<void> {
+    this.handoverUntil ??= until;
+    return this.close();
+  }
+
+  /**
+   * Stops timers and gives up the lease, so that other processes close this one's remaining devices at their sweep once the
+   * reconnect grace of each (counted from now) is over.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     this.closed = true;
     for (const timer of this.timers) this.context?.clock.clearTimeout(timer);
     this.timers.clear();
@@ -463,11 +494,28 @@ export class RedisStore implements PresenceStore {
     const subscriber = this.subscriber;
     this.subscriber = undefined;
     if (subscriber) subscriber.disconnect();
-    for (const deferred of this.pending.splice(0)) if (deferred.login) deferred.fail(new Error('express-presence: the presence was closed'));
-    for (const waiting of this.waitingKicks.splice(0)) waiting.fail(new Error('express-presence: the presence was closed; the kick was not made'));
-    if (this.client.status === 'ready') {
-      await this.client.del(`${this.prefix}lease:${this.owner}`).catch(() => undefined);
+    for (const deferred of this.pending.splice(0)) {
+      if (deferred.login) deferred.fail(new Error('express-presence: the presence was closed'));
+      else deferred.drop?.();
     }
+    for (const waiting of this.waitingKicks.splice(0)) waiting.fail(new Error('express-presence: the presence was closed; the kick was not made'));
+    // What a sweep or a reconciliation under way reports is emitted before close resolves (bounded: Redis may be going away).
+    const busy = [...this.running, ...(this.reconciling ? [this.reconciling] : [])];
+    if (busy.length > 0) await within(Promise.allSettled(busy), this.leaseTtl);
+    if (this.client.status !== 'ready') return;
+    const lease = `${this.prefix}lease:${this.owner}`;
+    const context = this.context;
+    if (this.handoverUntil === undefined || !context) {
+      await this.client.del(lease).catch(() => undefined);
+      return;
+    }
+    // One step: no sweep sees the lease gone without the handover (REAP).
+    await this.client
+      .multi()
+      .hset(`${this.prefix}gone:${this.owner}`, 'at', context.clock.now(), 'until', this.handoverUntil)
+      .del(lease)
+      .exec()
+      .catch(() => undefined);
   }
 
   private get owner(): string {
@@ -498,7 +546,8 @@ export class RedisStore implements PresenceStore {
   private durable(operation: () => Promise<StoreChange | null>): Promise<StoreChange | null> {
     const later = () =>
       new Promise<StoreChange | null>((resolve, reject) => {
-        this.pending.push({ run: () => operation().then(resolve), fail: reject, attempts: 0 });
+        if (this.closed) resolve(null);
+        else this.pending.push({ run: () => operation().then(resolve), fail: reject, attempts: 0, drop: () => resolve(null) });
       });
     if (this.down || this.pending.length > 0) return later();
     return operation().catch((error: unknown) => {
@@ -688,13 +737,22 @@ export class RedisStore implements PresenceStore {
     else if (result.change) context.changed(result.change, 'Login', 'Register');
   }
 
-  /** Writes the lease; answers true when this process was not listed among the live ones (first lease, or reaped since). */
+  /**
+   * Writes the lease; answers true when others found it gone since it was last written (they may have reaped this process's
+   * devices, or taken some over), or when this process was not listed among the live ones (first lease, or reaped since).
+   */
   private async renewLease(): Promise<boolean> {
-    const replies = await this.client.multi().set(`${this.prefix}lease:${this.owner}`, '1', 'PX', this.leaseTtl).sadd(`${this.prefix}procs`, this.owner).exec();
-    const [setReply, addReply] = replies ?? [];
+    const replies = await this.client
+      .multi()
+      .set(`${this.prefix}lease:${this.owner}`, '1', 'PX', this.leaseTtl)
+      .sadd(`${this.prefix}procs`, this.owner)
+      .del(`${this.prefix}gone:${this.owner}`)
+      .exec();
+    const [setReply, addReply, goneReply] = replies ?? [];
     if (setReply?.[0]) throw setReply[0];
     if (addReply?.[0]) throw addReply[0];
-    const added = addReply?.[1] === 1;
+    if (goneReply?.[0]) throw goneReply[0];
+    const added = addReply?.[1] === 1 || goneReply?.[1] === 1;
     const lost = added && this.leaseHeld;
     this.leaseHeld = true;
     return lost;
@@ -724,7 +782,7 @@ export class RedisStore implements PresenceStore {
     }
   }
 
-  /** Takes due PushOnline expiries and closes the devices of processes whose lease is gone. */
+  /** Takes due PushOnline expiries and closes the devices of processes whose lease is gone, once their grace is over. */
   private async sweep(): Promise<void> {
     const context = this.context;
     if (!context || this.closed || this.client.status !== 'ready') return;
@@ -738,8 +796,9 @@ export class RedisStore implements PresenceStore {
       for (const owner of owners) {
         if (owner === context.owner) continue;
         if ((await this.client.exists(`${this.prefix}lease:${owner}`)) === 1) continue;
-        const changes = toChanges(await this.run('reap', [owner]));
-        debug('reaped %d devices of dead process %s', changes.length, owner);
+        const grace = context.reconnectGrace;
+        const changes = toChanges(await this.run('reap', [owner, grace.mobile, grace.desktop, grace.web, grace.miniProgram]));
+        if (changes.length > 0) debug('reaped %d devices of process %s', changes.length, owner);
         for (const change of changes) context.changed(change, 'Disconnect', 'LinkClose');
       }
     } catch (error) {
@@ -762,7 +821,10 @@ export class RedisStore implements PresenceStore {
     const tick = () => {
       this.timers.delete(handle);
       if (this.closed) return;
-      void task().finally(() => {
+      const running = task();
+      this.running.add(running);
+      void running.finally(() => {
+        this.running.delete(running);
         if (this.closed) return;
         handle = clock.setTimeout(tick, ms);
         this.timers.add(handle);

@@ -13,6 +13,9 @@
  *   P expiry         sorted set of PushOnline devices by due time; member cjson [userId, instanceId, sessionId]
  *   P owned:<owner>  set of the Online devices a process holds (is among the owners of); member cjson [userId, instanceId, sessionId]
  *   P lease:<owner>  a process's lease (PX expiry); P procs: set of owners that ever held one
+ *   P gone:<owner>   hash, once a process's lease is gone and until its devices are all reaped: at (when it went: its close, or
+ *                    when a sweep first found its lease gone), until (the end of the handover a closing process asked for),
+ *                    next (when its next device is due). A process that renews its lease again deletes it.
  *   P rv:<sessionId> a revoked session (PX: the PushOnline TTL); its value is the end notice as JSON, {reason, by?}
  *                    (what a re-asserted device that missed its `ended` message is told); '1' (older versions) = AdminKick
  *   P rvu:<userId>   sorted set of the user's revoked sessions by revocation time (PX: the PushOnline TTL): at most
@@ -64,6 +67,18 @@ end
 local function unhold(userId, r, owner)
   for i, o in ipairs(r.owners) do if o == owner then table.remove(r.owners, i) break end end
   redis.call('SREM', P .. 'owned:' .. owner, member(userId, r.id, r.sid))
+end
+-- A device resumed by \`owner\` that processes without a lease (closed, dead) still hold moves to it: their handover or reaping
+-- no longer ends it. Each is noted gone (if not yet), so that one that was only frozen re-asserts its devices when it renews.
+local function takeOver(userId, r, owner)
+  for i = #r.owners, 1, -1 do
+    local o = r.owners[i]
+    if o ~= owner and redis.call('EXISTS', P .. 'lease:' .. o) == 0 then
+      table.remove(r.owners, i)
+      redis.call('SREM', P .. 'owned:' .. o, member(userId, r.id, r.sid))
+      if redis.call('SISMEMBER', P .. 'procs', o) == 1 then redis.call('HSETNX', P .. 'gone:' .. o, 'at', NOW) end
+    end
+  end
 end
 local function unholdAll(userId, r)
   for _, o in ipairs(r.owners) do redis.call('SREM', P .. 'owned:' .. o, member(userId, r.id, r.sid)) end
@@ -233,6 +248,7 @@ for _, r in ipairs(user.instances) do if r.id == instanceId then existing = r en
 
 if existing and resumeSid ~= '' and existing.sid == resumeSid and existing.platform == platform then
   -- Online: another tab of the device, here or on another process (or a re-assertion): this process holds it too.
+  takeOver(userId, existing, owner)
   hold(userId, existing, owner)
   if existing.status == 'Online' then
     save(userId, user)
@@ -408,20 +424,57 @@ end
 return cjson.encode(changes)
 `;
 
-/** The devices of a process whose lease is gone lose their link, once (those it was the last holder of). ARGV: common, owner. */
+/**
+ * The devices of a process whose lease is gone lose their link, once each (those it was the last holder of), when their grace is
+ * over: each class's reconnect grace from when the process went (its close, or when a sweep first found its lease gone), and not
+ * before the end of the handover a closing process asked for. A device resumed elsewhere meanwhile moved there (takeOver) and is
+ * not among them. ARGV: common, owner, the reconnect grace (ms) of mobile, desktop, web and miniProgram.
+ */
 export const REAP = `${COMMON}
 local owner = ARGV[5]
+local grace = {mobile = tonumber(ARGV[6]), desktop = tonumber(ARGV[7]), web = tonumber(ARGV[8]), miniProgram = tonumber(ARGV[9])}
 if redis.call('EXISTS', P .. 'lease:' .. owner) == 1 then return cjson.encode({}) end
-local changes = {}
+local gone = P .. 'gone:' .. owner
+redis.call('HSETNX', gone, 'at', NOW)
+local at = tonumber(redis.call('HGET', gone, 'at'))
+local handover = tonumber(redis.call('HGET', gone, 'until')) or 0
+local function dueOf(cls) return math.max(handover, at + grace[cls]) end
+local function classOf(p)
+  if isMobile(p) then return 'mobile' end
+  if p == 'Windows' or p == 'Mac' or p == 'Linux' then return 'desktop' end
+  if p == 'MiniProgram' then return 'miniProgram' end
+  return 'web'
+end
+-- Until the first device is due, a sweep costs three commands, however many devices wait.
+local firstDue = tonumber(redis.call('HGET', gone, 'next'))
+if firstDue == nil then
+  firstDue = math.huge
+  for cls in pairs(grace) do firstDue = math.min(firstDue, dueOf(cls)) end
+end
+if NOW < firstDue then return cjson.encode({}) end
+local changes, later = {}, nil
 for _, m in ipairs(redis.call('SMEMBERS', P .. 'owned:' .. owner)) do
   local ids = cjson.decode(m)
   local user = load(ids[1])
   local r = find(user, ids[2], ids[3], owner)
-  -- A device other processes hold too stays Online for them; the dead process only lets go of it.
-  if r ~= nil and r.status == 'Online' and not release(ids[1], user, r, owner, NOW) then table.insert(changes, linkLost(ids[1], user, r, NOW)) end
+  if r == nil or r.status ~= 'Online' then
+    redis.call('SREM', P .. 'owned:' .. owner, m)
+  else
+    local due = dueOf(classOf(r.platform))
+    if due > NOW then
+      if later == nil or due < later then later = due end
+    -- A device other processes hold too stays Online for them; the process gone only lets go of it. Last seen: when it went.
+    elseif not release(ids[1], user, r, owner, at) then
+      table.insert(changes, linkLost(ids[1], user, r, at))
+    end
+  end
 end
-redis.call('DEL', P .. 'owned:' .. owner)
-redis.call('SREM', P .. 'procs', owner)
+if later == nil then
+  redis.call('DEL', P .. 'owned:' .. owner, gone)
+  redis.call('SREM', P .. 'procs', owner)
+else
+  redis.call('HSET', gone, 'next', later)
+end
 return cjson.encode(changes)
 `;
 

@@ -44,9 +44,10 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
     const state = this[PRESENCE];
     if (!state) return;
     state.disconnected();
-    // The transport's ping timeout is a heartbeat timeout; every other end the client or the link
-    // caused is a closed connection. Ends the server made (kick, timeout) already ended it: a no-op.
-    engine.disconnect(state.connection, reason === 'ping timeout' ? 'timeout' : 'closed');
+    // The transport's ping timeout is a heartbeat timeout; io.close() is this server shutting down
+    // (the client reconnects elsewhere); every other end the client or the link caused is a closed
+    // connection. Ends the server made (kick, timeout) already ended it: a no-op.
+    engine.disconnect(state.connection, reason === 'ping timeout' ? 'timeout' : reason === 'server shutting down' ? 'shutdown' : 'closed');
   }
 
   nsp.use(presenceMiddleware({ engine, dispatch, fairUse }, authenticate));
