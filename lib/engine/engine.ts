@@ -530,7 +530,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (!isPromiseLike(removed)) return report(removed);
     // Reported when the store answers, even after the caller stopped waiting (storeTimeout); close() waits for it.
     this.pendingWrites++;
-    await this.bounded('remove', removed.then(report).finally(() => this.writeSettled()));
+    await this.bounded(
+      'remove',
+      removed.then(report).finally(() => this.writeSettled()),
+    );
   }
 
   /** Admin kick of every device of a user, or of those on one platform or with one instance id. */
@@ -559,7 +562,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (!isPromiseLike(kicked)) return report(kicked);
     // A kick the store makes after the caller stopped waiting (storeTimeout) still ends its sockets and is reported; close() waits for it.
     this.pendingWrites++;
-    return this.bounded('kick', kicked.then(report).finally(() => this.writeSettled()));
+    return this.bounded(
+      'kick',
+      kicked.then(report).finally(() => this.writeSettled()),
+    );
   }
 
   /** Sets (or with null / '' clears) a user's custom status, at most 100 bytes of UTF-8. */
