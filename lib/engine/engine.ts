@@ -330,20 +330,43 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       release();
     } else {
       const settled = answer.then(
-        (stored) => {
-          const ended = endedOf(stored);
-          release();
-          return { stored, ended };
-        },
+        (stored) => ({ stored, ended: endedOf(stored) }),
         (error: unknown) => {
           release();
           throw error;
         },
       );
-      const late = (answered: { stored: StoreLoginResult; ended: EndNotice | undefined }): void =>
-        this.abandonLogin(answered.stored, answered.ended, request, platform, instanceId, cls, version);
+      const late = (answered: { stored: StoreLoginResult; ended: EndNotice | undefined }): void => {
+        try {
+          this.abandonLogin(answered.stored, answered.ended, request, platform, instanceId, cls, version);
+        } finally {
+          release();
+        }
+      };
+      // Timed out: `late` releases once the store answers. Answered in time: released once the answer is taken in
+      // below, so a close() waiting for logins finds this device among its own (not a microtask too early).
       ({ stored: result, ended: endedMeanwhile } = await this.bounded('login', settled, late));
+      try {
+        return this.takeLogin(result, endedMeanwhile, request, platform, instanceId, cls, version, onEnd, heartbeatInterval);
+      } finally {
+        release();
+      }
     }
+    return this.takeLogin(result, endedMeanwhile, request, platform, instanceId, cls, version, onEnd, heartbeatInterval);
+  }
+
+  /** A login the store answered: refused if revoked, reported, and its connection attached. */
+  private takeLogin(
+    result: StoreLoginResult,
+    endedMeanwhile: EndNotice | undefined,
+    request: ConnectRequest,
+    platform: Platform,
+    instanceId: string,
+    cls: PlatformClass,
+    version: string | undefined,
+    onEnd: EndListener,
+    heartbeatInterval: number,
+  ): ConnectResult {
     if (result.outcome === 'revoked') throw new PresenceError('SESSION_REVOKED', 'this session was ended by a logout or a kick; log in again without it');
     if (this.closed) {
       // Closed while the store took the login: it happened there (and kicked whom it kicked), so it
