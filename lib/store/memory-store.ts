@@ -60,6 +60,8 @@ const EMPTY_KICKS: readonly StoreKicked[] = Object.freeze([]);
 
 /** Presence in this process. Fast and zero-configuration; kept across restarts only with `persistence`. */
 export class MemoryStore implements PresenceStore {
+  /** Every connection of this store is in this process: the mount's rooms, kept here, are exact. */
+  readonly rooms = 'in-process';
   private readonly users = new Map<string, UserEntry>();
   private readonly offline: LRUCache<string, UserEntry>;
   private revoked: LRUCache<string, true>;
