@@ -43,7 +43,7 @@ export function parseMeta(meta: unknown): { value: JsonValue; json: string } {
   try {
     json = JSON.stringify(meta);
   } catch (error) {
-    throw new TypeError(`meta must be JSON (${(error as Error).message})`);
+    throw new TypeError(`meta must be JSON (${(error as Error).message})`, { cause: error });
   }
   if (json === undefined) throw new TypeError(`meta must be JSON; got ${kindOf(meta)}`);
   const bytes = Buffer.byteLength(json, 'utf8');
