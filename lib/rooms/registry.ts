@@ -212,6 +212,13 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     return occupied;
   }
 
+  /** Rooms whose changes wait for their next message (tests wait for none before comparing what clients hold). */
+  get openBatches(): number {
+    let open = 0;
+    for (const room of this.rooms.values()) if (room.batch) open++;
+    return open;
+  }
+
   /** Rooms the connection is in (or joining). */
   roomsOf(connection: C): number {
     return this.connections.get(connection)?.joined.size ?? 0;
