@@ -314,4 +314,21 @@ await presence.close();
     expect(await program.exited, program.output()).to.equal(0);
     expect(program.output()).to.match(/status Offline/);
   });
+
+  it('Rooms: two clients in one document, the diffs, the count and a page', async () => {
+    const port = await freePort();
+    let code = swap(block('// rooms.mjs'), 'server.listen(3000, resolve)', 'server.listen(Number(process.env.PORT), resolve)');
+    code = swap(code, "'http://localhost:3000'", '`http://127.0.0.1:${process.env.PORT}`');
+    const program = run('rooms.mjs', code, { PORT: String(port) });
+    expect(await program.exited, program.output()).to.equal(0);
+    const output = program.output();
+    expect(output).to.match(/occupied doc:42/);
+    expect(output).to.match(/occupied everyone/);
+    expect(output).to.match(/bob sees ann,bob 2/);
+    expect(output).to.match(/ann sees join bob \{"name":"Bob"\}/);
+    expect(output).to.match(/ann sees update bob \{"name":"Bob","cursor":7\}/);
+    expect(output).to.match(/count 2/);
+    expect(output).to.match(/members ann,bob null/);
+    expect(output).to.match(/change doc:42 ann/);
+  });
 });
