@@ -6,14 +6,15 @@ import { Server } from 'socket.io';
 import { io as ioc, type Socket as ClientSocket } from 'socket.io-client';
 import { createPresence, ManualClock, MemoryStore } from '../lib/index.js';
 import { RoomRegistry, type RoomConnection } from '../lib/rooms/index.js';
-import { ROOM_PREFIX } from '../lib/socket/rooms.js';
+import { ROOM_PREFIX, SocketRoomConnection } from '../lib/socket/rooms.js';
+import { PRESENCE, type PresenceSocket } from '../lib/socket/session.js';
 import { report, type Figure } from './report.js';
 
-/** Members of the delivery room (the issue's figure is 10,000; lower it on a small machine with ROOMS_BENCH_MEMBERS). */
-const MEMBERS = Number(process.env.ROOMS_BENCH_MEMBERS ?? 10_000);
+/** Members of the delivery room. Clients run in this process, so 10,000 (the issue's figure) needs more than the 20,000 file descriptors of this machine: ROOMS_BENCH_MEMBERS sets it. */
+const MEMBERS = Number(process.env.ROOMS_BENCH_MEMBERS ?? 2000);
 const COUNT_MEMBERS = 100_000;
 const ROUNDS = Number(process.env.ROOMS_BENCH_ROUNDS ?? 20);
-const CONCURRENCY = 200;
+const CONCURRENCY = 50;
 const BATCH = 50;
 
 function now(): number {
@@ -105,7 +106,7 @@ async function deliveryFigures(): Promise<Figure[]> {
   const clients: ClientSocket[] = [];
   const open = (userId: string): Promise<ClientSocket> =>
     new Promise((resolve, reject) => {
-      const socket = ioc(url, { transports: ['websocket'], forceNew: true, reconnection: false, auth: { token: userId, platform: 'Web' } });
+      const socket = ioc(url, { transports: ['websocket'], forceNew: true, reconnection: false, timeout: 60_000, auth: { token: userId, platform: 'Web' } });
       socket.on('presence:room', () => received++);
       socket.once('presence:session', () => resolve(socket));
       socket.once('connect_error', reject);
@@ -115,7 +116,11 @@ async function deliveryFigures(): Promise<Figure[]> {
     await Promise.all(Array.from({ length: Math.min(CONCURRENCY, MEMBERS - from) }, (_, i) => open(`member-${from + i}`)));
   }
   const serverSockets = [...io.of('/').sockets.values()];
-  for (const socket of serverSockets) await presence.join(socket, 'big', { seat: 1 });
+  // Straight into the core: presence.join would also send each member the whole room, n² bytes of set-up.
+  for (const socket of serverSockets) {
+    const presenceSocket = socket as unknown as PresenceSocket;
+    await presence.rooms.join(new SocketRoomConnection(presenceSocket, presenceSocket[PRESENCE]!), 'big', { seat: 1 });
+  }
   clock.advance(BATCH);
   const extraClient = await open('newcomer');
   const extra = [...io.of('/').sockets.values()].find((socket) => !serverSockets.includes(socket))!;
