@@ -244,7 +244,7 @@ globalThis.localStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v
 function getToken() { return 'carol-viewer'; }
 function showLoggedOutElsewhere(reason, by) { console.log('kicked', reason, by); }
 function render(change) { console.log('change', JSON.stringify(change)); }
-${swap(block("from 'express-presence/client'"), "'https://chat.example.com'", 'process.env.APP_URL')}
+${swap(block("url: 'https://chat.example.com'"), "'https://chat.example.com'", 'process.env.APP_URL')}
 console.log('subscribed', JSON.stringify({ users, denied }));
 presence.close();
 `;
