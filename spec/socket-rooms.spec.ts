@@ -274,6 +274,32 @@ describe('socket: rooms', () => {
     });
   });
 
+  describe('held for the grace, then ended by the server', () => {
+    it('a kick or a logout elsewhere of a device whose connection is held leaves at once, not at the end of the grace', async () => {
+      const h = await start({ ...allow, reconnectGrace: '20s' });
+      const watcher = await h.connect(auth('w', 'Web'));
+      await joined(watcher, 'lobby');
+      const seen = messages(watcher);
+      const phone = await h.connect(auth('p', 'Android', { instanceId: 'phone' }));
+      await joined(phone, 'lobby');
+      await waitFor(() => seen.some((message) => message.joined.length > 0), 'p joined');
+      phone.socket.disconnect();
+      await delay(50);
+      expect(h.presence.rooms.count('lobby'), 'held').to.equal(2);
+      await h.presence.kick('p');
+      await waitFor(() => seen.some((message) => message.left.includes('p')), 'the kick leaves', 3000);
+      expect(h.presence.rooms.count('lobby')).to.equal(1);
+    });
+
+    it('concurrent joins waiting on canJoin cannot overshoot maxRoomsPerConnection', async () => {
+      const h = await start({ canJoin: () => delay(50).then(() => true), maxRoomsPerConnection: 2, roomBatchInterval: 20 });
+      const a = await h.connect(auth('a', 'Web'));
+      const answers = await Promise.all(['r1', 'r2', 'r3'].map((room) => join(a, room)));
+      expect(answers.filter((answer) => answer.ok)).to.have.length(2);
+      expect(answers.filter((answer) => !answer.ok).map((answer) => (answer as { code: string }).code)).to.deep.equal(['TOO_MANY_ROOMS']);
+    });
+  });
+
   describe('the server API and events', () => {
     it('presence.join needs no canJoin and tells the client the room; presence.leave; room() counts and pages; room events fire', async () => {
       const h = await start({ roomBatchInterval: 20 });
