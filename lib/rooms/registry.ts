@@ -77,7 +77,8 @@ class UserRecord {
   known = false;
   /** Joins waiting (for canJoin or the store): the record must outlive them. */
   joining = 0;
-  readonly members = new Set<Member>();
+  /** Its memberships, one per room: an array, as a user is in few rooms and a Set costs far more per user. */
+  members: Member[] = [];
   constructor(readonly userId: string) {}
 }
 
@@ -85,8 +86,8 @@ class UserRecord {
 class Member {
   meta: JsonValue = null;
   metaJson = 'null';
-  /** The user's connections in the room (live, or closed and held for the reconnect grace). */
-  readonly handles: Handle[] = [];
+  /** The user's connections in the room (live, or closed and held for the reconnect grace); starts as a one-slot literal, as most members have one. */
+  handles: Handle[] = [];
   removed = false;
   /** The member as shown, built when first asked for and dropped at each change. */
   view: RoomMember | undefined = undefined;
@@ -300,12 +301,15 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       member = new Member(user, room, room.nextSeq++);
       room.members.set(user.userId, member);
       room.order.push(member);
-      user.members.add(member);
+      if (user.members.length === 0) user.members = [member];
+      else user.members.push(member);
     }
     if (placeholder instanceof Pending) {
       this.adoptHeld(member, connection);
       const handle = new Handle(connection, member);
-      member.handles.push(handle);
+      // An array grown by push from empty reserves 17 slots; most members keep one connection.
+      if (member.handles.length === 0) member.handles = [handle];
+      else member.handles.push(handle);
       rooms.joined.set(name, handle);
       this.delivery?.enter(connection, name);
     }
@@ -477,7 +481,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   }
 
   private dropUserIfIdle(user: UserRecord): void {
-    if (user.joining === 0 && user.members.size === 0 && this.users.get(user.userId) === user) this.users.delete(user.userId);
+    if (user.joining === 0 && user.members.length === 0 && this.users.get(user.userId) === user) this.users.delete(user.userId);
   }
 
   private dropConnectionIfIdle(connection: C, rooms: ConnectionRooms): void {
@@ -500,7 +504,9 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       room.order = room.order.filter((kept) => !kept.removed);
       room.removedInOrder = 0;
     }
-    member.user.members.delete(member);
+    const members = member.user.members;
+    const at = members.indexOf(member);
+    if (at >= 0) members.splice(at, 1);
     this.dropUserIfIdle(member.user);
     if (room.members.size === 0) this.emitSafely('room-vacated', { room: room.name });
   }
@@ -519,10 +525,18 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
 
   private view(member: Member): RoomMember {
     if (member.view) return member.view;
-    const devices: RoomDevice[] = [];
-    for (const handle of member.handles) {
-      const { instanceId, platform } = handle.connection;
-      if (!devices.some((device) => device.instanceId === instanceId)) devices.push({ platform, instanceId });
+    let devices: RoomDevice[];
+    const handles = member.handles;
+    if (handles.length === 1) {
+      // The common case as a literal: exactly one slot.
+      const { instanceId, platform } = handles[0]!.connection;
+      devices = [{ platform, instanceId }];
+    } else {
+      devices = [];
+      for (const handle of handles) {
+        const { instanceId, platform } = handle.connection;
+        if (!devices.some((device) => device.instanceId === instanceId)) devices.push({ platform, instanceId });
+      }
     }
     const user = member.user;
     member.view = Object.freeze({
@@ -608,6 +622,11 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
         this.options.logger.error('express-presence: delivering a room message failed', error);
       }
       room.listed = listed;
+    }
+    // Built views go with their batch: kept, they would cost every member of a quiet room a copy of itself.
+    for (const entry of batch.log) {
+      const member = room.members.get(entry.userId);
+      if (member) member.view = undefined;
     }
     if (room.members.size === 0 && !room.batch && this.rooms.get(room.name) === room) this.rooms.delete(room.name);
   }
