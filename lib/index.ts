@@ -18,6 +18,7 @@ export type {
   Authorize,
   AuthorizeRequest,
   CanSee,
+  CanJoin,
   Logger,
 } from './options.js';
 export type * from './store/types.js';
@@ -42,6 +43,10 @@ export type {
   ClientToServerEvents,
 } from './socket/protocol.js';
 export type { RouterOptions, PresenceRouter, PresenceErrorHandler, SourceHttpStatus } from './http/router.js';
+export { RoomError, type RoomErrorCode } from './rooms/registry.js';
+export type * from './rooms/types.js';
+export type { JoinRequest, RoomUpdateRequest, RoomClientToServerEvents } from './socket/protocol.js';
+export type { RoomPageResponse, RoomsQueryResponse, OnlineMemberNumResponse } from './http/room-routes.js';
 export type { QueryStateResponse, QueryStateResult, QueryStateDetail, SourceKickResponse } from './http/source-routes.js';
 export type { UsersQueryResponse, UserKickResponse } from './http/plain-routes.js';
 export { SourceErrorCode, type Problem, type SourceFailure } from './http/respond.js';

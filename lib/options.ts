@@ -72,6 +72,9 @@ export type Authorize<Request = AuthorizeRequest> = { check(req: Request): boole
 /** May `viewerId` subscribe to the status of `targetId`? */
 export type CanSee = (viewerId: string, targetId: string) => boolean | Promise<boolean>;
 
+/** May `userId` join `room` from the client (`presence:join`) with this `meta`? */
+export type CanJoin = (userId: string, room: string, meta: unknown) => boolean | Promise<boolean>;
+
 /** Where warnings and errors go. `console` fits. */
 export interface Logger {
   warn(message: string, ...details: unknown[]): void;
@@ -143,6 +146,14 @@ export interface PresenceOptions {
   eventRateLimit?: EventRateLimit | false;
   /** How long an admin route waits for a request body to arrive before answering 408. Defaults to 10000. */
   bodyTimeout?: Duration;
+  /** May a user join a room from the client (`presence:join`)? A throw or a rejection refuses. Defaults to none: client joins are refused (`presence.join()` on the server needs no check). */
+  canJoin?: CanJoin;
+  /** Members listed in a join answer and in `presence:room` diffs; above it they carry the count only. Defaults to 1000. */
+  roomMemberLimit?: number;
+  /** The shortest time between two `presence:room` messages of one room (ms or a string such as `'50ms'`); changes meanwhile are coalesced. Defaults to 50. */
+  roomBatchInterval?: Duration;
+  /** Rooms one connection may be in at once; one more join is refused with `TOO_MANY_ROOMS`. Defaults to 100. */
+  maxRoomsPerConnection?: number;
   /** Warnings and errors. Defaults to `console`. */
   logger?: Logger;
   /** The time source; pass a `ManualClock` in tests. Defaults to the system clock. */
@@ -177,6 +188,10 @@ export interface ResolvedConfig {
   readonly maxSubscriptionsPerUser: number;
   readonly eventRateLimit: Readonly<EventRateLimit> | false;
   readonly bodyTimeout: number;
+  readonly canJoin: CanJoin | undefined;
+  readonly roomMemberLimit: number;
+  readonly roomBatchInterval: number;
+  readonly maxRoomsPerConnection: number;
   readonly logger: Logger;
   readonly clock: Clock;
 }
@@ -212,6 +227,10 @@ const OPTION_NAMES = [
   'maxSubscriptionsPerUser',
   'eventRateLimit',
   'bodyTimeout',
+  'canJoin',
+  'roomMemberLimit',
+  'roomBatchInterval',
+  'maxRoomsPerConnection',
   'logger',
   'clock',
 ] as const satisfies readonly (keyof PresenceOptions)[];
@@ -401,6 +420,13 @@ function resolveEventRateLimit(value: unknown): Readonly<EventRateLimit> | false
   return Object.freeze({ perSecond, burst: integer('eventRateLimit.burst', given.burst, Math.max(1, Math.ceil(perSecond * 2)), 1, 1_000_000) });
 }
 
+/** At most a minute: a longer batch would hold every room's news back for longer than anyone would wait. */
+function roomBatchInterval(value: unknown): number {
+  const ms = duration('roomBatchInterval', value, 50, true);
+  if (ms > 60_000) refuse('roomBatchInterval', 'at most 60000 ms (a minute)', value);
+  return ms;
+}
+
 function resolveLogger(value: unknown): Logger {
   if (value === undefined) return console;
   if (typeof value !== 'object' || value === null || typeof (value as Logger).warn !== 'function' || typeof (value as Logger).error !== 'function') {
@@ -459,6 +485,10 @@ export function resolveOptions(options: PresenceOptions | undefined = {}): Resol
     maxSubscriptionsPerUser: integer('maxSubscriptionsPerUser', given.maxSubscriptionsPerUser, 20_000, 1, 10_000_000),
     eventRateLimit: resolveEventRateLimit(given.eventRateLimit),
     bodyTimeout: duration('bodyTimeout', given.bodyTimeout, 10_000, false, true),
+    canJoin: optionalFunction<CanJoin>('canJoin', given.canJoin, '(userId, room, meta) => boolean'),
+    roomMemberLimit: integer('roomMemberLimit', given.roomMemberLimit, 1000, 1, 1_000_000),
+    roomBatchInterval: roomBatchInterval(given.roomBatchInterval),
+    maxRoomsPerConnection: integer('maxRoomsPerConnection', given.maxRoomsPerConnection, 100, 1, 100_000),
     logger: resolveLogger(given.logger),
     clock: resolveClock(given.clock),
   });

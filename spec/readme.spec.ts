@@ -240,7 +240,7 @@ globalThis.localStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v
 function getToken() { return 'carol-viewer'; }
 function showLoggedOutElsewhere(reason, by) { console.log('kicked', reason, by); }
 function render(change) { console.log('change', JSON.stringify(change)); }
-${swap(block("from 'express-presence/client'"), "'https://chat.example.com'", 'process.env.APP_URL')}
+${swap(block("url: 'https://chat.example.com'"), "'https://chat.example.com'", 'process.env.APP_URL')}
 console.log('subscribed', JSON.stringify({ users, denied }));
 presence.close();
 `;
@@ -389,5 +389,22 @@ await presence.close();
     const program = run('testing.mjs', code);
     expect(await program.exited, program.output()).to.equal(0);
     expect(program.output()).to.match(/status Offline/);
+  });
+
+  it('Rooms: two clients in one document, the diffs, the count and a page', async () => {
+    const port = await freePort();
+    let code = swap(block('// rooms.mjs'), 'server.listen(3000, resolve)', 'server.listen(Number(process.env.PORT), resolve)');
+    code = swap(code, "'http://localhost:3000'", '`http://127.0.0.1:${process.env.PORT}`');
+    const program = run('rooms.mjs', code, { PORT: String(port) });
+    expect(await program.exited, program.output()).to.equal(0);
+    const output = program.output();
+    expect(output).to.match(/occupied doc:42/);
+    expect(output).to.match(/occupied everyone/);
+    expect(output).to.match(/bob sees ann,bob 2/);
+    expect(output).to.match(/ann sees join bob \{"name":"Bob"\}/);
+    expect(output).to.match(/ann sees update bob \{"name":"Bob","cursor":7\}/);
+    expect(output).to.match(/count 2/);
+    expect(output).to.match(/members ann,bob null/);
+    expect(output).to.match(/change doc:42 ann/);
   });
 });

@@ -13,6 +13,8 @@ import type {
   SubscribeResult,
 } from '../socket/protocol.js';
 import { TypedEmitter } from './emitter.js';
+import type { JsonValue, RoomMessage, RoomSnapshot } from '../rooms/types.js';
+import { PresenceRoom, type RoomOwner } from './room.js';
 
 /** socket.io-client's `io` function: the package's export, or the page's global from `/socket.io/socket.io.js`. */
 export type IoFactory = typeof socketIo;
@@ -126,7 +128,8 @@ interface StoredIds {
 type Answered = { ok: true } & Record<string, unknown>;
 type LooseEmitter = { emit(event: string, ...args: unknown[]): unknown };
 
-type RequestEvent = 'presence:subscribe' | 'presence:unsubscribe' | 'presence:set-status' | 'presence:logout';
+type RequestEvent =
+  'presence:subscribe' | 'presence:unsubscribe' | 'presence:set-status' | 'presence:logout' | 'presence:join' | 'presence:leave' | 'presence:room-update';
 
 const noop = (): void => {};
 
@@ -140,7 +143,7 @@ function errorCode(data: unknown): PresenceClientErrorCode | undefined {
  * the server's interval, reports background / foreground, re-subscribes after reconnects, and
  * stops for good once kicked, revoked, logged out or closed.
  */
-export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
+export class PresenceClient extends TypedEmitter<PresenceClientEvents> implements RoomOwner {
   /** The underlying socket.io-client socket, for the app's own events. */
   readonly socket: Socket<ServerToClientEvents, ClientToServerEvents>;
   private current: SessionPayload | undefined;
@@ -155,6 +158,9 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
   private resubscribe = false;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   private readonly watchers = new Map<string, Set<ChangeListener | typeof noop>>();
+  /** The rooms this client joined, rejoined after each reconnect. */
+  private readonly rooms = new Map<string, PresenceRoom>();
+  private rejoin = false;
   private readonly requestTimeout: number;
   private readonly storage: PresenceStorage | undefined;
   private readonly storageKey: string;
@@ -270,6 +276,38 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
     await this.request('presence:set-status', { customStatus });
   }
 
+  /**
+   * Joins a room (the server's `canJoin` decides) and resolves with it, live: `members`, `count`,
+   * events `change` / `join` / `leave` / `update`, `leave()`, `update(meta)`. After a reconnect the
+   * client rejoins it by itself (within the server's reconnect grace, the others see nothing).
+   * Joining a room already joined sets its meta and answers the same object.
+   */
+  async join(room: string, meta?: JsonValue): Promise<PresenceRoom> {
+    const answer = (await this.request('presence:join', meta === undefined ? { room } : { room, meta })) as unknown as RoomSnapshot;
+    let joined = this.rooms.get(room);
+    if (joined && !joined.left) {
+      if (meta !== undefined) joined.meta = meta;
+    } else {
+      joined = new PresenceRoom(room, meta, this);
+      this.rooms.set(room, joined);
+    }
+    joined.reset(answer, true);
+    return joined;
+  }
+
+  /** Part of PresenceRoom's `leave()`. */
+  async leaveRoom(room: PresenceRoom): Promise<void> {
+    room.left = true;
+    if (this.rooms.get(room.name) === room) this.rooms.delete(room.name);
+    if (this.socket.connected) await this.request('presence:leave', { room: room.name });
+  }
+
+  /** Part of PresenceRoom's `update()`. */
+  async updateRoom(room: PresenceRoom, meta: JsonValue): Promise<void> {
+    await this.request('presence:room-update', { room: room.name, meta });
+    room.meta = meta;
+  }
+
   /** Logs this device out: it is gone at once and its session revoked; the client stops. */
   async logout(): Promise<void> {
     try {
@@ -297,6 +335,8 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
       if (this.inBackground) this.send('presence:background');
       if (this.resubscribe && this.watchers.size > 0) this.resubscribeAll();
       this.resubscribe = false;
+      if (this.rejoin) this.rejoinAll();
+      this.rejoin = false;
       this.emit('session', session);
     });
     socket.on('presence:kicked', (notice) => {
@@ -319,6 +359,9 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
         }
       }
       this.emit('changed', change);
+    });
+    socket.on('presence:room', (message: RoomMessage) => {
+      this.rooms.get(message.room)?.apply(message);
     });
     socket.on('connect_error', (error: Error & { data?: unknown }) => {
       // A transport failure leaves the socket active (socket.io-client retries by itself); a refusal by any middleware,
@@ -346,6 +389,7 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
       this.stopHeartbeats();
       this.current = undefined;
       this.resubscribe = true;
+      this.rejoin = true;
       // The server ended this socket (kick, logout, server decision): socket.io-client will not reconnect.
       if (reason === 'io server disconnect') {
         this.droppedByServer = !this.stopped;
@@ -403,6 +447,21 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
         if (error instanceof PresenceClientError) this.emit('error', error);
       },
     );
+  }
+
+  /** After a reconnect: each room is joined again with its meta; what changed meanwhile is told as a change. */
+  private rejoinAll(): void {
+    for (const room of this.rooms.values()) {
+      const payload = room.meta === undefined ? { room: room.name } : { room: room.name, meta: room.meta };
+      this.request('presence:join', payload).then(
+        (answer) => {
+          if (!room.left) room.reset(answer as unknown as RoomSnapshot, false);
+        },
+        (error: unknown) => {
+          if (error instanceof PresenceClientError) this.emit('error', error);
+        },
+      );
+    }
   }
 
   /** Removes a listener (or all) of a user; true if nobody watches the user any more. */

@@ -12,6 +12,7 @@ import { checkId, InputError } from './input.js';
 import { getMetrics, getStats, getUser, kickUser, queryUsers } from './plain-routes.js';
 import { excerpt, sendProblem, sendSourceFailure, SourceErrorCode, type ErrorExtras } from './respond.js';
 import { queryState, sourceKick } from './source-routes.js';
+import { getRoom, onlineMemberNum, queryRooms, ROOMS_PREFIX } from './room-routes.js';
 
 const debug = createDebug('express-presence:http');
 
@@ -48,7 +49,7 @@ const ROUTER_OPTION_NAMES = ['authorize', 'bodyLimit', 'sourceHttpStatus'] as co
 
 type Family = 'source' | 'plain';
 
-type Handler = (presence: Presence, res: ServerResponse, userId: string, body: unknown) => Promise<void>;
+type Handler = (presence: Presence, res: ServerResponse, userId: string, body: unknown, req: IncomingMessage) => Promise<void>;
 
 interface Route {
   readonly family: Family;
@@ -91,7 +92,24 @@ const KICK_USER_PATH: PathRoutes = {
 const STATS_PATH: PathRoutes = { family: 'plain', get: route('plain', 'GET /stats', false, false, (presence, res) => getStats(presence, res)) };
 const METRICS_PATH: PathRoutes = { family: 'plain', get: route('plain', 'GET /metrics', false, false, (presence, res) => getMetrics(presence, res)) };
 
+const ROOM_PATH: PathRoutes = {
+  family: 'plain',
+  get: route('plain', 'GET /rooms/:room', false, false, (presence, res, _u, _b, req) => getRoom(presence, res, req)),
+};
+/** `/rooms/query` is both the batch count (POST) and the room named "query" (GET). */
+const ROOMS_QUERY_PATH: PathRoutes = {
+  family: 'plain',
+  get: ROOM_PATH.get,
+  post: route('plain', 'POST /rooms/query', true, false, (presence, res, _userId, body) => queryRooms(presence, res, body)),
+};
+const GROUP_MEMBER_NUM_ROUTE: PathRoutes = {
+  family: 'source',
+  post: route('source', 'get_online_member_num', true, false, (presence, res, _userId, body) => onlineMemberNum(presence, res, body)),
+};
+
 const STATIC_PATHS: ReadonlyMap<string, PathRoutes> = new Map([
+  ['/rooms/query', ROOMS_QUERY_PATH],
+  ['/v4/group_open_http_svc/get_online_member_num', GROUP_MEMBER_NUM_ROUTE],
   ['/v4/openim/querystate', QUERY_STATE_ROUTE],
   ['/v4/openim/query_online_status', QUERY_STATE_ROUTE],
   ['/v4/im_open_login_svc/kick', SOURCE_KICK_ROUTE],
@@ -107,6 +125,8 @@ const KICK_SUFFIX = '/kick';
 function match(path: string): { routes: PathRoutes; encodedUserId: string } | undefined {
   const routes = STATIC_PATHS.get(path);
   if (routes) return { routes, encodedUserId: path === '/users/query' ? 'query' : '' };
+  if (path.startsWith(ROOMS_PREFIX) && path.length > ROOMS_PREFIX.length && !path.includes('/', ROOMS_PREFIX.length))
+    return { routes: ROOM_PATH, encodedUserId: '' };
   if (!path.startsWith(USERS_PREFIX)) return undefined;
   const rest = path.slice(USERS_PREFIX.length);
   const slash = rest.indexOf('/');
@@ -258,7 +278,7 @@ async function serve(mount: Mount, route: Route, req: IncomingMessage, res: Serv
         return;
       }
     }
-    await route.handle(mount.presence, res, userId, body);
+    await route.handle(mount.presence, res, userId, body, req);
     mount.storeTrouble = false;
   } catch (error) {
     if (error instanceof InputError) {

@@ -5,6 +5,7 @@ import type { Presence } from '../presence.js';
 import { presenceEvents } from './events.js';
 import { FairUse } from './fair-use.js';
 import { presenceMiddleware } from './handshake.js';
+import { attachRooms } from './rooms.js';
 import { PRESENCE, type PresenceSocket } from './session.js';
 import { relayChanges, Subscriptions, type PresenceNamespace } from './subscriptions.js';
 
@@ -38,12 +39,15 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
 
   const fairUse = new FairUse(config);
   const subscriptions = new Subscriptions(engine, config.maxSubscriptions, config.canSee, config.logger, fairUse);
-  const dispatch = presenceEvents(engine, subscriptions);
+  const rooms = attachRooms(presence, engine, presence.rooms, nsp);
+  const dispatch = presenceEvents(engine, subscriptions, rooms.handlers);
 
   function onDisconnect(this: PresenceSocket, reason: DisconnectReason): void {
     const state = this[PRESENCE];
     if (!state) return;
     state.disconnected();
+    // Before the engine hears of it: rooms read whether the connection was still logged in (a close, held for the grace).
+    rooms.disconnected(state, reason);
     // The transport's ping timeout is a heartbeat timeout; io.close() is this server shutting down
     // (the client reconnects elsewhere); every other end the client or the link caused is a closed
     // connection. Ends the server made (kick, timeout) already ended it: a no-op.

@@ -4,14 +4,14 @@ import { parseCustomStatus, type PresenceEngine } from '../engine/engine.js';
 import { isPromiseLike, type MaybePromise } from '../store/types.js';
 import { isStoreUnavailable } from '../store/errors.js';
 import { takeToken } from './fair-use.js';
-import type { Answer, ClientToServerEvents, FailedAnswer } from './protocol.js';
+import type { Answer, ClientToServerEvents, FailedAnswer, RoomClientToServerEvents } from './protocol.js';
 import { PRESENCE, type PresenceSocket, type SocketPresence } from './session.js';
 import { readUserIds, type Subscriptions } from './subscriptions.js';
 
 type Ack = (answer: Answer) => void;
-type Run = (socket: PresenceSocket, state: SocketPresence, payload: unknown) => MaybePromise<Answer>;
+export type Run = (socket: PresenceSocket, state: SocketPresence, payload: unknown) => MaybePromise<Answer>;
 /** Handles one client event, `[name, ...args]`, for any socket of the namespace. */
-type EventHandler = (socket: PresenceSocket, event: readonly unknown[]) => void;
+export type EventHandler = (socket: PresenceSocket, event: readonly unknown[]) => void;
 /** A socket middleware (`socket.use`) that takes the presence events and passes the app's on. */
 export type EventDispatch = (socket: PresenceSocket, event: readonly unknown[], next: (error?: Error) => void) => void;
 
@@ -53,7 +53,7 @@ function reply(ack: Ack | undefined, answer: Answer): void {
  * Wraps an event's work: finds the acknowledgement (the last argument, whatever came before it),
  * refuses sockets no longer logged in, and turns any failure into a `SERVER_ERROR` answer.
  */
-function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: (socket: PresenceSocket) => void): EventHandler {
+export function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: (socket: PresenceSocket) => void): EventHandler {
   const logFailure = (error: unknown): Answer => {
     // A store outage is the store's to log (once per episode), not once per client event.
     if (isStoreUnavailable(error)) return STORE_UNAVAILABLE;
@@ -84,8 +84,13 @@ function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: 
  * One socket middleware for every presence event, shared by the sockets of one mount: a single
  * `socket.use` entry costs each connection far less memory than seven event listeners.
  */
-export function presenceEvents(engine: PresenceEngine, subscriptions: Subscriptions): EventDispatch {
-  const handlers = new Map<unknown, EventHandler>(Object.entries(eventHandlers(engine, subscriptions)));
+export function presenceEvents(
+  engine: PresenceEngine,
+  subscriptions: Subscriptions,
+  /** More events served the same way (the room events of lib/socket/rooms.ts), built with `listener`. */
+  more: Readonly<Record<string, EventHandler>> = {},
+): EventDispatch {
+  const handlers = new Map<unknown, EventHandler>([...Object.entries(eventHandlers(engine, subscriptions)), ...Object.entries(more)]);
   const { eventRateLimit: limit, clock } = engine.config;
   if (!limit) {
     return (socket, event, next) => {
@@ -110,7 +115,10 @@ export function presenceEvents(engine: PresenceEngine, subscriptions: Subscripti
   };
 }
 
-function eventHandlers(engine: PresenceEngine, subscriptions: Subscriptions): Record<keyof ClientToServerEvents, EventHandler> {
+function eventHandlers(
+  engine: PresenceEngine,
+  subscriptions: Subscriptions,
+): Record<Exclude<keyof ClientToServerEvents, keyof RoomClientToServerEvents>, EventHandler> {
   const clock = engine.config.clock;
   const max = engine.config.maxSubscriptions;
   return {

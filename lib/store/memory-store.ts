@@ -68,6 +68,8 @@ const NO_USER = '';
 
 /** Presence in this process. Fast and zero-configuration; kept across restarts only with `persistence`. */
 export class MemoryStore implements PresenceStore {
+  /** Every connection of this store is in this process: the mount's rooms, kept here, are exact. */
+  readonly rooms = 'in-process';
   private readonly users = new Map<string, UserEntry>();
   private readonly offline: LRUCache<string, UserEntry>;
   /** Until init() (which gives the clock), nothing can be revoked: no login can happen before it. */

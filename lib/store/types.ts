@@ -121,6 +121,12 @@ export interface KickFilter {
  * on two processes) never leave more devices than the policy allows.
  */
 export interface PresenceStore {
+  /**
+   * How this store supports rooms: `'in-process'` when every connection it knows is in this
+   * process (the MemoryStore), so rooms kept by the mount are exact. A store without it refuses
+   * room joins and `presence.room()` rather than answer for one process as if for all.
+   */
+  readonly rooms?: 'in-process';
   /** Called once by createPresence. */
   init?(context: StoreContext): void;
   login(request: StoreLoginRequest): MaybePromise<StoreLoginResult>;
