@@ -28,4 +28,10 @@ export default tseslint.config(
     },
   },
   { files: ['lib/**/*.ts'], rules: { '@typescript-eslint/no-explicit-any': 'error' } },
+  // CommonJS scripts (mocha loads reporters with require()).
+  {
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', module: 'writable' } },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
 );

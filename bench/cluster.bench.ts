@@ -1,10 +1,22 @@
-// Cluster benchmark: querystate of 500 accounts with detail in Redis mode against raw ioredis reads of the same data (the floors), and cross-process kick latency.
+// Cluster benchmark: querystate of 500 accounts with detail in Redis mode against raw ioredis reads of the same data (the floors), cross-process kick latency, logins while Redis is paused, and a rolling restart of three processes (SIGTERM against SIGKILL).
 
 import { deepStrictEqual } from 'node:assert';
 import { Redis } from 'ioredis';
 import { createPresence, type Presence } from '../lib/index.js';
+import { createPresenceClient, type PresenceClient } from '../lib/client/index.js';
 import { RedisStore } from '../lib/redis/index.js';
-import { connectDevice, startNode, type ClusterDevice, type ClusterNode } from '../spec/fixtures/cluster-harness.js';
+import {
+  callbackReceiver,
+  connectDevice,
+  delay,
+  PrivateRedis,
+  startNode,
+  TcpProxy,
+  waitFor,
+  type ClusterDevice,
+  type ClusterNode,
+  type ClusterNodeConfig,
+} from '../spec/fixtures/cluster-harness.js';
 import { deleteKeys } from '../spec/helpers/redis.js';
 import { report, type Figure } from './report.js';
 import { devicesOf } from './fixtures.js';
@@ -16,6 +28,12 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
 const USERS = 600;
 const ACCOUNTS = 500;
 const KICK_SAMPLES = Number(process.env.BENCH_KICKS ?? 300);
+const DEPLOY_DEVICES = Number(process.env.BENCH_DEPLOY_DEVICES ?? 5000);
+/** socket.io-client's defaults: the first reconnection waits reconnectionDelay (1 s) ± randomizationFactor (0.5). */
+const RECONNECT_DELAY_MAX = 1000 * 1.5;
+const DEPLOY_LEASE_TTL = 10_000;
+const DEPLOY_SWEEP = 1000;
+const HANDOVER_GRACE = 10_000;
 
 /** Runs `operation` back to back for `ms`; answers how many completed and in how long. */
 async function slice(operation: () => Promise<unknown>, ms: number): Promise<{ ops: number; ms: number }> {
@@ -222,6 +240,248 @@ async function kickBenchmark(prefix: string): Promise<Figure[]> {
   ];
 }
 
+/** How long Redis is paused (CLIENT PAUSE ALL), and how often a login (and a querystate) is started meanwhile. */
+const PAUSE_MS = 5000;
+const PAUSE_LOGIN_EVERY_MS = 50;
+/** The cluster node's storeTimeout: the presence default. */
+const STORE_TIMEOUT = 2000;
+
+/**
+ * Logins (and querystate requests) started at a steady rate while a Redis of our own is paused for PAUSE_MS: each waits
+ * at most storeTimeout, then is refused (SERVER_ERROR, 503), rather than waiting out the pause. The same before the pause
+ * as the reference. A private redis-server: CLIENT PAUSE ALL would stall every other user of a shared one.
+ */
+async function redisPauseBenchmark(prefix: string): Promise<Figure[]> {
+  const redis = await PrivateRedis.start();
+  const node = await startNode({ name: 'paused', redisUrl: redis.url, prefix, loginPolicy: 'multi', leaseTtl: 10_000, sweepInterval: 1000 });
+  const pauser = new Redis(redis.url);
+  const opened: ClusterDevice[] = [];
+  const route = `${node.url}/presence/v4/openim/querystate`;
+  /** Starts a login and a querystate every PAUSE_LOGIN_EVERY_MS for `ms`; answers each one's time to its outcome. */
+  const window = async (label: string, ms: number) => {
+    const logins: Promise<{ ms: number; ok: boolean }>[] = [];
+    const queries: Promise<{ ms: number; status: number }>[] = [];
+    const end = performance.now() + ms;
+    for (let i = 0; performance.now() < end; i++) {
+      const start = performance.now();
+      logins.push(
+        connectDevice(node.url, `${label}${i}`, 'Web', {}, {}, PAUSE_MS + 10_000).then(
+          (device) => {
+            opened.push(device);
+            return { ms: performance.now() - start, ok: true };
+          },
+          () => ({ ms: performance.now() - start, ok: false }),
+        ),
+      );
+      queries.push(
+        fetch(route, {
+          method: 'POST',
+          headers: { authorization: 'Bearer admin', 'content-type': 'application/json' },
+          body: JSON.stringify({ To_Account: ['x'] }),
+        }).then(async (response) => {
+          await response.arrayBuffer();
+          return { ms: performance.now() - start, status: response.status };
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, PAUSE_LOGIN_EVERY_MS));
+    }
+    const [loginResults, queryResults] = await Promise.all([Promise.all(logins), Promise.all(queries)]);
+    return {
+      logins: loginResults.map((result) => result.ms).sort((x, y) => x - y),
+      refused: loginResults.filter((result) => !result.ok).length,
+      queries: queryResults.map((result) => result.ms).sort((x, y) => x - y),
+      unavailable: queryResults.filter((result) => result.status === 503).length,
+    };
+  };
+  try {
+    const before = await window('calm', 2000);
+    if (before.refused > 0) throw new Error(`${before.refused} logins refused before the pause`);
+    await pauser.call('CLIENT', 'PAUSE', String(PAUSE_MS), 'ALL');
+    const paused = await window('paused', PAUSE_MS - 500);
+    console.log(
+      `  Redis paused ${PAUSE_MS} ms: ${paused.logins.length} logins (${paused.refused} refused SERVER_ERROR), ${paused.queries.length} querystate (${paused.unavailable} answered 503)`,
+    );
+    const note = `${paused.logins.length} logins started every ${PAUSE_LOGIN_EVERY_MS} ms during a ${PAUSE_MS} ms CLIENT PAUSE ALL, ${paused.refused} refused with SERVER_ERROR; storeTimeout ${STORE_TIMEOUT} ms (default)`;
+    return [
+      {
+        name: `login p99 while Redis is paused for ${PAUSE_MS / 1000} s (refusal or session)`,
+        value: percentile(paused.logins, 99),
+        unit: 'ms',
+        higherIsBetter: false,
+        baseline: percentile(before.logins, 99),
+        baselineName: 'login p99 before the pause',
+        target: `bounded by storeTimeout (${STORE_TIMEOUT} ms), not the ${PAUSE_MS} ms pause`,
+        note,
+      },
+      {
+        name: `querystate p99 while Redis is paused for ${PAUSE_MS / 1000} s`,
+        value: percentile(paused.queries, 99),
+        unit: 'ms',
+        higherIsBetter: false,
+        baseline: percentile(before.queries, 99),
+        baselineName: 'querystate p99 before the pause',
+        target: `bounded by storeTimeout (${STORE_TIMEOUT} ms), not the ${PAUSE_MS} ms pause`,
+        note: `${paused.unavailable} of ${paused.queries.length} answered 503 (ErrorCode 90994)`,
+      },
+    ];
+  } finally {
+    for (const device of opened) device.socket.disconnect();
+    pauser.disconnect();
+    await node.close();
+    await redis.kill();
+  }
+}
+
+interface RestartOutcome {
+  /** Users a watcher saw leave Online (Offline or PushOnline) at any time during the restarts. */
+  flaps: number;
+  /** Status-change callbacks after the devices' logins. */
+  callbacks: number;
+  /** For each restart, ms from the signal until every device the process had was logged in (resumed) on another. */
+  backs: number[];
+  /** Devices not Online in the store at the end, past every handover and lease. */
+  notOnline: number;
+}
+
+/**
+ * Three nodes behind a TCP proxy (least connections; BENCH_BALANCE=round-robin for the other), DEPLOY_DEVICES devices with the client helper (default reconnection delays) and watchers
+ * subscribed to all of them; each node in turn is replaced: its replacement started, then it is taken out of the proxy and stopped
+ * with `signal` (SIGTERM: the README's handler), its devices reconnecting to the others.
+ */
+async function rollingRestart(prefix: string, signal: 'SIGTERM' | 'SIGKILL'): Promise<RestartOutcome> {
+  const receiver = await callbackReceiver();
+  // As a load balancer set to least connections would: a restarted process takes the next process's devices.
+  const proxy = await TcpProxy.start(process.env.BENCH_BALANCE === 'round-robin' ? 'round-robin' : 'least-connections');
+  const config = (name: string): ClusterNodeConfig => ({
+    name,
+    redisUrl: REDIS_URL,
+    prefix,
+    loginPolicy: 'single',
+    leaseTtl: DEPLOY_LEASE_TTL,
+    sweepInterval: DEPLOY_SWEEP,
+    callbackUrl: receiver.url,
+    handoverGrace: HANDOVER_GRACE,
+  });
+  const nodes = await Promise.all(['A', 'B', 'C'].map((name) => startNode(config(name))));
+  for (const node of nodes) proxy.add(node.port);
+  const clients = new Map<string, PresenceClient>();
+  const disconnects = new Map<string, number>();
+  /** When each device last lost its connection, and last logged in (performance.now()). */
+  const lost = new Map<string, number>();
+  const sessions = new Map<string, number>();
+  const open = (userId: string, platform: 'Android' | 'Windows' | 'Web') => {
+    const device = createPresenceClient({
+      url: proxy.url,
+      platform,
+      instanceId: `${userId}-device`,
+      auth: { token: `tok:${userId}` },
+      trackVisibility: false,
+      socketOptions: { transports: ['websocket'], forceNew: true },
+    });
+    device.on('disconnect', () => {
+      disconnects.set(userId, (disconnects.get(userId) ?? 0) + 1);
+      lost.set(userId, performance.now());
+    });
+    device.on('session', () => sessions.set(userId, performance.now()));
+    clients.set(userId, device);
+    return device;
+  };
+  const connected = (device: PresenceClient) => device.socket.connected && device.session !== undefined;
+  try {
+    const platforms = ['Android', 'Windows', 'Web'] as const;
+    const userIds = Array.from({ length: DEPLOY_DEVICES }, (_, i) => `d${i}`);
+    for (let start = 0; start < userIds.length; start += 250) {
+      const batch = userIds.slice(start, start + 250).map((userId, i) => open(userId, platforms[(start + i) % 3] as 'Web'));
+      await waitFor(() => batch.every(connected), `devices ${start}.. logged in`, 60_000);
+    }
+    const flapped = new Set<string>();
+    const watchers: PresenceClient[] = [];
+    for (let start = 0; start < userIds.length; start += 1000) {
+      const watcher = open(`watcher${start}`, 'Web');
+      watchers.push(watcher);
+      await waitFor(() => connected(watcher), 'a watcher logged in', 10_000);
+      const answer = await watcher.subscribe(userIds.slice(start, start + 1000), (change) => {
+        if (change.status !== 'Online') flapped.add(change.userId);
+      });
+      for (const user of answer.users) if (user.status !== 'Online') flapped.add(user.userId);
+    }
+    await waitFor(() => receiver.bodies.length === clients.size, 'every login called back', 120_000);
+    const baseline = receiver.bodies.length;
+    console.log(`${signal}: ${userIds.length} devices and ${watchers.length} watchers logged in over 3 processes; restarting each in turn`);
+    const backs: number[] = [];
+    for (let index = 0; index < nodes.length; index++) {
+      const old = nodes[index] as ClusterNode;
+      // A rolling update's surge: the replacement is up (and in the proxy) before the old process is stopped.
+      const fresh = await startNode(config(`${old.name}'`));
+      nodes[index] = fresh;
+      proxy.add(fresh.port);
+      const users = await old.sockets();
+      const before = new Map(users.map((userId) => [userId, disconnects.get(userId) ?? 0]));
+      proxy.remove(old.port);
+      const started = performance.now();
+      if (signal === 'SIGTERM') await old.terminate();
+      else await old.kill('SIGKILL');
+      await waitFor(
+        () => users.every((userId) => (disconnects.get(userId) ?? 0) > (before.get(userId) ?? 0) && connected(clients.get(userId) as PresenceClient)),
+        `${old.name}'s devices back on the others`,
+        60_000,
+      );
+      backs.push(performance.now() - started);
+      const told = users.map((userId) => (lost.get(userId) as number) - started).sort((x, y) => x - y);
+      const down = users.map((userId) => (sessions.get(userId) as number) - (lost.get(userId) as number)).sort((x, y) => x - y);
+      console.log(
+        `  ${old.name} (${users.length} devices): every device back in ${(backs.at(-1) as number).toFixed(0)} ms; connection lost after ${percentile(told, 50).toFixed(0)} ms (p50), ${percentile(told, 100).toFixed(0)} ms (max); then back in ${percentile(down, 50).toFixed(0)} ms (p50), ${percentile(down, 99).toFixed(0)} ms (p99)`,
+      );
+    }
+    // Past every handover and lease: whatever would be closed late has been.
+    await delay(Math.max(HANDOVER_GRACE, DEPLOY_LEASE_TTL) + 3 * DEPLOY_SWEEP);
+    let notOnline = 0;
+    for (let start = 0; start < userIds.length; start += 500) {
+      const answer = await (nodes[0] as ClusterNode).query(userIds.slice(start, start + 500));
+      notOnline += answer.filter((user) => user.status !== 'Online').length;
+    }
+    for (const body of receiver.bodies.slice(baseline)) if (body.UserStatus !== 'Online') flapped.add(body.Info.To_Account);
+    return { flaps: flapped.size, callbacks: receiver.bodies.length - baseline, backs, notOnline };
+  } finally {
+    for (const device of clients.values()) device.close();
+    await Promise.all(nodes.map((node) => node.close()));
+    await proxy.close();
+    await receiver.close();
+    const admin = new Redis(REDIS_URL);
+    await deleteKeys(admin, prefix);
+    admin.disconnect();
+  }
+}
+
+async function deployBenchmark(prefix: string): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  const outcomes = { SIGTERM: await rollingRestart(`${prefix}term:`, 'SIGTERM'), SIGKILL: await rollingRestart(`${prefix}kill:`, 'SIGKILL') };
+  for (const [signal, outcome] of Object.entries(outcomes)) {
+    const name = `rolling restart of 3 processes by ${signal}, ${DEPLOY_DEVICES.toLocaleString('en-US')} devices`;
+    const note = `${outcome.notOnline} devices not Online at the end; back per restart: ${outcome.backs.map((ms) => ms.toFixed(0)).join(', ')} ms`;
+    figures.push(
+      { name: `${name}: users seen flapping (Offline or PushOnline)`, value: outcome.flaps, unit: 'users', higherIsBetter: false, target: '0' },
+      { name: `${name}: status-change callbacks`, value: outcome.callbacks, unit: 'callbacks', higherIsBetter: false, target: '0' },
+      {
+        name: `${name}: every device back (worst restart)`,
+        value: Math.max(...outcome.backs),
+        unit: 'ms',
+        higherIsBetter: false,
+        target: `<= ${RECONNECT_DELAY_MAX + 1000} ms (the client's reconnect delay + 1 s)`,
+        note,
+      },
+    );
+  }
+  return figures;
+}
+
 const run = `bench:cluster:${process.pid}:${Date.now().toString(36)}:`;
-const figures = [...(await queryBenchmark(`${run}query:`)), ...(await kickBenchmark(`${run}kick:`))];
+/** BENCH_CLUSTER_PARTS=query,kick,pause,deploy (the default: all) picks the parts to run. */
+const parts = new Set((process.env.BENCH_CLUSTER_PARTS ?? 'query,kick,pause,deploy').split(','));
+const figures = [
+  ...(parts.has('query') ? await queryBenchmark(`${run}query:`) : []),
+  ...(parts.has('kick') ? await kickBenchmark(`${run}kick:`) : []),
+  ...(parts.has('pause') ? await redisPauseBenchmark(`${run}pause:`) : []),
+  ...(parts.has('deploy') ? await deployBenchmark(`${run}deploy:`) : []),
+];
 report('cluster (Redis mode)', figures);

@@ -6,7 +6,7 @@ import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Figure } from './report.js';
 
-const SUITES = ['engine', 'http', 'socket', 'cluster'] as const;
+const SUITES = ['engine', 'http', 'socket', 'cluster', 'rooms'] as const;
 type Suite = (typeof SUITES)[number];
 
 const args = process.argv.slice(2);

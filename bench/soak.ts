@@ -211,7 +211,7 @@ function mountPresence(io: Server, maxRevokedSessions: number | undefined): Moun
         'store users with devices': memoryStore['users'].size,
         'store PushOnline expiry scheduler size': memoryStore['expiry']?.size ?? 0,
         'store offline users (LRU, capped)': memoryStore['offline'].size,
-        'store revoked sessions (LRU, capped)': memoryStore['revoked'].size,
+        'store revoked sessions (per user, capped)': memoryStore['revoked']?.size ?? 0,
         'users Online': stats.users.Online,
         'users PushOnline': stats.users.PushOnline,
       };

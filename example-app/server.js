@@ -182,6 +182,24 @@ app.use(express.static(join(here, 'public')));
 // Start and stop.
 // ---------------------------------------------------------------------------------------------
 
+// A busy port is the commonest first-run problem: say so in one line, not with a stack.
+httpServer.once('error', (error) => {
+  if (error.code === 'EADDRINUSE') fail(`port ${port} is already in use (another demo still running?); pick another port: PORT=${port + 10} npm start`);
+  if (error.code === 'EACCES') fail(`port ${port} needs privileges this user lacks; pick another port: PORT=${port + 3000} npm start`);
+  fail(`cannot listen on port ${port}: ${error.message}`);
+});
+
+// One short line per status change, as an app would log them; LOG_CHANGES=0 keeps the console quiet.
+if (env.LOG_CHANGES !== '0') {
+  presence.on('change', (change) => {
+    const kicked =
+      change.kicked.length > 0 ? `, kicked ${change.kicked.map((device) => `${device.platform} ${device.instanceId.slice(0, 6)}`).join(', ')}` : '';
+    console.log(
+      `change: ${change.userId} ${change.platform} ${change.instanceId.slice(0, 6)} ${change.action}/${change.reason}: device ${change.instanceStatus}, user ${change.previousUserStatus} -> ${change.userStatus}${kicked}`,
+    );
+  });
+}
+
 httpServer.listen(port, () => {
   const { port: actualPort } = httpServer.address();
   const { config } = presence;
@@ -198,11 +216,13 @@ httpServer.listen(port, () => {
 });
 
 let stopping = false;
-async function shutdown() {
+async function shutdown(signal) {
   if (stopping) return;
   stopping = true;
-  // Closing presence first stops its timers and, in Redis mode, hands this process's devices back
-  // at once (its lease is given up) rather than after the lease runs out.
+  console.log(`express-presence demo: ${signal}, stopping`);
+  // Closing presence first stops its timers and, in Redis mode, hands this process's devices over:
+  // those reconnecting to another process within handoverGrace carry on with no transition (in
+  // memory mode it ends them). The connections io.close() then closes change nothing more.
   await presence.close().catch((error) => console.error(error));
   io.close();
   for (const client of redisClients) client.disconnect();

@@ -13,12 +13,16 @@ export type {
   PerClass,
   HandshakeLike,
   Authenticate,
+  AuthenticateResult,
+  PresenceSocketData,
   Authorize,
   AuthorizeRequest,
   CanSee,
+  CanJoin,
   Logger,
 } from './options.js';
 export type * from './store/types.js';
+export { StoreUnavailableError, StoreTimeoutError, isStoreUnavailable, type StoreUnavailableReason } from './store/errors.js';
 export type * from './store/persistence.js';
 export type {
   PresenceHandshakeAuth,
@@ -38,10 +42,15 @@ export type {
   ServerToClientEvents,
   ClientToServerEvents,
 } from './socket/protocol.js';
-export type { RouterOptions, PresenceRouter } from './http/router.js';
+export type { RouterOptions, PresenceRouter, PresenceErrorHandler, SourceHttpStatus } from './http/router.js';
+export { RoomError, type RoomErrorCode } from './rooms/registry.js';
+export type * from './rooms/types.js';
+export type { JoinRequest, RoomUpdateRequest, RoomClientToServerEvents } from './socket/protocol.js';
+export type { RoomPageResponse, RoomsQueryResponse, OnlineMemberNumResponse } from './http/room-routes.js';
 export type { QueryStateResponse, QueryStateResult, QueryStateDetail, SourceKickResponse } from './http/source-routes.js';
 export type { UsersQueryResponse, UserKickResponse } from './http/plain-routes.js';
 export { SourceErrorCode, type Problem, type SourceFailure } from './http/respond.js';
 export type { PresenceMetrics, MetricsSnapshot } from './http/metrics.js';
 export { CallbackDeliveryError, type CallbackDeliveryStats, type StateChangeCallbackBody, type KickedDeviceEntry } from './callback/delivery.js';
 export { verifyCallbackSignature, signCallback, SIGNATURE_HEADER } from './callback/body.js';
+export { callbackReceiver, type CallbackHandler, type CallbackReceiver, type CallbackReceiverOptions } from './callback/receiver.js';

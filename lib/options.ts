@@ -11,9 +11,10 @@ export interface AuthorizeRequest extends IncomingMessage {
   /** The parsed query string. */
   query?: unknown;
 }
+import type { Socket } from 'socket.io';
 import type { Clock } from './engine/clock.js';
 import { systemClock } from './engine/clock.js';
-import { PLATFORM_CLASSES, type PlatformClass } from './engine/platforms.js';
+import { PLATFORM_CLASSES, type Platform, type PlatformClass } from './engine/platforms.js';
 import type { LoginPolicy } from './engine/types.js';
 import type { PresenceStore } from './store/types.js';
 import { MemoryStore } from './store/memory-store.js';
@@ -41,14 +42,38 @@ export interface HandshakeLike {
   address: string;
 }
 
-/** Who the handshake belongs to; `null`/`undefined`/`false` refuses it with `UNAUTHENTICATED`. */
-export type Authenticate = (handshake: HandshakeLike) => { userId: string } | null | undefined | false | Promise<{ userId: string } | null | undefined | false>;
+/** What `authenticate` answers: who the handshake belongs to, or `null`/`undefined`/`false` to refuse it with `UNAUTHENTICATED`. */
+export type AuthenticateResult = { userId: string } | null | undefined | false;
 
-/** May this HTTP request use the router? Express hands the router its own request (with `req.get()`, `req.ip`...). */
-export type Authorize<Request = AuthorizeRequest> = (req: Request) => boolean | Promise<boolean>;
+/**
+ * Who the handshake belongs to. The socket comes too, so an identity the app's own `io.use()` already checked (say
+ * `socket.data.user`) is reused rather than checked twice; the parameter is checked bivariantly, so a socket typed with the
+ * app's own event maps and `SocketData` fits.
+ */
+export type Authenticate = {
+  check(handshake: HandshakeLike, socket: Socket): AuthenticateResult | Promise<AuthenticateResult>;
+}['check'];
+
+/** What presence puts on `socket.data.presence` once the device is logged in, for the app's own handlers. */
+export interface PresenceSocketData {
+  userId: string;
+  instanceId: string;
+  sessionId: string;
+  platform: Platform;
+}
+
+/**
+ * May this HTTP request use the router? Express hands the router its own request (with `req.get()`, `req.ip`...), so a
+ * function typed `(req: express.Request) => boolean` fits: the parameter is checked bivariantly (a method's parameter, as
+ * in `{ check(req) }['check']`), since the router passes Express's request where `AuthorizeRequest` only names the part it needs.
+ */
+export type Authorize<Request = AuthorizeRequest> = { check(req: Request): boolean | Promise<boolean> }['check'];
 
 /** May `viewerId` subscribe to the status of `targetId`? */
 export type CanSee = (viewerId: string, targetId: string) => boolean | Promise<boolean>;
+
+/** May `userId` join `room` from the client (`presence:join`) with this `meta`? */
+export type CanJoin = (userId: string, room: string, meta: unknown) => boolean | Promise<boolean>;
 
 /** Where warnings and errors go. `console` fits. */
 export interface Logger {
@@ -92,7 +117,7 @@ export interface PresenceOptions {
   pushOnlineTtl?: Duration;
   /** How long a closed connection's transition waits for the same instance to reconnect. Defaults to 0. */
   reconnectGrace?: PerClass<Duration>;
-  /** Identifies the user of a Socket.IO handshake. Required by `attach()`. Defaults to none. */
+  /** Identifies the user of a Socket.IO handshake, `(handshake, socket) => ({ userId }) | null`. Required by `attach()`. Defaults to none. */
   authenticate?: Authenticate;
   /** Admits HTTP requests to the router. Required by `router()`. Defaults to none. */
   authorize?: Authorize;
@@ -121,6 +146,14 @@ export interface PresenceOptions {
   eventRateLimit?: EventRateLimit | false;
   /** How long an admin route waits for a request body to arrive before answering 408. Defaults to 10000. */
   bodyTimeout?: Duration;
+  /** May a user join a room from the client (`presence:join`)? A throw or a rejection refuses. Defaults to none: client joins are refused (`presence.join()` on the server needs no check). */
+  canJoin?: CanJoin;
+  /** Members listed in a join answer and in `presence:room` diffs; above it they carry the count only. Defaults to 1000. */
+  roomMemberLimit?: number;
+  /** The shortest time between two `presence:room` messages of one room (ms or a string such as `'50ms'`); changes meanwhile are coalesced. Defaults to 50. */
+  roomBatchInterval?: Duration;
+  /** Rooms one connection may be in at once; one more join is refused with `TOO_MANY_ROOMS`. Defaults to 100. */
+  maxRoomsPerConnection?: number;
   /** Warnings and errors. Defaults to `console`. */
   logger?: Logger;
   /** The time source; pass a `ManualClock` in tests. Defaults to the system clock. */
@@ -155,6 +188,10 @@ export interface ResolvedConfig {
   readonly maxSubscriptionsPerUser: number;
   readonly eventRateLimit: Readonly<EventRateLimit> | false;
   readonly bodyTimeout: number;
+  readonly canJoin: CanJoin | undefined;
+  readonly roomMemberLimit: number;
+  readonly roomBatchInterval: number;
+  readonly maxRoomsPerConnection: number;
   readonly logger: Logger;
   readonly clock: Clock;
 }
@@ -190,6 +227,10 @@ const OPTION_NAMES = [
   'maxSubscriptionsPerUser',
   'eventRateLimit',
   'bodyTimeout',
+  'canJoin',
+  'roomMemberLimit',
+  'roomBatchInterval',
+  'maxRoomsPerConnection',
   'logger',
   'clock',
 ] as const satisfies readonly (keyof PresenceOptions)[];
@@ -379,6 +420,13 @@ function resolveEventRateLimit(value: unknown): Readonly<EventRateLimit> | false
   return Object.freeze({ perSecond, burst: integer('eventRateLimit.burst', given.burst, Math.max(1, Math.ceil(perSecond * 2)), 1, 1_000_000) });
 }
 
+/** At most a minute: a longer batch would hold every room's news back for longer than anyone would wait. */
+function roomBatchInterval(value: unknown): number {
+  const ms = duration('roomBatchInterval', value, 50, true);
+  if (ms > 60_000) refuse('roomBatchInterval', 'at most 60000 ms (a minute)', value);
+  return ms;
+}
+
 function resolveLogger(value: unknown): Logger {
   if (value === undefined) return console;
   if (typeof value !== 'object' || value === null || typeof (value as Logger).warn !== 'function' || typeof (value as Logger).error !== 'function') {
@@ -424,7 +472,7 @@ export function resolveOptions(options: PresenceOptions | undefined = {}): Resol
     backgroundTimeout: Object.freeze(perClass('backgroundTimeout', given.backgroundTimeout, DEFAULT_BACKGROUND_TIMEOUT, true, true)),
     pushOnlineTtl: duration('pushOnlineTtl', given.pushOnlineTtl, 604_800_000, false),
     reconnectGrace: Object.freeze(perClass('reconnectGrace', given.reconnectGrace, NO_GRACE, true)),
-    authenticate: optionalFunction<Authenticate>('authenticate', given.authenticate, '(handshake) => ({ userId }) | null'),
+    authenticate: optionalFunction<Authenticate>('authenticate', given.authenticate, '(handshake, socket) => ({ userId }) | null'),
     authorize: optionalFunction<Authorize>('authorize', given.authorize, '(req) => boolean'),
     callback: resolveCallback(given.callback),
     maxSubscriptions: integer('maxSubscriptions', given.maxSubscriptions, 1000, 1, 1_000_000),
@@ -437,6 +485,10 @@ export function resolveOptions(options: PresenceOptions | undefined = {}): Resol
     maxSubscriptionsPerUser: integer('maxSubscriptionsPerUser', given.maxSubscriptionsPerUser, 20_000, 1, 10_000_000),
     eventRateLimit: resolveEventRateLimit(given.eventRateLimit),
     bodyTimeout: duration('bodyTimeout', given.bodyTimeout, 10_000, false, true),
+    canJoin: optionalFunction<CanJoin>('canJoin', given.canJoin, '(userId, room, meta) => boolean'),
+    roomMemberLimit: integer('roomMemberLimit', given.roomMemberLimit, 1000, 1, 1_000_000),
+    roomBatchInterval: roomBatchInterval(given.roomBatchInterval),
+    maxRoomsPerConnection: integer('maxRoomsPerConnection', given.maxRoomsPerConnection, 100, 1, 100_000),
     logger: resolveLogger(given.logger),
     clock: resolveClock(given.clock),
   });

@@ -7,17 +7,36 @@ import type { Namespace, Server } from 'socket.io';
 import { createPresenceRouter, type PresenceRouter, type RouterOptions } from './http/router.js';
 import { attachPresence } from './socket/attach.js';
 import { CallbackDelivery, type StateChangeCallbackBody } from './callback/delivery.js';
+import { callbackReceiver, type CallbackHandler, type CallbackReceiver, type CallbackReceiverOptions } from './callback/receiver.js';
 import { PresenceMetrics } from './http/metrics.js';
 import { didYouMean } from './util/did-you-mean.js';
+import { createRooms, roomsSupported, roomsUnsupportedMessage, type RoomRegistry } from './rooms/index.js';
+import type { RoomChange, RoomEvent, RoomSnapshot, RoomView } from './rooms/types.js';
+import { checkPageLimit, checkRoomName, parseCursor } from './rooms/validate.js';
+import { socketRoomsOf, type SocketRoomConnection } from './socket/rooms.js';
 
 export interface PresenceEvents {
   change: [PresenceChange];
   'custom-status': [CustomStatusChange];
   /** A callback still undelivered after `maxRetries`: keep it yourself if it matters. */
   'callback-failed': [StateChangeCallbackBody, Error];
+  /** A room's first member joined. */
+  'room-occupied': [RoomEvent];
+  /** A room's last member left. */
+  'room-vacated': [RoomEvent];
+  /** One batch of a room's changes (every member, whatever clients may see). */
+  'room-change': [RoomChange];
 }
 
-const PRESENCE_EVENTS: readonly string[] = ['change', 'custom-status', 'callback-failed'] satisfies (keyof PresenceEvents)[];
+const ROOM_EVENTS: readonly string[] = ['room-occupied', 'room-vacated', 'room-change'] satisfies (keyof PresenceEvents)[];
+const PRESENCE_EVENTS: readonly string[] = [
+  'change',
+  'custom-status',
+  'callback-failed',
+  'room-occupied',
+  'room-vacated',
+  'room-change',
+] satisfies (keyof PresenceEvents)[];
 
 /** A listener for an event that never fires is a typo: refuse it, naming the nearest event. */
 function checkEvent(event: unknown, listener: unknown): void {
@@ -38,6 +57,8 @@ export class Presence {
   readonly engine: PresenceEngine;
   /** Counters of this mount (transitions, kicks, callback deliveries), also served by `GET /metrics`. */
   readonly metrics: PresenceMetrics;
+  /** The transport-free rooms core; the Socket.IO adapter and the room routes talk to it. */
+  readonly rooms: RoomRegistry<SocketRoomConnection>;
   private readonly callbacks: CallbackDelivery | undefined;
   private readonly failureListeners = new Set<(body: StateChangeCallbackBody, error: Error) => void>();
 
@@ -50,11 +71,23 @@ export class Presence {
         })
       : undefined;
     this.metrics = new PresenceMetrics(this.engine, () => this.callbacks?.stats);
+    this.rooms = createRooms(this.engine);
   }
 
   /** An Express router (also a plain Node middleware) serving the query, kick and stats routes; needs `authorize`. */
   router(options?: RouterOptions): PresenceRouter {
     return createPresenceRouter(this, options);
+  }
+
+  /**
+   * An Express middleware receiving the status-change callback: verifies the signature (with this mount's `callback.secret`
+   * unless `options.secret` is given), parses the event, awaits `handler(event, req)` and answers what the sender takes as
+   * delivered. See `callbackReceiver` for a receiver without a mount.
+   */
+  callbackReceiver(handler: CallbackHandler, options: CallbackReceiverOptions = {}): CallbackReceiver {
+    if (typeof options !== 'object' || options === null) return callbackReceiver(handler, options);
+    const secret = options.secret ?? this.config.callback?.secret;
+    return callbackReceiver(handler, { logger: this.config.logger, ...options, ...(secret === undefined ? {} : { secret }) });
   }
 
   /** Authenticates and tracks every connection of a Socket.IO server or namespace; needs `authenticate`. */
@@ -78,6 +111,51 @@ export class Presence {
     return this.engine.setCustomStatus(userId, customStatus);
   }
 
+  /**
+   * Joins a connected socket of an attached namespace to a room, without `canJoin`; `meta` (JSON,
+   * at most 1024 bytes) omitted keeps the member's current meta. The client is sent the room as a
+   * `presence:room` with `members`. Resolves with the room as the join found it.
+   */
+  join(socket: unknown, room: string, meta?: unknown): Promise<RoomSnapshot> {
+    try {
+      const rooms = socketRoomsOf(this);
+      if (!rooms) throw new TypeError('join() needs presence.attach(io) first');
+      return rooms.serverJoin(socket, room, meta);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Takes a socket out of a room (nothing if it is not in it). */
+  leave(socket: unknown, room: string): Promise<void> {
+    try {
+      const rooms = socketRoomsOf(this);
+      if (!rooms) throw new TypeError('leave() needs presence.attach(io) first');
+      rooms.serverLeave(socket, room);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** One room as the backend sees it: `count()` (O(1)) and `members({ limit, cursor })` pages. Throws a TypeError for a bad name. */
+  room(name: string): RoomView {
+    const room = checkRoomName(name);
+    if (!roomsSupported(this.engine)) throw new Error(roomsUnsupportedMessage(this.engine));
+    const rooms = this.rooms;
+    return {
+      count: () => Promise.resolve(rooms.count(room)),
+      members: (options = {}) => {
+        try {
+          if (typeof options !== 'object' || options === null) throw new TypeError('members() takes { limit?, cursor? }');
+          return Promise.resolve(rooms.page(room, checkPageLimit(options.limit), parseCursor(options.cursor)));
+        } catch (error) {
+          return Promise.reject(error);
+        }
+      },
+    };
+  }
+
   /** Counts of users and devices by status and platform. */
   stats(): Promise<PresenceStats> {
     return this.engine.stats();
@@ -86,6 +164,7 @@ export class Presence {
   on<K extends keyof PresenceEvents>(event: K, listener: (...args: PresenceEvents[K]) => void): this {
     checkEvent(event, listener);
     if (event === 'callback-failed') this.failureListeners.add(listener as (body: StateChangeCallbackBody, error: Error) => void);
+    else if (ROOM_EVENTS.includes(event)) this.rooms.on(event as 'room-change', listener as never);
     else this.engine.on(event as 'change', listener as never);
     return this;
   }
@@ -93,16 +172,19 @@ export class Presence {
   off<K extends keyof PresenceEvents>(event: K, listener: (...args: PresenceEvents[K]) => void): this {
     checkEvent(event, listener);
     if (event === 'callback-failed') this.failureListeners.delete(listener as (body: StateChangeCallbackBody, error: Error) => void);
+    else if (ROOM_EVENTS.includes(event)) this.rooms.off(event as 'room-change', listener as never);
     else this.engine.off(event as 'change', listener as never);
     return this;
   }
 
   /**
-   * Stops every timer, waits for logins the store is taking, releases the store, then flushes the
-   * callback queue within its deadline: every change made before the engine stopped is delivered
-   * or handed to `callback-failed`.
+   * Stops every timer, waits for logins the store is taking, hands this process's devices over
+   * (Redis mode, `handoverGrace` above 0) or ends them, releases the store once every change is
+   * written and emitted, then flushes the callback queue within its deadline: every change made
+   * before it resolves is delivered or handed to `callback-failed`.
    */
   async close(): Promise<void> {
+    this.rooms.close();
     await this.engine.close();
     await this.callbacks?.close();
     this.metrics.close();

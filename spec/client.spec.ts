@@ -182,6 +182,60 @@ describe('client helper', () => {
     expect((await next<PresenceClientError>(anonymous, 'error')).code).to.equal('UNAUTHENTICATED');
   });
 
+  it("reports a refusal by the app's own io.use() (before or after presence's) as REFUSED with its message, and stops until connect()", async () => {
+    let accept = false;
+    let handshakes = 0;
+    const h = await start({
+      beforeAttach: (io) =>
+        io.use((_socket, nextMiddleware) => {
+          handshakes++;
+          nextMiddleware(accept ? undefined : Object.assign(new Error('bad token'), { data: { reason: 'expired' } }));
+        }),
+    });
+    const helper = client('lea', { platform: 'Web' });
+    const error = await next<PresenceClientError>(helper, 'error');
+    expect(error).to.be.instanceOf(PresenceClientError);
+    expect(error).to.include({ code: 'REFUSED', message: 'bad token' });
+    expect(error.data).to.deep.equal({ reason: 'expired' });
+    await delay(300);
+    expect(handshakes).to.equal(1);
+    expect(helper.socket.active).to.equal(false);
+    await expectRejects(helper.setStatus('x'), 'CLOSED');
+    accept = true;
+    const session = next<SessionPayload>(helper, 'session');
+    helper.connect();
+    expect((await session).userId).to.equal('lea');
+
+    // A middleware after presence's refuses alike, and the device it logged in meanwhile does not stay.
+    h.io.use((_socket, nextMiddleware) => nextMiddleware(new Error('banned')));
+    const late = client('max', { platform: 'Android' });
+    const refusal = await next<PresenceClientError>(late, 'error');
+    expect(refusal).to.include({ code: 'REFUSED', message: 'banned' });
+    expect(refusal.data).to.equal(undefined);
+    await waitFor(async () => (await h.status('max')) !== 'Online', 'the refused device to be let go');
+  });
+
+  it('refuses a missing or relative url outside a browser at construction (BAD_OPTIONS); in a page it takes the origin', async () => {
+    const h = await start();
+    for (const url of [undefined, '/presence', 'localhost:3000']) {
+      expect(() => createPresenceClient({ platform: 'Web', ...(url === undefined ? {} : { url }) }), String(url))
+        .to.throw(TypeError, /^url must be an absolute URL such as "http:\/\/localhost:3000"/)
+        .with.property('code', 'BAD_OPTIONS');
+    }
+    expect(() => createPresenceClient({ platform: '' as 'Web', url: h.url }))
+      .to.throw(TypeError, /platform/)
+      .with.property('code', 'BAD_OPTIONS');
+    const global = globalThis as { location?: unknown };
+    global.location = new URL(h.url);
+    try {
+      const inPage = createPresenceClient({ platform: 'Web', auth: { token: 'tok:ned' }, socketOptions: { transports: ['websocket'], forceNew: true } });
+      clients.push(inPage);
+      expect((await next<SessionPayload>(inPage, 'session')).userId).to.equal('ned');
+    } finally {
+      delete global.location;
+    }
+  });
+
   it('takes its auth from a function, called again before each connection', async () => {
     await start();
     let calls = 0;

@@ -929,6 +929,139 @@ describe('PresenceEngine', () => {
       );
       await presence.close();
     });
+
+    it('ends every device live here before it resolves (memory mode): mobile PushOnline, the others gone, one in its grace too', async () => {
+      const h = harness({ reconnectGrace: { web: 5 * SECOND } });
+      const phone = await h.connect('u', 'Android', { instanceId: 'phone' });
+      await h.connect('v', 'Windows', { instanceId: 'pc' });
+      const tab = await h.connect('w', 'Web', { instanceId: 'tab' });
+      h.clock.advance(SECOND);
+      h.presence.engine.disconnect(tab.connection, 'closed');
+      h.clock.advance(SECOND);
+      h.takeEvents();
+      const closedAt = h.clock.now();
+      await h.presence.close();
+      expect(
+        h
+          .takeEvents()
+          .map((event) => `${event.userId}/${event.instanceId} ${event.action}/${event.reason} ${event.instanceStatus} ${event.userStatus} ${event.lastSeen}`),
+      ).to.deep.equal([
+        `u/phone Disconnect/LinkClose PushOnline PushOnline ${iso(closedAt)}`,
+        `v/pc Disconnect/LinkClose Offline Offline ${iso(closedAt)}`,
+        // Last heard when its connection closed, a second before close().
+        `w/tab Disconnect/LinkClose Offline Offline ${iso(closedAt - SECOND)}`,
+      ]);
+      expect(h.presence.engine.liveInstances).to.equal(0);
+      expect(phone.connection.open).to.equal(false);
+      // The transport closing afterwards (io.close() after presence.close()) changes nothing more.
+      h.presence.engine.disconnect(phone.connection, 'closed');
+      expect(h.events).to.have.length(6);
+    });
+
+    it("a shutdown's disconnects (io.close()) are closes when the store cannot hand over", async () => {
+      const h = harness({ handoverGrace: '10s' });
+      const phone = await h.connect('u', 'iPhone', { instanceId: 'phone' });
+      h.takeEvents();
+      h.presence.engine.disconnect(phone.connection, 'shutdown');
+      expect(h.takeEvents().map((event) => `${event.action}/${event.reason} ${event.userStatus}`)).to.deep.equal(['Disconnect/LinkClose PushOnline']);
+      await h.presence.close();
+      expect(h.takeEvents()).to.deep.equal([]);
+    });
+
+    /** A MemoryStore whose transport ends answer only once released, like a remote store; `handOver` added when asked. */
+    function slowEnds(options: { handOver?: (until: number) => void } = {}): { store: PresenceStore; released: () => number; release: () => void } {
+      const inner = new MemoryStore({ maxOfflineUsers: 100, maxRevokedSessions: 100 });
+      const held: (() => void)[] = [];
+      let released = 0;
+      const store = new Proxy(inner, {
+        get(target, key) {
+          if (key === 'markPushOnline' || key === 'remove') {
+            const method = (Reflect.get(target, key, target) as (...args: unknown[]) => unknown).bind(target);
+            return (...args: unknown[]) => {
+              const result = method(...args);
+              return new Promise((resolve) =>
+                held.push(() => {
+                  released++;
+                  resolve(result);
+                }),
+              );
+            };
+          }
+          if (key === 'handOver') return options.handOver;
+          const value: unknown = Reflect.get(target, key, target);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+      return { store, released: () => released, release: () => held.splice(0).forEach((release) => release()) };
+    }
+
+    it('resolves only once every end it made, and every end under way, is written and emitted', async () => {
+      const { store, release, released } = slowEnds();
+      const h = harness({ store });
+      const a = await h.connect('a', 'Android', { instanceId: 'phone' });
+      await h.connect('b', 'Web', { instanceId: 'tab' });
+      h.takeEvents();
+      // Under way when close() begins: a's close (a shutdown's io.close() before presence.close()).
+      h.presence.engine.disconnect(a.connection, 'closed');
+      let done = false;
+      const closing = h.presence.close().then(() => (done = true));
+      for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+      expect(done, 'resolved before its writes answered').to.equal(false);
+      expect(h.events.slice(2)).to.deep.equal([]);
+      release();
+      await closing;
+      expect(released()).to.equal(2);
+      expect(h.takeEvents().map((event) => `${event.userId} ${event.action}/${event.reason} ${event.userStatus}`)).to.deep.equal([
+        'a Disconnect/LinkClose PushOnline',
+        'b Disconnect/LinkClose Offline',
+      ]);
+    });
+
+    it('with a store that hands over, leaves the devices to it (no transition) and passes the grace counted from close()', async () => {
+      const until: number[] = [];
+      const { store } = slowEnds({ handOver: (at) => void until.push(at) });
+      const h = harness({ store, handoverGrace: '10s' });
+      const phone = await h.connect('u', 'Android', { instanceId: 'phone' });
+      await h.connect('v', 'Web', { instanceId: 'tab' });
+      h.takeEvents();
+      h.clock.advance(SECOND);
+      const closedAt = h.clock.now();
+      await h.presence.close();
+      expect(until).to.deep.equal([closedAt + 10 * SECOND]);
+      expect(h.takeEvents()).to.deep.equal([]);
+      expect(h.presence.engine.liveInstances).to.equal(0);
+      expect(phone.connection.open).to.equal(false);
+    });
+
+    it("with a store that hands over, a shutdown's disconnect waits the handover grace (or the reconnect grace, if longer) for a resume here", async () => {
+      const { store, release } = slowEnds({ handOver: () => {} });
+      const h = harness({ store, handoverGrace: '3s', reconnectGrace: { web: 5 * SECOND } });
+      const phone = await h.connect('u', 'Android', { instanceId: 'phone' });
+      const tab = await h.connect('v', 'Web', { instanceId: 'tab' });
+      const back = await h.connect('w', 'Windows', { instanceId: 'pc' });
+      h.takeEvents();
+      for (const device of [phone, tab, back]) h.presence.engine.disconnect(device.connection, 'shutdown');
+      h.clock.advance(2 * SECOND);
+      await h.reconnect(back);
+      h.clock.advance(SECOND - 1);
+      release();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(h.takeEvents()).to.deep.equal([]);
+      h.clock.advance(1);
+      release();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(h.takeEvents().map((event) => `${event.userId} ${event.action}/${event.reason} ${event.userStatus}`)).to.deep.equal([
+        'u Disconnect/LinkClose PushOnline',
+      ]);
+      h.clock.advance(2 * SECOND);
+      release();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(h.takeEvents().map((event) => `${event.userId} ${event.action}/${event.reason} ${event.userStatus}`)).to.deep.equal([
+        'v Disconnect/LinkClose Offline',
+      ]);
+      expect(h.presence.engine.liveInstances).to.equal(1);
+      await h.presence.close();
+    });
   });
 });
 

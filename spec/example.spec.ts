@@ -7,11 +7,14 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { io as connectSocket } from 'socket.io-client';
 import { deleteKeys, REDIS_URL, redisClient, uniquePrefix } from './helpers/redis.js';
 import { ensureBuild } from './helpers/build.js';
+import { skipBecause } from './helpers/skip.js';
 
 const root = resolve(import.meta.dirname, '..');
-const CHROMIUM = '/usr/bin/chromium';
+/** CHROMIUM_PATH points elsewhere (a missing path shows what a machine without Chromium gets). */
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 /** Debian's Chromium, never a downloaded browser; flags keep it quiet and offline. */
 const CHROMIUM_ARGS = [
   '--headless',
@@ -90,6 +93,15 @@ async function stop(running: Running | undefined): Promise<void> {
   clearTimeout(timer);
 }
 
+/** Waits until `check` holds, polling, within a deadline (a loaded machine is slow, not wrong). */
+async function waitFor(check: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, 50));
+  }
+}
+
 /** Two free ports in a row, for the cluster script (it takes PORT and PORT + 1). */
 async function freePortPair(): Promise<number> {
   const tryListen = (port: number): Promise<boolean> =>
@@ -99,7 +111,8 @@ async function freePortPair(): Promise<number> {
       server.listen(port, () => server.close(() => resolvePromise(true)));
     });
   for (let attempt = 0; attempt < 50; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 40_000);
+    // Below Linux's ephemeral range (32768 and up), where other tests' outgoing connections take ports meanwhile.
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
     if ((await tryListen(port)) && (await tryListen(port + 1))) return port;
   }
   throw new Error('no two free ports in a row');
@@ -134,7 +147,7 @@ function needChromium(context: Mocha.Context): void {
   if (existsSync(CHROMIUM)) return;
   // CI installs it (.ci/run); a developer without it is told how, rather than failing.
   if (process.env.CI) throw new Error(`${CHROMIUM} is missing: apt-get update && apt-get install -y chromium`);
-  context.skip();
+  skipBecause(context, `${CHROMIUM} is missing (install it: apt-get update && apt-get install -y chromium; under CI=1 this is a failure)`);
 }
 
 describe('example app', function () {
@@ -205,6 +218,102 @@ describe('example app', function () {
       expect(config.heartbeatTimeout).to.deep.equal({ mobile: 20_000, desktop: 20_000, web: 15_000, miniProgram: 15_000 });
       expect(config.platforms).to.have.length(8);
     });
+  });
+
+  it('logs each status change in one line, and LOG_CHANGES=0 keeps it quiet', async function () {
+    for (const quiet of [false, true]) {
+      const server = await start('server.js', { ...BASE_ENV, PORT: '0', LOG_CHANGES: quiet ? '0' : '' });
+      const socket = connectSocket(server.urls[0] as string, {
+        auth: { user: 'erin', platform: 'Android', instanceId: 'erin-phone' },
+        transports: ['websocket'],
+      });
+      try {
+        await new Promise<void>((resolvePromise, reject) => {
+          socket.once('presence:session', () => resolvePromise());
+          socket.once('connect_error', reject);
+        });
+        socket.close();
+        if (quiet) {
+          // The disconnect's change would be logged by now too; give the server a moment past the close.
+          await new Promise((resolvePromise) => setTimeout(resolvePromise, 500));
+          expect(server.output()).to.not.include('change:');
+        } else {
+          await waitFor(() => server.output().includes('Disconnect/LinkClose'), 'the Disconnect line');
+          const lines = server
+            .output()
+            .split('\n')
+            .filter((line) => line.startsWith('change:'));
+          expect(lines).to.deep.equal([
+            'change: erin Android erin-p Login/Register: device Online, user Offline -> Online',
+            'change: erin Android erin-p Disconnect/LinkClose: device PushOnline, user Online -> PushOnline',
+          ]);
+        }
+      } finally {
+        socket.close();
+        await stop(server);
+      }
+    }
+  });
+
+  it('on a busy port, says so in one line with how to pick another, and exits 1', async function () {
+    const busy = createServer();
+    await new Promise<void>((resolvePromise) => busy.listen(0, resolvePromise));
+    const { port } = busy.address() as { port: number };
+    try {
+      const child = spawn(process.execPath, [join(root, 'example-app', 'server.js')], {
+        cwd: root,
+        env: { ...BASE_ENV, PORT: String(port) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const code = await new Promise<number | null>((resolvePromise) => child.once('exit', resolvePromise));
+      expect(code).to.equal(1);
+      expect(output.trim()).to.equal(
+        `express-presence demo: port ${port} is already in use (another demo still running?); pick another port: PORT=${port + 10} npm start`,
+      );
+    } finally {
+      busy.close();
+    }
+  });
+
+  it('npm start stops on SIGTERM and on SIGINT, closing presence (no server left behind)', async function () {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      // --ignore-scripts skips prestart (the build, done above): npm still runs `start` itself.
+      const npmStart = spawn('npm', ['start', '--ignore-scripts'], { cwd: root, env: { ...BASE_ENV, PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let output = '';
+      npmStart.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      npmStart.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const exited = new Promise<void>((resolvePromise) => npmStart.once('exit', () => resolvePromise()));
+      try {
+        await waitFor(() => /Open http:\/\/localhost:\d+\//.test(output), 'the demo URL', 20_000);
+        const url = (/Open (http:\/\/localhost:\d+\/)/.exec(output) as RegExpExecArray)[1] as string;
+        npmStart.kill(signal);
+        await exited;
+        expect(output).to.include(`express-presence demo: ${signal}, stopping`);
+        // The server process itself is gone, not only npm: its port no longer answers.
+        await waitFor(
+          () =>
+            fetch(url).then(
+              () => false,
+              () => true,
+            ),
+          'the server to stop listening',
+        );
+      } finally {
+        if (npmStart.exitCode === null) npmStart.kill('SIGKILL');
+        // Should the server have outlived npm (the bug this checks), do not leave it running.
+        const pid = Number(/\(pid (\d+),/.exec(output)?.[1]);
+        if (pid) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone already, as it should be
+          }
+        }
+      }
+    }
   });
 
   it('takes its options from the environment, and exits naming a bad one', async function () {
@@ -281,6 +390,25 @@ describe('example app', function () {
       expect(await page.getAttribute('.device[data-user="bob"]', 'data-phase')).to.equal('closed');
     });
 
+    it('after an admin kick, a closed app offers "Log in again" (not "Open app"), which logs the same device in afresh', async function () {
+      const card = '.device[data-user="bob"]';
+      const instance = await page.getAttribute(card, 'data-instance');
+      await page.click('tr[data-user="bob"] button.small-button');
+      await page.waitForSelector(`${card}[data-phase="kicked"]`);
+      expect(await page.textContent(`${card} [data-action="app"]`)).to.equal('Log in again');
+      expect(await page.textContent(`${card} .banner`)).to.include('administrator');
+      await page.waitForSelector('tr[data-user="bob"][data-status="Offline"]');
+
+      await page.click(`${card} [data-action="app"]`);
+      await page.waitForSelector(`${card}[data-phase="online"]`);
+      expect(await page.getAttribute(card, 'data-instance')).to.equal(instance);
+      expect(await page.textContent('#activity')).to.not.include('SESSION_REVOKED');
+      await page.waitForSelector('tr[data-user="bob"][data-status="Online"]');
+      // Closed again, so the board is as the next test expects it.
+      await page.click(`${card} [data-action="app"]`);
+      await page.waitForSelector('tr[data-user="bob"][data-status="PushOnline"]');
+    });
+
     it('shows a custom status and runs the batch query through the router', async function () {
       await addDevice(page, 'carol', 'Mac');
       await page.fill('.device[data-user="carol"] .status-input', 'In a meeting');
@@ -325,7 +453,7 @@ describe('example app', function () {
       probe.disconnect();
       if (!reachable) {
         if (process.env.CI) throw new Error(`Redis does not answer at ${REDIS_URL}`);
-        this.skip();
+        skipBecause(this, `Redis does not answer at ${REDIS_URL} (start redis-server or set REDIS_URL; under CI=1 this is a failure)`);
       }
       const port = await freePortPair();
       cluster = await start('cluster.js', { ...BASE_ENV, PORT: String(port), REDIS_URL, REDIS_PREFIX: prefix }, 2);
@@ -336,6 +464,8 @@ describe('example app', function () {
       await browser?.context.close();
       if (browser) rmSync(browser.profile, { recursive: true, force: true });
       await stop(cluster);
+      // Skipped before the cluster started (no Chromium, no Redis): no keys to delete, and no Redis to wait for.
+      if (!cluster) return;
       const client = redisClient();
       await deleteKeys(client, prefix);
       client.disconnect();

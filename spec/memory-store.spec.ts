@@ -88,6 +88,32 @@ describe('MemoryStore', () => {
       await h.close();
     });
 
+    it("keeps revocations per user: another user's churn never evicts them; bounds are kept by the heaviest user forgetting their oldest", async () => {
+      const store = new MemoryStore({ maxRevokedSessions: 6, maxRevokedSessionsPerUser: 4 });
+      const h = harness({ store, pushOnlineTtl: 10_000 });
+      // The victim's phone is kicked once by a new login of theirs.
+      const phone = await h.connect('victim', 'Android', { instanceId: 'old' });
+      await h.connect('victim', 'Android', { instanceId: 'new' });
+      // Two churners kick themselves many times over (each login displaces the one before).
+      const churned: Record<string, string[]> = { c1: [], c2: [] };
+      for (let i = 0; i < 40; i++) {
+        for (const userId of ['c1', 'c2'] as const) churned[userId]!.push((await h.connect(userId, 'Web', { instanceId: `w${i}` })).connection.sessionId);
+      }
+      const refused = async (userId: string, instanceId: string, sessionId: string): Promise<boolean> =>
+        (await h.refusal(userId, userId === 'victim' ? 'Android' : 'Web', { instanceId, sessionId }).catch(() => undefined))?.code === 'SESSION_REVOKED';
+      expect(await refused('victim', 'old', phone.connection.sessionId), "the victim's kicked phone stays refused").to.equal(true);
+      // The newest of the churners' own are kept, their oldest forgotten: never more than the bounds.
+      expect(store['revoked']?.size).to.be.at.most(6);
+      const c1 = churned.c1!;
+      expect(await refused('c1', 'w38', c1[38]!)).to.equal(true);
+      expect(await refused('c1', 'w0', c1[0]!)).to.equal(false);
+      // Past the PushOnline TTL everything is forgotten, and the memory with it.
+      h.clock.advance(10_001);
+      expect(store['revoked']?.size).to.equal(0);
+      expect(store['revoked']?.['users'].size).to.equal(0);
+      await h.close();
+    });
+
     it('remembers a revocation for the PushOnline TTL, on the injected clock (even within one real millisecond)', async () => {
       const h = harness({ pushOnlineTtl: 10_000 });
       const device = await h.connect('u', 'Web', { instanceId: 'w' });

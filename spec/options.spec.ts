@@ -55,6 +55,10 @@ describe('options', () => {
           maxSubscriptionsPerUser: 20_000,
           eventRateLimit: { perSecond: 20, burst: 40 },
           bodyTimeout: 10_000,
+          canJoin: undefined,
+          roomMemberLimit: 1000,
+          roomBatchInterval: 50,
+          maxRoomsPerConnection: 100,
         });
         expect(config.store).to.be.instanceOf(MemoryStore);
         expect(config.logger).to.equal(console);
@@ -111,6 +115,8 @@ describe('options', () => {
       refuses({ heartbeatTimout: 1000 }, 'heartbeatTimout', /did you mean heartbeatTimeout\?/);
       refuses({ maxWebInstance: 2 }, 'maxWebInstance', /did you mean maxWebInstances\?/);
       refuses({ PushOnlineTTL: 2 }, 'PushOnlineTTL', /did you mean pushOnlineTtl\?/);
+      refuses({ roomMemberLimt: 2 }, 'roomMemberLimt', /did you mean roomMemberLimit\?/);
+      refuses({ canjoin: () => true }, 'canjoin', /did you mean canJoin\?/);
       const far = refuses({ zzz: 1 }, 'unknown option zzz');
       expect(far).to.not.include('did you mean');
     });
@@ -133,7 +139,15 @@ describe('options', () => {
   });
 
   describe('counts', () => {
-    for (const name of ['maxInstancesPerPlatform', 'maxWebInstances', 'maxSubscriptions', 'maxConnectionsPerUser', 'maxSubscriptionsPerUser']) {
+    for (const name of [
+      'maxInstancesPerPlatform',
+      'maxWebInstances',
+      'maxSubscriptions',
+      'maxConnectionsPerUser',
+      'maxSubscriptionsPerUser',
+      'roomMemberLimit',
+      'maxRoomsPerConnection',
+    ]) {
       it(`${name}: a positive integer`, () => {
         expect(resolve({ [name]: 1 })[name as 'maxWebInstances']).to.equal(1);
         expect(resolve({ [name]: 7 })[name as 'maxWebInstances']).to.equal(7);
@@ -185,6 +199,13 @@ describe('options', () => {
       // Not timeouts: a grace or an interval of a few ms is plausible, so no floor.
       expect(resolve({ reconnectGrace: 5 }).reconnectGrace.web).to.equal(5);
       expect(resolve({ handoverGrace: 5 }).handoverGrace).to.equal(5);
+    });
+
+    it('roomBatchInterval: 0 to a minute, as ms or a string', () => {
+      expect(resolve({ roomBatchInterval: 0 }).roomBatchInterval).to.equal(0);
+      expect(resolve({ roomBatchInterval: 200 }).roomBatchInterval).to.equal(200);
+      expect(resolve({ roomBatchInterval: '1s' }).roomBatchInterval).to.equal(1000);
+      for (const bad of [-1, 1.5, 'soon', null, {}, 60_001, '2m']) refuses({ roomBatchInterval: bad }, 'roomBatchInterval');
     });
 
     it('handoverGrace (0 allowed), storeTimeout and bodyTimeout', () => {
@@ -242,7 +263,7 @@ describe('options', () => {
   });
 
   describe('functions', () => {
-    for (const name of ['authenticate', 'authorize', 'canSee']) {
+    for (const name of ['authenticate', 'authorize', 'canSee', 'canJoin']) {
       it(`${name}: a function (sync or async)`, () => {
         const sync = (): boolean => true;
         const asyncFn = async (): Promise<boolean> => true;
@@ -402,6 +423,10 @@ describe('options', () => {
         callback: 'http://x',
         maxSubscriptions: 'many',
         canSee: 'all',
+        canJoin: 'yes',
+        roomMemberLimit: 'many',
+        roomBatchInterval: 'soon',
+        maxRoomsPerConnection: 'many',
         store: 'memory',
         bodyLimit: 'big',
         handoverGrace: 'soon',

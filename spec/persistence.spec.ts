@@ -43,6 +43,37 @@ function mapPersistence() {
 }
 
 describe('persistence hooks', function () {
+  it('saves each revoked session with its user and restores it per user; one saved without a user is refused for any user', async function () {
+    const clock = new ManualClock();
+    const batches: PersistenceBatch[] = [];
+    const saving = {
+      flushInterval: 100,
+      load: (): PersistedState => ({ users: [] }),
+      save: (batch: PersistenceBatch) => void batches.push(structuredClone(batch)),
+    };
+    const first = createPresence({ clock, store: new MemoryStore({ persistence: saving }) });
+    const tab = await first.engine.connect({ userId: 'alice', platform: 'Web', instanceId: 'tab' }, noop);
+    await first.engine.logout(tab.connection);
+    await first.close();
+    const saved = batches.flatMap((batch) => batch.revokedSessions);
+    expect(saved).to.deep.equal([{ userId: 'alice', sessionId: tab.connection.sessionId, expiresAt: clock.now() + 604_800_000 }]);
+
+    const { userId: _userId, ...withoutUser } = saved[0]!;
+    const restoring = (revokedSessions: PersistedState['revokedSessions']) => ({ load: (): PersistedState => ({ users: [], revokedSessions }), save: noop });
+    for (const [label, revokedSessions] of [
+      ['with its user', saved],
+      ['without a user', [withoutUser]],
+    ] as const) {
+      const second = createPresence({ clock, store: new MemoryStore({ persistence: restoring(revokedSessions) }) });
+      let refused: unknown;
+      await second.engine
+        .connect({ userId: 'alice', platform: 'Web', instanceId: 'tab', sessionId: tab.connection.sessionId }, noop)
+        .catch((error: unknown) => (refused = error));
+      expect(refused, label).to.be.instanceOf(PresenceError).with.property('code', 'SESSION_REVOKED');
+      await second.close();
+    }
+  });
+
   it('brings back PushOnline devices with their sessions and last seen, and closes devices that were Online', async function () {
     const clock = new ManualClock();
     const persistence = mapPersistence();

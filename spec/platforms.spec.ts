@@ -17,6 +17,12 @@ describe('platforms', () => {
     });
   });
 
+  it('classes a platform by any accepted name: iOS is mobile, unknown names have no class', () => {
+    expect(platformClass('iOS')).to.equal('mobile');
+    expect(platformClass('iPhone')).to.equal('mobile');
+    for (const name of ['constructor', '__proto__', 'ios', 'Symbian', '']) expect(platformClass(name)).to.equal(undefined);
+  });
+
   it('gives PushOnline to mobile platforms only and groups Web with MiniProgram', () => {
     expect(PLATFORMS.filter(hasPushOnline)).to.deep.equal(['Android', 'iPhone', 'iPad']);
     expect(PLATFORMS.filter(isWebGroup)).to.deep.equal(['Web', 'MiniProgram']);

@@ -126,10 +126,10 @@ describe('README examples', function () {
     throw new Error(`nothing listens on ${port}:\n${program.output()}`);
   }
 
-  function device(url: string, auth: Record<string, string>): Promise<{ socket: Socket; session: { userId: string; kicked: unknown[] } }> {
+  function device(url: string, auth: Record<string, string>): Promise<{ socket: Socket; session: { userId: string; sessionId: string; kicked: unknown[] } }> {
     const socket = connectClient(url, { auth, transports: ['websocket'], reconnection: false });
     return new Promise((resolve, reject) => {
-      socket.once('presence:session', (session: { userId: string; kicked: unknown[] }) => resolve({ socket, session }));
+      socket.once('presence:session', (session: { userId: string; sessionId: string; kicked: unknown[] }) => resolve({ socket, session }));
       socket.once('connect_error', reject);
     });
   }
@@ -202,16 +202,12 @@ console.log('ran to the end', JSON.stringify(alice));
     expect(await query.json()).to.deep.equal({ users: [{ userId: 'alice', status: 'Offline', lastSeen: null, customStatus: null, instances: [] }] });
   });
 
-  it('The status-change callback: the sender block signs, the receiver block verifies and logs', async () => {
+  it('The status-change callback: the sender block signs, the receiver block (behind a global express.json()) verifies and logs', async () => {
     const port = await freePort();
-    const receiver = run(
-      'receiver.mjs',
-      swap(block('verifyCallbackSignature(req.body'), 'receiver.listen(4001);', 'receiver.listen(Number(process.env.PORT));'),
-      {
-        PORT: String(port),
-        PRESENCE_SECRET: 'hook-secret',
-      },
-    );
+    const receiver = run('receiver.mjs', swap(block('callbackReceiver('), 'receiver.listen(4001);', 'receiver.listen(Number(process.env.PORT));'), {
+      PORT: String(port),
+      PRESENCE_SECRET: 'hook-secret',
+    });
     await listening(port, receiver);
     const sender = `import { createPresence } from 'express-presence';
 const authorize = () => true;
@@ -249,7 +245,7 @@ globalThis.localStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v
 function getToken() { return 'carol-viewer'; }
 function showLoggedOutElsewhere(reason, by) { console.log('kicked', reason, by); }
 function render(change) { console.log('change', JSON.stringify(change)); }
-${swap(block("from 'express-presence/client'"), "'https://chat.example.com'", 'process.env.APP_URL')}
+${swap(block("url: 'https://chat.example.com'"), "'https://chat.example.com'", 'process.env.APP_URL')}
 console.log('subscribed', JSON.stringify({ users, denied }));
 presence.close();
 `;
@@ -259,6 +255,86 @@ presence.close();
     expect(program.output()).to.match(/subscribed \{"users":\[\{"userId":"bob","status":"Online"[^\]]*\},\{"userId":"carol","status":"Offline"/);
     await server.waitFor(/carol-viewer Web Login\/Register -> Online/, "the helper's login");
     bob.socket.close();
+  });
+
+  it("Socket.IO: authenticate reuses the app's own io.use() check, handlers read socket.data.presence", async () => {
+    const port = await freePort();
+    const code = `import { createServer } from 'node:http';
+import { Server } from 'socket.io';
+import { createPresence } from 'express-presence';
+const http = createServer((_req, res) => res.writeHead(404).end());
+const io = new Server(http);
+let checks = 0;
+async function verifyToken(token) { checks++; return typeof token === 'string' && token.startsWith('jwt:') ? { id: token.slice(4) } : null; }
+${block('socket.data.user = user')}
+io.on('connection', (socket) => socket.on('chat:send', () => console.log('token checks', checks)));
+http.listen(Number(process.env.PORT));
+`;
+    const server = run('socket-data.mjs', code, { PORT: String(port) });
+    await listening(port, server);
+    const url = `http://127.0.0.1:${port}`;
+    const { socket, session } = await device(url, { token: 'jwt:ann', platform: 'Web', instanceId: 'tab-1' });
+    socket.emit('chat:send', 'hello');
+    await server.waitFor(new RegExp(`ann Web tab-1 ${session.sessionId} hello`), 'the handler reading socket.data.presence');
+    await server.waitFor(/token checks 1/, 'one token check for the connection');
+    socket.close();
+    const refused = await new Promise<Error>((resolve) => {
+      const forged = connectClient(url, { auth: { token: 'forged', platform: 'Web' }, transports: ['websocket'], reconnection: false });
+      forged.once('connect_error', (error) => {
+        forged.close();
+        resolve(error);
+      });
+    });
+    expect(refused.message).to.equal('bad token');
+  });
+
+  it('A plain Socket.IO client: a dropped transport resumes the same session; after a kick the revoked session is forgotten', async () => {
+    const port = await freePort();
+    const serverCode =
+      swap(block("loginPolicy: 'dual'"), 'server.listen(3000);', 'server.listen(Number(process.env.PORT));') +
+      '\nasync function verifyToken(token) { return typeof token === "string" && token !== "" ? { id: token } : null; }\n';
+    const server = run('plain-server.mjs', serverCode, { PORT: String(port), ADMIN_TOKEN: 'admin-secret' });
+    await listening(port, server);
+    // The block as README has it, then what the test does around it: drop the transport once, then (once
+    // kicked) reconnect with the revoked session, as a device that missed the kick would.
+    const client = `function getToken() { return 'pat'; }
+function showLoggedOutElsewhere(reason, by) { console.log('kicked', reason, JSON.stringify(by)); }
+${swap(block('// A plain socket.io-client'), "'https://chat.example.com'", 'process.env.APP_URL')}
+let sessions = 0;
+let revoked;
+socket.on('presence:session', (s) => {
+  sessions++;
+  console.log('session', sessions, s.sessionId, s.resumed, JSON.stringify(s.kicked));
+  if (sessions === 1) socket.io.engine.close();
+});
+socket.on('presence:kicked', () => {
+  console.log('saved after the kick', JSON.stringify(saved));
+  setTimeout(() => {
+    saved.sessionId = revoked;
+    socket.connect();
+  }, 100);
+});
+socket.on('connect', () => (revoked = saved.sessionId));
+socket.on('connect_error', (err) => {
+  console.log('refused', err.data?.code, 'saved', JSON.stringify(saved));
+  socket.close();
+});
+`;
+    const program = run('plain-client.mjs', client, { APP_URL: `http://127.0.0.1:${port}` });
+    const [, first] = await program.waitFor(/session 1 (\S+) false \[\]/, 'the first login');
+    const [, second] = await program.waitFor(/session 2 (\S+) true \[\]/, 'the resumed session after the dropped transport');
+    expect(second).to.equal(first);
+    const kick = await fetch(`http://127.0.0.1:${port}/presence/v4/im_open_login_svc/kick`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer admin-secret', 'content-type': 'application/json' },
+      body: JSON.stringify({ UserID: 'pat' }),
+    });
+    expect(kick.status).to.equal(200);
+    await program.waitFor(/kicked AdminKick/, 'the kick notice');
+    await program.waitFor(/saved after the kick \{"instanceId":"[^"]+"\}/, 'the session forgotten');
+    await program.waitFor(/refused SESSION_REVOKED saved \{"instanceId":"[^"]+"\}/, 'the revoked session refused and forgotten');
+    expect(await program.exited, program.output()).to.equal(0);
+    expect(program.output().match(/session \d/g)).to.deep.equal(['session 1', 'session 2']);
   });
 
   describe('with Redis', () => {
@@ -318,5 +394,22 @@ await presence.close();
     const program = run('testing.mjs', code);
     expect(await program.exited, program.output()).to.equal(0);
     expect(program.output()).to.match(/status Offline/);
+  });
+
+  it('Rooms: two clients in one document, the diffs, the count and a page', async () => {
+    const port = await freePort();
+    let code = swap(block('// rooms.mjs'), 'server.listen(3000, resolve)', 'server.listen(Number(process.env.PORT), resolve)');
+    code = swap(code, "'http://localhost:3000'", '`http://127.0.0.1:${process.env.PORT}`');
+    const program = run('rooms.mjs', code, { PORT: String(port) });
+    expect(await program.exited, program.output()).to.equal(0);
+    const output = program.output();
+    expect(output).to.match(/occupied doc:42/);
+    expect(output).to.match(/occupied everyone/);
+    expect(output).to.match(/bob sees ann,bob 2/);
+    expect(output).to.match(/ann sees join bob \{"name":"Bob"\}/);
+    expect(output).to.match(/ann sees update bob \{"name":"Bob","cursor":7\}/);
+    expect(output).to.match(/count 2/);
+    expect(output).to.match(/members ann,bob null/);
+    expect(output).to.match(/change doc:42 ann/);
   });
 });

@@ -202,11 +202,11 @@ describe('Redis: tabs of one device on two processes', function () {
   });
 
   it('a process that dies holding one tab is reaped without ending the device another process holds', async function () {
-    const a = open('A');
+    const a = open('A', { handoverGrace: '300ms' });
     const b = open('B');
     const tab1 = await a.connect('u', 'Linux', 'lx');
     const tab2 = await b.connect('u', 'Linux', 'lx', tab1.sessionId);
-    // A goes away (its lease given up: B reaps it at its next sweep).
+    // A goes away (its lease given up and handed over: B reaps it at its first sweep after the handover).
     await a.presence.close();
     await waitFor(async () => (await admin.sismember(`${prefix}procs`, a.presence.engine.owner)) === 0, 'A reaped');
     expect(await status('u')).to.equal('Online:lx/Online');

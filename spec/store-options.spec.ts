@@ -11,6 +11,10 @@ describe('store options', () => {
     for (const bad of [0, -1, 1.5, '10', NaN, null]) {
       expect(() => new MemoryStore({ maxOfflineUsers: bad as number })).to.throw(TypeError, /MemoryStore: maxOfflineUsers must be a positive integer; got /);
       expect(() => new MemoryStore({ maxRevokedSessions: bad as number })).to.throw(TypeError, /MemoryStore: maxRevokedSessions must be a positive integer/);
+      expect(() => new MemoryStore({ maxRevokedSessionsPerUser: bad as number })).to.throw(
+        TypeError,
+        /MemoryStore: maxRevokedSessionsPerUser must be a positive integer/,
+      );
     }
     expect(() => new MemoryStore({ maxOfflineUsers: '10' as unknown as number })).to.throw(TypeError, /got "10"/);
     const persistence = { load: () => ({ users: [], revokedSessions: [] }), save: () => {} };
@@ -36,6 +40,16 @@ describe('store options', () => {
           );
         }
       }
+      for (const bad of [0, -1, 2.5, '1000', null]) {
+        expect(() => new RedisStore({ client, maxRevokedSessionsPerUser: bad as number })).to.throw(
+          TypeError,
+          /RedisStore: maxRevokedSessionsPerUser must be a positive integer; got /,
+        );
+      }
+      expect(() => new RedisStore({ client, maxRevokedSessionPerUser: 5 } as never)).to.throw(
+        TypeError,
+        /unknown option RedisStore\.maxRevokedSessionPerUser; did you mean RedisStore\.maxRevokedSessionsPerUser\?/,
+      );
       expect(() => new RedisStore({ client, leaseTTL: 5000 } as never)).to.throw(
         TypeError,
         /unknown option RedisStore\.leaseTTL; did you mean RedisStore\.leaseTtl\?/,

@@ -6,17 +6,17 @@ import { RedisStore } from '../lib/redis/index.js';
 import { storeConformance } from './helpers/store-conformance.js';
 import { deleteKeys, redisClient, uniquePrefix } from './helpers/redis.js';
 
-storeConformance('MemoryStore', { create: () => new MemoryStore() });
+storeConformance('MemoryStore', { create: (limits) => new MemoryStore(limits) });
 
 const clients: Redis[] = [];
 const prefixes: string[] = [];
 storeConformance('RedisStore', {
-  create() {
+  create(limits) {
     const client = redisClient();
     clients.push(client);
     const prefix = uniquePrefix('conformance');
     prefixes.push(prefix);
-    return new RedisStore({ client, prefix, sweepInterval: 50 });
+    return new RedisStore({ client, prefix, sweepInterval: 50, ...limits });
   },
   sibling(store: PresenceStore) {
     const client = redisClient();

@@ -217,6 +217,10 @@ async function adminKick(userId, filter) {
     const answer = await presenceApi('POST', `/users/${encodeURIComponent(userId)}/kick`, filter);
     showOutput(`POST /presence/users/${userId}/kick ${JSON.stringify(filter)}`, answer);
     log(`admin kicked ${answer.kicked.length} device(s) of ${userId}`, 'admin');
+    // Connected devices hear the kick themselves; closed ones are told here.
+    for (const device of devices) {
+      if (device.user === userId && answer.kicked.some((ref) => ref.instanceId === device.client.instanceId)) device.kickedWhileAway();
+    }
     scheduleRefresh(0);
   } catch (error) {
     showOutput('kick failed', error.message);
@@ -274,22 +278,43 @@ class SimulatedDevice {
     this.inBackground = false;
     this.networkDownSince = 0;
     this.backgroundSince = 0;
+    /** Set when an admin kick ended this device while it was not connected (see kickedWhileAway). */
+    this.needsFreshLogin = false;
     this.link = new NetworkLink();
     this.card = this.buildCard();
+    this.client = this.createClient();
+    this.listen();
+  }
 
-    this.client = createPresenceClient({
+  /** A client for this device; given the instanceId of an earlier one, the same device logs in afresh (no session to resume). */
+  createClient(instanceId) {
+    return createPresenceClient({
       // Another process of `npm run example:cluster`, or this page's own server.
-      url: server,
-      platform,
+      url: this.server,
+      ...(instanceId ? { instanceId } : {}),
+      platform: this.platform,
       // DEMO ONLY: the server's authenticate takes the user id as given; a real app sends a token.
-      auth: { user },
+      auth: { user: this.user },
       // One page plays many devices: background / foreground come from the buttons, not from the tab.
       trackVisibility: false,
       // `io` could be injected here (say, a global from /socket.io/socket.io.js); the import map
       // makes the helper's own `import { io } from 'socket.io-client'` work instead.
       socketOptions: { transports: [this.link.transport], reconnectionDelay: 500, reconnectionDelayMax: 2000 },
     });
-    this.listen();
+  }
+
+  /**
+   * An admin kick from this page ended this device while its app was closed (or the server had
+   * dropped it): no socket heard the kick, so the card says it here, and the next "Log in again"
+   * is a fresh login rather than a resume of the revoked session.
+   */
+  kickedWhileAway() {
+    if (this.phase !== 'closed' && this.phase !== 'timed-out') return;
+    this.phase = 'kicked';
+    this.needsFreshLogin = true;
+    this.showBanner('Signed out by an administrator while the app was closed');
+    log(`${this.label} was kicked by an admin while its app was closed`, 'bad');
+    this.render();
   }
 
   get label() {
@@ -390,7 +415,15 @@ class SimulatedDevice {
           // after "close app" the kept session is resumed.
           this.phase = 'connecting';
           this.hideBanner();
-          this.client.connect();
+          if (this.needsFreshLogin) {
+            // The old client still holds the revoked session; a new one for the same device logs in (and connects) itself.
+            this.needsFreshLogin = false;
+            this.client.close();
+            this.client = this.createClient(this.client.instanceId);
+            this.listen();
+          } else {
+            this.client.connect();
+          }
         } else {
           // Closing without logging out: the socket closes, and a phone stays reachable by push.
           this.phase = 'closed';

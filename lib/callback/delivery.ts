@@ -1,4 +1,4 @@
-// The status-change callback's delivery: one ordered queue per user, users in parallel, retries with backoff, a bounded total.
+// The status-change callback's delivery: one ordered queue per user, users in parallel, retries with backoff, bounded per user and in all.
 
 import http from 'node:http';
 import https from 'node:https';
@@ -24,7 +24,11 @@ export interface CallbackDeliveryStats {
   delivered: number;
   /** Events given up after `maxRetries` (or at `close()`), each passed to `callback-failed`. */
   failed: number;
-  /** Events refused because `maxQueue` events were already waiting, each passed to `callback-failed`. */
+  /**
+   * Events not sent because a queue was full, each passed to `callback-failed`: coalesced away (replaced by a later event of
+   * the same user, whose backlog reached `maxQueuePerUser` or was the longest when `maxQueue` was reached), or refused
+   * because `maxQueue` events were waiting and no backlog could give one up.
+   */
   dropped: number;
   /** Attempts that failed and were retried. */
   retried: number;
@@ -65,6 +69,8 @@ class UserQueue {
   scheduled = false;
   retryTimer: TimerHandle | undefined;
   request: http.ClientRequest | undefined;
+  /** Events of this user coalesced away since its backlog last emptied. */
+  coalesced = 0;
   constructor(readonly userId: string) {}
 
   get size(): number {
@@ -125,6 +131,15 @@ export class CallbackDelivery {
   /** Users whose events are in flight at once (`callback.concurrency`); also the keep-alive agent's socket limit. */
   private readonly concurrency: number;
   private pumpScheduled = false;
+  /**
+   * The longest backlog as last seen (and its size then), asked to give up an event when the total is full. Deliveries
+   * shrink it unseen; once it is half what it was, the queues are looked through again (so at most once per halving).
+   */
+  private longest: UserQueue | undefined;
+  private longestSize = 0;
+  /** Coalescing episode: from the first event coalesced until no backlog that lost one is left (logged at both ends). */
+  private coalescingUsers = 0;
+  private coalescedInEpisode = 0;
   /** Overflow episode: from the first drop until the queue is back to half full. */
   private droppedInEpisode = -1;
   /** Failure episode: from the first event given up until the next delivery. */
@@ -156,23 +171,87 @@ export class CallbackDelivery {
   /** The live path: build the body, queue it, and return; sending happens later. */
   private readonly onChange = (change: PresenceChange): void => {
     const body = callbackBody(change);
-    if (this.counts.queued >= this.settings.maxQueue) {
+    const event = new PendingEvent(body, change.clientIp);
+    let queue = this.queues.get(change.userId);
+    // One user's backlog is bounded: beyond it, the newest waiting event gives way to this one (the latest state still goes).
+    if (queue && queue.size >= this.settings.maxQueuePerUser && this.replaceNewest(queue, event)) return;
+    if (this.counts.queued >= this.settings.maxQueue && !this.makeRoom()) {
+      // Every backlog is one event (or only in flight): the receiver is behind for many users, not for one.
+      if (queue && this.replaceNewest(queue, event)) return;
       this.drop(body);
       return;
     }
-    let queue = this.queues.get(change.userId);
     if (!queue) {
       queue = new UserQueue(change.userId);
       this.queues.set(change.userId, queue);
     }
-    queue.events.push(new PendingEvent(body, change.clientIp));
+    queue.events.push(event);
     this.counts.queued++;
+    if (!this.longest || queue.size >= this.longest.size) {
+      this.longest = queue;
+      this.longestSize = queue.size;
+    }
     if (!queue.scheduled) {
       queue.scheduled = true;
       this.ready.push(queue);
       this.schedulePump();
     }
   };
+
+  /**
+   * Coalesces: the user's newest event not yet attempted is given up to `callback-failed` and `event` takes its place (the
+   * body carries the user's status after the change, so the receiver still learns the latest; `Seq` shows the gap). False
+   * when there is none (only the event in flight).
+   */
+  private replaceNewest(queue: UserQueue, event: PendingEvent): boolean {
+    const last = queue.events.length - 1;
+    const newest = queue.events[last];
+    if (last < queue.head || !newest || newest.payload !== undefined) return false;
+    queue.events[last] = event;
+    this.coalesce(queue, newest, event);
+    return true;
+  }
+
+  /**
+   * The total is full: the longest backlog gives up its second newest waiting event (its newest, the latest state, stays),
+   * so a user with a short queue never loses an event to another's backlog. False when no backlog has one to spare.
+   */
+  private makeRoom(): boolean {
+    let longest = this.longest;
+    if (!longest || longest.size * 2 < this.longestSize) {
+      longest = undefined;
+      for (const queue of this.queues.values()) if (!longest || queue.size > longest.size) longest = queue;
+      this.longest = longest;
+      this.longestSize = longest?.size ?? 0;
+    }
+    if (!longest || longest.size < 2) return false;
+    const index = longest.events.length - 2;
+    const victim = longest.events[index];
+    // The second newest may be the one in flight (a backlog of two): nothing to spare then.
+    if (index < longest.head || !victim || victim.payload !== undefined) return false;
+    longest.events.splice(index, 1);
+    this.counts.queued--;
+    this.longestSize = longest.size;
+    this.coalesce(longest, victim, longest.events[index] as PendingEvent);
+    return true;
+  }
+
+  private coalesce(queue: UserQueue, given: PendingEvent, by: PendingEvent): void {
+    this.counts.dropped++;
+    if (queue.coalesced++ === 0 && this.coalescingUsers++ === 0) {
+      this.config.logger.warn(
+        `express-presence: the status-change callbacks of user ${queue.userId} are behind (maxQueuePerUser ${this.settings.maxQueuePerUser}, maxQueue ${this.settings.maxQueue}); waiting events of users this far behind are coalesced (the latest kept, the others passed to 'callback-failed') until their backlogs empty`,
+      );
+    }
+    this.coalescedInEpisode++;
+    this.fail(
+      given.body,
+      new CallbackDeliveryError(
+        `user ${queue.userId} had too many undelivered callbacks (maxQueuePerUser ${this.settings.maxQueuePerUser}, maxQueue ${this.settings.maxQueue}); this event (seq ${given.body.Seq}) was coalesced into a later one (seq ${by.body.Seq})`,
+        0,
+      ),
+    );
+  }
 
   private drop(body: StateChangeCallbackBody): void {
     this.counts.dropped++;
@@ -334,6 +413,14 @@ export class CallbackDelivery {
   private release(queue: UserQueue): void {
     queue.scheduled = false;
     this.queues.delete(queue.userId);
+    if (this.longest === queue) this.longest = undefined;
+    if (queue.coalesced > 0) {
+      queue.coalesced = 0;
+      if (--this.coalescingUsers === 0) {
+        this.config.logger.warn(`express-presence: the status-change callbacks caught up; ${this.coalescedInEpisode} event(s) were coalesced meanwhile`);
+        this.coalescedInEpisode = 0;
+      }
+    }
     if (this.counts.queued === 0) this.drained?.();
   }
 
@@ -387,9 +474,11 @@ export function retryDelay(backoff: number, failures: number, random: () => numb
   return Math.floor(random() * ceiling);
 }
 
-/** Undefined when the receiver acknowledged (`{ ActionStatus: "OK", ErrorCode: 0 }` with a 2xx), else why not. */
+/** Undefined when the receiver acknowledged (a 2xx with `{ ActionStatus: "OK", ErrorCode: 0 }`, an empty body or `{}`), else why not. */
 function acknowledgement(status: number, text: string): Error | undefined {
   if (status < 200 || status >= 300) return new Error(`the receiver answered HTTP ${status}`);
+  // A plain `res.sendStatus(204)` or `res.json({})` receiver said nothing against the event: it took it.
+  if (text.trim() === '') return undefined;
   let answer: unknown;
   try {
     answer = JSON.parse(text);
@@ -398,5 +487,6 @@ function acknowledgement(status: number, text: string): Error | undefined {
   }
   const fields = answer as { ActionStatus?: unknown; ErrorCode?: unknown } | null;
   if (fields?.ActionStatus === 'OK' && fields.ErrorCode === 0) return undefined;
-  return new Error(`the receiver answered ${text.slice(0, 120)} instead of { "ActionStatus": "OK", "ErrorCode": 0 }`);
+  if (typeof answer === 'object' && answer !== null && !Array.isArray(answer) && Object.keys(answer).length === 0) return undefined;
+  return new Error(`the receiver answered ${text.slice(0, 120)} instead of { "ActionStatus": "OK", "ErrorCode": 0 } (or an empty body, or {})`);
 }

@@ -13,6 +13,8 @@ import type {
   SubscribeResult,
 } from '../socket/protocol.js';
 import { TypedEmitter } from './emitter.js';
+import type { JsonValue, RoomMessage, RoomSnapshot } from '../rooms/types.js';
+import { PresenceRoom, type RoomOwner } from './room.js';
 
 /** socket.io-client's `io` function: the package's export, or the page's global from `/socket.io/socket.io.js`. */
 export type IoFactory = typeof socketIo;
@@ -31,7 +33,10 @@ export interface PresenceStorage {
 export type PresenceClientAuth = Record<string, unknown> | (() => Record<string, unknown> | Promise<Record<string, unknown>>);
 
 export interface PresenceClientOptions {
-  /** The server and namespace, such as `https://chat.example.com/presence`. Defaults to the page's origin, namespace `/`. */
+  /**
+   * The server and namespace, such as `https://chat.example.com/presence`. Defaults to the page's origin, namespace `/`;
+   * required (and absolute) outside a browser.
+   */
   url?: string;
   /** This device's platform. Required. */
   platform: PresenceClientPlatform;
@@ -57,17 +62,38 @@ export interface PresenceClientOptions {
   requestTimeout?: number;
 }
 
-export type PresenceClientErrorCode = HandshakeErrorCode | AnswerErrorCode | 'TIMEOUT' | 'CLOSED';
+/**
+ * Why the client reports a failure: the server's code, or one of the client's own: `REFUSED` (the app's own Socket.IO
+ * middleware refused the handshake, `next(new Error(...))`, without a code), `TIMEOUT`, `CLOSED`, and `BAD_OPTIONS`
+ * (on the TypeError the constructor throws).
+ */
+export type PresenceClientErrorCode = HandshakeErrorCode | AnswerErrorCode | 'REFUSED' | 'TIMEOUT' | 'CLOSED' | 'BAD_OPTIONS';
 
-/** A refused handshake (`connect_error` with a code) or a refused request. */
+/** A refused handshake (`connect_error`) or a refused request. */
 export class PresenceClientError extends Error {
   constructor(
     readonly code: PresenceClientErrorCode,
     message: string,
+    /** The refusal's `err.data` as the server sent it (an app middleware's own data, say), when there is one. */
+    readonly data?: unknown,
   ) {
     super(message);
     this.name = 'PresenceClientError';
   }
+}
+
+/** What the constructor throws for bad options: a TypeError naming the option, with `code: 'BAD_OPTIONS'`. */
+function badOptions(message: string): TypeError & { code: 'BAD_OPTIONS' } {
+  return Object.assign(new TypeError(message), { code: 'BAD_OPTIONS' as const });
+}
+
+/** A URL socket.io-client can reach without a page to resolve it against. */
+const ABSOLUTE_URL = /^(https?|wss?):\/\//i;
+
+/** Only a page (with an origin) can resolve a missing or relative `url`. */
+function inPage(): boolean {
+  const location = (globalThis as { location?: { host?: unknown } }).location;
+  return typeof location === 'object' && location !== null && typeof location.host === 'string' && location.host !== '';
 }
 
 export interface PresenceClientEvents {
@@ -77,7 +103,10 @@ export interface PresenceClientEvents {
   kicked: [KickedPayload];
   /** A watched user's status or custom status changed. */
   changed: [ChangedPayload];
-  /** The server refused the handshake; after `SESSION_REVOKED` the client stops. */
+  /**
+   * The server refused the handshake (presence's code, or `REFUSED` with the message of the app's own middleware), or a
+   * resubscription failed. After any refusal but `SERVER_ERROR` (retried with backoff) the client stops until `connect()`.
+   */
   error: [PresenceClientError];
   /** The connection is gone, with socket.io-client's reason; it reconnects by itself unless stopped. */
   disconnect: [reason: string];
@@ -99,7 +128,8 @@ interface StoredIds {
 type Answered = { ok: true } & Record<string, unknown>;
 type LooseEmitter = { emit(event: string, ...args: unknown[]): unknown };
 
-type RequestEvent = 'presence:subscribe' | 'presence:unsubscribe' | 'presence:set-status' | 'presence:logout';
+type RequestEvent =
+  'presence:subscribe' | 'presence:unsubscribe' | 'presence:set-status' | 'presence:logout' | 'presence:join' | 'presence:leave' | 'presence:room-update';
 
 const noop = (): void => {};
 
@@ -113,7 +143,7 @@ function errorCode(data: unknown): PresenceClientErrorCode | undefined {
  * the server's interval, reports background / foreground, re-subscribes after reconnects, and
  * stops for good once kicked, revoked, logged out or closed.
  */
-export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
+export class PresenceClient extends TypedEmitter<PresenceClientEvents> implements RoomOwner {
   /** The underlying socket.io-client socket, for the app's own events. */
   readonly socket: Socket<ServerToClientEvents, ClientToServerEvents>;
   private current: SessionPayload | undefined;
@@ -128,6 +158,9 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
   private resubscribe = false;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   private readonly watchers = new Map<string, Set<ChangeListener | typeof noop>>();
+  /** The rooms this client joined, rejoined after each reconnect. */
+  private readonly rooms = new Map<string, PresenceRoom>();
+  private rejoin = false;
   private readonly requestTimeout: number;
   private readonly storage: PresenceStorage | undefined;
   private readonly storageKey: string;
@@ -135,10 +168,18 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
 
   constructor(private readonly options: PresenceClientOptions & { io: IoFactory }) {
     super();
-    if (typeof options !== 'object' || options === null) throw new TypeError('createPresenceClient takes an options object { platform, url?, auth?, ... }');
+    if (typeof options !== 'object' || options === null) throw badOptions('createPresenceClient takes an options object { platform, url?, auth?, ... }');
     if (typeof options.platform !== 'string' || options.platform.length === 0)
-      throw new TypeError('platform must be a platform name such as "Web", "Android" or "iPhone"');
-    if (typeof options.io !== 'function') throw new TypeError("io must be socket.io-client's io function");
+      throw badOptions('platform must be a platform name such as "Web", "Android" or "iPhone"');
+    if (typeof options.io !== 'function') throw badOptions("io must be socket.io-client's io function");
+    if (options.url !== undefined && typeof options.url !== 'string')
+      throw badOptions(`url must be a string such as "https://chat.example.com"; got ${typeof options.url}`);
+    // Without a page, socket.io-client would try "undefined//undefined" and retry it forever without a word.
+    if (!inPage() && (options.url === undefined || !ABSOLUTE_URL.test(options.url))) {
+      throw badOptions(
+        `url must be an absolute URL such as "http://localhost:3000" (plus the namespace, if any) outside a browser; got ${options.url === undefined ? 'none' : JSON.stringify(options.url)}`,
+      );
+    }
     this.requestTimeout = options.requestTimeout ?? 10_000;
     this.storage = options.storage;
     this.storageKey = options.storageKey ?? 'express-presence';
@@ -235,6 +276,38 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
     await this.request('presence:set-status', { customStatus });
   }
 
+  /**
+   * Joins a room (the server's `canJoin` decides) and resolves with it, live: `members`, `count`,
+   * events `change` / `join` / `leave` / `update`, `leave()`, `update(meta)`. After a reconnect the
+   * client rejoins it by itself (within the server's reconnect grace, the others see nothing).
+   * Joining a room already joined sets its meta and answers the same object.
+   */
+  async join(room: string, meta?: JsonValue): Promise<PresenceRoom> {
+    const answer = (await this.request('presence:join', meta === undefined ? { room } : { room, meta })) as unknown as RoomSnapshot;
+    let joined = this.rooms.get(room);
+    if (joined && !joined.left) {
+      if (meta !== undefined) joined.meta = meta;
+    } else {
+      joined = new PresenceRoom(room, meta, this);
+      this.rooms.set(room, joined);
+    }
+    joined.reset(answer, true);
+    return joined;
+  }
+
+  /** Part of PresenceRoom's `leave()`. */
+  async leaveRoom(room: PresenceRoom): Promise<void> {
+    room.left = true;
+    if (this.rooms.get(room.name) === room) this.rooms.delete(room.name);
+    if (this.socket.connected) await this.request('presence:leave', { room: room.name });
+  }
+
+  /** Part of PresenceRoom's `update()`. */
+  async updateRoom(room: PresenceRoom, meta: JsonValue): Promise<void> {
+    await this.request('presence:room-update', { room: room.name, meta });
+    room.meta = meta;
+  }
+
   /** Logs this device out: it is gone at once and its session revoked; the client stops. */
   async logout(): Promise<void> {
     try {
@@ -262,6 +335,8 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
       if (this.inBackground) this.send('presence:background');
       if (this.resubscribe && this.watchers.size > 0) this.resubscribeAll();
       this.resubscribe = false;
+      if (this.rejoin) this.rejoinAll();
+      this.rejoin = false;
       this.emit('session', session);
     });
     socket.on('presence:kicked', (notice) => {
@@ -285,13 +360,21 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
       }
       this.emit('changed', change);
     });
+    socket.on('presence:room', (message: RoomMessage) => {
+      this.rooms.get(message.room)?.apply(message);
+    });
     socket.on('connect_error', (error: Error & { data?: unknown }) => {
-      const code = errorCode(error.data);
-      if (!code) return; // a transport failure: socket.io-client retries by itself
+      // A transport failure leaves the socket active (socket.io-client retries by itself); a refusal by any middleware,
+      // presence's or the app's own, ends it: socket.io-client does not retry those.
+      if (socket.active) return;
+      const code = errorCode(error.data) ?? 'REFUSED';
       if (code === 'SESSION_REVOKED') {
         this.clearSession();
         this.stop();
-      } else if (code === 'SERVER_ERROR' && !this.stopped) {
+      } else if (code !== 'SERVER_ERROR') {
+        // UNAUTHENTICATED, REFUSED and the like: retrying with the same credentials would be refused again.
+        this.stop();
+      } else if (!this.stopped) {
         // socket.io-client gives up after a middleware refusal; a server fault is worth retrying.
         if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
         this.retryTimer = setTimeout(() => {
@@ -300,12 +383,13 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
         }, this.retryDelay);
         this.retryDelay = Math.min(this.retryDelay * 2, 30_000);
       }
-      this.emit('error', new PresenceClientError(code, error.message));
+      this.emit('error', new PresenceClientError(code, error.message, error.data));
     });
     socket.on('disconnect', (reason) => {
       this.stopHeartbeats();
       this.current = undefined;
       this.resubscribe = true;
+      this.rejoin = true;
       // The server ended this socket (kick, logout, server decision): socket.io-client will not reconnect.
       if (reason === 'io server disconnect') {
         this.droppedByServer = !this.stopped;
@@ -363,6 +447,21 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> {
         if (error instanceof PresenceClientError) this.emit('error', error);
       },
     );
+  }
+
+  /** After a reconnect: each room is joined again with its meta; what changed meanwhile is told as a change. */
+  private rejoinAll(): void {
+    for (const room of this.rooms.values()) {
+      const payload = room.meta === undefined ? { room: room.name } : { room: room.name, meta: room.meta };
+      this.request('presence:join', payload).then(
+        (answer) => {
+          if (!room.left) room.reset(answer as unknown as RoomSnapshot, false);
+        },
+        (error: unknown) => {
+          if (error instanceof PresenceClientError) this.emit('error', error);
+        },
+      );
+    }
   }
 
   /** Removes a listener (or all) of a user; true if nobody watches the user any more. */

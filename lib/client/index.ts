@@ -15,6 +15,8 @@ export {
   type PresenceClientPlatform,
   type PresenceStorage,
 } from './core.js';
+export { PresenceRoom, type PresenceRoomEvents, type RoomChangeEvent } from './room.js';
+export type { RoomMember, RoomMessage, RoomSnapshot, RoomDevice, JsonValue, Availability } from '../rooms/types.js';
 export type {
   Answer,
   AnswerErrorCode,

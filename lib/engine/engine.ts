@@ -5,7 +5,8 @@ import { randomFillSync } from 'node:crypto';
 import createDebug from 'debug';
 import type { ResolvedConfig } from '../options.js';
 import type { KickFilter, StoreChange, StoreLoginResult, StoredUser } from '../store/types.js';
-import { deriveUserStatus, isPromiseLike } from '../store/types.js';
+import { deriveUserStatus, isPromiseLike, type MaybePromise } from '../store/types.js';
+import { StoreTimeoutError } from '../store/errors.js';
 import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS, type Platform, type PlatformClass } from './platforms.js';
 import { Scheduler, type Scheduled } from './scheduler.js';
 import { isoTime } from '../util/iso-time.js';
@@ -20,6 +21,7 @@ import type {
   PresenceChange,
   PresenceStats,
   UserPresence,
+  UserStatus,
 } from './types.js';
 
 const debug = createDebug('express-presence:engine');
@@ -87,6 +89,8 @@ class LocalInstance implements Scheduled {
   backgroundSince = 0;
   /** When its last connection closed, while the reconnect grace runs; -1 otherwise. */
   graceSince = -1;
+  /** Its connection closed because this server is shutting down: it waits for the handover grace (if longer), to be resumed elsewhere. */
+  handingOver = false;
   ended = false;
   /**
    * Its live connections: most devices have one, kept as is; several (other tabs) are an array that
@@ -215,6 +219,12 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   /** Store logins not answered yet, and who waits for them all to settle (close). */
   private pendingLogins = 0;
   private loginsSettled: (() => void) | undefined;
+  /** A store call outlasted storeTimeout and none has answered in time since: warned once per episode. */
+  private storeStalled = false;
+  /** Transitions written to the store and not yet emitted (close waits for them), and who waits for them. */
+  private pendingWrites = 0;
+  private writesSettled: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
   /** Names this process to the store, so a device's late close here cannot undo its login elsewhere. */
   readonly owner = newId();
 
@@ -228,8 +238,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     config.store.init?.({
       clock: config.clock,
       pushOnlineTtl: config.pushOnlineTtl,
+      reconnectGrace: config.reconnectGrace,
       logger: config.logger,
       owner: this.owner,
+      storeTimeout: config.storeTimeout,
       expired: (change) => this.emitChange(change, 'Logout', 'Expired', undefined),
       changed: (change, action, reason) => this.emitChange(change, action, reason, undefined),
       ended: (sessionId, notice) => this.endLocal(sessionId, notice),
@@ -266,6 +278,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       if (live.graceSince >= 0) {
         debug('%s/%s back within its reconnect grace', live.userId, instanceId);
         live.graceSince = -1;
+        live.handingOver = false;
         this.reschedule(live);
       } else if (wasBackground) {
         this.reschedule(live);
@@ -282,10 +295,19 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       else this.loginsInFlight.set(id, { count: 1, ended: undefined });
     }
     this.pendingLogins++;
-    let result: StoreLoginResult;
-    let endedMeanwhile: EndNotice | undefined;
+    // Released when the store answers, even after the caller gave up waiting (close() waits for every login the store takes).
+    const release = (): void => {
+      for (const id of tracked) {
+        const entry = this.loginsInFlight.get(id) as { count: number };
+        if (--entry.count === 0) this.loginsInFlight.delete(id);
+      }
+      if (--this.pendingLogins === 0) this.loginsSettled?.();
+    };
+    const endedOf = (answer: StoreLoginResult): EndNotice | undefined =>
+      answer.outcome === 'revoked' ? undefined : this.loginsInFlight.get(answer.sessionId)?.ended;
+    let answer: MaybePromise<StoreLoginResult>;
     try {
-      result = await this.config.store.login({
+      answer = this.config.store.login({
         userId: request.userId,
         platform,
         instanceId,
@@ -296,14 +318,58 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
         limits: this.config,
         owner: this.owner,
       });
-      if (result.outcome !== 'revoked') endedMeanwhile = this.loginsInFlight.get(result.sessionId)?.ended;
-    } finally {
-      for (const id of tracked) {
-        const entry = this.loginsInFlight.get(id) as { count: number };
-        if (--entry.count === 0) this.loginsInFlight.delete(id);
-      }
-      if (--this.pendingLogins === 0) this.loginsSettled?.();
+    } catch (error) {
+      release();
+      throw error;
     }
+    let result: StoreLoginResult;
+    let endedMeanwhile: EndNotice | undefined;
+    if (!isPromiseLike(answer)) {
+      // A synchronous store (the memory store): no timer, nothing to wait for.
+      result = answer;
+      endedMeanwhile = endedOf(result);
+      release();
+    } else {
+      const settled = answer.then(
+        (stored) => ({ stored, ended: endedOf(stored) }),
+        (error: unknown) => {
+          release();
+          throw error;
+        },
+      );
+      const late = (answered: { stored: StoreLoginResult; ended: EndNotice | undefined }): void => {
+        try {
+          this.abandonLogin(answered.stored, answered.ended, request, platform, instanceId, cls, version);
+        } finally {
+          release();
+        }
+      };
+      // Timed out: `late` releases once the store answers. Answered in time: released once the answer is taken in
+      // below, so a close() waiting for logins finds this device among its own (not a microtask too early).
+      ({ stored: result, ended: endedMeanwhile } = await this.bounded('login', settled, late));
+      try {
+        return this.takeLogin(result, endedMeanwhile, request, sessionId, platform, instanceId, cls, version, onEnd, heartbeatInterval);
+      } finally {
+        release();
+      }
+    }
+    return this.takeLogin(result, endedMeanwhile, request, sessionId, platform, instanceId, cls, version, onEnd, heartbeatInterval);
+  }
+
+  /** A login the store answered: refused if revoked, reported, and its connection attached. */
+  private takeLogin(
+    result: StoreLoginResult,
+    endedMeanwhile: EndNotice | undefined,
+    request: ConnectRequest,
+    /** The session the client asked to resume, if any. */
+    sessionId: string | undefined,
+    platform: Platform,
+    instanceId: string,
+    cls: PlatformClass,
+    version: string | undefined,
+    onEnd: EndListener,
+    heartbeatInterval: number,
+  ): ConnectResult {
     if (result.outcome === 'revoked') {
       // A session still live here that the store revoked: an end this process missed; its other connections are told now.
       if (sessionId !== undefined && this.local.has(sessionId)) this.endLocal(sessionId, result.notice ?? { reason: 'AdminKick' });
@@ -311,9 +377,13 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     }
     if (this.closed) {
       // Closed while the store took the login: it happened there (and kicked whom it kicked), so it
-      // is reported like any other; the device is not kept here, and the store ends it as a
-      // connection closed (a restart with persistence, or another process's reaper, in Redis mode).
+      // is reported like any other; the connection is refused, and close() (which waits for this
+      // login) ends the device or hands it over with the others here.
       this.reportLogin(result, platform, instanceId, request.clientIp);
+      if (!this.local.has(result.sessionId)) {
+        const left = new LocalInstance(request.userId, instanceId, platform, cls, result.sessionId, version, request.clientIp, this.config.clock.now());
+        this.local.set(result.sessionId, left);
+      }
       this.assertOpen();
     }
 
@@ -323,6 +393,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       this.local.set(result.sessionId, instance);
     }
     instance.graceSince = -1;
+    instance.handingOver = false;
     instance.background = false;
     this.reschedule(instance);
     const connection = this.attachConnection(instance, onEnd);
@@ -331,6 +402,79 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (endedMeanwhile) this.endLocal(result.sessionId, endedMeanwhile);
     debug('%s/%s %s (%s), kicked %o', request.userId, instanceId, result.outcome, platform, kicked);
     return { connection, resumed: result.outcome === 'resumed', kicked, heartbeatInterval };
+  }
+
+  /**
+   * A login the store answered after its caller was refused (storeTimeout): it happened in the store, so it is reported
+   * like any other, and then the device is treated as a connection that closed at once (kept for its reconnect grace,
+   * so a client retrying with its session resumes it, then ended as LinkClose): no device stays Online without a connection.
+   */
+  private abandonLogin(
+    result: StoreLoginResult,
+    endedMeanwhile: EndNotice | undefined,
+    request: ConnectRequest,
+    platform: Platform,
+    instanceId: string,
+    cls: PlatformClass,
+    version: string | undefined,
+  ): void {
+    if (result.outcome === 'revoked') return;
+    debug('%s/%s: login answered after storeTimeout; closing it', request.userId, instanceId);
+    this.reportLogin(result, platform, instanceId, request.clientIp);
+    // Closed meanwhile: the store ends it (see connect); ended meanwhile (a kick): whoever ended it recorded that.
+    if (this.closed || endedMeanwhile || this.local.has(result.sessionId)) return;
+    const instance = new LocalInstance(request.userId, instanceId, platform, cls, result.sessionId, version, request.clientIp, this.config.clock.now());
+    this.local.set(result.sessionId, instance);
+    if (this.config.reconnectGrace[cls] > 0) {
+      instance.graceSince = this.config.clock.now();
+      this.reschedule(instance);
+    } else {
+      this.endByTransport(instance, 'LinkClose', this.config.clock.now());
+    }
+  }
+
+  /**
+   * Waits on a store call for at most `storeTimeout`, then rejects with a StoreTimeoutError. A synchronous answer is
+   * passed through untouched (no timer). The work itself is not cancelled: what it does once it answers (`late`, or the
+   * caller's own chained steps) still happens, so nothing the store did is left unreported.
+   */
+  private bounded<T>(operation: string, work: MaybePromise<T>, late?: (value: T) => void): MaybePromise<T> {
+    if (!isPromiseLike(work)) return work;
+    const timeout = this.config.storeTimeout;
+    return new Promise<T>((resolve, reject) => {
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        if (!this.storeStalled) {
+          this.storeStalled = true;
+          this.config.logger.warn(
+            `express-presence: the store did not answer ${operation} within storeTimeout (${timeout} ms); requests are refused until it answers in time`,
+          );
+        }
+        reject(new StoreTimeoutError(operation, timeout));
+      }, timeout);
+      timer.unref();
+      work.then(
+        (value) => {
+          clearTimeout(timer);
+          if (!timedOut) {
+            this.storeStalled = false;
+            resolve(value);
+          } else if (late) {
+            try {
+              late(value);
+            } catch (error) {
+              this.config.logger.error(`express-presence: handling a late answer of the store's ${operation} failed`, error);
+            }
+          }
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          if (!timedOut) reject(error);
+          else debug('store %s failed after its caller gave up: %o', operation, error);
+        },
+      );
+    });
   }
 
   /** Ends the devices a login displaced here and emits its change; answers who was kicked. */
@@ -374,10 +518,13 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   /**
    * This connection is gone. `closed`: the transport closed (FIN/RST, page or app killed);
-   * `timeout`: the transport stopped hearing from it. The device transitions when its last
-   * connection goes (after the reconnect grace, for a close).
+   * `timeout`: the transport stopped hearing from it; `shutdown`: this server closed it because it
+   * is shutting down (Socket.IO's `io.close()`), so the client reconnects to another process: with
+   * a store that hands over, the device waits `handoverGrace` (or its reconnect grace, if longer)
+   * for that, otherwise it is a close. The device transitions when its last connection goes (after
+   * the grace, for a close).
    */
-  disconnect(connection: Connection, cause: 'closed' | 'timeout'): void {
+  disconnect(connection: Connection, cause: 'closed' | 'timeout' | 'shutdown'): void {
     const conn = connection as LocalConnection;
     if (!conn.open) return;
     conn.open = false;
@@ -386,6 +533,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (instance.ended || instance.connections) return;
     if (cause === 'timeout') {
       this.endByTransport(instance, 'TimeOut', instance.lastActivity);
+    } else if (cause === 'shutdown' && this.handsOver()) {
+      instance.graceSince = this.config.clock.now();
+      instance.handingOver = true;
+      this.reschedule(instance);
     } else if (this.config.reconnectGrace[instance.cls] > 0) {
       instance.graceSince = this.config.clock.now();
       this.reschedule(instance);
@@ -402,8 +553,17 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     conn.open = false;
     this.endLocal(instance.sessionId, { reason: 'Logout' });
     const now = this.config.clock.now();
-    const change = await this.config.store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: true, lastSeen: now });
-    if (change) this.emitChange(change, 'Logout', 'Unregister', instance.clientIp);
+    const removed = this.config.store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: true, lastSeen: now });
+    const report = (change: StoreChange | null): void => {
+      if (change) this.emitChange(change, 'Logout', 'Unregister', instance.clientIp);
+    };
+    if (!isPromiseLike(removed)) return report(removed);
+    // Reported when the store answers, even after the caller stopped waiting (storeTimeout); close() waits for it.
+    this.pendingWrites++;
+    await this.bounded(
+      'remove',
+      removed.then(report).finally(() => this.writeSettled()),
+    );
   }
 
   /** Admin kick of every device of a user, or of those on one platform or with one instance id. */
@@ -422,12 +582,20 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       throw new TypeError(`instanceId must be a non-empty string of at most ${MAX_ID_LENGTH} characters`);
     }
     const storeFilter: KickFilter = { platform, instanceId: filter.instanceId as string | undefined };
-    const changes = await this.config.store.kick(userId, storeFilter, this.config.clock.now());
-    return changes.map((change) => {
-      this.endLocal(change.sessionId, { reason: 'AdminKick' });
-      this.emitChange(change, 'Logout', 'Kicked', undefined);
-      return { platform: change.platform, instanceId: change.instanceId };
-    });
+    const report = (changes: StoreChange[]): InstanceRef[] =>
+      changes.map((change) => {
+        this.endLocal(change.sessionId, { reason: 'AdminKick' });
+        this.emitChange(change, 'Logout', 'Kicked', undefined);
+        return { platform: change.platform, instanceId: change.instanceId };
+      });
+    const kicked = this.config.store.kick(userId, storeFilter, this.config.clock.now());
+    if (!isPromiseLike(kicked)) return report(kicked);
+    // A kick the store makes after the caller stopped waiting (storeTimeout) still ends its sockets and is reported; close() waits for it.
+    this.pendingWrites++;
+    return this.bounded(
+      'kick',
+      kicked.then(report).finally(() => this.writeSettled()),
+    );
   }
 
   /** Sets (or with null / '' clears) a user's custom status, at most 100 bytes of UTF-8. */
@@ -436,8 +604,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     checkUserId(userId);
     const text = parseCustomStatus(customStatus);
     const at = this.config.clock.now();
-    const userStatus = await this.config.store.setCustomStatus(userId, text, at);
-    this.emitSafely('custom-status', { userId, customStatus: text, userStatus, at });
+    const report = (userStatus: UserStatus): void => this.emitSafely('custom-status', { userId, customStatus: text, userStatus, at });
+    const stored = this.config.store.setCustomStatus(userId, text, at);
+    if (isPromiseLike(stored)) await this.bounded('setCustomStatus', stored.then(report));
+    else report(stored);
   }
 
   /** The presence of each user asked for, in order (with each device unless `detail: false`). */
@@ -466,14 +636,14 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     try {
       if (!Array.isArray(userIds)) throw new TypeError(`userIds must be an array of user ids; got ${typeof userIds}`);
       for (let i = 0; i < userIds.length; i++) checkUserId(userIds[i], `userIds[${i}]`);
-      return Promise.resolve(this.config.store.get(userIds));
+      return Promise.resolve(this.bounded('get', this.config.store.get(userIds)));
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
   async stats(): Promise<PresenceStats> {
-    return this.config.store.stats();
+    return this.bounded('stats', this.config.store.stats());
   }
 
   /** Devices with a live connection to this process. */
@@ -481,20 +651,48 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     return this.local.size;
   }
 
-  /** Stops every timer; live connections are left to their transport. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Stops every timer and lets go of this process's devices: with a store that hands over (Redis
+   * mode) and `handoverGrace` above 0 they are left to be resumed on other processes (no
+   * transition here); otherwise each is ended now as a closed connection (mobile PushOnline, the
+   * others gone). Resolves once every transition it caused, or that was under way, is written to
+   * the store and emitted. The transports' connections are no longer open for presence: their
+   * close that follows is no transition.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
+    const at = this.config.clock.now();
     this.closed = true;
     this.scheduler.close();
-    // Logins the store is taking now are reported (see connect) before the store is released.
+    // Adapters read `open`: from here a closing presence has no open connections, and a transport
+    // closing one now (io.close() after presence.close()) changes nothing.
+    for (const instance of this.local.values()) forEachConnection(instance, (connection) => (connection.open = false));
+    // Logins the store is taking now are reported (see connect), and their devices let go with the others.
     if (this.pendingLogins > 0) await new Promise<void>((resolve) => (this.loginsSettled = resolve));
-    for (const instance of this.local.values()) {
-      instance.ended = true;
-      // Adapters read `open`: a closed presence has no open connections.
-      forEachConnection(instance, (connection) => (connection.open = false));
+    const handOver = this.handsOver();
+    for (const instance of [...this.local.values()]) {
+      if (handOver) this.forget(instance);
+      else this.endByTransport(instance, 'LinkClose', instance.graceSince >= 0 ? instance.graceSince : this.config.clock.now());
     }
     this.local.clear();
-    await this.config.store.close?.();
+    const store = this.config.store;
+    if (handOver) await store.handOver?.(at + this.config.handoverGrace);
+    // After the ends were sent: a store closing gives up those still waiting for it (an outage), which settles them.
+    await store.close?.();
+    if (this.pendingWrites > 0) await new Promise<void>((resolve) => (this.writesSettled = resolve));
+  }
+
+  /** Whether close() (and a shutdown's disconnects) leave devices to other processes rather than end them. */
+  private handsOver(): boolean {
+    return this.config.handoverGrace > 0 && typeof this.config.store.handOver === 'function';
+  }
+
+  private writeSettled(): void {
+    if (--this.pendingWrites === 0) this.writesSettled?.();
   }
 
   private present(userIds: readonly string[], users: readonly (StoredUser | undefined)[], detail: boolean): UserPresence[] {
@@ -547,7 +745,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   private dueOf(instance: LocalInstance): number {
     const cls = instance.cls;
-    if (instance.graceSince >= 0) return instance.graceSince + this.config.reconnectGrace[cls];
+    if (instance.graceSince >= 0) {
+      const grace = this.config.reconnectGrace[cls];
+      return instance.graceSince + (instance.handingOver ? Math.max(grace, this.config.handoverGrace) : grace);
+    }
     let due = instance.lastActivity + this.config.heartbeatTimeout[cls];
     const backgroundTimeout = this.config.backgroundTimeout[cls];
     if (instance.background && backgroundTimeout > 0) due = Math.min(due, instance.backgroundSince + backgroundTimeout);
@@ -586,12 +787,15 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       : store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: false, lastSeen, owner: this.owner });
     // A synchronous store (the memory store) answers at once: no closure per device on a mass expiry.
     if (isPromiseLike(result)) {
-      result.then(
-        (change) => {
-          if (change) this.emitChange(change, 'Disconnect', reason, instance.clientIp);
-        },
-        (error: unknown) => this.config.logger.error('express-presence: store failed to record a closed connection', error),
-      );
+      this.pendingWrites++;
+      result
+        .then(
+          (change) => {
+            if (change) this.emitChange(change, 'Disconnect', reason, instance.clientIp);
+          },
+          (error: unknown) => this.config.logger.error('express-presence: store failed to record a closed connection', error),
+        )
+        .finally(() => this.writeSettled());
     } else if (result) {
       this.emitChange(result, 'Disconnect', reason, instance.clientIp);
     }

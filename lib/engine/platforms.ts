@@ -23,8 +23,13 @@ const CLASS_OF: Readonly<Record<Platform, PlatformClass>> = {
 
 const ALIASES: Readonly<Record<string, Platform>> = { iOS: 'iPhone' };
 
-export function platformClass(platform: Platform): PlatformClass {
-  return CLASS_OF[platform];
+/** The class of a platform, by any name the server accepts (`iOS` is `iPhone`'s class); undefined for an unknown name. */
+export function platformClass(platform: Platform | 'iOS'): PlatformClass;
+export function platformClass(name: string): PlatformClass | undefined;
+export function platformClass(name: string): PlatformClass | undefined {
+  // Parsed as a client's name is, so an alias resolves and `constructor` finds no Object.prototype member.
+  const platform = parsePlatform(name);
+  return platform === undefined ? undefined : CLASS_OF[platform];
 }
 
 /** Only mobile devices stay reachable (by push) once their connection is gone. */

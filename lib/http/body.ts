@@ -9,6 +9,8 @@ export type BodyResult =
   | { readonly kind: 'malformed'; readonly message: string }
   | { readonly kind: 'too-large'; readonly limit: number; readonly closeConnection: boolean }
   | { readonly kind: 'unsupported'; readonly message: string }
+  /** The body did not arrive within `bodyTimeout`: answered 408 and the connection closed (the rest is never read). */
+  | { readonly kind: 'timeout'; readonly timeout: number }
   /** Another middleware read the stream and kept nothing we can use: a host misconfiguration. */
   | { readonly kind: 'consumed' }
   /** The client went away; there is nobody to answer. */
@@ -29,6 +31,7 @@ class BodyRead {
   readonly chunks: Buffer[] = [];
   received = 0;
   done = false;
+  timer: NodeJS.Timeout | undefined;
   constructor(
     readonly limit: number,
     readonly resolve: (result: BodyResult) => void,
@@ -43,6 +46,7 @@ function finish(req: ReadingRequest, result: BodyResult): void {
   if (!read || read.done) return;
   read.done = true;
   read.chunks.length = 0;
+  clearTimeout(read.timer);
   req.removeListener('end', onEnd);
   req.removeListener('error', onError);
   req.removeListener('close', onClose);
@@ -91,16 +95,22 @@ export function parseJson(text: string): BodyResult {
   try {
     return { kind: 'json', value: JSON.parse(start === 0 ? text : text.slice(start)) };
   } catch (error) {
-    return { kind: 'malformed', message: `the body is not valid JSON (${(error as Error).message})` };
+    return { kind: 'malformed', message: `the body is not valid JSON (${cut((error as Error).message)})` };
   }
+}
+
+/** A parser's message, cut short: it may quote the input (V8 quotes the text around a JSON error). */
+function cut(message: string, max = 160): string {
+  return message.length <= max ? message : `${message.slice(0, max)}…`;
 }
 
 /**
  * The request's JSON body. A body already read by a host parser (`express.json()` before the
  * router) is taken as it is; otherwise the stream is read here, refusing more than `limit` bytes
- * (at once when Content-Length says so). Only identity encoding is read: compressed bodies are refused.
+ * (at once when Content-Length says so), and giving up on a body that has not fully arrived
+ * within `timeout` ms. Only identity encoding is read: compressed bodies are refused.
  */
-export function readJsonBody(request: IncomingMessage, limit: number): Promise<BodyResult> | BodyResult {
+export function readJsonBody(request: IncomingMessage, limit: number, timeout = 0): Promise<BodyResult> | BodyResult {
   const req = request as ParsedRequest;
   const declared = req.headers['content-length'];
   const length = declared === undefined ? -1 : Number(declared);
@@ -118,12 +128,61 @@ export function readJsonBody(request: IncomingMessage, limit: number): Promise<B
 
   return new Promise<BodyResult>((resolve) => {
     const reading = req as ReadingRequest;
-    reading[READ] = new BodyRead(limit, resolve);
+    const read = new BodyRead(limit, resolve);
+    reading[READ] = read;
+    if (timeout > 0) {
+      // A stalled body would otherwise hold the request (and its memory) until Node's own 300 s request timeout.
+      read.timer = setTimeout(() => finish(reading, { kind: 'timeout', timeout }), timeout);
+      read.timer.unref();
+    }
     reading.on('data', onData);
     reading.on('end', onEnd);
     reading.on('error', onError);
     reading.on('close', onClose);
   });
+}
+
+/** The error a body parser (body-parser, i.e. `express.json()`) passes to `next`, as far as we read it. */
+interface BodyParserError {
+  type: string;
+  status?: unknown;
+  statusCode?: unknown;
+  message: string;
+  limit?: unknown;
+  charset?: unknown;
+}
+
+function isBodyParserError(error: unknown): error is BodyParserError {
+  return error instanceof Error && typeof (error as { type?: unknown }).type === 'string';
+}
+
+/**
+ * What a host body parser's failure means for our routes (`express.json()` before the router refused the body), or
+ * undefined for an error that is not a body parser's (left to the host's error handlers).
+ */
+export function fromHostParserError(error: unknown): BodyResult | undefined {
+  if (!isBodyParserError(error)) return undefined;
+  const status = Number(error.status ?? error.statusCode);
+  switch (error.type) {
+    case 'entity.parse.failed':
+      return { kind: 'malformed', message: `the body is not valid JSON (${cut(error.message)})` };
+    case 'entity.too.large':
+      return { kind: 'too-large', limit: typeof error.limit === 'number' ? error.limit : 0, closeConnection: false };
+    case 'encoding.unsupported':
+      return { kind: 'unsupported', message: `${cut(error.message)}; send the JSON uncompressed` };
+    case 'charset.unsupported':
+      return {
+        kind: 'unsupported',
+        message: `the charset ${typeof error.charset === 'string' ? JSON.stringify(error.charset.slice(0, 40)) : ''} is not supported; send UTF-8 JSON`,
+      };
+    case 'request.aborted':
+      return ABORTED;
+    case 'request.size.invalid':
+      return { kind: 'malformed', message: 'the body is shorter or longer than its Content-Length' };
+    default:
+      // Another 4xx of a body parser (a host `verify` refusing it, too many parameters): answered in our shape.
+      return status >= 400 && status < 500 ? { kind: 'malformed', message: `the host's body parser refused the body (${cut(error.message)})` } : undefined;
+  }
 }
 
 function fromParsed(body: unknown): BodyResult {

@@ -2,7 +2,7 @@
 
 import { MAX_ID_LENGTH } from '../engine/engine.js';
 import { didYouMean } from '../util/did-you-mean.js';
-import { describeValue, SourceErrorCode } from './respond.js';
+import { describeValue, excerpt, SourceErrorCode } from './respond.js';
 
 /** Most user ids in one query, on both query routes. */
 export const MAX_QUERY_IDS = 500;
@@ -65,11 +65,12 @@ export function flag(body: Record<string, unknown>, name: string): boolean {
 export function refuseUnknownFields(body: Record<string, unknown>, known: readonly string[], where: string): void {
   for (const key of Object.keys(body)) {
     if (known.includes(key)) continue;
-    const near = didYouMean(key, known);
+    // A suggestion only for names of a plausible length: the edit distance of a 900 KB name costs, and suggests nothing.
+    const near = key.length <= 64 ? didYouMean(key, known) : undefined;
     const accepted = known.length > 0 ? `accepted: ${known.join(', ')}` : 'it takes no fields';
     throw new InputError(
       SourceErrorCode.BadRequest,
-      `unknown field ${JSON.stringify(key)} in ${where}${near ? `; did you mean ${JSON.stringify(near)}?` : ''} (${accepted})`,
+      `unknown field ${excerpt(key)} in ${where}${near ? `; did you mean ${JSON.stringify(near)}?` : ''} (${accepted})`,
     );
   }
 }

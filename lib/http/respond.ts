@@ -83,6 +83,15 @@ export function sendSourceFailure(res: ServerResponse, status: number, code: Sou
   sendText(res, status, JSON_TYPE, JSON.stringify(failure), extras?.closeConnection);
 }
 
+/** Longest excerpt of the caller's own text quoted back in an error. */
+export const MAX_EXCERPT = 40;
+
+/** A text the caller sent, quoted for an error message: cut to MAX_EXCERPT characters, saying how long it was. */
+export function excerpt(text: string): string {
+  if (text.length <= MAX_EXCERPT) return JSON.stringify(text);
+  return `${JSON.stringify(text.slice(0, MAX_EXCERPT))}… (${text.length} characters)`;
+}
+
 /** How to describe a value the caller sent, in an error message. */
 export function describeValue(value: unknown): string {
   if (value === null) return 'null';

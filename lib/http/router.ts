@@ -6,11 +6,13 @@ import type { Authorize, Logger } from '../options.js';
 import { parseByteSize } from '../options.js';
 import type { Presence } from '../presence.js';
 import { didYouMean } from '../util/did-you-mean.js';
-import { readJsonBody, type BodyResult } from './body.js';
+import { isStoreUnavailable } from '../store/errors.js';
+import { fromHostParserError, readJsonBody, type BodyResult } from './body.js';
 import { checkId, InputError } from './input.js';
 import { getMetrics, getStats, getUser, kickUser, queryUsers } from './plain-routes.js';
-import { sendProblem, sendSourceFailure, SourceErrorCode, type ErrorExtras } from './respond.js';
+import { excerpt, sendProblem, sendSourceFailure, SourceErrorCode, type ErrorExtras } from './respond.js';
 import { queryState, sourceKick } from './source-routes.js';
+import { getRoom, onlineMemberNum, queryRooms, ROOMS_PREFIX } from './room-routes.js';
 
 const debug = createDebug('express-presence:http');
 
@@ -19,16 +21,35 @@ export interface RouterOptions {
   authorize?: Authorize;
   /** The largest request body, in bytes or as `'500kb'`, `'1mb'`. Defaults to the mount's `bodyLimit` (1 MB). */
   bodyLimit?: number | string;
+  /**
+   * The HTTP status of the source-format routes' refusals: `'http-status'` answers 400/401/403/413/415/503... with
+   * `ActionStatus: 'FAIL'`; `'always-200'` answers HTTP 200 with the same body, as the source service does, for
+   * clients ported from it. Defaults to `'http-status'`.
+   */
+  sourceHttpStatus?: SourceHttpStatus;
 }
 
-/** A Node/Connect/Express middleware: mount it with `app.use(path, presence.router())`. */
-export type PresenceRouter = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
+export type SourceHttpStatus = 'http-status' | 'always-200';
+const SOURCE_HTTP_STATUSES: readonly SourceHttpStatus[] = ['http-status', 'always-200'];
 
-const ROUTER_OPTION_NAMES = ['authorize', 'bodyLimit'] as const satisfies readonly (keyof RouterOptions)[];
+/** An Express error handler (four arguments): the router's answer to a body the host's parser refused. */
+export type PresenceErrorHandler = (error: unknown, req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
+
+/**
+ * A Node/Connect/Express middleware: mount it with `app.use(path, presence.router())`. Mounted so, it also places
+ * `errorHandler` right after itself, so a body the host's own `express.json()` refused is answered in the route's
+ * format; mounted on an `express.Router()`, add it yourself: `router.use(path, presenceRouter.errorHandler)`.
+ */
+export interface PresenceRouter {
+  (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void;
+  readonly errorHandler: PresenceErrorHandler;
+}
+
+const ROUTER_OPTION_NAMES = ['authorize', 'bodyLimit', 'sourceHttpStatus'] as const satisfies readonly (keyof RouterOptions)[];
 
 type Family = 'source' | 'plain';
 
-type Handler = (presence: Presence, res: ServerResponse, userId: string, body: unknown) => Promise<void>;
+type Handler = (presence: Presence, res: ServerResponse, userId: string, body: unknown, req: IncomingMessage) => Promise<void>;
 
 interface Route {
   readonly family: Family;
@@ -71,7 +92,24 @@ const KICK_USER_PATH: PathRoutes = {
 const STATS_PATH: PathRoutes = { family: 'plain', get: route('plain', 'GET /stats', false, false, (presence, res) => getStats(presence, res)) };
 const METRICS_PATH: PathRoutes = { family: 'plain', get: route('plain', 'GET /metrics', false, false, (presence, res) => getMetrics(presence, res)) };
 
+const ROOM_PATH: PathRoutes = {
+  family: 'plain',
+  get: route('plain', 'GET /rooms/:room', false, false, (presence, res, _u, _b, req) => getRoom(presence, res, req)),
+};
+/** `/rooms/query` is both the batch count (POST) and the room named "query" (GET). */
+const ROOMS_QUERY_PATH: PathRoutes = {
+  family: 'plain',
+  get: ROOM_PATH.get,
+  post: route('plain', 'POST /rooms/query', true, false, (presence, res, _userId, body) => queryRooms(presence, res, body)),
+};
+const GROUP_MEMBER_NUM_ROUTE: PathRoutes = {
+  family: 'source',
+  post: route('source', 'get_online_member_num', true, false, (presence, res, _userId, body) => onlineMemberNum(presence, res, body)),
+};
+
 const STATIC_PATHS: ReadonlyMap<string, PathRoutes> = new Map([
+  ['/rooms/query', ROOMS_QUERY_PATH],
+  ['/v4/group_open_http_svc/get_online_member_num', GROUP_MEMBER_NUM_ROUTE],
   ['/v4/openim/querystate', QUERY_STATE_ROUTE],
   ['/v4/openim/query_online_status', QUERY_STATE_ROUTE],
   ['/v4/im_open_login_svc/kick', SOURCE_KICK_ROUTE],
@@ -87,6 +125,8 @@ const KICK_SUFFIX = '/kick';
 function match(path: string): { routes: PathRoutes; encodedUserId: string } | undefined {
   const routes = STATIC_PATHS.get(path);
   if (routes) return { routes, encodedUserId: path === '/users/query' ? 'query' : '' };
+  if (path.startsWith(ROOMS_PREFIX) && path.length > ROOMS_PREFIX.length && !path.includes('/', ROOMS_PREFIX.length))
+    return { routes: ROOM_PATH, encodedUserId: '' };
   if (!path.startsWith(USERS_PREFIX)) return undefined;
   const rest = path.slice(USERS_PREFIX.length);
   const slash = rest.indexOf('/');
@@ -104,8 +144,13 @@ class Mount {
     readonly presence: Presence,
     readonly authorize: Authorize,
     readonly bodyLimit: number,
+    readonly bodyTimeout: number,
+    readonly sourceHttpStatus: SourceHttpStatus,
     readonly logger: Logger,
   ) {}
+
+  /** True while the store refuses (or stalls): warned once per episode, not per request. */
+  storeTrouble = false;
 
   /** An authorize that answers something other than a boolean is refused, and the app told once. */
   noteStrangeVerdict(verdict: unknown): void {
@@ -115,10 +160,27 @@ class Mount {
   }
 }
 
-/** Answers an error in the shape of the route's family. */
-function refuse(family: Family, res: ServerResponse, status: number, code: SourceErrorCode, message: string, extras?: ErrorExtras): void {
-  if (family === 'source') sendSourceFailure(res, status, code, message, extras);
+/** Answers an error in the shape of the route's family (source refusals as HTTP 200 with `sourceHttpStatus: 'always-200'`). */
+function refuse(mount: Mount, family: Family, res: ServerResponse, status: number, code: SourceErrorCode, message: string, extras?: ErrorExtras): void {
+  if (family === 'source') sendSourceFailure(res, mount.sourceHttpStatus === 'always-200' ? 200 : status, code, message, extras);
   else sendProblem(res, status, message, extras);
+}
+
+/** Whether the request carries a body: a Content-Length above 0, or a chunked one. */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/**
+ * `application/json` or any `application/…+json`. Anything else is refused: a cross-site form can send `text/plain`
+ * (or form types) with the admin's cookies and no preflight, and must not be able to kick.
+ */
+function isJsonType(contentType: string | undefined): boolean {
+  if (contentType === undefined) return false;
+  const semicolon = contentType.indexOf(';');
+  const type = (semicolon < 0 ? contentType : contentType.slice(0, semicolon)).trim().toLowerCase();
+  return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }
 
 /** 401 when the request carries nothing that could be a credential, 403 when what it carries was refused. */
@@ -130,21 +192,27 @@ function refusalStatus(req: IncomingMessage): 401 | 403 {
 function refuseBody(family: Family, res: ServerResponse, result: BodyResult, mount: Mount, routeName: string): void {
   switch (result.kind) {
     case 'malformed':
-      refuse(family, res, 400, SourceErrorCode.BadRequest, result.message);
+      refuse(mount, family, res, 400, SourceErrorCode.BadRequest, result.message);
       return;
     case 'too-large':
-      refuse(family, res, 413, SourceErrorCode.BadRequest, `the body is larger than the limit of ${result.limit} bytes`, {
+      refuse(mount, family, res, 413, SourceErrorCode.BadRequest, `the body is larger than the limit of ${result.limit} bytes`, {
         closeConnection: result.closeConnection,
       });
       return;
     case 'unsupported':
-      refuse(family, res, 415, SourceErrorCode.BadRequest, result.message);
+      refuse(mount, family, res, 415, SourceErrorCode.BadRequest, result.message);
+      return;
+    case 'timeout':
+      // The rest of the body is never read: the connection cannot be reused.
+      refuse(mount, family, res, 408, SourceErrorCode.BadRequest, `the body did not arrive within bodyTimeout (${result.timeout} ms)`, {
+        closeConnection: true,
+      });
       return;
     case 'consumed':
       mount.logger.error(
         `express-presence: ${routeName}: the request body was read by an earlier middleware that left no req.body; mount the router before it, or use express.json()`,
       );
-      refuse(family, res, 500, SourceErrorCode.Internal, 'the request body was consumed before the presence router could read it');
+      refuse(mount, family, res, 500, SourceErrorCode.Internal, 'the request body was consumed before the presence router could read it');
       return;
     case 'aborted':
     case 'empty':
@@ -157,8 +225,11 @@ function refuseBody(family: Family, res: ServerResponse, result: BodyResult, mou
   }
 }
 
-/** Everything after the route is known: authorise, read, check, handle; every outcome is answered here. */
-async function serve(mount: Mount, route: Route, req: IncomingMessage, res: ServerResponse, encodedUserId: string): Promise<void> {
+/**
+ * Everything after the route is known: authorise, read, check, handle; every outcome is answered here. `hostBody` is
+ * what a host body parser's failure came to, when the request reached us through the error handler.
+ */
+async function serve(mount: Mount, route: Route, req: IncomingMessage, res: ServerResponse, encodedUserId: string, hostBody?: BodyResult): Promise<void> {
   const family = route.family;
   try {
     // Mounted in Express, `req` is Express's request (req.get(), req.ip...), which is what authorize is typed to take.
@@ -167,7 +238,14 @@ async function serve(mount: Mount, route: Route, req: IncomingMessage, res: Serv
     if (verdict !== true) {
       if (verdict !== false) mount.noteStrangeVerdict(verdict);
       const status = refusalStatus(req);
-      refuse(family, res, status, SourceErrorCode.Unauthorized, status === 401 ? 'not authorised: the request carries no credentials' : 'not authorised');
+      refuse(
+        mount,
+        family,
+        res,
+        status,
+        SourceErrorCode.Unauthorized,
+        status === 401 ? 'not authorised: the request carries no credentials' : 'not authorised',
+      );
       return;
     }
 
@@ -184,7 +262,15 @@ async function serve(mount: Mount, route: Route, req: IncomingMessage, res: Serv
 
     let body: unknown;
     if (route.readsBody) {
-      let result = readJsonBody(req, mount.bodyLimit);
+      const contentType = req.headers['content-type'];
+      // A Content-Type is checked even on an empty body (a body-less form post could otherwise kick every device).
+      if (contentType === undefined ? hasBody(req) : !isJsonType(contentType)) {
+        const given = contentType === undefined ? 'no Content-Type' : `Content-Type ${excerpt(contentType)}`;
+        // Left unread: Node drains it after the answer, as for a 413 refused by its Content-Length.
+        refuse(mount, family, res, 415, SourceErrorCode.BadRequest, `the body must be JSON sent as application/json; got ${given}`);
+        return;
+      }
+      let result = hostBody ?? readJsonBody(req, mount.bodyLimit, mount.bodyTimeout);
       if (result instanceof Promise) result = await result;
       if (result.kind === 'json') body = result.value;
       else if (result.kind !== 'empty') {
@@ -192,14 +278,28 @@ async function serve(mount: Mount, route: Route, req: IncomingMessage, res: Serv
         return;
       }
     }
-    await route.handle(mount.presence, res, userId, body);
+    await route.handle(mount.presence, res, userId, body, req);
+    mount.storeTrouble = false;
   } catch (error) {
     if (error instanceof InputError) {
-      refuse(family, res, error.status, error.code, error.message);
+      refuse(mount, family, res, error.status, error.code, error.message);
+      return;
+    }
+    if (isStoreUnavailable(error)) {
+      // Refused, never guessed: an answer from a stale copy would call connected users Offline.
+      if (!mount.storeTrouble) {
+        mount.storeTrouble = true;
+        mount.logger.warn(`express-presence: ${route.name} refused with 503 while the store is unavailable (quiet until a request succeeds)`, error);
+      }
+      const detail =
+        error.reason === 'timeout'
+          ? `the presence store did not answer within storeTimeout (${mount.presence.config.storeTimeout} ms); the outcome is unknown, try again shortly`
+          : 'the presence store is unavailable; try again shortly';
+      refuse(mount, family, res, 503, SourceErrorCode.Internal, detail, { headers: { 'Retry-After': '1' } });
       return;
     }
     mount.logger.error(`express-presence: ${route.name} failed`, error);
-    refuse(family, res, 500, SourceErrorCode.Internal, 'the presence service failed to answer; the server log has the details');
+    refuse(mount, family, res, 500, SourceErrorCode.Internal, 'the presence service failed to answer; the server log has the details');
   }
 }
 
@@ -223,28 +323,67 @@ export function createPresenceRouter(presence: Presence, options: RouterOptions 
     );
   }
   const bodyLimit = parseByteSize('router bodyLimit', options.bodyLimit, presence.config.bodyLimit);
-  const mount = new Mount(presence, authorize, bodyLimit, presence.config.logger);
-
-  return function presenceRouter(req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void {
-    const url = req.url ?? '/';
-    const queryAt = url.indexOf('?');
-    let path = queryAt < 0 ? url : url.slice(0, queryAt);
-    if (path.length > 1 && path.charCodeAt(path.length - 1) === 0x2f) path = path.slice(0, -1);
-    const found = match(path);
-    if (!found) {
-      next();
+  const sourceHttpStatus = options.sourceHttpStatus ?? 'http-status';
+  if (!SOURCE_HTTP_STATUSES.includes(sourceHttpStatus)) {
+    const near = typeof sourceHttpStatus === 'string' ? didYouMean(sourceHttpStatus, SOURCE_HTTP_STATUSES) : undefined;
+    throw new TypeError(
+      `router sourceHttpStatus must be one of ${SOURCE_HTTP_STATUSES.map((value) => `"${value}"`).join(', ')}; got ${typeof sourceHttpStatus === 'string' ? JSON.stringify(sourceHttpStatus.slice(0, 40)) : typeof sourceHttpStatus}${near ? `; did you mean "${near}"?` : ''}`,
+    );
+  }
+  const mount = new Mount(presence, authorize, bodyLimit, presence.config.bodyTimeout, sourceHttpStatus, presence.config.logger);
+  const presenceRouter = ((req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void =>
+    dispatch(mount, req, res, next, undefined)) as PresenceRouter & ExpressMountHooks;
+  const errorHandler: PresenceErrorHandler = (error, req, res, next) => {
+    const hostBody = fromHostParserError(error);
+    if (!hostBody) {
+      next(error);
       return;
     }
-    const method = req.method === 'HEAD' ? 'GET' : req.method;
-    const chosen = method === 'GET' ? found.routes.get : method === 'POST' ? found.routes.post : undefined;
-    if (!chosen) {
-      const allow = [found.routes.get ? 'GET, HEAD' : '', found.routes.post ? 'POST' : ''].filter(Boolean).join(', ');
-      debug('%s %s: method not allowed', req.method, path);
-      refuse(found.routes.family, res, 405, SourceErrorCode.BadRequest, `${path} takes ${allow}; got ${req.method ?? 'no method'}`, {
-        headers: { Allow: allow },
-      });
-      return;
-    }
-    void serve(mount, chosen, req, res, found.encodedUserId);
+    dispatch(mount, req, res, () => next(error), hostBody);
   };
+  Object.defineProperty(presenceRouter, 'errorHandler', { value: errorHandler, enumerable: true });
+  // Express mounts an object with `handle` and `set` as a sub-app and tells it its parent ('mount'): the one moment
+  // the router can place its error handler right after itself, where the host parser's errors pass.
+  Object.defineProperties(presenceRouter, {
+    handle: { value: presenceRouter },
+    set: { value: () => presenceRouter },
+    emit: {
+      value: (event: string, parent: unknown): boolean => {
+        if (event !== 'mount' || typeof (parent as { use?: unknown } | null)?.use !== 'function') return false;
+        (parent as { use(path: unknown, handler: PresenceErrorHandler): unknown }).use(presenceRouter.mountpath ?? '/', errorHandler);
+        return true;
+      },
+    },
+  });
+  return presenceRouter;
+}
+
+/** What Express reads and writes on a sub-app it mounts (see createPresenceRouter). */
+interface ExpressMountHooks {
+  mountpath?: unknown;
+}
+
+/** Routes one request (or, with `hostBody`, one request whose body the host's parser refused) to its route. */
+function dispatch(mount: Mount, req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void, hostBody: BodyResult | undefined): void {
+  const url = req.url ?? '/';
+  const queryAt = url.indexOf('?');
+  let path = queryAt < 0 ? url : url.slice(0, queryAt);
+  if (path.length > 1 && path.charCodeAt(path.length - 1) === 0x2f) path = path.slice(0, -1);
+  const found = match(path);
+  if (!found) {
+    next();
+    return;
+  }
+  const method = req.method === 'HEAD' ? 'GET' : req.method;
+  const chosen = method === 'GET' ? found.routes.get : method === 'POST' ? found.routes.post : undefined;
+  if (!chosen) {
+    const allow = [found.routes.get ? 'GET, HEAD' : '', found.routes.post ? 'POST' : ''].filter(Boolean).join(', ');
+    debug('%s %s: method not allowed', req.method, path);
+    const shown = path.length > 80 ? `${path.slice(0, 80)}…` : path;
+    refuse(mount, found.routes.family, res, 405, SourceErrorCode.BadRequest, `${shown} takes ${allow}; got ${req.method ?? 'no method'}`, {
+      headers: { Allow: allow },
+    });
+    return;
+  }
+  void serve(mount, chosen, req, res, found.encodedUserId, hostBody);
 }

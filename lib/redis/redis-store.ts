@@ -3,7 +3,6 @@
 import { createHash } from 'node:crypto';
 import createDebug from 'debug';
 import type { Redis } from 'ioredis';
-import { LRUCache } from 'lru-cache';
 import type { Clock, TimerHandle } from '../engine/clock.js';
 import { PLATFORMS, type Platform } from '../engine/platforms.js';
 import type { EndNotice, InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
@@ -19,9 +18,10 @@ import type {
   StoredInstance,
   StoredUser,
 } from '../store/types.js';
-import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_CUSTOM_STATUS } from './scripts.js';
+import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_CUSTOM_STATUS, withRevocationCap } from './scripts.js';
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
+import { isStoreUnavailable, StoreUnavailableError } from '../store/errors.js';
 
 const debug = createDebug('express-presence:redis');
 
@@ -34,13 +34,18 @@ export interface RedisStoreOptions {
   prefix?: string;
   /**
    * How long a process's lease lasts without renewal (renewed every third of it); a dead process's devices are closed within about this plus
-   * `sweepInterval`. It is also how long a login waits for Redis during an outage before it is refused. Defaults to 10000.
+   * `sweepInterval`. During an outage a login or admin kick waits for Redis up to the presence's `storeTimeout`, at most this long. Defaults to 10000.
    */
   leaseTtl?: number;
   /** How often each process looks for due PushOnline expiries and dead processes. Defaults to 1000. */
   sweepInterval?: number;
   /** How long an Offline user's last-seen time and custom status are kept. Defaults to 30 days. */
   offlineTtl?: number;
+  /**
+   * Revoked sessions kept for one user (each for the PushOnline TTL); beyond it, that user's oldest is forgotten, never another
+   * user's. Defaults to 1000.
+   */
+  maxRevokedSessionsPerUser?: number;
 }
 
 /** Something that waited for Redis: replayed in order once it is back. */
@@ -50,6 +55,8 @@ interface Deferred {
   attempts: number;
   /** A login waiting for Redis: refused when the store closes (a transport end just stays unrecorded). */
   login?: boolean;
+  /** A transport end given up at close: it settles unrecorded (other processes reap the device once the lease is gone). */
+  drop?: () => void;
 }
 
 /** An admin kick waiting for Redis (and for this process's re-assertion): run after it, in order. */
@@ -75,6 +82,26 @@ interface RecentKick {
   readonly instanceId: string;
   readonly at: number;
   until: number;
+}
+
+/** Redis answers that mean it cannot serve now (loading after a restart, a failover, a busy script), not a refusal of the command. */
+const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS)\b/;
+
+/**
+ * A failed Redis call as the engine must see it: anything but an answer of Redis itself (the connection refused or
+ * lost, ioredis giving up its retries) is a StoreUnavailableError, so routes refuse with 503 instead of failing with 500.
+ */
+function storeError(error: unknown): unknown {
+  if (isStoreUnavailable(error)) return error;
+  const isReply = error instanceof Error && error.name === 'ReplyError';
+  if (isReply && !UNAVAILABLE_REPLY.test(error.message)) return error;
+  const detail = error instanceof Error ? error.message : String(error);
+  return new StoreUnavailableError(`Redis cannot be reached (${detail.slice(0, 200)}); try again shortly`, { cause: error });
+}
+
+/** Refused at once while Redis is known to be away: nothing is answered from a stale copy. */
+function redisAway(): StoreUnavailableError {
+  return new StoreUnavailableError('Redis cannot be reached; presence refuses to answer from a stale copy; try again shortly');
 }
 
 /** Replays of one waiting operation before it is given up (Redis answers, but refuses it). */
@@ -118,6 +145,13 @@ function toChange(raw: RawChange): StoreChange {
     lastSeen: raw.lastSeen === false ? null : raw.lastSeen,
     customStatus: raw.customStatus === false ? null : raw.customStatus,
   };
+}
+
+/** Settles when `work` does, or after `ms` at the latest. */
+async function within(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }
 
 function toChanges(raw: unknown): StoreChange[] {
@@ -171,9 +205,15 @@ export class RedisStore implements PresenceStore {
   private readonly sweepInterval: number;
   private readonly offlineTtl: number;
   private readonly shas = new Map<ScriptName, string>();
+  private readonly sources = new Map<ScriptName, string>();
   private context: StoreContext | undefined;
   private readonly timers = new Set<TimerHandle>();
+  /** The periodic tasks (lease, sweep) running now: close waits for them, so the changes a sweep reports come before it resolves. */
+  private readonly running = new Set<Promise<void>>();
   private closed = false;
+  private closing: Promise<void> | undefined;
+  /** Set by handOver: close leaves this process's devices to the others until then instead of at once. */
+  private handoverUntil: number | undefined;
   private down = false;
   /** Transport ends (and logins) that could not reach Redis, replayed in order once it is back. */
   private pending: Deferred[] = [];
@@ -197,12 +237,10 @@ export class RedisStore implements PresenceStore {
   private reconcileAgain = false;
   /** The policy of the last login, for devices re-asserted after an outage. */
   private limits: StoreLoginRequest['limits'] = { loginPolicy: 'single', maxInstancesPerPlatform: 1, maxWebInstances: 1 };
-  /** The last answer read for each user, for queries while Redis is away. */
-  private readonly lastKnown = new LRUCache<string, StoredUser>({ maxSize: 100_000, sizeCalculation: () => 1 });
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError('RedisStore options must be an object { client, prefix? }');
-    const known = ['client', 'prefix', 'leaseTtl', 'sweepInterval', 'offlineTtl'];
+    const known = ['client', 'prefix', 'leaseTtl', 'sweepInterval', 'offlineTtl', 'maxRevokedSessionsPerUser'];
     refuseUnknownKeys('RedisStore', options, known);
     const client = options.client as Partial<Redis> | undefined;
     if (!client || typeof client.evalsha !== 'function' || typeof client.pipeline !== 'function' || typeof client.duplicate !== 'function') {
@@ -216,7 +254,12 @@ export class RedisStore implements PresenceStore {
     this.sweepInterval = positiveInteger('RedisStore', 'sweepInterval', options.sweepInterval, 1000, 'milliseconds');
     this.offlineTtl = positiveInteger('RedisStore', 'offlineTtl', options.offlineTtl, 30 * 24 * 3600 * 1000, 'milliseconds');
     this.endMemory = END_MEMORY_LEASES * this.leaseTtl;
-    for (const [name, source] of Object.entries(SOURCES)) this.shas.set(name as ScriptName, createHash('sha1').update(source).digest('hex'));
+    const maxRevokedSessionsPerUser = positiveInteger('RedisStore', 'maxRevokedSessionsPerUser', options.maxRevokedSessionsPerUser, 1000);
+    for (const [name, template] of Object.entries(SOURCES)) {
+      const source = withRevocationCap(template, maxRevokedSessionsPerUser);
+      this.sources.set(name as ScriptName, source);
+      this.shas.set(name as ScriptName, createHash('sha1').update(source).digest('hex'));
+    }
   }
 
   init(context: StoreContext): void {
@@ -243,20 +286,32 @@ export class RedisStore implements PresenceStore {
     this.every(this.sweepInterval, () => this.sweep());
   }
 
+  /** How long a login or admin kick waits for Redis to come back: no longer than the engine waits for it (storeTimeout). */
+  private get waitLimit(): number {
+    return Math.min(this.leaseTtl, this.context?.storeTimeout ?? this.leaseTtl);
+  }
+
+  /** Names the wait in refusals: `400 ms (leaseTtl)`. */
+  private get waitLimitText(): string {
+    return `${this.waitLimit} ms (${this.waitLimit === this.leaseTtl ? 'leaseTtl' : 'storeTimeout'})`;
+  }
+
   /**
    * While Redis is away, a login waits for it (in order with the transport ends before it) for up to
-   * `leaseTtl`: a short outage, such as a restart, delays logins instead of refusing them.
+   * `storeTimeout` (at most `leaseTtl`): a short outage, such as a restart, delays logins instead of refusing them.
    */
   login(request: StoreLoginRequest): Promise<StoreLoginResult> {
     this.limits = request.limits;
     if (!this.down && this.pending.length === 0) return this.loginScript(request, false);
+    const { waitLimit, waitLimitText } = this;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const index = this.pending.indexOf(deferred);
         if (index < 0) return;
         this.pending.splice(index, 1);
-        reject(new Error(`express-presence: Redis has not been reachable for ${this.leaseTtl} ms (leaseTtl); try again shortly`));
-      }, this.leaseTtl);
+        // Taken out of the queue: a login nobody waits for any more is never made.
+        reject(new StoreUnavailableError(`Redis has not been reachable for ${waitLimitText}; the login was not made, try again shortly`));
+      }, waitLimit);
       timer.unref?.();
       const deferred: Deferred = {
         run: () => {
@@ -345,13 +400,14 @@ export class RedisStore implements PresenceStore {
   kick(userId: string, filter: KickFilter, at: number): Promise<StoreChange[]> {
     const run = () => this.kickScript(userId, filter, at);
     if (!this.down && this.client.status === 'ready' && !this.reconciling && this.pending.length === 0 && this.waitingKicks.length === 0) return run();
+    const { waitLimit, waitLimitText } = this;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const index = this.waitingKicks.indexOf(waiting);
         if (index < 0) return;
         this.waitingKicks.splice(index, 1);
-        reject(new Error(`express-presence: Redis has not been reachable for ${this.leaseTtl} ms (leaseTtl); the kick was not made, try again shortly`));
-      }, this.leaseTtl);
+        reject(new StoreUnavailableError(`Redis has not been reachable for ${waitLimitText}; the kick was not made, try again shortly`));
+      }, waitLimit);
       timer.unref?.();
       const waiting: WaitingKick = {
         run: () => {
@@ -377,12 +433,15 @@ export class RedisStore implements PresenceStore {
   }
 
   async setCustomStatus(userId: string, customStatus: string | null, at: number): Promise<UserStatus> {
+    if (this.down) throw redisAway();
     return (await this.run('setCustomStatus', [userId, customStatus ?? '', customStatus === null ? '1' : '0'], at)) as UserStatus;
   }
 
   /** One MGET for all the users, and one JSON.parse for all their records. */
   async get(userIds: readonly string[]): Promise<(StoredUser | undefined)[]> {
-    if (this.down || userIds.length === 0) return userIds.map((userId) => this.lastKnown.get(userId));
+    // Refused rather than guessed: a copy from before the outage would call users connected meanwhile Offline.
+    if (this.down) throw redisAway();
+    if (userIds.length === 0) return [];
     const keys: string[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) keys[i] = `${this.prefix}u:${userIds[i] as string}`;
     let records: (UserRecord | 0)[];
@@ -392,9 +451,8 @@ export class RedisStore implements PresenceStore {
       for (let i = 0; i < texts.length; i++) joined += (i === 0 ? '' : ',') + (texts[i] ?? '0');
       records = JSON.parse(joined + ']') as (UserRecord | 0)[];
     } catch (error) {
-      // Queries answer from what is known while Redis does not.
       this.report(error);
-      return userIds.map((userId) => this.lastKnown.get(userId));
+      throw storeError(error);
     }
     const users: (StoredUser | undefined)[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) {
@@ -403,17 +461,22 @@ export class RedisStore implements PresenceStore {
       if (record) {
         const user = toStoredUser(userId, record);
         users[i] = user;
-        this.lastKnown.set(userId, user);
       } else {
         users[i] = undefined;
-        this.lastKnown.delete(userId);
       }
     }
     return users;
   }
 
   async stats(): Promise<PresenceStats> {
-    const hash = await this.client.hgetall(`${this.prefix}stats`);
+    if (this.down) throw redisAway();
+    let hash: Record<string, string>;
+    try {
+      hash = await this.client.hgetall(`${this.prefix}stats`);
+    } catch (error) {
+      this.report(error);
+      throw storeError(error);
+    }
     const read = (field: string) => Number(hash[field] ?? 0);
     const platforms = {} as Record<Platform, Record<InstanceStatus, number>>;
     const instances = { Online: 0, PushOnline: 0 };
@@ -426,9 +489,26 @@ export class RedisStore implements PresenceStore {
     return { users: { Online: read('u:Online'), PushOnline: read('u:PushOnline'), Offline: 0 }, instances, platforms };
   }
 
-  /** Stops timers and gives up the lease, so another process closes this one's remaining devices at its next sweep. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Closes the store leaving this process's live devices to the others: its lease is given up and marked handed over until
+   * `until`, so that a device resumed on another process by then moves there with no transition, and the others are closed by
+   * whichever process sweeps once their grace is over (`until`, or their class's reconnect grace from now if later).
+   */
+  handOver(until: number): Promise<void> {
+    this.handoverUntil ??= until;
+    return this.close();
+  }
+
+  /**
+   * Stops timers and gives up the lease, so that other processes close this one's remaining devices at their sweep once the
+   * reconnect grace of each (counted from now) is over.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     this.closed = true;
     for (const timer of this.timers) this.context?.clock.clearTimeout(timer);
     this.timers.clear();
@@ -438,11 +518,28 @@ export class RedisStore implements PresenceStore {
     const subscriber = this.subscriber;
     this.subscriber = undefined;
     if (subscriber) subscriber.disconnect();
-    for (const deferred of this.pending.splice(0)) if (deferred.login) deferred.fail(new Error('express-presence: the presence was closed'));
-    for (const waiting of this.waitingKicks.splice(0)) waiting.fail(new Error('express-presence: the presence was closed; the kick was not made'));
-    if (this.client.status === 'ready') {
-      await this.client.del(`${this.prefix}lease:${this.owner}`).catch(() => undefined);
+    for (const deferred of this.pending.splice(0)) {
+      if (deferred.login) deferred.fail(new Error('express-presence: the presence was closed'));
+      else deferred.drop?.();
     }
+    for (const waiting of this.waitingKicks.splice(0)) waiting.fail(new Error('express-presence: the presence was closed; the kick was not made'));
+    // What a sweep or a reconciliation under way reports is emitted before close resolves (bounded: Redis may be going away).
+    const busy = [...this.running, ...(this.reconciling ? [this.reconciling] : [])];
+    if (busy.length > 0) await within(Promise.allSettled(busy), this.leaseTtl);
+    if (this.client.status !== 'ready') return;
+    const lease = `${this.prefix}lease:${this.owner}`;
+    const context = this.context;
+    if (this.handoverUntil === undefined || !context) {
+      await this.client.del(lease).catch(() => undefined);
+      return;
+    }
+    // One step: no sweep sees the lease gone without the handover (REAP).
+    await this.client
+      .multi()
+      .hset(`${this.prefix}gone:${this.owner}`, 'at', context.clock.now(), 'until', this.handoverUntil)
+      .del(lease)
+      .exec()
+      .catch(() => undefined);
   }
 
   private get owner(): string {
@@ -458,8 +555,10 @@ export class RedisStore implements PresenceStore {
     try {
       return await this.client.evalsha(this.shas.get(name) as string, 0, ...argv);
     } catch (error) {
-      if (!(error instanceof Error) || !error.message.includes('NOSCRIPT')) throw error;
-      return this.client.eval(SOURCES[name], 0, ...argv);
+      if (!(error instanceof Error) || !error.message.includes('NOSCRIPT')) throw storeError(error);
+      return this.client.eval(this.sources.get(name) as string, 0, ...argv).catch((retried: unknown) => {
+        throw storeError(retried);
+      });
     }
   }
 
@@ -471,7 +570,8 @@ export class RedisStore implements PresenceStore {
   private durable(operation: () => Promise<StoreChange | null>): Promise<StoreChange | null> {
     const later = () =>
       new Promise<StoreChange | null>((resolve, reject) => {
-        this.pending.push({ run: () => operation().then(resolve), fail: reject, attempts: 0 });
+        if (this.closed) resolve(null);
+        else this.pending.push({ run: () => operation().then(resolve), fail: reject, attempts: 0, drop: () => resolve(null) });
       });
     if (this.down || this.pending.length > 0) return later();
     return operation().catch((error: unknown) => {
@@ -661,13 +761,22 @@ export class RedisStore implements PresenceStore {
     else if (result.change && !result.quiet) context.changed(result.change, 'Login', 'Register');
   }
 
-  /** Writes the lease; answers true when this process was not listed among the live ones (first lease, or reaped since). */
+  /**
+   * Writes the lease; answers true when others found it gone since it was last written (they may have reaped this process's
+   * devices, or taken some over), or when this process was not listed among the live ones (first lease, or reaped since).
+   */
   private async renewLease(): Promise<boolean> {
-    const replies = await this.client.multi().set(`${this.prefix}lease:${this.owner}`, '1', 'PX', this.leaseTtl).sadd(`${this.prefix}procs`, this.owner).exec();
-    const [setReply, addReply] = replies ?? [];
+    const replies = await this.client
+      .multi()
+      .set(`${this.prefix}lease:${this.owner}`, '1', 'PX', this.leaseTtl)
+      .sadd(`${this.prefix}procs`, this.owner)
+      .del(`${this.prefix}gone:${this.owner}`)
+      .exec();
+    const [setReply, addReply, goneReply] = replies ?? [];
     if (setReply?.[0]) throw setReply[0];
     if (addReply?.[0]) throw addReply[0];
-    const added = addReply?.[1] === 1;
+    if (goneReply?.[0]) throw goneReply[0];
+    const added = addReply?.[1] === 1 || goneReply?.[1] === 1;
     const lost = added && this.leaseHeld;
     this.leaseHeld = true;
     return lost;
@@ -697,7 +806,7 @@ export class RedisStore implements PresenceStore {
     }
   }
 
-  /** Takes due PushOnline expiries and closes the devices of processes whose lease is gone. */
+  /** Takes due PushOnline expiries and closes the devices of processes whose lease is gone, once their grace is over. */
   private async sweep(): Promise<void> {
     const context = this.context;
     if (!context || this.closed || this.client.status !== 'ready') return;
@@ -711,8 +820,9 @@ export class RedisStore implements PresenceStore {
       for (const owner of owners) {
         if (owner === context.owner) continue;
         if ((await this.client.exists(`${this.prefix}lease:${owner}`)) === 1) continue;
-        const changes = toChanges(await this.run('reap', [owner]));
-        debug('reaped %d devices of dead process %s', changes.length, owner);
+        const grace = context.reconnectGrace;
+        const changes = toChanges(await this.run('reap', [owner, grace.mobile, grace.desktop, grace.web, grace.miniProgram]));
+        if (changes.length > 0) debug('reaped %d devices of process %s', changes.length, owner);
         for (const change of changes) context.changed(change, 'Disconnect', 'LinkClose');
       }
     } catch (error) {
@@ -735,7 +845,10 @@ export class RedisStore implements PresenceStore {
     const tick = () => {
       this.timers.delete(handle);
       if (this.closed) return;
-      void task().finally(() => {
+      const running = task();
+      this.running.add(running);
+      void running.finally(() => {
+        this.running.delete(running);
         if (this.closed) return;
         handle = clock.setTimeout(tick, ms);
         this.timers.add(handle);

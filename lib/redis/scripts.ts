@@ -15,12 +15,25 @@
  *   P expiry         sorted set of PushOnline devices by due time; member cjson [userId, instanceId, sessionId]
  *   P owned:<owner>  set of the Online devices a process holds (is among the owners of); member cjson [userId, instanceId, sessionId]
  *   P lease:<owner>  a process's lease (PX expiry); P procs: set of owners that ever held one
+ *   P gone:<owner>   hash, once a process's lease is gone and until its devices are all reaped: at (when it went: its close, or
+ *                    when a sweep first found its lease gone), until (the end of the handover a closing process asked for),
+ *                    next (when its next device is due). A process that renews its lease again deletes it.
  *   P rv:<sessionId> a revoked session (PX: the PushOnline TTL); its value is the end notice as JSON, {reason, by?}
  *                    (what a re-asserted device that missed its `ended` message is told); '1' (older versions) = AdminKick
+ *   P rvu:<userId>   sorted set of the user's revoked sessions by revocation time (PX: the PushOnline TTL): at most
+ *                    maxRevokedSessionsPerUser; beyond it the user's oldest rv: key is deleted (never another user's)
  *   P kk:<userId>    recent admin kicks of the user (PX: the store's end memory): cjson [[platform, instanceId, at], ...]
  *                    ('' for any); a device re-asserted later that was taken up at or before `at` and matches yields
  *   P ended          pub/sub channel: {sid, reason, by?} for sessions ended by kicks and logouts, so every process tells its sockets
  */
+
+/** Stands for the store's `maxRevokedSessionsPerUser` in the scripts' source (see withRevocationCap). */
+const MAX_REVOKED_PER_USER_MARK = '__MAX_REVOKED_PER_USER__';
+
+/** A script's source with the per-user cap of revoked sessions written in (a number in Lua). */
+export function withRevocationCap(source: string, maxRevokedSessionsPerUser: number): string {
+  return source.replace(MAX_REVOKED_PER_USER_MARK, String(maxRevokedSessionsPerUser));
+}
 
 const COMMON = `
 local P = ARGV[1]
@@ -56,6 +69,18 @@ end
 local function unhold(userId, r, owner)
   for i, o in ipairs(r.owners) do if o == owner then table.remove(r.owners, i) break end end
   redis.call('SREM', P .. 'owned:' .. owner, member(userId, r.id, r.sid))
+end
+-- A device resumed by \`owner\` that processes without a lease (closed, dead) still hold moves to it: their handover or reaping
+-- no longer ends it. Each is noted gone (if not yet), so that one that was only frozen re-asserts its devices when it renews.
+local function takeOver(userId, r, owner)
+  for i = #r.owners, 1, -1 do
+    local o = r.owners[i]
+    if o ~= owner and redis.call('EXISTS', P .. 'lease:' .. o) == 0 then
+      table.remove(r.owners, i)
+      redis.call('SREM', P .. 'owned:' .. o, member(userId, r.id, r.sid))
+      if redis.call('SISMEMBER', P .. 'procs', o) == 1 then redis.call('HSETNX', P .. 'gone:' .. o, 'at', NOW) end
+    end
+  end
 end
 local function unholdAll(userId, r)
   for _, o in ipairs(r.owners) do redis.call('SREM', P .. 'owned:' .. o, member(userId, r.id, r.sid)) end
@@ -170,7 +195,24 @@ local function change(userId, user, r, instanceStatus, previous, kicked)
 end
 
 -- notice: the end as JSON ({reason, by?}), kept so that a device that missed its 'ended' message is told what ended it.
-local function revoke(sid, notice) redis.call('SET', P .. 'rv:' .. sid, notice, 'PX', TTL) end
+-- Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own memory).
+local MAX_REVOKED_PER_USER = ${MAX_REVOKED_PER_USER_MARK}
+local function revoke(userId, sid, notice)
+  redis.call('SET', P .. 'rv:' .. sid, notice, 'PX', TTL)
+  local index = P .. 'rvu:' .. userId
+  -- Scored by revocation time, kept strictly increasing so that ties within a millisecond still forget the oldest first.
+  local score = NOW
+  local newest = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
+  redis.call('ZADD', index, score, sid)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - TTL)
+  local over = redis.call('ZCARD', index) - MAX_REVOKED_PER_USER
+  if over > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', index, 0, over - 1)) do redis.call('DEL', P .. 'rv:' .. old) end
+    redis.call('ZREMRANGEBYRANK', index, 0, over - 1)
+  end
+  redis.call('PEXPIRE', index, TTL)
+end
 local ADMIN_KICK = '{"reason":"AdminKick"}'
 local function revokedNotice(sid)
   local value = redis.call('GET', P .. 'rv:' .. sid)
@@ -234,7 +276,7 @@ if reassert then
   if kicks then
     for _, k in ipairs(cjson.decode(kicks)) do
       if (k[1] == '' or k[1] == platform) and (k[2] == '' or k[2] == instanceId) and takenUpAt <= k[3] then
-        revoke(newSid, ADMIN_KICK)
+        revoke(userId, newSid, ADMIN_KICK)
         return cjson.encode({outcome = 'revoked', notice = ADMIN_KICK})
       end
     end
@@ -250,6 +292,7 @@ local quiet = reassert and not wasReaped(user, resumeSid)
 
 if existing and resumeSid ~= '' and existing.sid == resumeSid and existing.platform == platform then
   -- Online: another tab of the device, here or on another process (or a re-assertion): this process holds it too.
+  takeOver(userId, existing, owner)
   hold(userId, existing, owner)
   if existing.status == 'Online' then
     save(userId, user)
@@ -299,7 +342,7 @@ if reassert and (#displaced > 0 or existing) then
   local newest = existing
   for _, r in ipairs(displaced) do if newest == nil or r.order > newest.order then newest = r end end
   local notice = cjson.encode({reason = 'LoginElsewhere', by = {platform = newest.platform, instanceId = newest.id}})
-  revoke(newSid, notice)
+  revoke(userId, newSid, notice)
   return cjson.encode({outcome = 'revoked', notice = notice})
 end
 -- Kicks are listed oldest first, the device's own earlier session among them.
@@ -311,7 +354,7 @@ local by = {platform = platform, instanceId = instanceId}
 local kickNotice = cjson.encode({reason = 'LoginElsewhere', by = by})
 for _, r in ipairs(displaced) do
   detach(userId, user, r)
-  revoke(r.sid, kickNotice)
+  revoke(userId, r.sid, kickNotice)
   table.insert(kicked, {platform = r.platform, instanceId = r.id, sessionId = r.sid})
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'LoginElsewhere', by = by}))
 end
@@ -348,7 +391,7 @@ local userId, instanceId, sid, lastSeen, doRevoke, owner = ARGV[5], ARGV[6], ARG
 local user = load(userId)
 local r = find(user, instanceId, sid, owner)
 if doRevoke and sid ~= '' then
-  revoke(sid, '{"reason":"Logout"}')
+  revoke(userId, sid, '{"reason":"Logout"}')
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = sid, reason = 'Logout'}))
 end
 if r == nil then return false end
@@ -357,7 +400,7 @@ local previous = status(user)
 if r.status == 'Online' then noteLastSeen(user, lastSeen) end
 detach(userId, user, r)
 if doRevoke and sid == '' then
-  revoke(r.sid, '{"reason":"Logout"}')
+  revoke(userId, r.sid, '{"reason":"Logout"}')
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'Logout'}))
 end
 return cjson.encode(change(userId, user, r, 'Offline', previous))
@@ -387,7 +430,7 @@ for _, r in ipairs(targets) do
   local previous = status(user)
   if r.status == 'Online' then noteLastSeen(user, NOW) end
   detach(userId, user, r)
-  revoke(r.sid, ADMIN_KICK)
+  revoke(userId, r.sid, ADMIN_KICK)
   redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'AdminKick'}))
   table.insert(changes, change(userId, user, r, 'Offline', previous))
 end
@@ -425,23 +468,58 @@ end
 return cjson.encode(changes)
 `;
 
-/** The devices of a process whose lease is gone lose their link, once (those it was the last holder of). ARGV: common, owner. */
+/**
+ * The devices of a process whose lease is gone lose their link, once each (those it was the last holder of), when their grace is
+ * over: each class's reconnect grace from when the process went (its close, or when a sweep first found its lease gone), and not
+ * before the end of the handover a closing process asked for. A device resumed elsewhere meanwhile moved there (takeOver) and is
+ * not among them. ARGV: common, owner, the reconnect grace (ms) of mobile, desktop, web and miniProgram.
+ */
 export const REAP = `${COMMON}
 local owner = ARGV[5]
+local grace = {mobile = tonumber(ARGV[6]), desktop = tonumber(ARGV[7]), web = tonumber(ARGV[8]), miniProgram = tonumber(ARGV[9])}
 if redis.call('EXISTS', P .. 'lease:' .. owner) == 1 then return cjson.encode({}) end
-local changes = {}
+local gone = P .. 'gone:' .. owner
+redis.call('HSETNX', gone, 'at', NOW)
+local at = tonumber(redis.call('HGET', gone, 'at'))
+local handover = tonumber(redis.call('HGET', gone, 'until')) or 0
+local function dueOf(cls) return math.max(handover, at + grace[cls]) end
+local function classOf(p)
+  if isMobile(p) then return 'mobile' end
+  if p == 'Windows' or p == 'Mac' or p == 'Linux' then return 'desktop' end
+  if p == 'MiniProgram' then return 'miniProgram' end
+  return 'web'
+end
+-- Until the first device is due, a sweep costs three commands, however many devices wait.
+local firstDue = tonumber(redis.call('HGET', gone, 'next'))
+if firstDue == nil then
+  firstDue = math.huge
+  for cls in pairs(grace) do firstDue = math.min(firstDue, dueOf(cls)) end
+end
+if NOW < firstDue then return cjson.encode({}) end
+local changes, later = {}, nil
 for _, m in ipairs(redis.call('SMEMBERS', P .. 'owned:' .. owner)) do
   local ids = cjson.decode(m)
   local user = load(ids[1])
   local r = find(user, ids[2], ids[3], owner)
-  -- A device other processes hold too stays Online for them; the dead process only lets go of it.
-  if r ~= nil and r.status == 'Online' and not release(ids[1], user, r, owner, NOW) then
-    noteReaped(user, r.sid)
-    table.insert(changes, linkLost(ids[1], user, r, NOW))
+  if r == nil or r.status ~= 'Online' then
+    redis.call('SREM', P .. 'owned:' .. owner, m)
+  else
+    local due = dueOf(classOf(r.platform))
+    if due > NOW then
+      if later == nil or due < later then later = due end
+    -- A device other processes hold too stays Online for them; the process gone only lets go of it. Last seen: when it went.
+    elseif not release(ids[1], user, r, owner, at) then
+      noteReaped(user, r.sid)
+      table.insert(changes, linkLost(ids[1], user, r, at))
+    end
   end
 end
-redis.call('DEL', P .. 'owned:' .. owner)
-redis.call('SREM', P .. 'procs', owner)
+if later == nil then
+  redis.call('DEL', P .. 'owned:' .. owner, gone)
+  redis.call('SREM', P .. 'procs', owner)
+else
+  redis.call('HSET', gone, 'next', later)
+end
 return cjson.encode(changes)
 `;
 
@@ -456,7 +534,7 @@ local memory = tonumber(ARGV[5])
 local changes = {}
 for _, e in ipairs(cjson.decode(ARGV[6])) do
   local userId, instanceId, sid, notice = e[1], e[2], e[3], e[4]
-  revoke(sid, notice)
+  revoke(userId, sid, notice)
   local user = load(userId)
   local r = find(user, instanceId, sid, '')
   if r ~= nil then

@@ -3,7 +3,9 @@
 import type { DisconnectReason, Namespace, Server } from 'socket.io';
 import type { Presence } from '../presence.js';
 import { presenceEvents } from './events.js';
+import { FairUse } from './fair-use.js';
 import { presenceMiddleware } from './handshake.js';
+import { attachRooms } from './rooms.js';
 import { PRESENCE, type PresenceSocket } from './session.js';
 import { relayChanges, Subscriptions, type PresenceNamespace } from './subscriptions.js';
 
@@ -35,19 +37,24 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
   if (mounted.has(nsp)) throw new TypeError(`the namespace "${nsp.name}" already has a presence attached; give each createPresence() its own namespace`);
   mounted.add(nsp);
 
-  const subscriptions = new Subscriptions(engine, config.maxSubscriptions, config.canSee, config.logger);
-  const dispatch = presenceEvents(engine, subscriptions);
+  const fairUse = new FairUse(config);
+  const subscriptions = new Subscriptions(engine, config.maxSubscriptions, config.canSee, config.logger, fairUse);
+  const rooms = attachRooms(presence, engine, presence.rooms, nsp);
+  const dispatch = presenceEvents(engine, subscriptions, rooms.handlers);
 
   function onDisconnect(this: PresenceSocket, reason: DisconnectReason): void {
     const state = this[PRESENCE];
     if (!state) return;
     state.disconnected();
-    // The transport's ping timeout is a heartbeat timeout; every other end the client or the link
-    // caused is a closed connection. Ends the server made (kick, timeout) already ended it: a no-op.
-    engine.disconnect(state.connection, reason === 'ping timeout' ? 'timeout' : 'closed');
+    // Before the engine hears of it: rooms read whether the connection was still logged in (a close, held for the grace).
+    rooms.disconnected(state, reason);
+    // The transport's ping timeout is a heartbeat timeout; io.close() is this server shutting down
+    // (the client reconnects elsewhere); every other end the client or the link caused is a closed
+    // connection. Ends the server made (kick, timeout) already ended it: a no-op.
+    engine.disconnect(state.connection, reason === 'ping timeout' ? 'timeout' : reason === 'server shutting down' ? 'shutdown' : 'closed');
   }
 
-  nsp.use(presenceMiddleware({ engine, dispatch }, authenticate));
+  nsp.use(presenceMiddleware({ engine, dispatch, fairUse }, authenticate));
   nsp.on('connection', (socket: PresenceSocket) => {
     const state = socket[PRESENCE];
     if (!state) {

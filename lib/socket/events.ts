@@ -2,20 +2,23 @@
 
 import { parseCustomStatus, type PresenceEngine } from '../engine/engine.js';
 import { isPromiseLike, type MaybePromise } from '../store/types.js';
-import type { Answer, ClientToServerEvents, FailedAnswer } from './protocol.js';
+import { isStoreUnavailable } from '../store/errors.js';
+import { takeToken } from './fair-use.js';
+import type { Answer, ClientToServerEvents, FailedAnswer, RoomClientToServerEvents } from './protocol.js';
 import { PRESENCE, type PresenceSocket, type SocketPresence } from './session.js';
 import { readUserIds, type Subscriptions } from './subscriptions.js';
 
 type Ack = (answer: Answer) => void;
-type Run = (socket: PresenceSocket, state: SocketPresence, payload: unknown) => MaybePromise<Answer>;
+export type Run = (socket: PresenceSocket, state: SocketPresence, payload: unknown) => MaybePromise<Answer>;
 /** Handles one client event, `[name, ...args]`, for any socket of the namespace. */
-type EventHandler = (socket: PresenceSocket, event: readonly unknown[]) => void;
+export type EventHandler = (socket: PresenceSocket, event: readonly unknown[]) => void;
 /** A socket middleware (`socket.use`) that takes the presence events and passes the app's on. */
 export type EventDispatch = (socket: PresenceSocket, event: readonly unknown[], next: (error?: Error) => void) => void;
 
 const OK: Answer = Object.freeze({ ok: true });
 const NOT_LOGGED_IN: FailedAnswer = Object.freeze({ ok: false, code: 'NOT_LOGGED_IN', message: 'this connection is no longer logged in' });
 const SERVER_ERROR: FailedAnswer = Object.freeze({ ok: false, code: 'SERVER_ERROR', message: 'the server failed to handle this event; try again' });
+const STORE_UNAVAILABLE: FailedAnswer = Object.freeze({ ok: false, code: 'SERVER_ERROR', message: 'the presence store is unavailable; try again shortly' });
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -31,6 +34,12 @@ function refuseJunk(event: string, payload: unknown): FailedAnswer | undefined {
   return { ok: false, code: 'BAD_REQUEST', message: `${event} takes no payload (or an object); got ${kindOf(payload)}` };
 }
 
+/** The acknowledgement of an event, `[name, ...args]`: its last argument when the client asked for one. */
+function ackOf(args: readonly unknown[]): Ack | undefined {
+  const last = args[args.length - 1];
+  return args.length > 1 && typeof last === 'function' ? (last as Ack) : undefined;
+}
+
 function reply(ack: Ack | undefined, answer: Answer): void {
   if (!ack) return;
   try {
@@ -44,15 +53,16 @@ function reply(ack: Ack | undefined, answer: Answer): void {
  * Wraps an event's work: finds the acknowledgement (the last argument, whatever came before it),
  * refuses sockets no longer logged in, and turns any failure into a `SERVER_ERROR` answer.
  */
-function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: (socket: PresenceSocket) => void): EventHandler {
+export function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: (socket: PresenceSocket) => void): EventHandler {
   const logFailure = (error: unknown): Answer => {
+    // A store outage is the store's to log (once per episode), not once per client event.
+    if (isStoreUnavailable(error)) return STORE_UNAVAILABLE;
     engine.config.logger.error(`express-presence: ${event} failed`, error);
     return SERVER_ERROR;
   };
   return (socket, args) => {
     // args[0] is the event name; socket.io appends the acknowledgement when the client asked for one.
-    const last = args[args.length - 1];
-    const ack = args.length > 1 && typeof last === 'function' ? (last as Ack) : undefined;
+    const ack = ackOf(args);
     const payload = args.length > (ack ? 2 : 1) ? args[1] : undefined;
     const state = socket[PRESENCE];
     let answer: MaybePromise<Answer>;
@@ -74,16 +84,41 @@ function listener(engine: PresenceEngine, event: string, run: Run, afterReply?: 
  * One socket middleware for every presence event, shared by the sockets of one mount: a single
  * `socket.use` entry costs each connection far less memory than seven event listeners.
  */
-export function presenceEvents(engine: PresenceEngine, subscriptions: Subscriptions): EventDispatch {
-  const handlers = new Map<unknown, EventHandler>(Object.entries(eventHandlers(engine, subscriptions)));
+export function presenceEvents(
+  engine: PresenceEngine,
+  subscriptions: Subscriptions,
+  /** More events served the same way (the room events of lib/socket/rooms.ts), built with `listener`. */
+  more: Readonly<Record<string, EventHandler>> = {},
+): EventDispatch {
+  const handlers = new Map<unknown, EventHandler>([...Object.entries(eventHandlers(engine, subscriptions)), ...Object.entries(more)]);
+  const { eventRateLimit: limit, clock } = engine.config;
+  if (!limit) {
+    return (socket, event, next) => {
+      const handler = handlers.get(event[0]);
+      if (handler) handler(socket, event);
+      else next();
+    };
+  }
+  const rateLimited: FailedAnswer = Object.freeze({
+    ok: false,
+    code: 'RATE_LIMITED',
+    message: `this connection sent more than ${limit.perSecond} presence events per second (eventRateLimit, burst ${limit.burst}); the event was not handled, retry later`,
+  });
   return (socket, event, next) => {
     const handler = handlers.get(event[0]);
-    if (handler) handler(socket, event);
-    else next();
+    if (!handler) return next();
+    // Heartbeats are exempt: a client keeping its link alive is never refused for it. The packet
+    // counted as a heartbeat anyway (SocketPresence.heartbeat), refused or not.
+    const state = socket[PRESENCE];
+    if (state && event[0] !== 'presence:heartbeat' && !takeToken(state, limit, clock.now())) reply(ackOf(event), rateLimited);
+    else handler(socket, event);
   };
 }
 
-function eventHandlers(engine: PresenceEngine, subscriptions: Subscriptions): Record<keyof ClientToServerEvents, EventHandler> {
+function eventHandlers(
+  engine: PresenceEngine,
+  subscriptions: Subscriptions,
+): Record<Exclude<keyof ClientToServerEvents, keyof RoomClientToServerEvents>, EventHandler> {
   const clock = engine.config.clock;
   const max = engine.config.maxSubscriptions;
   return {

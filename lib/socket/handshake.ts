@@ -4,6 +4,7 @@ import createDebug from 'debug';
 import { MAX_ID_LENGTH, PresenceError, type PresenceEngine } from '../engine/engine.js';
 import type { Authenticate, ResolvedConfig } from '../options.js';
 import { isPromiseLike } from '../store/types.js';
+import { isStoreUnavailable } from '../store/errors.js';
 import type { HandshakeErrorCode, HandshakeErrorData } from './protocol.js';
 import { PRESENCE, SocketPresence, type PresenceMount, type PresenceSocket } from './session.js';
 
@@ -45,7 +46,7 @@ function userIdOf(identity: Awaited<ReturnType<Authenticate>>, config: ResolvedC
 function identify(authenticate: Authenticate, socket: PresenceSocket, config: ResolvedConfig): string | Promise<string> {
   let identity: ReturnType<Authenticate>;
   try {
-    identity = authenticate(socket.handshake);
+    identity = authenticate(socket.handshake, socket);
   } catch (error) {
     refuseThrown(error, config);
   }
@@ -64,7 +65,30 @@ async function admit(socket: PresenceSocket, mount: PresenceMount, authenticate:
   // Only authenticate says who this is: an `auth.userId` the client sent is never read.
   const identified = identify(authenticate, socket, engine.config);
   const userId = typeof identified === 'string' ? identified : await identified;
-  const state = new SocketPresence(socket, mount);
+  // Counted before the login, so a refused connection kicks nobody; given back by whatever ends it.
+  const budget = mount.fairUse.takeConnection(userId);
+  if (!budget) {
+    throw new HandshakeRefusal(
+      'TOO_MANY_CONNECTIONS',
+      `this user already holds ${mount.fairUse.maxConnectionsPerUser} connections to this server (maxConnectionsPerUser); close one first`,
+    );
+  }
+  const state = new SocketPresence(socket, mount, budget);
+  try {
+    return await logIn(socket, engine, state, userId, auth);
+  } catch (error) {
+    state.releaseBudget();
+    throw error;
+  }
+}
+
+async function logIn(
+  socket: PresenceSocket,
+  engine: PresenceEngine,
+  state: SocketPresence,
+  userId: string,
+  auth: Record<string, unknown>,
+): Promise<SocketPresence> {
   const result = await engine.connect(
     { userId, platform: auth.platform, instanceId: auth.instanceId, sessionId: auth.sessionId, version: auth.version, clientIp: socket.handshake.address },
     state.endListener(),
@@ -94,6 +118,8 @@ const failingEpisode = new WeakSet<PresenceEngine>();
 function toRefusal(error: unknown, engine: PresenceEngine): HandshakeRefusal {
   if (error instanceof HandshakeRefusal) return error;
   if (error instanceof PresenceError) return new HandshakeRefusal(error.code, error.message);
+  // The store is down or stalled (storeTimeout): refused at once, logged by the store (or the engine), not per device.
+  if (isStoreUnavailable(error)) return new HandshakeRefusal('SERVER_ERROR', 'the presence store is unavailable; try again shortly');
   if (!failingEpisode.has(engine)) {
     failingEpisode.add(engine);
     engine.config.logger.error('express-presence: a Socket.IO login failed (further failures are quiet until a login succeeds)', error);

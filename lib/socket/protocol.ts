@@ -3,6 +3,7 @@
 import type { Platform } from '../engine/platforms.js';
 import type { PresenceErrorCode } from '../engine/engine.js';
 import type { InstanceRef, UserStatus } from '../engine/types.js';
+import type { JsonValue, RoomMessage, RoomSnapshot } from '../rooms/types.js';
 
 /** What the handshake's `auth` carries for presence, next to whatever `authenticate` needs. */
 export interface PresenceHandshakeAuth {
@@ -18,7 +19,7 @@ export interface PresenceHandshakeAuth {
 }
 
 /** Why a handshake was refused: `err.data.code` of the client's `connect_error`. */
-export type HandshakeErrorCode = PresenceErrorCode | 'SERVER_ERROR';
+export type HandshakeErrorCode = PresenceErrorCode | 'SERVER_ERROR' | 'TOO_MANY_CONNECTIONS';
 
 /** `err.data` of a `connect_error` raised by presence. */
 export interface HandshakeErrorData {
@@ -63,12 +64,20 @@ export type ChangedPayload = WatchedUser;
 export type AnswerErrorCode =
   /** The payload is not what the event takes (the message says what was wrong). */
   | 'BAD_REQUEST'
-  /** `presence:subscribe` would watch more users than `maxSubscriptions`. */
+  /** `presence:subscribe` would watch more users than `maxSubscriptions` (this connection) or `maxSubscriptionsPerUser` (all of the user's). */
   | 'TOO_MANY_SUBSCRIPTIONS'
+  /** The connection sent more presence events than `eventRateLimit` allows; the event was not handled. */
+  | 'RATE_LIMITED'
   /** The device is no longer logged in on this connection (kicked, logged out, timed out). */
   | 'NOT_LOGGED_IN'
   /** The server failed (its store, say); the event may be retried. */
-  | 'SERVER_ERROR';
+  | 'SERVER_ERROR'
+  /** `presence:join` without the server's `canJoin`, or refused by it. */
+  | 'FORBIDDEN'
+  /** `presence:join` would put the connection in more rooms than `maxRoomsPerConnection`. */
+  | 'TOO_MANY_ROOMS'
+  /** The server cannot do this with its store (rooms on a store that does not support them yet). */
+  | 'UNSUPPORTED';
 
 export interface FailedAnswer {
   ok: false;
@@ -106,10 +115,31 @@ export interface ServerToClientEvents {
   'presence:session': (session: SessionPayload) => void;
   'presence:kicked': (notice: KickedPayload) => void;
   'presence:changed': (change: ChangedPayload) => void;
+  /** What changed in a joined room since the last message (batched per `roomBatchInterval`). */
+  'presence:room': (message: RoomMessage) => void;
+}
+
+export interface JoinRequest {
+  /** 1 to 128 characters. */
+  room: string;
+  /** The member's data, at most 1024 bytes of UTF-8 JSON; omitted keeps the member's current meta. */
+  meta?: JsonValue;
+}
+
+export interface RoomUpdateRequest {
+  room: string;
+  meta: JsonValue;
+}
+
+/** The room events a client sends (acknowledged like the others). */
+export interface RoomClientToServerEvents {
+  'presence:join': (request: JoinRequest, ack: (answer: Answer<RoomSnapshot>) => void) => void;
+  'presence:leave': (request: { room: string }, ack: (answer: Answer) => void) => void;
+  'presence:room-update': (request: RoomUpdateRequest, ack: (answer: Answer) => void) => void;
 }
 
 /** Events a client sends; each answers through its acknowledgement callback, `{ ok, ... }` (optional for the first three). */
-export interface ClientToServerEvents {
+export interface ClientToServerEvents extends RoomClientToServerEvents {
   'presence:heartbeat': (ack?: (answer: Answer<{ serverTime: number }>) => void) => void;
   'presence:background': (ack?: (answer: Answer) => void) => void;
   'presence:foreground': (ack?: (answer: Answer) => void) => void;

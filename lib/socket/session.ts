@@ -3,6 +3,8 @@
 import type { Socket } from 'socket.io';
 import type { Connection, PresenceEngine } from '../engine/engine.js';
 import type { EndNotice } from '../engine/types.js';
+import type { PresenceSocketData } from '../options.js';
+import type { FairUse, TokenBucket, UserBudget } from './fair-use.js';
 import type { ServerToClientEvents, SessionPayload } from './protocol.js';
 
 /** Client events as the server receives them: anything, in any order, maybe with an acknowledgement last. */
@@ -43,6 +45,7 @@ export function deliverEnd(socket: PresenceSocket, notice: EndNotice): void {
 export interface PresenceMount {
   readonly engine: PresenceEngine;
   readonly dispatch: (socket: PresenceSocket, event: readonly unknown[], next: (error?: Error) => void) => void;
+  readonly fairUse: FairUse;
 }
 
 /** What a socket holds between its login and its connect only. */
@@ -60,11 +63,16 @@ interface Handshake {
  * one per connection: its callbacks are bound methods (no closure context), and what only the
  * handshake needs goes once the socket connects.
  */
-export class SocketPresence {
+export class SocketPresence implements TokenBucket {
   /** Set once the engine logged the device in (in the handshake middleware). */
   connection!: Connection;
   /** The users this socket watches; allocated on the first subscribe. */
   watching: Set<string> | undefined = undefined;
+  /** The user's share of this mount's fair-use budgets this connection holds; undefined once given back. */
+  budget: UserBudget | undefined;
+  /** `eventRateLimit`'s bucket: tokens left, and when they were counted. */
+  tokens: number;
+  tokensAt: number;
   /** Any inbound packet (event, pong) is a heartbeat; set once connected, to be removed at disconnect. */
   onPacket: (() => void) | undefined = undefined;
   /** Until the socket connects; undefined once connected. */
@@ -73,7 +81,21 @@ export class SocketPresence {
   constructor(
     readonly socket: PresenceSocket,
     private readonly mount: PresenceMount,
-  ) {}
+    budget: UserBudget,
+  ) {
+    this.budget = budget;
+    const limit = mount.engine.config.eventRateLimit;
+    this.tokens = limit ? limit.burst : 0;
+    this.tokensAt = mount.engine.config.clock.now();
+  }
+
+  /** Gives back this connection's share of the user's budgets (its connection and watched users), once. */
+  releaseBudget(): void {
+    const budget = this.budget;
+    if (!budget) return;
+    this.budget = undefined;
+    this.mount.fairUse.releaseConnection(budget, this.watching?.size ?? 0);
+  }
 
   /** What `presence:session` tells the client; undefined once told. */
   get session(): SessionPayload | undefined {
@@ -91,10 +113,14 @@ export class SocketPresence {
     else deliverEnd(this.socket, notice);
   }
 
-  /** Logged in: the socket goes on through the middlewares after ours, then connects. */
+  /** Logged in: the device is told to the app's own middlewares and handlers; the socket goes on through them, then connects. */
   loggedIn(connection: Connection, session: SessionPayload): void {
     this.connection = connection;
     if (this.handshake) this.handshake.session = session;
+    const presence: PresenceSocketData = { userId: session.userId, instanceId: session.instanceId, sessionId: session.sessionId, platform: session.platform };
+    const data: unknown = this.socket.data;
+    if (typeof data === 'object' && data !== null) (data as { presence?: PresenceSocketData }).presence = presence;
+    else this.socket.data = { presence };
   }
 
   /**
@@ -109,11 +135,14 @@ export class SocketPresence {
     const { engine } = this.mount;
     const connection = this.connection;
     if (this.socket.conn.readyState !== 'open') {
+      this.releaseBudget();
       engine.disconnect(connection, 'closed');
       return;
     }
     handshake.onEarlyClose = () => {
-      if (this.handshake) engine.disconnect(connection, 'closed');
+      if (!this.handshake) return;
+      this.releaseBudget();
+      engine.disconnect(connection, 'closed');
     };
     this.socket.conn.on('close', handshake.onEarlyClose);
   }
@@ -127,6 +156,7 @@ export class SocketPresence {
     this.handshake = undefined;
     if (handshake?.onEarlyClose) this.socket.conn.off('close', handshake.onEarlyClose);
     if (handshake?.ended) {
+      this.releaseBudget();
       deliverEnd(this.socket, handshake.ended);
       return false;
     }
@@ -136,8 +166,9 @@ export class SocketPresence {
     return true;
   }
 
-  /** Stops counting packets: the socket disconnected. */
+  /** Stops counting packets and gives back its budget: the socket disconnected. */
   disconnected(): void {
+    this.releaseBudget();
     if (this.onPacket) this.socket.conn.off('packet', this.onPacket);
     this.onPacket = undefined;
   }

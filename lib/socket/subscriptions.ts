@@ -14,6 +14,7 @@ import {
   type UnsubscribeResult,
   type WatchedUser,
 } from './protocol.js';
+import type { FairUse } from './fair-use.js';
 import type { LooseClientEvents, PresenceSocket, SocketPresence } from './session.js';
 
 export type PresenceNamespace = Namespace<LooseClientEvents, ServerToClientEvents>;
@@ -48,6 +49,7 @@ export class Subscriptions {
     private readonly maxSubscriptions: number,
     private readonly canSee: CanSee | undefined,
     private readonly logger: Logger,
+    private readonly fairUse: FairUse,
   ) {}
 
   /**
@@ -66,6 +68,15 @@ export class Subscriptions {
         message: `a connection may watch at most ${this.maxSubscriptions} users (maxSubscriptions); it watches ${watching.size} and asked for ${fresh.length} more`,
       };
     }
+    // The user's budget over all their connections here; contacts subscribed on connect count too.
+    if (fresh.length > 0 && state.budget && !this.fairUse.takeSubscriptions(state.budget, fresh.length)) {
+      const max = this.fairUse.maxSubscriptionsPerUser;
+      return {
+        ok: false,
+        code: 'TOO_MANY_SUBSCRIPTIONS',
+        message: `a user may watch at most ${max} users over all their connections (maxSubscriptionsPerUser); this user watches ${state.budget.subscriptions} and asked for ${fresh.length} more`,
+      };
+    }
     for (const userId of fresh) watching.add(userId);
 
     const denied: string[] = [];
@@ -76,7 +87,7 @@ export class Subscriptions {
         if (verdicts[i]) continue;
         const userId = fresh[i] as string;
         denied.push(userId);
-        watching.delete(userId);
+        if (watching.delete(userId)) this.fairUse.releaseSubscriptions(state.budget, 1);
       }
     }
     // An unsubscribe may have come meanwhile; what is still reserved is what this call watches.
@@ -91,6 +102,7 @@ export class Subscriptions {
       // Refused as a whole: what this call added is taken back, so the client's retry starts clean.
       for (const userId of fresh) {
         if (refused.has(userId) || !watching.delete(userId)) continue;
+        this.fairUse.releaseSubscriptions(state.budget, 1);
         void socket.leave(watchRoom(userId));
       }
       throw error;
@@ -101,7 +113,9 @@ export class Subscriptions {
     const watching = state.watching;
     if (watching) {
       for (const userId of userIds) {
-        if (watching.delete(userId)) void socket.leave(watchRoom(userId));
+        if (!watching.delete(userId)) continue;
+        this.fairUse.releaseSubscriptions(state.budget, 1);
+        void socket.leave(watchRoom(userId));
       }
     }
     return { ok: true, watching: watching?.size ?? 0 };

@@ -8,6 +8,7 @@ import { Scheduler, type Scheduled } from '../engine/scheduler.js';
 import type { InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
 import type { TimerHandle } from '../engine/clock.js';
 import type { PersistedRevokedSession, PersistedState, PersistedUser, Persistence } from './persistence.js';
+import { Revocations } from './revocations.js';
 import type {
   KickFilter,
   MaybePromise,
@@ -26,8 +27,13 @@ import { refuseUnknownKeys } from '../util/did-you-mean.js';
 export interface MemoryStoreOptions {
   /** Offline users whose last-seen time and custom status are remembered (least recently used go first). Defaults to 100000. */
   maxOfflineUsers?: number;
-  /** Revoked sessions remembered so a kicked device cannot resume (each for the PushOnline TTL). Defaults to 100000. */
+  /**
+   * Revoked sessions remembered in all so a kicked device cannot resume (each for the PushOnline TTL); beyond it, the user
+   * with the most revocations forgets their oldest (never another user's). Defaults to 100000.
+   */
   maxRevokedSessions?: number;
+  /** Revoked sessions remembered for one user; beyond it, that user's oldest is forgotten. Defaults to 1000. */
+  maxRevokedSessionsPerUser?: number;
   /** Keeps presence across restarts in the app's own database: loaded at start, saved behind in batches. Defaults to none. */
   persistence?: Persistence;
 }
@@ -59,13 +65,19 @@ class UserEntry implements StoredUser {
 }
 
 const EMPTY_KICKS: readonly StoreKicked[] = Object.freeze([]);
+/** Where revocations persisted without their user are kept (user ids are never empty). */
+const NO_USER = '';
 
 /** Presence in this process. Fast and zero-configuration; kept across restarts only with `persistence`. */
 export class MemoryStore implements PresenceStore {
+  /** Every connection of this store is in this process: the mount's rooms, kept here, are exact. */
+  readonly rooms = 'in-process';
   private readonly users = new Map<string, UserEntry>();
   private readonly offline: LRUCache<string, UserEntry>;
-  private revoked: LRUCache<string, true>;
+  /** Until init() (which gives the clock), nothing can be revoked: no login can happen before it. */
+  private revoked: Revocations | undefined;
   private readonly maxRevokedSessions: number;
+  private readonly maxRevokedSessionsPerUser: number;
   private context: StoreContext | undefined;
   private expiry: Scheduler<InstanceEntry> | undefined;
   private ttl = 604_800_000;
@@ -86,7 +98,7 @@ export class MemoryStore implements PresenceStore {
 
   constructor(options: MemoryStoreOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new TypeError('MemoryStore options must be an object');
-    const known = ['maxOfflineUsers', 'maxRevokedSessions', 'persistence'];
+    const known = ['maxOfflineUsers', 'maxRevokedSessions', 'maxRevokedSessionsPerUser', 'persistence'];
     refuseUnknownKeys('MemoryStore', options, known);
     const persistence = options.persistence;
     if (persistence !== undefined) {
@@ -106,7 +118,7 @@ export class MemoryStore implements PresenceStore {
       },
     });
     this.maxRevokedSessions = positiveInteger('MemoryStore', 'maxRevokedSessions', options.maxRevokedSessions, 100_000);
-    this.revoked = this.createRevokedCache();
+    this.maxRevokedSessionsPerUser = positiveInteger('MemoryStore', 'maxRevokedSessionsPerUser', options.maxRevokedSessionsPerUser, 1000);
   }
 
   init(context: StoreContext): void {
@@ -114,7 +126,7 @@ export class MemoryStore implements PresenceStore {
     this.context = context;
     this.clock = context.clock;
     this.ttl = context.pushOnlineTtl;
-    this.revoked = this.createRevokedCache();
+    this.revoked = new Revocations(context.clock, { perUser: this.maxRevokedSessionsPerUser, total: this.maxRevokedSessions }, context.logger);
     this.expiry = new Scheduler(
       context.clock,
       (entry, now) => this.expire(entry, now),
@@ -145,25 +157,13 @@ export class MemoryStore implements PresenceStore {
     return this.loading ? this.loading.then(operation) : operation();
   }
 
-  private createRevokedCache(): LRUCache<string, true> {
-    const clock = this.clock;
-    // ttlResolution 0: lru-cache would otherwise reuse a reading of the clock for 1 ms of real time, which an injected clock may have left far behind.
-    return new LRUCache<string, true>({
-      maxSize: this.maxRevokedSessions,
-      sizeCalculation: () => 1,
-      ttl: this.ttl,
-      ttlResolution: 0,
-      perf: { now: () => clock.now() },
-    });
-  }
-
   login(request: StoreLoginRequest): MaybePromise<StoreLoginResult> {
     return this.afterLoad(() => this.loginNow(request));
   }
 
   private loginNow(request: StoreLoginRequest): StoreLoginResult {
     const { userId, instanceId, resumeSessionId, at } = request;
-    if (resumeSessionId !== undefined && this.revoked.has(resumeSessionId)) return { outcome: 'revoked' };
+    if (resumeSessionId !== undefined && this.isRevoked(resumeSessionId)) return { outcome: 'revoked' };
     const user = this.userFor(userId);
     const previousUserStatus = deriveUserStatus(user.instances);
     const existing = user.instances.find((instance) => instance.instanceId === instanceId);
@@ -187,7 +187,7 @@ export class MemoryStore implements PresenceStore {
     const kicked: StoreKicked[] = [];
     for (const instance of displaced) {
       this.detach(user, instance);
-      this.revoke(instance.sessionId);
+      this.revoke(userId, instance.sessionId);
       kicked.push({ platform: instance.platform, instanceId: instance.instanceId, sessionId: instance.sessionId });
     }
     const entry = new InstanceEntry(userId, instanceId, request.platform, 'Online', at, request.version, request.newSessionId, ++user.order);
@@ -301,6 +301,7 @@ export class MemoryStore implements PresenceStore {
   async close(): Promise<void> {
     await this.loading;
     this.expiry?.close();
+    this.revoked?.close();
     if (this.flushTimer) this.clock.clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     if (this.persistence) await this.flush();
@@ -384,8 +385,9 @@ export class MemoryStore implements PresenceStore {
       }
     }
     for (const revoked of state.revokedSessions ?? []) {
-      const remaining = revoked.expiresAt - now;
-      if (remaining > 0) this.revoked.set(revoked.sessionId, true, { ttl: remaining });
+      // Saved without the user (by an older version, or a persistence that does not keep it): kept together under no user,
+      // outside the per-user bound (only the total bounds them).
+      if (revoked.expiresAt > now) this.revoked?.add(revoked.userId ?? NO_USER, revoked.sessionId, revoked.expiresAt, revoked.userId !== undefined);
     }
     for (const change of closed) this.context?.changed(change, 'Disconnect', 'LinkClose');
   }
@@ -404,13 +406,18 @@ export class MemoryStore implements PresenceStore {
     const previousUserStatus = deriveUserStatus(user.instances);
     if (entry.status === 'Online') this.noteLastSeen(user, lastSeen);
     this.detach(user, entry);
-    if (revoke) this.revoke(entry.sessionId);
+    if (revoke) this.revoke(user.userId, entry.sessionId);
     return this.change(user, entry, 'Offline', previousUserStatus, at, EMPTY_KICKS);
   }
 
-  private revoke(sessionId: string): void {
-    this.revoked.set(sessionId, true);
-    if (this.persistence) this.revokedSinceSave.push({ sessionId, expiresAt: this.clock.now() + this.ttl });
+  private revoke(userId: string, sessionId: string): void {
+    const expiresAt = this.clock.now() + this.ttl;
+    this.revoked?.add(userId, sessionId, expiresAt);
+    if (this.persistence) this.revokedSinceSave.push({ userId, sessionId, expiresAt });
+  }
+
+  private isRevoked(sessionId: string): boolean {
+    return this.revoked?.has(sessionId, this.clock.now()) ?? false;
   }
 
   private detach(user: UserEntry, entry: InstanceEntry): void {

@@ -26,6 +26,8 @@ export interface PersistedUser {
 }
 
 export interface PersistedRevokedSession {
+  /** The session's user (absent in what older versions saved: such a session is then refused for any user). */
+  userId?: string;
   sessionId: string;
   /** When the revocation may be forgotten (ms). */
   expiresAt: number;

@@ -2,7 +2,7 @@
 
 import type { Clock } from '../engine/clock.js';
 import type { PolicyLimits } from '../engine/policy.js';
-import type { Platform } from '../engine/platforms.js';
+import type { Platform, PlatformClass } from '../engine/platforms.js';
 import type { ChangeAction, ChangeReason, EndNotice, InstanceRef, InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
 import type { Logger } from '../options.js';
 
@@ -93,9 +93,13 @@ export interface LiveInstance {
 export interface StoreContext {
   readonly clock: Clock;
   readonly pushOnlineTtl: number;
+  /** The reconnect grace of each class (ms): a store closing another process's devices holds each back this long after that process went. */
+  readonly reconnectGrace: Readonly<Record<PlatformClass, number>>;
   readonly logger: Logger;
   /** This process's owner token: the engine passes it with every login and transport end. */
   readonly owner: string;
+  /** The longest the engine waits on one store call for a request or login (ms): a store's own waits need not be longer. */
+  readonly storeTimeout?: number;
   /** Report a PushOnline device that reached its TTL and is gone (exactly once in the whole cluster). */
   readonly expired: (change: StoreChange) => void;
   /** Report a change the store made by itself (e.g. closing the devices of a dead process), exactly once in the cluster. */
@@ -117,6 +121,12 @@ export interface KickFilter {
  * on two processes) never leave more devices than the policy allows.
  */
 export interface PresenceStore {
+  /**
+   * How this store supports rooms: `'in-process'` when every connection it knows is in this
+   * process (the MemoryStore), so rooms kept by the mount are exact. A store without it refuses
+   * room joins and `presence.room()` rather than answer for one process as if for all.
+   */
+  readonly rooms?: 'in-process';
   /** Called once by createPresence. */
   init?(context: StoreContext): void;
   login(request: StoreLoginRequest): MaybePromise<StoreLoginResult>;
@@ -144,6 +154,12 @@ export interface PresenceStore {
   /** The users asked for, in order; undefined for users never seen (or forgotten). */
   get(userIds: readonly string[]): MaybePromise<readonly (StoredUser | undefined)[]>;
   stats(): MaybePromise<PresenceStats>;
+  /**
+   * Multi-process stores: closes the store like `close()`, but leaves this process's live devices to be resumed on
+   * other processes until `until` (ms; each class's reconnect grace from now, if later). One not resumed by then is
+   * ended as a closed connection by whichever process sweeps, once. Without it, `close()` of the presence ends them.
+   */
+  handOver?(until: number): MaybePromise<void>;
   /** Stops timers and releases resources. */
   close?(): MaybePromise<void>;
   /**

@@ -84,7 +84,7 @@ export interface ChaosReport {
   /** How the faults were made: which kind of freeze, whether steps came before a dead process was reaped. */
   faultVariants: Record<string, number>;
   /**
-   * Admin kicks made while Redis was away: how many ran (and were refused after leaseTtl), the devices they listed, and the
+   * Admin kicks made while Redis was away: how many ran (and were refused after storeTimeout), the devices they listed, and the
    * live devices they did not list because their process re-asserted them after the kick ran (ended by the kick's mark).
    */
   outageKicks: { total: number; refused: number; listedDevices: number; endedOnReassertion: number };
@@ -775,7 +775,9 @@ export class ChaosRun {
           this.ending.push({ slot, client, what: 'logout while Redis was away' });
           // The replayed removal finds no record in the empty Redis; it revokes the session all the same.
           this.model.loggedOutWhileAway(slot, `logout on ${client.node.name} while Redis was away`);
-          return () => (answer.ok ? undefined : `logout of ${userId} while Redis was away answered ${JSON.stringify(answer)}`);
+          // Refused with SERVER_ERROR once storeTimeout passes (README "Store outages"); the removal is replayed all the same.
+          return () =>
+            answer.ok || answer.code === 'SERVER_ERROR' ? undefined : `logout of ${userId} while Redis was away answered ${JSON.stringify(answer)}`;
         };
       }
       case 'heartbeat': {
@@ -794,10 +796,10 @@ export class ChaosRun {
           return () => {
             const what = `admin kick ${JSON.stringify(filter)} on ${node.name} while Redis was away`;
             this.outageKicks.total++;
-            if (answer.status === 500) {
-              // It waits for Redis up to leaseTtl, then is refused and not made (README "Redis outages"): nothing happened.
+            if (answer.status === 503) {
+              // It waits for Redis up to storeTimeout, then is refused and not made (README "Redis outages"): nothing happened.
               this.outageKicks.refused++;
-              this.model.note(userId, `${what}: refused (HTTP 500)`);
+              this.model.note(userId, `${what}: refused (HTTP 503)`);
               return undefined;
             }
             if (answer.status !== 200) return `${what}: HTTP ${answer.status} ${JSON.stringify(answer.body)}`;
@@ -901,9 +903,11 @@ export class ChaosRun {
 
   // ---- checks ------------------------------------------------------------------------------
 
-  private async answers(node: ClusterNode): Promise<Map<string, NodeAnswer>> {
+  /** Undefined while the node refuses with 503 (its store unavailable: README "Store outages"), never an answer from a stale copy. */
+  private async answers(node: ClusterNode): Promise<Map<string, NodeAnswer> | undefined> {
     const userIds = this.model.userIds;
     const reply = await node.http<QueryStateResponse>('/v4/openim/querystate', { To_Account: userIds, IsNeedDetail: 1, IsReturnInstid: 1 });
+    if (reply.status === 503 && (reply.body as { ErrorCode?: number }).ErrorCode === 90994) return undefined;
     if (reply.status !== 200) throw new Divergence(`${node.name} answered querystate with HTTP ${reply.status}: ${JSON.stringify(reply.body)}`);
     return new Map(
       reply.body.QueryResult.map((result) => [
@@ -966,8 +970,15 @@ export class ChaosRun {
     const deadline = Math.max(Date.now(), this.model.pendingUntil(), bound, this.notBefore) + this.options.slack;
 
     for (;;) {
-      const answers = await Promise.all(this.liveNodes.map(async (node) => ({ node, users: await this.answers(node) })));
+      const replies = await Promise.all(this.liveNodes.map(async (node) => ({ node, users: await this.answers(node) })));
       const at = Date.now();
+      const refusing = replies.filter((reply) => reply.users === undefined).map((reply) => reply.node.name);
+      if (refusing.length > 0) {
+        if (at > deadline) throw new Divergence(`${label}: ${refusing.join(', ')} still refuse querystate (503) ${at - faultEnd} ms after the ${kind}`);
+        await delay(20);
+        continue;
+      }
+      const answers = replies as { node: ClusterNode; users: Map<string, NodeAnswer> }[];
       this.settleSeen(answers, at);
       const diffs = this.differences(answers);
       if (diffs.length === 0 && at >= this.notBefore) {

@@ -1,22 +1,12 @@
 // The packed tarball, installed into a CommonJS, an ESM and a TypeScript project, works in each.
 
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
+import { devVersion, npm, run } from './run.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
-const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
-
-function run(command: string, args: string[], cwd: string): string {
-  return execFileSync(command, args, {
-    cwd,
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, npm_config_update_notifier: 'false' },
-  });
-}
 
 /** What each project does with the package: log in a device, close it, query, and print the answer. */
 const USAGE = `
@@ -59,6 +49,69 @@ describe('the packed tarball', function () {
     run(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', tarball, ...extra], dir);
     return dir;
   }
+
+  /** Every file under `dir`, as paths relative to it. */
+  function filesUnder(dir: string, base = dir): string[] {
+    return readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+      entry.isDirectory() ? filesUnder(join(dir, entry.name), base) : [relative(base, join(dir, entry.name))],
+    );
+  }
+
+  it('ships a LICENSE, and source maps that carry their sources (lib/ is not shipped)', function () {
+    const dir = project('contents', {}, {});
+    const installed = join(dir, 'node_modules', 'express-presence');
+    const files = filesUnder(installed);
+    expect(files).to.include('LICENSE');
+    expect(readFileSync(join(installed, 'LICENSE'), 'utf8')).to.match(/^MIT License/);
+    expect((JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')) as { license: string }).license).to.equal('MIT');
+    const maps = files.filter((file) => file.endsWith('.map'));
+    expect(maps, 'source maps shipped').to.have.length.greaterThan(0);
+    for (const file of maps) {
+      const map = JSON.parse(readFileSync(join(installed, file), 'utf8')) as { sources: string[]; sourcesContent?: (string | null)[] };
+      // A map is of use only if a debugger can show its sources: inlined, or present in the package.
+      map.sources.forEach((source, index) => {
+        const inlined = typeof map.sourcesContent?.[index] === 'string' && (map.sourcesContent[index] as string).length > 0;
+        expect(inlined || existsSync(resolve(installed, dirname(file), source)), `${file}: ${source}`).to.equal(true);
+      });
+    }
+  });
+
+  it('type-checks every entry point under classic resolution (moduleResolution "node", no exports map)', function () {
+    const dir = project(
+      'classic',
+      {},
+      {
+        'tsconfig.json': JSON.stringify({
+          compilerOptions: {
+            target: 'ES2022',
+            module: 'CommonJS',
+            moduleResolution: 'node',
+            ignoreDeprecations: '6.0',
+            strict: true,
+            skipLibCheck: true,
+            noEmit: true,
+            types: ['node'],
+          },
+          files: ['index.ts'],
+        }),
+        'index.ts': [
+          `import { createPresence, type PresenceChange } from 'express-presence';`,
+          `import { createPresenceClient, type SessionPayload } from 'express-presence/client';`,
+          `import { RedisStore } from 'express-presence/redis';`,
+          `import { sqlitePersistence } from 'express-presence/sqlite';`,
+          `export const used: [typeof createPresence, typeof createPresenceClient, typeof RedisStore, typeof sqlitePersistence] = [createPresence, createPresenceClient, RedisStore, sqlitePersistence];`,
+          `export type Seen = [PresenceChange, SessionPayload];`,
+          // A subpath that does not exist must still be an error, so the check above can fail.
+          `// @ts-expect-error: no such entry point`,
+          `import type { Nothing } from 'express-presence/nothing';`,
+          `export type Unused = Nothing;`,
+        ].join('\n'),
+      },
+      // The TypeScript this repository builds with: TypeScript 7 removed node10 resolution altogether.
+      [devVersion('typescript'), '@types/node@20'],
+    );
+    run(process.execPath, [join(dir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], dir);
+  });
 
   it('works from CommonJS (require)', function () {
     const dir = project(

@@ -6,9 +6,15 @@ import { kickOldestBeyondLimit } from '../../lib/engine/policy.js';
 import type { Presence } from '../../lib/presence.js';
 import type { LoginPolicy } from '../../lib/engine/types.js';
 
+/** Store options every store takes, for the cases that need small bounds. */
+export interface StoreLimits {
+  /** Revoked sessions kept per user. */
+  maxRevokedSessionsPerUser?: number;
+}
+
 export interface StoreFactory {
   /** A fresh, empty store (its own namespace). */
-  create(): PresenceStore | Promise<PresenceStore>;
+  create(limits?: StoreLimits): PresenceStore | Promise<PresenceStore>;
   /** A second store over the same data, as another process would have; omit for single-process stores. */
   sibling?(store: PresenceStore): PresenceStore;
   /** Releases what create() made, after the presence using it closed. */
@@ -30,8 +36,8 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     this.timeout(30_000);
     const opened: Presence[] = [];
 
-    async function open(options: PresenceOptions = {}): Promise<{ presence: Presence; changes: PresenceChange[] }> {
-      const store = await factory.create();
+    async function open(options: PresenceOptions = {}, limits?: StoreLimits): Promise<{ presence: Presence; changes: PresenceChange[] }> {
+      const store = await factory.create(limits);
       const presence = createPresence({ ...options, store });
       opened.push(presence);
       const changes: PresenceChange[] = [];
@@ -123,6 +129,37 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       const fresh = await presence.engine.connect({ userId: 'u1', platform: 'iPad', instanceId: 'p1', sessionId: 'never-issued' }, noop);
       expect(fresh.resumed).to.equal(false);
       expect(fresh.connection.sessionId).to.not.equal('never-issued');
+    });
+
+    it("keeps revoked sessions per user: another user's churn evicts none of them; beyond the per-user bound the churner's own oldest go", async function () {
+      const { presence } = await open({}, { maxRevokedSessionsPerUser: 3 });
+      const refused = async (userId: string, platform: string, instanceId: string, sessionId: string): Promise<boolean> => {
+        try {
+          const back = await presence.engine.connect({ userId, platform, instanceId, sessionId }, noop);
+          presence.engine.disconnect(back.connection, 'closed');
+          return false;
+        } catch (error) {
+          if (error instanceof PresenceError && error.code === 'SESSION_REVOKED') return true;
+          throw error;
+        }
+      };
+      // The victim: a phone kicked by the user's new phone, and a tab logged out.
+      const phone = await presence.engine.connect({ userId: 'victim', platform: 'Android', instanceId: 'old' }, noop);
+      await presence.engine.connect({ userId: 'victim', platform: 'Android', instanceId: 'new' }, noop);
+      const tab = await presence.engine.connect({ userId: 'victim', platform: 'Web', instanceId: 'tab' }, noop);
+      await presence.engine.logout(tab.connection);
+      // The churner kicks themselves over and over: far more revocations than any one user may keep.
+      const churned: string[] = [];
+      for (let i = 0; i < 30; i++)
+        churned.push((await presence.engine.connect({ userId: 'churner', platform: 'Web', instanceId: `w${i}` }, noop)).connection.sessionId);
+      expect(await refused('victim', 'Android', 'old', phone.connection.sessionId), 'the kicked phone').to.equal(true);
+      expect(await refused('victim', 'Web', 'tab', tab.connection.sessionId), 'the logged-out tab').to.equal(true);
+      // A revoked session is refused whoever presents it.
+      expect(await refused('churner', 'Android', 'old', phone.connection.sessionId), "another user replaying the victim's session").to.equal(true);
+      // The churner's newest revocations hold; their oldest were forgotten to keep within the bound.
+      expect(await refused('churner', 'Web', 'w28', churned[28]!)).to.equal(true);
+      expect(await refused('churner', 'Web', 'w26', churned[26]!)).to.equal(true);
+      expect(await refused('churner', 'Web', 'w0', churned[0]!)).to.equal(false);
     });
 
     for (const loginPolicy of ['single', 'dual', 'triple', 'multi'] as LoginPolicy[]) {

@@ -1,0 +1,204 @@
+// `npm run bench:rooms`: a join and a leave delivered to a big room against a bare io.to(room).emit of the same size, count() at 100,000 members, heap per membership.
+
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Server } from 'socket.io';
+import { io as ioc, type Socket as ClientSocket } from 'socket.io-client';
+import { createPresence, ManualClock, MemoryStore } from '../lib/index.js';
+import { RoomRegistry, type RoomConnection } from '../lib/rooms/index.js';
+import { ROOM_PREFIX, SocketRoomConnection } from '../lib/socket/rooms.js';
+import { PRESENCE, type PresenceSocket } from '../lib/socket/session.js';
+import { report, type Figure } from './report.js';
+
+/** Members of the delivery room. Clients run in this process, so 10,000 (the issue's figure) needs more than the 20,000 file descriptors of this machine: ROOMS_BENCH_MEMBERS sets it. */
+const MEMBERS = Number(process.env.ROOMS_BENCH_MEMBERS ?? 2000);
+const COUNT_MEMBERS = 100_000;
+const ROUNDS = Number(process.env.ROOMS_BENCH_ROUNDS ?? 20);
+const CONCURRENCY = 50;
+const BATCH = 50;
+
+function now(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+function gc(): void {
+  const collect = (globalThis as { gc?: () => void }).gc;
+  if (!collect) throw new Error('run with --expose-gc (npm run bench:rooms does)');
+  for (let i = 0; i < 3; i++) collect();
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+}
+
+/** count() and heap per membership on the core alone: 100,000 users, one connection each, in one room. */
+async function coreFigures(): Promise<Figure[]> {
+  const clock = new ManualClock();
+  const registry = new RoomRegistry<RoomConnection>({
+    clock,
+    memberLimit: 1000,
+    batchInterval: BATCH,
+    maxRoomsPerConnection: 100,
+    logger: console,
+    lookup: () => ({ status: 'Online', customStatus: null }),
+  });
+  registry.deliverWith({ enter() {}, exit() {}, broadcast() {}, send() {} });
+  const connections: RoomConnection[] = [];
+  for (let i = 0; i < COUNT_MEMBERS; i++) connections.push({ userId: `user-${i}`, sessionId: `s${i}`, instanceId: `i${i}`, platform: 'Web' });
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < connections.length; i++) {
+    await registry.join(connections[i]!, 'big', undefined);
+    // Flush as we go, so the batch's log is not counted as membership.
+    if (i % 1000 === 999) clock.advance(BATCH);
+  }
+  clock.advance(BATCH);
+  gc();
+  const perMembership = (process.memoryUsage().heapUsed - before) / COUNT_MEMBERS;
+  if (registry.count('big') !== COUNT_MEMBERS) throw new Error(`expected ${COUNT_MEMBERS} members, counted ${registry.count('big')}`);
+
+  const calls = 5_000_000;
+  let sum = 0;
+  const start = now();
+  for (let i = 0; i < calls; i++) sum += registry.count('big');
+  const seconds = (now() - start) / 1000;
+  if (sum !== calls * COUNT_MEMBERS) throw new Error('count() answered wrong');
+  registry.close();
+  return [
+    {
+      name: `count() at ${COUNT_MEMBERS.toLocaleString('en-US')} members (memory)`,
+      value: calls / seconds,
+      unit: 'calls/s',
+      higherIsBetter: true,
+      target: '≥ 1,000,000/s',
+    },
+    {
+      name: 'heap per membership, beyond the connection',
+      value: perMembership,
+      unit: 'bytes',
+      higherIsBetter: false,
+      target: '≤ 150 bytes',
+      note: 'one user, one connection, one room; user record and member included',
+    },
+  ];
+}
+
+/** Server-side time to deliver a join and a leave to MEMBERS sockets, against a bare emit of the same message. */
+async function deliveryFigures(): Promise<Figure[]> {
+  const clock = new ManualClock();
+  const http = createServer();
+  const io = new Server(http, { transports: ['websocket'] });
+  const presence = createPresence({
+    clock,
+    store: new MemoryStore({ maxOfflineUsers: 1000, maxRevokedSessions: 1000 }),
+    loginPolicy: 'multi',
+    roomMemberLimit: MEMBERS + 10,
+    roomBatchInterval: BATCH,
+    heartbeatTimeout: '1h',
+    authenticate: (handshake) => ({ userId: String(handshake.auth.token) }),
+  });
+  presence.attach(io);
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+
+  let received = 0;
+  const clients: ClientSocket[] = [];
+  const open = (userId: string): Promise<ClientSocket> =>
+    new Promise((resolve, reject) => {
+      const socket = ioc(url, { transports: ['websocket'], forceNew: true, reconnection: false, timeout: 60_000, auth: { token: userId, platform: 'Web' } });
+      socket.on('presence:room', () => received++);
+      socket.once('presence:session', () => resolve(socket));
+      socket.once('connect_error', reject);
+      clients.push(socket);
+    });
+  for (let from = 0; from < MEMBERS; from += CONCURRENCY) {
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, MEMBERS - from) }, (_, i) => open(`member-${from + i}`)));
+  }
+  const serverSockets = [...io.of('/').sockets.values()];
+  // Straight into the core: presence.join would also send each member the whole room, n² bytes of set-up.
+  for (const socket of serverSockets) {
+    const presenceSocket = socket as unknown as PresenceSocket;
+    await presence.rooms.join(new SocketRoomConnection(presenceSocket, presenceSocket[PRESENCE]!), 'big', { seat: 1 });
+  }
+  clock.advance(BATCH);
+  const extraClient = await open('newcomer');
+  const extra = [...io.of('/').sockets.values()].find((socket) => !serverSockets.includes(socket))!;
+  const drained = async (expected: number): Promise<void> => {
+    const deadline = Date.now() + 60_000;
+    while (received < expected) {
+      if (Date.now() > deadline) throw new Error(`only ${received} of ${expected} messages arrived`);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  };
+  // Settle the join messages of the set-up before measuring.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+
+  const ours: number[] = [];
+  const bare: number[] = [];
+  let sample: string | undefined;
+  for (let round = 0; round < ROUNDS; round++) {
+    // Ours: the join (and then the leave) of one user, through the batch, to every member.
+    await presence.join(extra, 'big', { seat: 1 });
+    await drained(1); // the joiner's own copy of the room
+    received = 0;
+    let start = now();
+    clock.advance(BATCH);
+    ours.push(now() - start);
+    await drained(MEMBERS);
+    received = 0;
+    await presence.leave(extra, 'big');
+    start = now();
+    clock.advance(BATCH);
+    ours.push(now() - start);
+    await drained(MEMBERS);
+    // Bare: the same two messages, emitted straight to the room.
+    sample ??= JSON.stringify({
+      room: 'big',
+      count: MEMBERS + 1,
+      joined: [
+        {
+          userId: 'newcomer',
+          status: 'Online',
+          availability: 'available',
+          customStatus: null,
+          meta: { seat: 1 },
+          devices: [{ platform: 'Web', instanceId: 'x'.repeat(16) }],
+        },
+      ],
+      left: [],
+      updated: [],
+    });
+    const joinMessage = JSON.parse(sample) as object;
+    const leaveMessage = { room: 'big', count: MEMBERS, joined: [], left: ['newcomer'], updated: [] };
+    for (const message of [joinMessage, leaveMessage]) {
+      received = 0;
+      start = now();
+      io.to(ROOM_PREFIX + 'big').emit('presence:room', message);
+      bare.push(now() - start);
+      await drained(MEMBERS);
+    }
+  }
+  extraClient.disconnect();
+  for (const client of clients) client.disconnect();
+  await presence.close();
+  await new Promise<void>((resolve) => io.close(() => resolve()));
+  const oursRate = 1000 / median(ours);
+  const bareRate = 1000 / median(bare);
+  return [
+    {
+      name: `a join or a leave delivered to ${MEMBERS.toLocaleString('en-US')} members (server time per message)`,
+      value: oursRate,
+      unit: 'messages/s',
+      higherIsBetter: true,
+      baseline: bareRate,
+      baselineName: 'io.to(room).emit of the same message',
+      target: '≥ 0.9x',
+      note: `median of ${ROUNDS * 2}; ours is the batch flush (diff built, encoded, written to each socket)`,
+    },
+  ];
+}
+
+const figures = [...(await coreFigures()), ...(await deliveryFigures())];
+report('rooms', figures);
+process.exit(0);

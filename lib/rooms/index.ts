@@ -1,0 +1,47 @@
+// The rooms of one mount, built over the engine: the registry, fed the engine's status and custom-status changes.
+
+import type { PresenceEngine } from '../engine/engine.js';
+import { deriveUserStatus } from '../store/types.js';
+import { RoomRegistry, type RoomConnection } from './registry.js';
+
+export { RoomRegistry, RoomError, type RoomConnection, type RoomDelivery, type RoomErrorCode } from './registry.js';
+export * from './types.js';
+export * from './validate.js';
+
+/**
+ * Whether the store keeps every connection in this process, so that rooms kept here are the whole
+ * truth. Stores shared by several processes (RedisStore) do not, and rooms refuse to run on them
+ * rather than answer for one process as if it were all of them.
+ */
+export function roomsSupported(engine: PresenceEngine): boolean {
+  return engine.config.store.rooms === 'in-process';
+}
+
+/** The message every refusal of rooms on a store without them carries. */
+export function roomsUnsupportedMessage(engine: PresenceEngine): string {
+  const name = (engine.config.store as object).constructor?.name ?? 'this store';
+  return `rooms are not yet supported by ${name}: they need a store that shares them across processes (the MemoryStore keeps them in this process)`;
+}
+
+/** A registry that follows the engine: each status or custom-status change is an `updated`, each device ended lets its held memberships go. */
+export function createRooms<C extends RoomConnection>(engine: PresenceEngine): RoomRegistry<C> {
+  const config = engine.config;
+  const rooms = new RoomRegistry<C>({
+    clock: config.clock,
+    memberLimit: config.roomMemberLimit,
+    batchInterval: config.roomBatchInterval,
+    maxRoomsPerConnection: config.maxRoomsPerConnection,
+    logger: config.logger,
+    lookup: async (userId) => {
+      const [user] = await engine.lookup([userId]);
+      return { status: user ? deriveUserStatus(user.instances) : 'Offline', customStatus: user?.customStatus ?? null };
+    },
+  });
+  engine.on('change', (change) => {
+    if (change.instanceStatus !== 'Online') rooms.deviceGone(change.userId, change.instanceId);
+    for (const kicked of change.kicked) rooms.deviceGone(change.userId, kicked.instanceId);
+    rooms.userChanged(change.userId, { status: change.userStatus, customStatus: change.customStatus });
+  });
+  engine.on('custom-status', (change) => rooms.userChanged(change.userId, { status: change.userStatus, customStatus: change.customStatus }));
+  return rooms;
+}
