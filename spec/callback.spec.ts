@@ -197,7 +197,8 @@ describe('status-change callback', () => {
       Status: 'Online',
       UserStatus: 'Online',
       PreviousUserStatus: 'Offline',
-      Seq: 1,
+      // A user's first change is numbered from the clock (ms × 1000), each later one adds one (README "Sequence numbers").
+      Seq: start * 1000,
     });
     expect(close?.body).to.deep.equal({
       CallbackCommand: 'State.StateChange',
@@ -209,7 +210,7 @@ describe('status-change callback', () => {
       Status: 'PushOnline',
       UserStatus: 'PushOnline',
       PreviousUserStatus: 'Online',
-      Seq: 2,
+      Seq: start * 1000 + 1,
     });
     // The single policy: the iPhone login displaces the PushOnline Android, named in its KickedDevice.
     expect(login2?.body).to.deep.include({
@@ -222,11 +223,16 @@ describe('status-change callback', () => {
       Status: 'Online',
       UserStatus: 'Online',
       PreviousUserStatus: 'PushOnline',
-      Seq: 3,
+      Seq: start * 1000 + 2,
     });
     expect(login2?.url.searchParams.get('ClientIP')).to.equal('198.51.100.2');
     // An admin kick was made over HTTP: OptPlatform RESTAPI, no client address.
-    expect(kick?.body).to.deep.include({ Info: { Action: 'Logout', To_Account: 'u1', Reason: 'Kicked' }, Status: 'Offline', UserStatus: 'Offline', Seq: 4 });
+    expect(kick?.body).to.deep.include({
+      Info: { Action: 'Logout', To_Account: 'u1', Reason: 'Kicked' },
+      Status: 'Offline',
+      UserStatus: 'Offline',
+      Seq: start * 1000 + 3,
+    });
     expect(kick?.url.searchParams.get('OptPlatform')).to.equal('RESTAPI');
     expect(kick?.url.searchParams.get('ClientIP')).to.equal('');
     expect(hook.received).to.have.length(4);
@@ -276,7 +282,8 @@ describe('status-change callback', () => {
       seqs.set(body.Info.To_Account, list);
     }
     expect(seqs.size).to.equal(USERS);
-    for (const [user, list] of seqs) expect(list, user).to.deep.equal(Array.from({ length: CYCLES * 2 }, (_, i) => i + 1));
+    // In order: one more per change from the user's first (numbered from the clock).
+    for (const [user, list] of seqs) expect(list, user).to.deep.equal(Array.from({ length: CYCLES * 2 }, (_, i) => (list[0] as number) + i));
     expect(hook.maxInFlight, 'users delivered in parallel').to.be.greaterThan(1);
     expect(hook.maxInFlight, 'bounded concurrency').to.be.at.most(16);
   });
@@ -301,7 +308,7 @@ describe('status-change callback', () => {
     expect(hook.received).to.have.length(24 + FAILURES);
     for (const user of ['a', 'b', 'c']) {
       const seqs = hook.accepted.filter((body) => body.Info.To_Account === user).map((body) => body.Seq);
-      expect(seqs, user).to.deep.equal([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(seqs, user).to.deep.equal(Array.from({ length: 8 }, (_, i) => (seqs[0] as number) + i));
     }
     expect(failed).to.deep.equal([]);
     // The receiver accepted the last one; the sender may not have read its answer yet.
@@ -408,8 +415,11 @@ describe('status-change callback', () => {
     await presence.close();
     const elapsed = performance.now() - started;
     expect(elapsed).to.be.within(250, 1500);
-    // u1's close is close()'s own (u2's phone was already PushOnline).
-    expect(failed.map(([body]) => `${body.Info.To_Account}:${body.Seq}`).sort()).to.deep.equal(['u1:1', 'u1:2', 'u2:1', 'u2:2']);
+    // u1's close is close()'s own (u2's phone was already PushOnline). Seqs counted from each user's first.
+    const first = new Map<string, number>();
+    for (const [body] of failed) first.set(body.Info.To_Account, Math.min(body.Seq, first.get(body.Info.To_Account) ?? Infinity));
+    const relative = failed.map(([body]) => `${body.Info.To_Account}:${body.Seq - (first.get(body.Info.To_Account) as number) + 1}`);
+    expect(relative.sort()).to.deep.equal(['u1:1', 'u1:2', 'u2:1', 'u2:2']);
     for (const [, error] of failed) expect(error.message).to.match(/presence closed before the callback was delivered|no answer within 300 ms/);
   });
 

@@ -36,19 +36,28 @@ async function startCluster(names: string[], config: Partial<ClusterNodeConfig> 
 /** A user's record as RedisStore keeps it (lib/redis/scripts.ts): sequence, and devices as [instanceId, platform, status, ...]. */
 function storedUser(text: string | null): { s: number; i: string[][] } | undefined {
   if (text === null) return undefined;
-  const record = JSON.parse(text) as { s: number; i: string[][] | Record<string, never> };
-  return { s: record.s, i: Array.isArray(record.i) ? record.i : [] };
+  // s: the user's last sequence number, a decimal string (README "Sequence numbers").
+  const record = JSON.parse(text) as { s: string | number; i: string[][] | Record<string, never> };
+  return { s: Number(record.s), i: Array.isArray(record.i) ? record.i : [] };
 }
 
-/** Every callback of `userId` came exactly once: Seq 1..n, each once, n being the store's own count of the user's changes. */
+/**
+ * Every callback of `userId` came exactly once: from the user's first change (a Login from Offline, numbered from Redis's
+ * clock) one more Seq per change, each once, up to the store's own last sequence number of the user.
+ */
 async function expectOneCallbackPerChange(admin: Redis, prefix: string, receiver: CallbackReceiver, userId: string): Promise<StateChangeCallbackBody[]> {
-  const changes = storedUser(await admin.get(`${prefix}u:${userId}`))?.s ?? 0;
-  expect(changes, `${userId} changed`).to.be.greaterThan(0);
-  const bodies = await waitFor(() => receiver.of(userId).length >= changes && receiver.of(userId), `${changes} callbacks of ${userId}`);
+  const last = storedUser(await admin.get(`${prefix}u:${userId}`))?.s ?? 0;
+  expect(last, `${userId} changed`).to.be.greaterThan(0);
+  const bodies = await waitFor(
+    () => receiver.of(userId).some((body) => body.Seq === last) && receiver.of(userId),
+    `the callback of ${userId} with Seq ${last}`,
+  );
+  expect(bodies[0]?.PreviousUserStatus, `${userId}'s first callback`).to.equal('Offline');
+  const first = bodies[0]?.Seq ?? NaN;
   expect(
     bodies.map((body) => body.Seq),
     `Seqs of ${userId}'s callbacks`,
-  ).to.deep.equal(Array.from({ length: changes }, (_, i) => i + 1));
+  ).to.deep.equal(Array.from({ length: last - first + 1 }, (_, i) => first + i));
   return bodies;
 }
 

@@ -27,11 +27,17 @@ const DEFAULT_HEARTBEAT_TIMEOUT: Record<PlatformClass, number> = { mobile: 400 *
 
 const isMobile = (platform: Platform): boolean => CLASS_OF[platform] === 'mobile';
 
-/** The event fields a transition must carry, by value. */
+/**
+ * The memory store numbers a user's first change from its clock (ms × 1000, README "Sequence numbers"), then adds one per
+ * change: with the harness's clock at its start, the nth change of a user is SEQ0 + n.
+ */
+const SEQ0 = new ManualClock().now() * 1000 - 1;
+
+/** The event fields a transition must carry, by value (seq counted from SEQ0). */
 function fields(event: PresenceChange | undefined): Partial<PresenceChange> {
   if (!event) return {};
   const { userId, instanceId, platform, action, reason, instanceStatus, userStatus, previousUserStatus, kicked, seq, at, lastSeen, customStatus } = event;
-  return { userId, instanceId, platform, action, reason, instanceStatus, userStatus, previousUserStatus, kicked, seq, at, lastSeen, customStatus };
+  return { userId, instanceId, platform, action, reason, instanceStatus, userStatus, previousUserStatus, kicked, seq: seq - SEQ0, at, lastSeen, customStatus };
 }
 
 describe('PresenceEngine', () => {
@@ -160,7 +166,7 @@ describe('PresenceEngine', () => {
             expect(back.connection.sessionId).to.not.equal(device.connection.sessionId);
           }
           expect(back.kicked).to.deep.equal([]);
-          expect(h.takeEvents().map((e) => [e.action, e.reason, e.previousUserStatus, e.userStatus, e.seq])).to.deep.equal([
+          expect(h.takeEvents().map((e) => [e.action, e.reason, e.previousUserStatus, e.userStatus, e.seq - SEQ0])).to.deep.equal([
             ['Login', 'Register', mobile ? 'PushOnline' : 'Offline', 'Online', 3],
           ]);
           await h.close();
@@ -496,7 +502,7 @@ describe('PresenceEngine', () => {
       expect(await h.presence.kick('nobody')).to.deep.equal([]);
       expect(await h.presence.kick('u')).to.deep.equal([{ platform: 'Mac', instanceId: 'm' }]);
       expect((await h.user('u')).status).to.equal('Offline');
-      expect(h.takeEvents().map((e) => e.seq)).to.deep.equal([6, 7]);
+      expect(h.takeEvents().map((e) => e.seq - SEQ0)).to.deep.equal([6, 7]);
       await h.close();
     });
 
@@ -527,7 +533,9 @@ describe('PresenceEngine', () => {
       h.clock.advance(10);
       await h.presence.engine.logout(a2.connection);
       const start = h.clock.now() - 40;
-      expect(h.events.map((e) => [e.userId, e.seq, e.at, e.action, e.previousUserStatus, e.userStatus])).to.deep.equal([
+      // Each user's first change is numbered from the clock (bob's 10 ms later), then one more per change.
+      const first = { alice: start * 1000 - 1, bob: (start + 10) * 1000 - 1 };
+      expect(h.events.map((e) => [e.userId, e.seq - first[e.userId as 'alice' | 'bob'], e.at, e.action, e.previousUserStatus, e.userStatus])).to.deep.equal([
         ['alice', 1, start, 'Login', 'Offline', 'Online'],
         ['bob', 1, start + 10, 'Login', 'Offline', 'Online'],
         ['alice', 2, start + 20, 'Login', 'Online', 'Online'],

@@ -41,9 +41,24 @@ describe('MemoryStore', () => {
       await h.presence.engine.logout(device.connection);
       h.clock.advance(5000);
       await h.connect('u', 'Web');
-      expect(h.events.map((e) => e.seq)).to.deep.equal([1, 2, 3]);
+      // Numbered from the clock at the first change (ms × 1000), then one more each, the remembered user included.
+      const first = (h.clock.now() - 5000) * 1000;
+      expect(h.events.map((e) => e.seq)).to.deep.equal([first, first + 1, first + 2]);
       expect(h.events[2]?.customStatus).to.equal('away');
       expect((await h.presence.stats()).users).to.deep.equal({ Online: 1, PushOnline: 0, Offline: 0 });
+      await h.close();
+    });
+
+    it('numbers a user the cache forgot above every number it had, even on a clock that stands still', async () => {
+      const h = harness({ store: new MemoryStore({ maxOfflineUsers: 1 }) });
+      for (let i = 0; i < 3; i++) await h.presence.engine.logout((await h.connect('u', 'Web')).connection);
+      const before = Math.max(...h.takeEvents().map((e) => e.seq));
+      // Another user going Offline evicts u; the clock has not moved.
+      await h.presence.engine.logout((await h.connect('other', 'Web')).connection);
+      expect((await h.presence.query(['u']))[0]?.lastSeen).to.equal(null);
+      h.takeEvents();
+      await h.connect('u', 'Web');
+      expect(h.takeEvents()[0]?.seq).to.be.greaterThan(before);
       await h.close();
     });
 

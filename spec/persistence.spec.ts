@@ -11,6 +11,14 @@ import { sqlitePersistence } from '../lib/sqlite/index.js';
 
 const noop = () => {};
 
+async function until(condition: () => boolean, what: string, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 /** A persistence that keeps its rows in a Map, like a database would. */
 function mapPersistence() {
   const users = new Map<string, PersistenceBatch['users'][number]>();
@@ -91,7 +99,10 @@ describe('persistence hooks', function () {
     expect(changes.map((c) => `${c.userId}/${c.instanceId}/${c.action}/${c.reason}/${c.instanceStatus}`)).to.deep.equal([
       'alice/pc/Disconnect/LinkClose/Offline',
     ]);
-    expect(changes[0]?.seq).to.equal(4);
+    // Alice's saved sequence (her first three changes) may miss changes made after the last save: brought back, it starts again
+    // from the clock, above every number of the first process.
+    expect(persistence.users.get('alice')?.seq).to.equal(Date.UTC(2026, 0, 1) * 1000 + 2);
+    expect(changes[0]?.seq).to.equal(clock.now() * 1000);
 
     const resumed = await second.engine.connect({ userId: 'alice', platform: 'iPhone', instanceId: 'phone', sessionId: phone.connection.sessionId }, noop);
     expect(resumed.resumed).to.equal(true);
@@ -119,6 +130,32 @@ describe('persistence hooks', function () {
     expect(expired).to.have.length(0);
     clock.advance(1);
     expect(expired.map((c) => `${c.action}/${c.reason}`)).to.deep.equal(['Logout/Expired']);
+    await second.close();
+  });
+
+  it('numbers changes after a crash above those the last save missed (seq never goes back)', async function () {
+    const clock = new ManualClock();
+    const persistence = mapPersistence();
+    const first = createPresence({ clock, loginPolicy: 'multi', store: new MemoryStore({ persistence }) });
+    const seen: number[] = [];
+    first.on('change', (change) => seen.push(change.seq));
+    const phone = await first.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a' }, noop);
+    clock.advance(100);
+    await until(() => persistence.batches.length > 0, 'the first save');
+    // Three more changes, then the process dies before its next save.
+    first.engine.disconnect(phone.connection, 'closed');
+    const web = await first.engine.connect({ userId: 'u', platform: 'Web', instanceId: 'w' }, noop);
+    await first.engine.logout(web.connection);
+    expect(persistence.users.get('u')?.seq).to.equal(seen[0]);
+    expect(seen).to.have.length(4);
+    clock.advance(1);
+    const second = createPresence({ clock, loginPolicy: 'multi', store: new MemoryStore({ persistence }) });
+    const later: number[] = [];
+    second.on('change', (change) => later.push(change.seq));
+    await second.engine.connect({ userId: 'u', platform: 'Mac', instanceId: 'm' }, noop);
+    // The phone saved Online is closed at the restart, then the Mac logs in: both above every number of the first process.
+    expect(later).to.have.length(2);
+    expect(Math.min(...later)).to.be.greaterThan(Math.max(...seen));
     await second.close();
   });
 

@@ -339,7 +339,8 @@ describe('login policy', () => {
       expect((await h.user('u')).instances?.map((i) => i.instanceId)).to.deep.equal(['x']);
       expect((await h.refusal('u', 'Windows', { instanceId: 'x', sessionId: old.connection.sessionId })).code).to.equal('SESSION_REVOKED');
       const [login] = h.takeEvents();
-      expect(login).to.include({ action: 'Login', reason: 'Register', previousUserStatus: 'Online', userStatus: 'Online', seq: 2 });
+      // The user's second change: one more than the first, which is numbered from the clock (ms × 1000).
+      expect(login).to.include({ action: 'Login', reason: 'Register', previousUserStatus: 'Online', userStatus: 'Online', seq: h.clock.now() * 1000 + 1 });
       // Also across platforms: the instance id names the device.
       const web = await h.connect('u', 'Web', { instanceId: 'x' });
       expect(web.kicked).to.deep.equal([{ platform: 'Windows', instanceId: 'x' }]);

@@ -220,7 +220,12 @@ await presence.close();
     const program = run('sender.mjs', sender, { HOOK_URL: `http://127.0.0.1:${port}/presence-hook`, PRESENCE_SECRET: 'hook-secret' });
     expect(await program.exited, program.output()).to.equal(0);
     expect(program.output()).to.not.match(/failed/);
-    await receiver.waitFor(/u1 Login\/Register -> Online \(seq 1\)[\s\S]*u1 Disconnect\/LinkClose -> PushOnline \(seq 2\)/, 'both events verified');
+    const both = await receiver.waitFor(
+      /u1 Login\/Register -> Online \(seq (\d+)\)[\s\S]*u1 Disconnect\/LinkClose -> PushOnline \(seq (\d+)\)/,
+      'both events verified',
+    );
+    // README "Sequence numbers": the user's first change is numbered from the clock, the next one more.
+    expect(Number(both[2]) - Number(both[1])).to.equal(1);
     // A wrong secret is refused by the receiver block: the sender gives the events up.
     const forged = run('forged.mjs', sender, { HOOK_URL: `http://127.0.0.1:${port}/presence-hook`, PRESENCE_SECRET: 'not-the-secret' });
     expect(await forged.exited).to.equal(0);

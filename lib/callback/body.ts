@@ -33,7 +33,11 @@ export interface StateChangeCallbackBody {
   /** The user's status after the change, derived from all their devices. */
   UserStatus: UserStatus;
   PreviousUserStatus: UserStatus;
-  /** Per-user sequence number: grows by one with each change of that user, so a receiver can spot gaps and reorderings. */
+  /**
+   * Per-user sequence number: strictly increases with each change of that user, across restarts (one more per change while
+   * the store remembers the user; a jump ahead when a store run numbers the user afresh), so a receiver can order the changes
+   * and spot gaps (README "Sequence numbers").
+   */
   Seq: number;
 }
 

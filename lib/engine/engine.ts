@@ -266,9 +266,10 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const cls = platformClass(platform);
     const heartbeatInterval = Math.max(1, Math.min(this.config.heartbeatInterval, Math.floor(this.config.heartbeatTimeout[cls] / 2)));
 
-    // Another connection of a device that is live here (a second tab), or one back within its grace.
+    // Another connection of a device that is live here (a second tab), or one back within its grace; asked of the store instead
+    // while this process may have missed an end of it made elsewhere.
     const live = sessionId === undefined ? undefined : this.local.get(sessionId);
-    if (live && live.userId === request.userId && live.instanceId === instanceId && live.platform === platform) {
+    if (live && live.userId === request.userId && live.instanceId === instanceId && live.platform === platform && !this.config.store.mayMissEnds?.()) {
       const now = this.config.clock.now();
       live.lastActivity = now;
       // A new connection is an app in the foreground, whatever the device said before it went.
@@ -347,12 +348,12 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       // below, so a close() waiting for logins finds this device among its own (not a microtask too early).
       ({ stored: result, ended: endedMeanwhile } = await this.bounded('login', settled, late));
       try {
-        return this.takeLogin(result, endedMeanwhile, request, platform, instanceId, cls, version, onEnd, heartbeatInterval);
+        return this.takeLogin(result, endedMeanwhile, request, sessionId, platform, instanceId, cls, version, onEnd, heartbeatInterval);
       } finally {
         release();
       }
     }
-    return this.takeLogin(result, endedMeanwhile, request, platform, instanceId, cls, version, onEnd, heartbeatInterval);
+    return this.takeLogin(result, endedMeanwhile, request, sessionId, platform, instanceId, cls, version, onEnd, heartbeatInterval);
   }
 
   /** A login the store answered: refused if revoked, reported, and its connection attached. */
@@ -360,6 +361,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     result: StoreLoginResult,
     endedMeanwhile: EndNotice | undefined,
     request: ConnectRequest,
+    /** The session the client asked to resume, if any. */
+    sessionId: string | undefined,
     platform: Platform,
     instanceId: string,
     cls: PlatformClass,
@@ -367,7 +370,11 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     onEnd: EndListener,
     heartbeatInterval: number,
   ): ConnectResult {
-    if (result.outcome === 'revoked') throw new PresenceError('SESSION_REVOKED', 'this session was ended by a logout or a kick; log in again without it');
+    if (result.outcome === 'revoked') {
+      // A session still live here that the store revoked: an end this process missed; its other connections are told now.
+      if (sessionId !== undefined && this.local.has(sessionId)) this.endLocal(sessionId, result.notice ?? { reason: 'AdminKick' });
+      throw new PresenceError('SESSION_REVOKED', 'this session was ended by a logout or a kick; log in again without it');
+    }
     if (this.closed) {
       // Closed while the store took the login: it happened there (and kicked whom it kicked), so it
       // is reported like any other; the connection is refused, and close() (which waits for this

@@ -42,7 +42,7 @@ export interface PresenceChange {
   previousUserStatus: UserStatus;
   /** Devices this login displaced (only on `Login`). */
   kicked: InstanceRef[];
-  /** Per-user sequence number, increasing by one with each change of that user. */
+  /** Per-user sequence number: strictly increasing with each change of that user, even across restarts (README "Sequence numbers"). */
   seq: number;
   /** When the change happened (ms since the epoch). */
   at: number;

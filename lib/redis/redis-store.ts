@@ -128,8 +128,9 @@ const SOURCES: Record<ScriptName, string> = {
   reapplyEnds: REAPPLY_ENDS,
 };
 
-/** What the scripts encode: cjson writes empty arrays as {} and nil as false. */
-interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customStatus'> {
+/** What the scripts encode: cjson writes empty arrays as {} and nil as false; seq is a decimal string (cjson rounds numbers to 14 digits). */
+interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customStatus' | 'seq'> {
+  seq: string;
   kicked: StoreKicked[] | Record<string, never>;
   lastSeen: number | false;
   customStatus: string | false;
@@ -138,6 +139,7 @@ interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customSta
 function toChange(raw: RawChange): StoreChange {
   return {
     ...raw,
+    seq: Number(raw.seq),
     kicked: Array.isArray(raw.kicked) ? raw.kicked : [],
     version: raw.version === '' ? undefined : raw.version,
     lastSeen: raw.lastSeen === false ? null : raw.lastSeen,
@@ -159,8 +161,8 @@ function toChanges(raw: unknown): StoreChange[] {
 
 /** A user as the scripts keep it (see scripts.ts); cjson writes an empty list as {}. */
 interface UserRecord {
-  /** seq and order: only the scripts read them. */
-  s: number;
+  /** seq (a decimal string; a number from older versions) and order: only the scripts read them. */
+  s: string | number;
   o: number;
   l?: number;
   c?: string;
@@ -226,6 +228,8 @@ export class RedisStore implements PresenceStore {
   private readonly recentKicks: RecentKick[] = [];
   /** How long an end is remembered after it was last applied (END_MEMORY_LEASES leases). */
   readonly endMemory: number;
+  /** True once the first subscription to the ended channel is in place. */
+  private subscribedOnce = false;
   /** True once this process's lease was written: a later renewal that finds it gone means other processes reaped us. */
   private leaseHeld = false;
   /** The reconciliation running now, and whether another was asked for meanwhile. */
@@ -273,7 +277,10 @@ export class RedisStore implements PresenceStore {
       if (subscribed) this.reconcile();
       subscribed = true;
     });
-    this.subscriber.subscribe(`${this.prefix}ended`).catch((error: unknown) => this.report(error));
+    this.subscriber.subscribe(`${this.prefix}ended`).then(
+      () => (this.subscribedOnce = true),
+      (error: unknown) => this.report(error),
+    );
     void this.keepLease();
     this.every(Math.max(100, Math.floor(this.leaseTtl / 3)), () => this.keepLease());
     this.every(this.sweepInterval, () => this.sweep());
@@ -323,7 +330,7 @@ export class RedisStore implements PresenceStore {
    * `reassert`: a device re-asserted after an outage yields (is revoked) rather than kick a login made meanwhile, and yields
    * to an admin kick made after `takenUpAt` (when this process took it up) that did not find it in Redis.
    */
-  private async loginScript(request: StoreLoginRequest, reassert: boolean, takenUpAt?: number): Promise<StoreLoginResult> {
+  private async loginScript(request: StoreLoginRequest, reassert: boolean, takenUpAt?: number): Promise<StoreLoginResult & { quiet?: true }> {
     const raw = await this.run('login', [
       request.userId,
       request.platform,
@@ -338,7 +345,13 @@ export class RedisStore implements PresenceStore {
       reassert ? '1' : '0',
       takenUpAt ?? '',
     ]);
-    const result = JSON.parse(raw as string) as { outcome: 'revoked' | 'resumed' | 'created'; sessionId: string; change?: RawChange; notice?: string };
+    const result = JSON.parse(raw as string) as {
+      outcome: 'revoked' | 'resumed' | 'created';
+      sessionId: string;
+      change?: RawChange;
+      notice?: string;
+      quiet?: boolean;
+    };
     if (result.outcome === 'revoked') return result.notice ? { outcome: 'revoked', notice: JSON.parse(result.notice) as EndNotice } : { outcome: 'revoked' };
     const change = result.change ? toChange(result.change) : null;
     if (result.outcome === 'created') {
@@ -347,9 +360,20 @@ export class RedisStore implements PresenceStore {
         const notice = JSON.stringify({ reason: 'LoginElsewhere', by: { platform: request.platform, instanceId: request.instanceId } });
         for (const kicked of created.kicked) this.rememberEnd(kicked.sessionId, request.userId, kicked.instanceId, notice);
       }
-      return { outcome: 'created', sessionId: result.sessionId, change: created };
+      return { outcome: 'created', sessionId: result.sessionId, change: created, ...(result.quiet ? { quiet: true } : {}) };
     }
     return { outcome: 'resumed', sessionId: result.sessionId, change };
+  }
+
+  /**
+   * While Redis answers but this process may have missed `ended` messages (its subscription not in place yet, or a reconcile
+   * after a reconnection still looking for what it missed), a new connection of a session live here is checked in Redis (found
+   * by the chaos run: a kicked phone's session resumed as a second tab on a process whose subscriber was reconnecting). While
+   * Redis is away, nothing can be checked: it joins locally, and the reconcile ends it if it was revoked.
+   */
+  mayMissEnds(): boolean {
+    if (this.closed || this.down || this.client.status !== 'ready') return false;
+    return !this.subscribedOnce || this.subscriber?.status !== 'ready' || this.reconciling !== undefined;
   }
 
   markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number, owner?: string): Promise<StoreChange | null> {
@@ -688,9 +712,11 @@ export class RedisStore implements PresenceStore {
   }
 
   /**
-   * Applies again the ends this process made lately: revokes each session again, removes it if its holder re-asserted it
-   * (reporting the change), publishes its end again, and writes each admin kick's mark again. Each is then remembered for
-   * `endMemory` more: a Redis that restarts empty again soon, before a holder heard of the end, gets it once more.
+   * Applies again the ends this process made lately: revokes each session again, removes it if its holder re-asserted it,
+   * publishes its end again, and writes each admin kick's mark again. Each is then remembered for `endMemory` more: a Redis
+   * that restarts empty again soon, before a holder heard of the end, gets it once more. A removal here is not reported: the
+   * end was (the kick's own change), and the re-assertion it undoes was quiet (found by the chaos run: a second Logout/Kicked
+   * callback for a device kicked just before an empty restart).
    */
   private async reapplyEnds(context: StoreContext): Promise<void> {
     const now = context.clock.now();
@@ -699,14 +725,11 @@ export class RedisStore implements PresenceStore {
     const ends = [...this.recentEnds].map(([sessionId, end]) => [end.userId, end.instanceId, sessionId, end.notice]);
     const kicks = this.recentKicks.map((kick) => [kick.userId, kick.platform, kick.instanceId, kick.at]);
     for (let start = 0; start < Math.max(ends.length, kicks.length); start += REAPPLY_BATCH) {
-      const changes = toChanges(
-        await this.run('reapplyEnds', [
-          this.endMemory,
-          JSON.stringify(ends.slice(start, start + REAPPLY_BATCH)),
-          JSON.stringify(kicks.slice(start, start + REAPPLY_BATCH)),
-        ]),
-      );
-      for (const change of changes) context.changed(change, 'Logout', 'Kicked');
+      await this.run('reapplyEnds', [
+        this.endMemory,
+        JSON.stringify(ends.slice(start, start + REAPPLY_BATCH)),
+        JSON.stringify(kicks.slice(start, start + REAPPLY_BATCH)),
+      ]);
     }
     const until = context.clock.now() + this.endMemory;
     for (const end of this.recentEnds.values()) end.until = until;
@@ -715,7 +738,8 @@ export class RedisStore implements PresenceStore {
 
   /**
    * Logs a live device in again; one ended meanwhile (kicked, displaced by a newer login) is ended instead, and told why
-   * (the notice its revocation was stored with).
+   * (the notice its revocation was stored with). One that Redis had lost (an empty restart) comes back quietly: it was Online
+   * all along, so there is no change event nor callback; one whose end was reported (reaped, PushOnline) is a login again.
    */
   private async reassert(context: StoreContext, live: LiveInstance): Promise<void> {
     const result = await this.loginScript(
@@ -734,7 +758,7 @@ export class RedisStore implements PresenceStore {
       live.takenUpAt,
     );
     if (result.outcome === 'revoked') context.ended(live.sessionId, result.notice ?? { reason: 'AdminKick' });
-    else if (result.change) context.changed(result.change, 'Login', 'Register');
+    else if (result.change && !result.quiet) context.changed(result.change, 'Login', 'Register');
   }
 
   /**

@@ -3,7 +3,9 @@
 /*
  * Layout (P is the key prefix):
  *   P u:<userId>     string, the whole user as JSON, read and written whole by each script (so that a
- *                    query of 500 users is one MGET): {"s": seq, "o": order, "l"?: last seen (ms),
+ *                    query of 500 users is one MGET): {"s": seq (a decimal string: cjson keeps only 14 digits of a
+ *                    number; a number in older versions), "e"?: the Redis run that last numbered it (8 hex digits of its
+ *                    run_id), "g"?: sessions a reap ended lately, "o": order, "l"?: last seen (ms),
  *                    "c"?: custom status, "i": [[instanceId, platform, status, since, order, sessionId, owners, version], ...]}
  *                    ("i" is {} when empty, as cjson writes an empty table); kept offlineTtl once the user is Offline.
  *                    owners: the processes holding the device live (each with a connection to it: tabs of one device
@@ -85,13 +87,16 @@ local function unholdAll(userId, r)
   r.owners = {}
 end
 
--- The user: a list of device records, plus sequence, order, last seen and custom status.
+-- The user: a list of device records, plus sequence (and the run that numbered it), order, last seen, custom status, and the
+-- sessions a reap ended lately. found: false when Redis has no record of the user (new, forgotten, or lost with an empty restart).
 local function load(userId)
-  local user = {instances = {}, seq = 0, order = 0, ls = nil, cs = nil}
+  local user = {instances = {}, seq = 0, run = nil, reaped = {}, order = 0, ls = nil, cs = nil, found = false}
   local text = redis.call('GET', ukey(userId))
   if not text then return user end
   local stored = cjson.decode(text)
-  user.seq, user.order, user.ls, user.cs = stored.s, stored.o, stored.l, stored.c
+  user.found = true
+  user.seq, user.run, user.order, user.ls, user.cs = tonumber(stored.s) or 0, stored.e, stored.o, stored.l, stored.c
+  if type(stored.g) == 'table' then user.reaped = stored.g end
   for _, a in ipairs(stored.i) do
     table.insert(user.instances, {id = a[1], platform = a[2], status = a[3], since = a[4], order = a[5], sid = a[6], owners = ownersOf(a[7]), version = a[8]})
   end
@@ -111,7 +116,9 @@ end
 local function save(userId, user)
   local list = {}
   for i, r in ipairs(user.instances) do list[i] = {r.id, r.platform, r.status, r.since, r.order, r.sid, packOwners(r.owners), r.version} end
-  local text = cjson.encode({s = user.seq, o = user.order, l = user.ls, c = user.cs, i = list})
+  local g = nil
+  if #user.reaped > 0 then g = user.reaped end
+  local text = cjson.encode({s = string.format('%d', user.seq), e = user.run, g = g, o = user.order, l = user.ls, c = user.cs, i = list})
   if status(user) == 'Offline' then redis.call('SET', ukey(userId), text, 'PX', OFFLINE_TTL)
   else redis.call('SET', ukey(userId), text) end
 end
@@ -138,9 +145,43 @@ local function noteLastSeen(user, at)
   if user.ls == nil or at > user.ls then user.ls = at end
 end
 
+-- Sequence numbers strictly increase per user, whatever Redis forgot (README "Sequence numbers"): each change adds one, but a
+-- user this Redis run has not numbered yet (new, expired, lost with an empty restart, or written by another run: an older
+-- snapshot, a promoted replica) starts from Redis's clock in microseconds, above every earlier number, since no user makes
+-- more than one change per microsecond. A decimal string keeps all 16 digits (cjson would round the number to 14).
+local RUN = nil
+local function runId()
+  if RUN == nil then RUN = string.sub(string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '', 1, 8) end
+  return RUN
+end
+local function nextSeq(user)
+  local run = runId()
+  if user.run == run then return user.seq + 1 end
+  user.run = run
+  local t = redis.call('TIME')
+  local base = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if base > user.seq then return base end
+  return user.seq + 1
+end
+
+-- A reap ended a device its process may still hold (one stalled past its lease): noted, so that its re-assertion is a new login.
+local function noteReaped(user, sid)
+  table.insert(user.reaped, sid)
+  if #user.reaped > 8 then table.remove(user.reaped, 1) end
+end
+local function wasReaped(user, sid)
+  for i, s in ipairs(user.reaped) do
+    if s == sid then
+      table.remove(user.reaped, i)
+      return true
+    end
+  end
+  return false
+end
+
 -- Bumps the user's sequence, writes the user back, keeps counts, and describes the change.
 local function change(userId, user, r, instanceStatus, previous, kicked)
-  user.seq = user.seq + 1
+  user.seq = nextSeq(user)
   local now = status(user)
   save(userId, user)
   countUser(previous, -1)
@@ -148,7 +189,7 @@ local function change(userId, user, r, instanceStatus, previous, kicked)
   return {
     userId = userId, instanceId = r.id, platform = r.platform, sessionId = r.sid,
     instanceStatus = instanceStatus, userStatus = now, previousUserStatus = previous,
-    seq = user.seq, at = NOW, kicked = kicked or {}, version = r.version,
+    seq = string.format('%d', user.seq), at = NOW, kicked = kicked or {}, version = r.version,
     lastSeen = user.ls or false, customStatus = user.cs or false,
   }
 end
@@ -245,6 +286,9 @@ local user = load(userId)
 local previous = status(user)
 local existing = nil
 for _, r in ipairs(user.instances) do if r.id == instanceId then existing = r end end
+-- A device re-asserted into a Redis that lost it (an empty restart) was Online all along: not a transition, no change reported.
+-- One a reap ended meanwhile (its end was reported) is a new login. Only a creation can be quiet: it kicks nobody.
+local quiet = reassert and not wasReaped(user, resumeSid)
 
 if existing and resumeSid ~= '' and existing.sid == resumeSid and existing.platform == platform then
   -- Online: another tab of the device, here or on another process (or a re-assertion): this process holds it too.
@@ -320,7 +364,7 @@ table.insert(user.instances, r)
 countInstance(r, 1)
 hold(userId, r, owner)
 user.ls = NOW
-return cjson.encode({outcome = 'created', sessionId = newSid, change = change(userId, user, r, 'Online', previous, kicked)})
+return cjson.encode({outcome = 'created', sessionId = newSid, change = change(userId, user, r, 'Online', previous, kicked), quiet = quiet})
 `;
 
 /**
@@ -465,6 +509,7 @@ for _, m in ipairs(redis.call('SMEMBERS', P .. 'owned:' .. owner)) do
       if later == nil or due < later then later = due end
     -- A device other processes hold too stays Online for them; the process gone only lets go of it. Last seen: when it went.
     elseif not release(ids[1], user, r, owner, at) then
+      noteReaped(user, r.sid)
       table.insert(changes, linkLost(ids[1], user, r, at))
     end
   end

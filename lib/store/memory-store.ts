@@ -58,6 +58,8 @@ class UserEntry implements StoredUser {
   lastSeen: number | null = null;
   customStatus: string | null = null;
   seq = 0;
+  /** False until this store (this process) numbers one of the user's changes: the first starts from the clock (see nextSeq). */
+  numbered = false;
   order = 0;
   constructor(readonly userId: string) {}
 }
@@ -91,6 +93,8 @@ export class MemoryStore implements PresenceStore {
   private revokedSinceSave: PersistedRevokedSession[] = [];
   private flushTimer: TimerHandle | undefined;
   private saving: Promise<void> = Promise.resolve();
+  /** The highest sequence number of the users the offline cache evicted: one that comes back starts above it. */
+  private forgottenSeq = 0;
 
   constructor(options: MemoryStoreOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new TypeError('MemoryStore options must be an object');
@@ -106,7 +110,13 @@ export class MemoryStore implements PresenceStore {
       this.dirty = new Set();
     }
     // Bounded by maxSize rather than max: lru-cache preallocates `max` slots, tens of ms for 100,000.
-    this.offline = new LRUCache({ maxSize: positiveInteger('MemoryStore', 'maxOfflineUsers', options.maxOfflineUsers, 100_000), sizeCalculation: () => 1 });
+    this.offline = new LRUCache({
+      maxSize: positiveInteger('MemoryStore', 'maxOfflineUsers', options.maxOfflineUsers, 100_000),
+      sizeCalculation: () => 1,
+      dispose: (user, _userId, reason) => {
+        if (reason === 'evict' && user.seq > this.forgottenSeq) this.forgottenSeq = user.seq;
+      },
+    });
     this.maxRevokedSessions = positiveInteger('MemoryStore', 'maxRevokedSessions', options.maxRevokedSessions, 100_000);
     this.maxRevokedSessionsPerUser = positiveInteger('MemoryStore', 'maxRevokedSessionsPerUser', options.maxRevokedSessionsPerUser, 1000);
   }
@@ -458,13 +468,26 @@ export class MemoryStore implements PresenceStore {
       instanceStatus,
       userStatus,
       previousUserStatus,
-      seq: ++user.seq,
+      seq: this.nextSeq(user),
       at,
       kicked,
       version: entry.version,
       lastSeen: user.lastSeen,
       customStatus: user.customStatus,
     };
+  }
+
+  /**
+   * Sequence numbers strictly increase per user, across restarts (README "Sequence numbers"): each change adds one, but the
+   * first this store numbers for a user (new, evicted, or brought back by persistence, which may have missed the last changes
+   * before a crash) starts from the clock in microseconds (ms × 1000), above every number of an earlier run as long as a
+   * user makes fewer than 1000 changes per millisecond, and above every user the offline cache forgot.
+   */
+  private nextSeq(user: UserEntry): number {
+    if (user.numbered) return ++user.seq;
+    user.numbered = true;
+    user.seq = Math.max(user.seq + 1, Math.floor(this.clock.now()) * 1000, this.forgottenSeq + 1);
+    return user.seq;
   }
 
   private countUser(status: UserStatus, delta: number): void {

@@ -162,6 +162,12 @@ export interface PresenceStore {
   handOver?(until: number): MaybePromise<void>;
   /** Stops timers and releases resources. */
   close?(): MaybePromise<void>;
+  /**
+   * True while this process may not have heard of ends made elsewhere (RedisStore: its subscription to them is not in place
+   * yet, or it is reconciling after a reconnection). The engine then checks a new connection of a session live here with the
+   * store rather than joining it locally, so that a session kicked meanwhile is refused.
+   */
+  mayMissEnds?(): boolean;
 }
 
 /** The user's status derived from their devices. */

@@ -27,6 +27,7 @@ function print(report: ChaosReport, lagMax: number): void {
     `steps: ${report.stepsTotal} (${table(report.steps)})`,
     `faults: ${report.faultsTotal} (${table(report.faults)}); of which ${table(report.faultVariants)}`,
     `admin kicks made while Redis was away: ${report.outageKicks.total} (${report.outageKicks.refused} refused after storeTimeout), ending ${report.outageKicks.listedDevices} devices listed in their answer and ${report.outageKicks.endedOnReassertion} more as their process re-asserted them`,
+    `callbacks: ${report.callbacks.received} received, ${report.callbacks.orderedPairs} pairs of known order checked for increasing Seq, ${report.callbacks.quietWindows} empty restarts with no callback allowed for re-asserted users`,
     `quiet checks: ${report.quietChecks}, divergences: ${report.divergences}`,
     `longest reconvergence (fault end to every node agreeing): ${table(report.longestReconvergence)} ms; bounds ${table(report.bounds)} ms; beyond bound: ${table(report.beyondBound) || 'none'}`,
     `longest device end seen on every node, from the fault: ${table(report.longestDeviceEnd)} ms`,

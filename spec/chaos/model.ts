@@ -410,3 +410,74 @@ export function random(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** One status-change callback as the run's receiver got it. */
+export interface SeenCallback {
+  userId: string;
+  instanceId: string;
+  action: string;
+  seq: number;
+  /** The change's time (EventTime): when its operation was asked, so no later than the store ran it. */
+  eventTime: number;
+  /** When the runner received it, by the same machine clock. */
+  receivedAt: number;
+}
+
+/**
+ * The sequence numbers the callbacks carry (README "Sequence numbers"; SPEC.md "Round two": "the per-user callback sequence
+ * number ... strictly increases"). The run sees callbacks, not the store's order of changes, but it knows one order for
+ * sure: a callback received before another change was even asked for came from an earlier change, so its Seq must be lower.
+ * And a device that a process re-asserts after an empty Redis restart was Online all along: no change, so no callback
+ * (SPEC.md "Deploys": "devices re-asserted after such a restart are not new logins (no change event, no callback)").
+ */
+export class SeqModel {
+  private readonly byUser = new Map<string, SeenCallback[]>();
+  /** Users whose devices are only re-asserted from `from` to `to` (to: Infinity while the window is open). */
+  private readonly quiet: { users: Set<string>; from: number; to: number; what: string }[] = [];
+  /** Pairs of callbacks whose order the run knew, and checked. */
+  orderedPairs = 0;
+  callbacks = 0;
+
+  /** Checks one callback against those received before it; answers what contradicts the rule, if anything. */
+  received(seen: SeenCallback): string | undefined {
+    this.callbacks++;
+    const list = this.byUser.get(seen.userId) ?? [];
+    this.byUser.set(seen.userId, list);
+    const show = (c: SeenCallback) => `${c.instanceId} ${c.action} Seq ${c.seq} (EventTime ${c.eventTime}, received ${c.receivedAt})`;
+    let problem: string | undefined;
+    for (const earlier of list) {
+      // The same change delivered twice (a retry whose answer was lost) is no second number.
+      const retry = earlier.instanceId === seen.instanceId && earlier.action === seen.action && earlier.eventTime === seen.eventTime;
+      if (earlier.seq === seen.seq && !retry && !problem) problem = `two callbacks of ${seen.userId} carry Seq ${seen.seq}: ${show(earlier)} and ${show(seen)}`;
+      if (earlier.receivedAt < seen.eventTime) {
+        this.orderedPairs++;
+        if (earlier.seq >= seen.seq && !problem) problem = `${seen.userId}'s Seq went back: ${show(earlier)} came before ${show(seen)} was asked for`;
+      }
+    }
+    list.push(seen);
+    for (const window of this.quiet) {
+      if (!problem && window.users.has(seen.userId) && seen.eventTime >= window.from && seen.eventTime < window.to) {
+        problem = `a callback for ${seen.userId} while its devices were only re-asserted (${window.what}, until ${window.to === Infinity ? 'now' : window.to}): ${show(seen)}`;
+      }
+    }
+    return problem;
+  }
+
+  /** From `from` on, the users' devices are only re-asserted: no callback may have an EventTime in the window. */
+  openQuiet(users: string[], from: number, what: string): void {
+    this.quiet.push({ users: new Set(users), from, to: Infinity, what });
+  }
+
+  /**
+   * The open window ends at `to`, when the quiet check after the restart agreed, just before the next steps: a step asked in
+   * that same millisecond is not in it (EventTime counts milliseconds).
+   */
+  closeQuiet(to: number): void {
+    const open = this.quiet.find((window) => window.to === Infinity);
+    if (open) open.to = to;
+  }
+
+  get quietWindows(): number {
+    return this.quiet.length;
+  }
+}

@@ -1,12 +1,14 @@
 // The chaos run: three nodes on a private redis-server, seeded device traffic and faults, and after each quiet period every node checked against the model.
 
 import { fork } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import type { QueryStateResponse, SourceKickResponse, UserKickResponse, UsersQueryResponse } from '../../lib/index.js';
+import type { QueryStateResponse, SourceKickResponse, StateChangeCallbackBody, UserKickResponse, UsersQueryResponse } from '../../lib/index.js';
 import { ClusterNode, connectDevice, delay, PrivateRedis, type ClusterDevice } from '../fixtures/cluster-harness.js';
 import { childDevice, type ChildDevice } from '../fixtures/socket-harness.js';
 import type { ClusterNodeConfig } from '../fixtures/cluster-protocol.js';
-import { DESKTOP, MOBILE, PresenceModel, random, type Policy, type Slot, type Targets } from './model.js';
+import { DESKTOP, MOBILE, PresenceModel, random, SeqModel, type Policy, type Slot, type Targets } from './model.js';
 
 const NODE_SCRIPT = fileURLToPath(new URL('../fixtures/cluster-node.ts', import.meta.url));
 
@@ -87,6 +89,11 @@ export interface ChaosReport {
    */
   outageKicks: { total: number; refused: number; listedDevices: number; endedOnReassertion: number };
   quietChecks: number;
+  /**
+   * The status-change callbacks the nodes sent the run: how many, the pairs whose order the run knew (each checked: Seq
+   * strictly increasing), and the empty restarts after which the re-asserted users had to stay without any.
+   */
+  callbacks: { received: number; orderedPairs: number; quietWindows: number };
   /** The run stops at the first divergence: 0 or 1. */
   divergences: number;
   /** What diverged: the seed, the users and their histories. */
@@ -166,6 +173,13 @@ export class ChaosRun {
   private readonly outageKicks = { total: 0, refused: 0, listedDevices: 0, endedOnReassertion: 0 };
   private quietChecks = 0;
   private epoch = 0;
+  /** The sequence numbers of the callbacks (model.ts SeqModel), their receiver, and the first problem found (a divergence at the next check). */
+  private readonly seqModel = new SeqModel();
+  private callbackServer: Server | undefined;
+  private callbackUrl = '';
+  private seqProblem: string | undefined;
+  /** The last epochs' phases with their times, for a divergence's report. */
+  private readonly phases: string[] = [];
 
   constructor(private readonly options: ChaosOptions) {
     this.rng = random(options.seed);
@@ -202,6 +216,7 @@ export class ChaosRun {
       heartbeatTimeout: { ...TIMINGS.heartbeatTimeout },
       pingInterval: TIMINGS.pingInterval,
       pingTimeout: TIMINGS.pingTimeout,
+      callbackUrl: this.callbackUrl,
     };
     const child = fork(NODE_SCRIPT, [JSON.stringify(config)], {
       execArgv: ['--import', 'tsx'],
@@ -215,6 +230,28 @@ export class ChaosRun {
   }
 
   async start(): Promise<void> {
+    this.callbackServer = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => {
+        const receivedAt = Date.now();
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as StateChangeCallbackBody;
+        const problem = this.seqModel.received({
+          userId: body.Info.To_Account,
+          instanceId: body.InstId,
+          action: `${body.Info.Action}/${body.Info.Reason}`,
+          seq: body.Seq,
+          eventTime: body.EventTime,
+          receivedAt,
+        });
+        if (problem && this.seqProblem === undefined) this.seqProblem = problem;
+        res.setHeader('content-type', 'application/json');
+        res.end('{"ActionStatus":"OK","ErrorCode":0}');
+      });
+    });
+    const server = this.callbackServer;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    this.callbackUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/callback`;
     this.redis = await PrivateRedis.start();
     await Promise.all(this.names.map((_, i) => this.startNode(i)));
   }
@@ -223,6 +260,11 @@ export class ChaosRun {
     for (const client of this.opened) this.dropClient(client);
     await Promise.all(this.liveNodes.map((node) => node.close()));
     await this.redis?.kill();
+    const server = this.callbackServer;
+    if (server) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   }
 
   /** A device of the slot logs in over a real socket (resuming `sessionId` if given); rejects with the refusal's code. */
@@ -253,10 +295,13 @@ export class ChaosRun {
       while (Date.now() < endAt) {
         this.epoch++;
         const rounds = 1 + Math.floor(this.rng() * 4);
+        this.phase(`${rounds} rounds of steps`);
         for (let round = 0; round < rounds; round++) await this.round();
         const stepsEnd = Date.now();
         const fault = await this.fault();
+        this.phase(`fault ${fault?.measured ?? 'none'} ended; quiet check`);
         await this.quietCheck(`epoch ${this.epoch}`, fault?.end ?? stepsEnd, fault?.measured ?? 'steps only');
+        this.phase('quiet check agreed');
         if (Date.now() - lastProgress > 30_000) {
           lastProgress = Date.now();
           this.options.log(
@@ -286,6 +331,7 @@ export class ChaosRun {
       faultsTotal: this.total(this.faults),
       faultVariants: { ...this.variants },
       outageKicks: { ...this.outageKicks },
+      callbacks: { received: this.seqModel.callbacks, orderedPairs: this.seqModel.orderedPairs, quietWindows: this.seqModel.quietWindows },
       quietChecks: this.quietChecks,
       divergences: divergence === undefined ? 0 : 1,
       divergence,
@@ -411,8 +457,14 @@ export class ChaosRun {
     throw new Divergence(`${message}\n${this.context(this.model.userIds.filter((userId) => message.includes(`${userId}`)))}`);
   }
 
+  private phase(what: string): void {
+    this.phases.push(`${new Date().toISOString().slice(11, 23)} epoch ${this.epoch}: ${what}`);
+    if (this.phases.length > 12) this.phases.shift();
+  }
+
   private context(userIds: string[]): string {
     const lines = [`seed ${this.options.seed}, policy ${this.policy}, epoch ${this.epoch}; replay with CHAOS_SEED=${this.options.seed}`];
+    lines.push('phases:', ...this.phases.map((line) => `  ${line}`));
     for (const userId of userIds) lines.push(`history of ${userId}:`, ...this.model.historyOf(userId).map((line) => `  ${line}`));
     for (const node of [...this.liveNodes, ...this.retired]) {
       const errors = node.logs.map((entry) => `${entry.level}: ${entry.message} ${entry.detail}`);
@@ -660,10 +712,19 @@ export class ChaosRun {
     if (wait > 0) await delay(wait);
     this.count(this.faults, 'Redis restart');
     const live = new Set([...this.clients].filter(([slot]) => slot.state === 'Online').map(([slot]) => slot));
+    const killedAt = Date.now();
+    // Users with an end still due (a close just before the kill reaches the store around it), before the wipe clears it.
+    const pending = new Set(this.model.slots.filter((slot) => slot.pendingUntil > killedAt).map((slot) => slot.userId));
     await this.redis.kill();
     this.model.redisWiped(live, 'Redis restarted empty');
     this.pendingCause.clear();
     const users = this.model.userIds.filter(() => this.rng() < 0.35).slice(0, 3);
+    // The others only have their live devices re-asserted, until the quiet check after the restart agrees: no callback.
+    this.seqModel.openQuiet(
+      this.model.userIds.filter((userId) => !users.includes(userId) && !pending.has(userId)),
+      killedAt,
+      `empty Redis restart at ${new Date(killedAt).toISOString().slice(11, 23)}`,
+    );
     const during: Promise<() => string | undefined>[] = [];
     for (const userId of users) {
       const step = this.planOutageStep(userId);
@@ -941,6 +1002,8 @@ export class ChaosRun {
     const plainDiffs = this.differences(plain);
     if (plainDiffs.length > 0) this.diverge(`${label}: GET /users/query disagrees with querystate and the model:\n  ${plainDiffs.join('\n  ')}`);
     await this.checkClients(label);
+    if (kind === 'Redis restart') this.seqModel.closeQuiet(Date.now());
+    if (this.seqProblem !== undefined) this.diverge(`${label}: sequence numbers: ${this.seqProblem}`);
   }
 
   /** No ghosts on either side: each node holds exactly the devices connected to it, and every device the server ended was disconnected. */

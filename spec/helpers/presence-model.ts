@@ -486,7 +486,8 @@ export class PresenceModel {
       userStatus,
       previousUserStatus,
       kicked,
-      seq: ++account.seq,
+      // README "Sequence numbers": a user's first change is numbered from the clock (ms × 1000), each later one adds one.
+      seq: account.seq === 0 ? (account.seq = this.now * 1000) : ++account.seq,
       at: this.now,
       lastSeen: isoOrNull(userStatus === 'Online' ? this.now : account.lastOnline),
     });

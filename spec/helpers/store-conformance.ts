@@ -63,11 +63,49 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       const again = await presence.engine.connect({ userId: 'u1', platform: 'Android', instanceId: 'a1', sessionId: first.connection.sessionId }, noop);
       expect(again.resumed).to.equal(true);
       expect(again.connection.sessionId).to.equal(first.connection.sessionId);
-      expect(changes.map((c) => `${c.action}/${c.reason}/${c.instanceStatus}/${c.seq}`)).to.deep.equal([
+      // Seq: one more per change from the user's first (which starts from a clock, README "Sequence numbers").
+      const seq0 = changes[0]?.seq ?? NaN;
+      expect(changes.map((c) => `${c.action}/${c.reason}/${c.instanceStatus}/${c.seq - seq0 + 1}`)).to.deep.equal([
         'Login/Register/Online/1',
         'Disconnect/LinkClose/PushOnline/2',
         'Login/Register/Online/3',
       ]);
+    });
+
+    it('numbers each user’s changes strictly increasing, one more per change, and above them all in a store that forgot the user', async function () {
+      // A fresh, empty store over the same users: what a restarted process (memory) or an empty Redis restart sees.
+      const seen = new Map<string, number[]>();
+      const note = (changes: PresenceChange[]) => {
+        for (const change of changes.splice(0)) seen.set(change.userId, [...(seen.get(change.userId) ?? []), change.seq]);
+      };
+      const users = ['u1', 'u2', 'u3'];
+      for (let round = 0; round < 3; round++) {
+        const before = new Map([...seen].map(([userId, seqs]) => [userId, Math.max(...seqs)]));
+        // A restarted process needs more than a millisecond to start again; the memory store's clock counts milliseconds.
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        const { presence, changes } = await open({ loginPolicy: 'single' });
+        for (const [i, userId] of users.entries()) {
+          const phone = await presence.engine.connect({ userId, platform: 'Android', instanceId: `a${round}` }, noop);
+          presence.engine.disconnect(phone.connection, 'closed');
+          await until(async () => (await presence.query([userId]))[0]?.status === 'PushOnline', `${userId} PushOnline`);
+          await presence.engine.connect({ userId, platform: 'Android', instanceId: `a${round}`, sessionId: phone.connection.sessionId }, noop);
+          const web = await presence.engine.connect({ userId, platform: 'Web', instanceId: `w${round}` }, noop);
+          if (i % 2 === 0) await presence.kick(userId);
+          else await presence.engine.logout(web.connection);
+        }
+        const fresh = new Map<string, number[]>();
+        for (const change of changes) fresh.set(change.userId, [...(fresh.get(change.userId) ?? []), change.seq]);
+        for (const userId of users) {
+          const seqs = fresh.get(userId) ?? [];
+          expect(seqs.length, `${userId}'s changes in round ${round}`).to.be.greaterThan(3);
+          expect(seqs, `${userId} in round ${round}: one more per change`).to.deep.equal(seqs.map((_, k) => (seqs[0] as number) + k));
+          expect(Number.isSafeInteger(seqs[seqs.length - 1]), 'a safe integer').to.equal(true);
+          const earlier = before.get(userId);
+          if (earlier !== undefined) expect(seqs[0], `${userId}'s first seq in round ${round} above every earlier one`).to.be.greaterThan(earlier);
+        }
+        note(changes);
+        await presence.close();
+      }
     });
 
     it('refuses a session revoked by logout or kick, and starts afresh on an unknown one', async function () {
