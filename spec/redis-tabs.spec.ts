@@ -240,6 +240,8 @@ describe('Redis: tabs of one device on two processes', function () {
     const a = open('A');
     const b = open('B');
     const outcomes = { refused: 0, ended: 0 };
+    // A process hears ends only once its subscription is in place (README); round 0 came before it on a loaded machine.
+    await subscribed(2);
     for (let round = 0; round < 50; round++) {
       const userId = `r${round}`;
       const held = await a.connect(userId, 'Windows', 'pc');
