@@ -1,6 +1,9 @@
 // Cluster benchmark: querystate of 500 accounts with detail in Redis mode against raw ioredis reads of the same data (the floors), cross-process kick latency, logins while Redis is paused, and a rolling restart of three processes (SIGTERM against SIGKILL).
 
 import { deepStrictEqual } from 'node:assert';
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { io as ioc, type Socket as ClientSocket } from 'socket.io-client';
 import { Redis } from 'ioredis';
 import { createPresence, type Presence } from '../lib/index.js';
 import { createPresenceClient, type PresenceClient } from '../lib/client/index.js';
@@ -453,8 +456,100 @@ async function rollingRestart(prefix: string, signal: 'SIGTERM' | 'SIGKILL'): Pr
   }
 }
 
+/** One process of the baseline: Socket.IO and its Redis adapter with no presence (bench/bare-node.ts). */
+class BareNode {
+  port = 0;
+  private constructor(private readonly child: ChildProcess) {}
+
+  static async start(prefix: string): Promise<BareNode> {
+    const child = fork(fileURLToPath(new URL('./bare-node.ts', import.meta.url)), [JSON.stringify({ redisUrl: REDIS_URL, prefix })], {
+      execArgv: ['--import', 'tsx'],
+    });
+    const node = new BareNode(child);
+    node.port = await new Promise<number>((resolve, reject) => {
+      child.once('message', (message: { port: number }) => resolve(message.port));
+      child.once('exit', (code) => reject(new Error(`the baseline process exited with ${code} while starting`)));
+    });
+    return node;
+  }
+
+  /** The user ids of the sockets connected to this process now. */
+  sockets(): Promise<string[]> {
+    return new Promise((resolve) => {
+      const onMessage = (message: { type: string; ids: string[] }) => {
+        if (message.type !== 'sockets') return;
+        this.child.off('message', onMessage);
+        resolve(message.ids);
+      };
+      this.child.on('message', onMessage);
+      this.child.send({ type: 'sockets' });
+    });
+  }
+
+  stop(signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill(signal);
+    return exited;
+  }
+}
+
+/**
+ * The same rolling restart (proxy, surge, DEPLOY_DEVICES plain socket.io-client sockets with the same reconnection
+ * defaults) on processes that run Socket.IO with no presence: the time the machine itself needs to take a process's
+ * connections back, against which the presence restart's "back" is read. Answers, per restart, ms from the signal until
+ * every socket of the stopped process was connected again.
+ */
+async function bareRollingRestart(prefix: string, signal: 'SIGTERM' | 'SIGKILL'): Promise<number[]> {
+  const proxy = await TcpProxy.start(process.env.BENCH_BALANCE === 'round-robin' ? 'round-robin' : 'least-connections');
+  const nodes = await Promise.all(['A', 'B', 'C'].map(() => BareNode.start(prefix)));
+  for (const node of nodes) proxy.add(node.port);
+  const sockets = new Map<string, ClientSocket>();
+  const connects = new Map<string, number>();
+  try {
+    const userIds = Array.from({ length: DEPLOY_DEVICES }, (_, i) => `d${i}`);
+    for (let start = 0; start < userIds.length; start += 250) {
+      const batch = userIds.slice(start, start + 250);
+      for (const userId of batch) {
+        const socket = ioc(proxy.url, { transports: ['websocket'], forceNew: true, auth: { token: `tok:${userId}` } });
+        socket.on('connect', () => connects.set(userId, (connects.get(userId) ?? 0) + 1));
+        sockets.set(userId, socket);
+      }
+      await waitFor(() => batch.every((userId) => sockets.get(userId)?.connected), `baseline sockets ${start}.. connected`, 60_000);
+    }
+    const backs: number[] = [];
+    for (let index = 0; index < nodes.length; index++) {
+      const old = nodes[index] as BareNode;
+      const fresh = await BareNode.start(prefix);
+      nodes[index] = fresh;
+      proxy.add(fresh.port);
+      const users = await old.sockets();
+      const before = new Map(users.map((userId) => [userId, connects.get(userId) ?? 0]));
+      proxy.remove(old.port);
+      const started = performance.now();
+      await old.stop(signal);
+      await waitFor(
+        () => users.every((userId) => (connects.get(userId) ?? 0) > (before.get(userId) ?? 0) && sockets.get(userId)?.connected),
+        'the baseline sockets back on the others',
+        60_000,
+      );
+      backs.push(performance.now() - started);
+      console.log(`  baseline (no presence) ${signal} (${users.length} sockets): every socket back in ${(backs.at(-1) as number).toFixed(0)} ms`);
+    }
+    return backs;
+  } finally {
+    for (const socket of sockets.values()) socket.close();
+    await Promise.all(nodes.map((node) => node.stop('SIGKILL')));
+    await proxy.close();
+  }
+}
+
 async function deployBenchmark(prefix: string): Promise<Figure[]> {
   const figures: Figure[] = [];
+  const baselines = {
+    SIGTERM: await bareRollingRestart(`${prefix}bare-term:`, 'SIGTERM'),
+    SIGKILL: await bareRollingRestart(`${prefix}bare-kill:`, 'SIGKILL'),
+  };
   const outcomes = { SIGTERM: await rollingRestart(`${prefix}term:`, 'SIGTERM'), SIGKILL: await rollingRestart(`${prefix}kill:`, 'SIGKILL') };
   for (const [signal, outcome] of Object.entries(outcomes)) {
     const name = `rolling restart of 3 processes by ${signal}, ${DEPLOY_DEVICES.toLocaleString('en-US')} devices`;
@@ -467,8 +562,10 @@ async function deployBenchmark(prefix: string): Promise<Figure[]> {
         value: Math.max(...outcome.backs),
         unit: 'ms',
         higherIsBetter: false,
+        baseline: Math.max(...baselines[signal as 'SIGTERM']),
+        baselineName: 'Socket.IO with no presence, same restart',
         target: `<= ${RECONNECT_DELAY_MAX + 1000} ms (the client's reconnect delay + 1 s)`,
-        note,
+        note: `${note}; baseline: the same restart of Socket.IO processes with no presence (${baselines[signal as 'SIGTERM'].map((ms) => ms.toFixed(0)).join(', ')} ms)`,
       },
     );
   }
