@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { deepStrictEqual } from 'node:assert';
 import express from 'express';
 import { createPresence, type InstancePresence, type Presence, type Platform, type UserPresence } from '../lib/index.js';
-import { deriveUserStatus } from '../lib/store/types.js';
+import { deriveUserStatus } from '../lib/core/store.js';
 import { report, type Figure } from './report.js';
 import { devicesOf } from './fixtures.js';
 

@@ -2,10 +2,10 @@
 
 export { createPresence, Presence, type PresenceEvents } from './presence.js';
 export { MemoryStore, type MemoryStoreOptions } from './store/memory-store.js';
-export { ManualClock, systemClock, type Clock, type TimerHandle } from './engine/clock.js';
+export { ManualClock, systemClock, type Clock, type TimerHandle } from './core/clock.js';
 export { PresenceError, type PresenceErrorCode, type Connection, type ConnectRequest, type ConnectResult } from './engine/engine.js';
-export { PLATFORMS, platformClass, type Platform, type PlatformClass } from './engine/platforms.js';
-export type * from './engine/types.js';
+export { PLATFORMS, platformClass, type Platform, type PlatformClass } from './core/platforms.js';
+export type * from './core/types.js';
 export type {
   PresenceOptions,
   ResolvedConfig,
@@ -21,8 +21,11 @@ export type {
   CanJoin,
   Logger,
 } from './options.js';
-export type * from './store/types.js';
-export { StoreUnavailableError, StoreTimeoutError, isStoreUnavailable, type StoreUnavailableReason } from './store/errors.js';
+export type * from './core/store.js';
+// For store authors: the rules a store applies the way MemoryStore and RedisStore do.
+export { deriveUserStatus } from './core/store.js';
+export { kickOldestBeyondLimit, type PolicyInstance, type PolicyLimits } from './core/policy.js';
+export { StoreUnavailableError, StoreTimeoutError, isStoreUnavailable, type StoreUnavailableReason } from './core/errors.js';
 export type * from './store/persistence.js';
 export type {
   PresenceHandshakeAuth,
@@ -49,7 +52,7 @@ export type { JoinRequest, RoomUpdateRequest, RoomClientToServerEvents } from '.
 export type { RoomPageResponse, RoomsQueryResponse, OnlineMemberNumResponse } from './http/room-routes.js';
 export type { QueryStateResponse, QueryStateResult, QueryStateDetail, SourceKickResponse } from './http/source-routes.js';
 export type { UsersQueryResponse, UserKickResponse } from './http/plain-routes.js';
-export { SourceErrorCode, type Problem, type SourceFailure } from './http/respond.js';
+export { SourceErrorCode, type Problem, type SourceFailure } from './util/respond.js';
 export type { PresenceMetrics, MetricsSnapshot } from './http/metrics.js';
 export { CallbackDeliveryError, type CallbackDeliveryStats, type StateChangeCallbackBody, type KickedDeviceEntry } from './callback/delivery.js';
 export { verifyCallbackSignature, signCallback, SIGNATURE_HEADER } from './callback/body.js';

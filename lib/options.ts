@@ -12,11 +12,14 @@ export interface AuthorizeRequest extends IncomingMessage {
   query?: unknown;
 }
 import type { Socket } from 'socket.io';
-import type { Clock } from './engine/clock.js';
-import { systemClock } from './engine/clock.js';
-import { PLATFORM_CLASSES, type Platform, type PlatformClass } from './engine/platforms.js';
-import type { LoginPolicy } from './engine/types.js';
-import type { PresenceStore } from './store/types.js';
+import type { Clock } from './core/clock.js';
+import { systemClock } from './core/clock.js';
+import { PLATFORM_CLASSES, type Platform, type PlatformClass } from './core/platforms.js';
+import type { Logger, LoginPolicy } from './core/types.js';
+import type { EngineConfig } from './engine/config.js';
+
+export type { Logger } from './core/types.js';
+import type { PresenceStore } from './core/store.js';
 import { MemoryStore } from './store/memory-store.js';
 import { didYouMean, refuseUnknownKeys } from './util/did-you-mean.js';
 
@@ -74,12 +77,6 @@ export type CanSee = (viewerId: string, targetId: string) => boolean | Promise<b
 
 /** May `userId` join `room` from the client (`presence:join`) with this `meta`? */
 export type CanJoin = (userId: string, room: string, meta: unknown) => boolean | Promise<boolean>;
-
-/** Where warnings and errors go. `console` fits. */
-export interface Logger {
-  warn(message: string, ...details: unknown[]): void;
-  error(message: string, ...details: unknown[]): void;
-}
 
 export interface CallbackOptions {
   /** The receiver's URL (http or https). Required. */
@@ -165,8 +162,8 @@ export type ResolvedCallback = Readonly<
   Required<Omit<CallbackOptions, 'secret' | 'timeout' | 'backoff'>> & { secret: string | undefined; timeout: number; backoff: number }
 >;
 
-/** The fully-defaulted configuration every part of a mount reads. */
-export interface ResolvedConfig {
+/** The fully-defaulted configuration every part of a mount reads; the engine takes the part it needs (EngineConfig). */
+export interface ResolvedConfig extends EngineConfig {
   readonly loginPolicy: LoginPolicy;
   readonly maxInstancesPerPlatform: number;
   readonly maxWebInstances: number;

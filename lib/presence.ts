@@ -1,11 +1,13 @@
 // createPresence: one mount of express-presence, the engine plus its Express and Socket.IO adapters.
 
 import { PresenceEngine } from './engine/engine.js';
-import type { CustomStatusChange, InstanceRef, PresenceChange, PresenceStats, UserPresence } from './engine/types.js';
+import type { CustomStatusChange, InstanceRef, PresenceChange, PresenceStats, UserPresence } from './core/types.js';
 import { resolveOptions, type PresenceOptions, type ResolvedConfig } from './options.js';
 import type { Namespace, Server } from 'socket.io';
 import { createPresenceRouter, type PresenceRouter, type RouterOptions } from './http/router.js';
 import { attachPresence } from './socket/attach.js';
+import type { HttpService } from './http/service.js';
+import type { SocketService } from './socket/service.js';
 import { CallbackDelivery, type StateChangeCallbackBody } from './callback/delivery.js';
 import { callbackReceiver, type CallbackHandler, type CallbackReceiver, type CallbackReceiverOptions } from './callback/receiver.js';
 import { PresenceMetrics } from './http/metrics.js';
@@ -50,7 +52,7 @@ function checkEvent(event: unknown, listener: unknown): void {
 }
 
 /** What `createPresence` returns: mount its router, attach it to Socket.IO, query and listen. */
-export class Presence {
+export class Presence implements HttpService, SocketService {
   /** The resolved, readonly configuration. */
   readonly config: ResolvedConfig;
   /** The transport-free core; adapters talk to it. */
@@ -71,7 +73,7 @@ export class Presence {
         })
       : undefined;
     this.metrics = new PresenceMetrics(this.engine, () => this.callbacks?.stats);
-    this.rooms = createRooms(this.engine);
+    this.rooms = createRooms(this.engine, this.config);
   }
 
   /** An Express router (also a plain Node middleware) serving the query, kick and stats routes; needs `authorize`. */

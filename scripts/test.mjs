@@ -1,4 +1,4 @@
-// `npm test`: runs lint, format check, type check, build and the four mocha suites in turn, saying each one's result, and ends with one total line.
+// `npm test`: runs lint, format check, the layer rule, type check, build and the four mocha suites in turn, saying each one's result, and ends with one total line.
 //
 // `node scripts/test.mjs unit pack` runs only the named stages; `--list` names them. Every stage
 // runs even after another failed (so the total covers everything), except that the suites are
@@ -16,12 +16,18 @@ const bin = {
   prettier: 'node_modules/prettier/bin/prettier.cjs',
   tsc: 'node_modules/typescript/bin/tsc',
   mocha: 'node_modules/mocha/bin/mocha.js',
+  depcruise: 'node_modules/dependency-cruiser/bin/dependency-cruise.mjs',
 };
 
 /** The stages of `npm test`, in order. `suite` stages run mocha with the tally reporter; `needsBuild` ones need dist/. */
 const STAGES = [
   { name: 'lint', what: 'eslint .', args: [bin.eslint, '.'] },
   { name: 'format', what: 'prettier --check .', args: [bin.prettier, '--check', '.'] },
+  {
+    name: 'layers',
+    what: 'depcruise lib (the layers of .dependency-cruiser.cjs: no cycle, arrows inward)',
+    args: [bin.depcruise, 'lib', '--config', '.dependency-cruiser.cjs'],
+  },
   { name: 'typecheck', what: 'tsc -p tsconfig.json', args: [bin.tsc, '-p', 'tsconfig.json'] },
   { name: 'build', what: 'scripts/build.mjs (dist/esm, dist/cjs)', args: ['scripts/build.mjs'] },
   { name: 'unit', what: 'mocha: spec/**/*.spec.ts', suite: [], needsBuild: true },

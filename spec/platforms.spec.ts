@@ -1,7 +1,7 @@
 // The platform table, as exported to apps.
 import { expect } from 'chai';
 import { PLATFORMS, platformClass } from '../lib/index.js';
-import { hasPushOnline, isWebGroup, parsePlatform } from '../lib/engine/platforms.js';
+import { hasPushOnline, isWebGroup, parsePlatform } from '../lib/core/platforms.js';
 
 describe('platforms', () => {
   it('classes every exported platform as SPEC.md does', () => {

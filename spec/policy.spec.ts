@@ -2,7 +2,7 @@
 
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { kickOldestBeyondLimit, type PolicyInstance, type PolicyLimits } from '../lib/engine/policy.js';
+import { kickOldestBeyondLimit, type PolicyInstance, type PolicyLimits } from '../lib/core/policy.js';
 import { PLATFORMS } from '../lib/index.js';
 import type { LoginPolicy, Platform } from '../lib/index.js';
 import { harness, type TestDevice } from './helpers/engine-harness.js';

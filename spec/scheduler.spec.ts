@@ -2,8 +2,8 @@
 
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { ManualClock, systemClock, type Clock, type TimerHandle } from '../lib/engine/clock.js';
-import { Scheduler, type Scheduled } from '../lib/engine/scheduler.js';
+import { ManualClock, systemClock, type Clock, type TimerHandle } from '../lib/core/clock.js';
+import { Scheduler, type Scheduled } from '../lib/core/scheduler.js';
 
 class Item implements Scheduled {
   dueAt = Infinity;

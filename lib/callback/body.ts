@@ -1,8 +1,8 @@
 // The status-change callback's wire format: body, URL parameters and signature (also used by receivers to verify it).
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { ChangeAction, ChangeReason, PresenceChange, UserStatus } from '../engine/types.js';
-import type { Platform } from '../engine/platforms.js';
+import type { ChangeAction, ChangeReason, PresenceChange, UserStatus } from '../core/types.js';
+import type { Platform } from '../core/platforms.js';
 
 /** The header carrying `sha256=<hex HMAC-SHA256 of the raw body>` when a secret is set. */
 export const SIGNATURE_HEADER = 'X-Presence-Signature';

@@ -4,8 +4,8 @@ import http from 'node:http';
 import https from 'node:https';
 import createDebug from 'debug';
 import type { PresenceEngine } from '../engine/engine.js';
-import type { TimerHandle } from '../engine/clock.js';
-import type { PresenceChange } from '../engine/types.js';
+import type { TimerHandle } from '../core/clock.js';
+import type { PresenceChange } from '../core/types.js';
 import type { ResolvedConfig } from '../options.js';
 import { callbackBody, callbackUrl, signCallback, SIGNATURE_HEADER, type StateChangeCallbackBody } from './body.js';
 

@@ -1,8 +1,9 @@
 // The status-change callback's receiving end: an Express (or plain Node) middleware that verifies, parses, hands over and answers.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { parseByteSize, type Logger } from '../options.js';
-import { sendJson } from '../http/respond.js';
+import { parseByteSize } from '../options.js';
+import type { Logger } from '../core/types.js';
+import { sendJson } from '../util/respond.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import { SIGNATURE_HEADER, verifyCallbackSignature, type StateChangeCallbackBody } from './body.js';
 

@@ -1,7 +1,7 @@
 // The presence client over an injected socket.io-client `io`: session resume, heartbeats, visibility, subscriptions.
 
 import type { io as socketIo, ManagerOptions, Socket, SocketOptions } from 'socket.io-client';
-import type { Platform } from '../engine/platforms.js';
+import type { Platform } from '../core/platforms.js';
 import type {
   AnswerErrorCode,
   ChangedPayload,

@@ -3,12 +3,12 @@
 import { EventEmitter } from 'node:events';
 import { randomFillSync } from 'node:crypto';
 import createDebug from 'debug';
-import type { ResolvedConfig } from '../options.js';
-import type { KickFilter, StoreChange, StoreLoginResult, StoredUser } from '../store/types.js';
-import { deriveUserStatus, isPromiseLike, type MaybePromise } from '../store/types.js';
-import { StoreTimeoutError } from '../store/errors.js';
-import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS, type Platform, type PlatformClass } from './platforms.js';
-import { Scheduler, type Scheduled } from './scheduler.js';
+import type { EngineConfig } from './config.js';
+import type { KickFilter, StoreChange, StoreLoginResult, StoredUser } from '../core/store.js';
+import { deriveUserStatus, isPromiseLike, type MaybePromise } from '../core/store.js';
+import { StoreTimeoutError } from '../core/errors.js';
+import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS, type Platform, type PlatformClass } from '../core/platforms.js';
+import { Scheduler, type Scheduled } from '../core/scheduler.js';
 import { isoTime } from '../util/iso-time.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import type {
@@ -22,7 +22,7 @@ import type {
   PresenceStats,
   UserPresence,
   UserStatus,
-} from './types.js';
+} from '../core/types.js';
 
 const debug = createDebug('express-presence:engine');
 
@@ -228,7 +228,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   /** Names this process to the store, so a device's late close here cannot undo its login elsewhere. */
   readonly owner = newId();
 
-  constructor(readonly config: ResolvedConfig) {
+  constructor(readonly config: EngineConfig) {
     super();
     this.scheduler = new Scheduler(
       config.clock,

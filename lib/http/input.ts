@@ -2,7 +2,7 @@
 
 import { MAX_ID_LENGTH } from '../engine/engine.js';
 import { didYouMean } from '../util/did-you-mean.js';
-import { describeValue, excerpt, SourceErrorCode } from './respond.js';
+import { describeValue, excerpt, SourceErrorCode } from '../util/respond.js';
 
 /** Most user ids in one query, on both query routes. */
 export const MAX_QUERY_IDS = 500;

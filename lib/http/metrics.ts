@@ -1,8 +1,8 @@
 // Counters of one presence mount, and their Prometheus exposition through prom-client, an optional peer loaded on first scrape.
 
 import type { PresenceEngine } from '../engine/engine.js';
-import { PLATFORMS } from '../engine/platforms.js';
-import type { ChangeAction, ChangeReason, PresenceChange, PresenceStats } from '../engine/types.js';
+import { PLATFORMS } from '../core/platforms.js';
+import type { ChangeAction, ChangeReason, PresenceChange, PresenceStats } from '../core/types.js';
 import type { CallbackDeliveryStats } from '../callback/delivery.js';
 // Types only: erased from the output, and kept out of our public declarations (private members).
 import type * as PromClient from 'prom-client';

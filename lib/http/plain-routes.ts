@@ -1,12 +1,12 @@
 // The plain JSON routes: one user, a batch query, an admin kick, statistics and Prometheus metrics.
 
 import type { ServerResponse } from 'node:http';
-import { parsePlatform, PLATFORM_NAMES_FOR_ERRORS, type Platform } from '../engine/platforms.js';
-import type { InstanceRef, UserPresence } from '../engine/types.js';
-import type { Presence } from '../presence.js';
+import { parsePlatform, PLATFORM_NAMES_FOR_ERRORS, type Platform } from '../core/platforms.js';
+import type { InstanceRef, UserPresence } from '../core/types.js';
+import type { HttpService } from './service.js';
 import { checkId, distinctIds, InputError, isPlainObject, refuseUnknownFields } from './input.js';
 import { MetricsUnavailableError } from './metrics.js';
-import { describeValue, sendJson, sendProblem, sendText, SourceErrorCode } from './respond.js';
+import { describeValue, sendJson, sendProblem, sendText, SourceErrorCode } from '../util/respond.js';
 
 const QUERY_FIELDS = ['userIds', 'detail'] as const;
 const KICK_FIELDS = ['platform', 'instanceId'] as const;
@@ -22,13 +22,13 @@ export interface UserKickResponse {
 }
 
 /** `GET /users/:userId`: the user's presence with every device. */
-export async function getUser(presence: Presence, res: ServerResponse, userId: string): Promise<void> {
+export async function getUser(presence: HttpService, res: ServerResponse, userId: string): Promise<void> {
   const [user] = await presence.query([userId]);
   sendJson(res, 200, user);
 }
 
 /** `POST /users/query` `{ userIds, detail? }`: distinct users, in the order given. */
-export async function queryUsers(presence: Presence, res: ServerResponse, body: unknown): Promise<void> {
+export async function queryUsers(presence: HttpService, res: ServerResponse, body: unknown): Promise<void> {
   if (body === undefined) throw new InputError(SourceErrorCode.BadRequest, 'the body is empty; send JSON { "userIds": [...] }');
   if (!isPlainObject(body)) throw new InputError(SourceErrorCode.BadRequest, `the body must be a JSON object { "userIds": [...] }; got ${describeValue(body)}`);
   refuseUnknownFields(body, QUERY_FIELDS, 'the body');
@@ -42,7 +42,7 @@ export async function queryUsers(presence: Presence, res: ServerResponse, body: 
 }
 
 /** `POST /users/:userId/kick` `{ platform?, instanceId? }`: no body, or `{}`, kicks every device. */
-export async function kickUser(presence: Presence, res: ServerResponse, userId: string, body: unknown): Promise<void> {
+export async function kickUser(presence: HttpService, res: ServerResponse, userId: string, body: unknown): Promise<void> {
   const filter: { platform?: Platform; instanceId?: string } = {};
   if (body !== undefined) {
     if (!isPlainObject(body)) {
@@ -63,12 +63,12 @@ export async function kickUser(presence: Presence, res: ServerResponse, userId: 
 }
 
 /** `GET /stats`: users and devices by status and platform. */
-export async function getStats(presence: Presence, res: ServerResponse): Promise<void> {
+export async function getStats(presence: HttpService, res: ServerResponse): Promise<void> {
   sendJson(res, 200, await presence.stats());
 }
 
 /** `GET /metrics`: Prometheus text, or 404 saying how to get it when prom-client is not installed. */
-export async function getMetrics(presence: Presence, res: ServerResponse): Promise<void> {
+export async function getMetrics(presence: HttpService, res: ServerResponse): Promise<void> {
   try {
     const { contentType, text } = await presence.metrics.prometheus();
     sendText(res, 200, contentType, text);

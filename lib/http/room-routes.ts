@@ -1,12 +1,12 @@
 // The room routes: one room paged, the counts of many rooms, and the source service's online member count of a group.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Presence } from '../presence.js';
+import type { HttpService } from './service.js';
 import type { RoomMember } from '../rooms/types.js';
 import { checkPageLimit, checkRoomName, MAX_PAGE_LIMIT } from '../rooms/validate.js';
 import { roomsSupported, roomsUnsupportedMessage } from '../rooms/index.js';
 import { InputError, isPlainObject, MAX_QUERY_IDS, refuseUnknownFields } from './input.js';
-import { describeValue, sendJson, sendProblem, SourceErrorCode } from './respond.js';
+import { describeValue, sendJson, sendProblem, SourceErrorCode } from '../util/respond.js';
 
 /** The answer of `GET /rooms/:room`. */
 export interface RoomPageResponse {
@@ -43,14 +43,14 @@ function roomName(value: unknown, name: string, code: SourceErrorCode = SourceEr
 }
 
 /** Rooms on a store that does not support them are refused, never answered for this process alone. */
-function requireRooms(presence: Presence, res: ServerResponse): boolean {
+function requireRooms(presence: HttpService, res: ServerResponse): boolean {
   if (roomsSupported(presence.engine)) return true;
   sendProblem(res, 501, roomsUnsupportedMessage(presence.engine));
   return false;
 }
 
 /** `GET /rooms/:room?limit=&cursor=`: one page of members (limit 1 to 1000, default 100). */
-export async function getRoom(presence: Presence, res: ServerResponse, req: IncomingMessage): Promise<void> {
+export async function getRoom(presence: HttpService, res: ServerResponse, req: IncomingMessage): Promise<void> {
   const url = req.url ?? '';
   const queryAt = url.indexOf('?');
   let path = queryAt < 0 ? url : url.slice(0, queryAt);
@@ -89,7 +89,7 @@ export async function getRoom(presence: Presence, res: ServerResponse, req: Inco
 }
 
 /** `POST /rooms/query` `{ rooms: [...] }` (at most 500): each distinct room's count, in the order given. */
-export async function queryRooms(presence: Presence, res: ServerResponse, body: unknown): Promise<void> {
+export async function queryRooms(presence: HttpService, res: ServerResponse, body: unknown): Promise<void> {
   if (body === undefined) throw new InputError(SourceErrorCode.BadRequest, 'the body is empty; send JSON { "rooms": [...] }');
   if (!isPlainObject(body)) throw new InputError(SourceErrorCode.BadRequest, `the body must be a JSON object { "rooms": [...] }; got ${describeValue(body)}`);
   refuseUnknownFields(body, QUERY_FIELDS, 'the body');
@@ -104,7 +104,7 @@ export async function queryRooms(presence: Presence, res: ServerResponse, body: 
 }
 
 /** `POST /v4/group_open_http_svc/get_online_member_num` `{ "GroupId": "g1" }`: the members online in the room named by GroupId. */
-export async function onlineMemberNum(presence: Presence, res: ServerResponse, body: unknown): Promise<void> {
+export async function onlineMemberNum(presence: HttpService, res: ServerResponse, body: unknown): Promise<void> {
   if (body === undefined) throw new InputError(SourceErrorCode.BadRequest, 'the body is empty; send JSON { "GroupId": "..." }');
   if (!isPlainObject(body)) throw new InputError(SourceErrorCode.BadRequest, `the body must be a JSON object { "GroupId": "..." }; got ${describeValue(body)}`);
   if (body.GroupId === undefined || body.GroupId === null) {

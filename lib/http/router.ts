@@ -2,15 +2,16 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import createDebug from 'debug';
-import type { Authorize, Logger } from '../options.js';
+import type { Authorize } from '../options.js';
+import type { Logger } from '../core/types.js';
 import { parseByteSize } from '../options.js';
-import type { Presence } from '../presence.js';
+import type { HttpService } from './service.js';
 import { didYouMean } from '../util/did-you-mean.js';
-import { isStoreUnavailable } from '../store/errors.js';
+import { isStoreUnavailable } from '../core/errors.js';
 import { fromHostParserError, readJsonBody, type BodyResult } from './body.js';
 import { checkId, InputError } from './input.js';
 import { getMetrics, getStats, getUser, kickUser, queryUsers } from './plain-routes.js';
-import { excerpt, sendProblem, sendSourceFailure, SourceErrorCode, type ErrorExtras } from './respond.js';
+import { excerpt, sendProblem, sendSourceFailure, SourceErrorCode, type ErrorExtras } from '../util/respond.js';
 import { queryState, sourceKick } from './source-routes.js';
 import { getRoom, onlineMemberNum, queryRooms, ROOMS_PREFIX } from './room-routes.js';
 
@@ -49,7 +50,7 @@ const ROUTER_OPTION_NAMES = ['authorize', 'bodyLimit', 'sourceHttpStatus'] as co
 
 type Family = 'source' | 'plain';
 
-type Handler = (presence: Presence, res: ServerResponse, userId: string, body: unknown, req: IncomingMessage) => Promise<void>;
+type Handler = (presence: HttpService, res: ServerResponse, userId: string, body: unknown, req: IncomingMessage) => Promise<void>;
 
 interface Route {
   readonly family: Family;
@@ -141,7 +142,7 @@ function match(path: string): { routes: PathRoutes; encodedUserId: string } | un
 class Mount {
   private warnedVerdict = false;
   constructor(
-    readonly presence: Presence,
+    readonly presence: HttpService,
     readonly authorize: Authorize,
     readonly bodyLimit: number,
     readonly bodyTimeout: number,
@@ -304,7 +305,7 @@ async function serve(mount: Mount, route: Route, req: IncomingMessage, res: Serv
 }
 
 /** Builds the router of a mount; throws a TypeError when no `authorize` is given or an option is invalid. */
-export function createPresenceRouter(presence: Presence, options: RouterOptions = {}): PresenceRouter {
+export function createPresenceRouter(presence: HttpService, options: RouterOptions = {}): PresenceRouter {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new TypeError(`router options must be an object { authorize?, bodyLimit? }; got ${options === null ? 'null' : typeof options}`);
   }

@@ -1,12 +1,12 @@
 // The source document's REST routes: querystate / query_online_status and the login service's kick.
 
 import type { ServerResponse } from 'node:http';
-import type { Platform } from '../engine/platforms.js';
-import type { UserStatus } from '../engine/types.js';
-import { deriveUserStatus, type StoredUser } from '../store/types.js';
-import type { Presence } from '../presence.js';
+import type { Platform } from '../core/platforms.js';
+import type { UserStatus } from '../core/types.js';
+import { deriveUserStatus, type StoredUser } from '../core/store.js';
+import type { HttpService } from './service.js';
 import { checkId, distinctIds, flag, InputError, isPlainObject } from './input.js';
-import { describeValue, sendText, SourceErrorCode } from './respond.js';
+import { describeValue, sendText, SourceErrorCode } from '../util/respond.js';
 
 /** One `Detail` entry of a querystate answer. */
 export interface QueryStateDetail {
@@ -49,7 +49,7 @@ function requireObject(body: unknown, shape: string): Record<string, unknown> {
 }
 
 /** The hot path: validate, one engine query, one pass building the answer, one stringify. */
-export async function queryState(presence: Presence, res: ServerResponse, body: unknown): Promise<void> {
+export async function queryState(presence: HttpService, res: ServerResponse, body: unknown): Promise<void> {
   const request = requireObject(body, '{ "To_Account": [...], "IsNeedDetail": 0|1, "IsReturnInstid": 0|1 }');
   const accounts = distinctIds(request.To_Account, 'To_Account', false);
   const needDetail = flag(request, 'IsNeedDetail');
@@ -77,7 +77,7 @@ function queryResult(account: string, user: StoredUser | undefined, needDetail: 
 }
 
 /** Every device of `UserID` is kicked (and its session revoked). */
-export async function sourceKick(presence: Presence, res: ServerResponse, body: unknown): Promise<void> {
+export async function sourceKick(presence: HttpService, res: ServerResponse, body: unknown): Promise<void> {
   const request = requireObject(body, '{ "UserID": "..." }');
   if (request.UserID === undefined || request.UserID === null) {
     const near = Object.keys(request).find((key) => key.toLowerCase() === 'userid');

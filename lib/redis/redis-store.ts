@@ -3,9 +3,9 @@
 import { createHash } from 'node:crypto';
 import createDebug from 'debug';
 import type { Redis } from 'ioredis';
-import type { Clock, TimerHandle } from '../engine/clock.js';
-import { PLATFORMS, type Platform } from '../engine/platforms.js';
-import type { EndNotice, InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
+import type { Clock, TimerHandle } from '../core/clock.js';
+import { PLATFORMS, type Platform } from '../core/platforms.js';
+import type { EndNotice, InstanceStatus, PresenceStats, UserStatus } from '../core/types.js';
 import type {
   KickFilter,
   LiveInstance,
@@ -17,11 +17,11 @@ import type {
   StoreLoginResult,
   StoredInstance,
   StoredUser,
-} from '../store/types.js';
+} from '../core/store.js';
 import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_CUSTOM_STATUS, withRevocationCap } from './scripts.js';
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
-import { isStoreUnavailable, StoreUnavailableError } from '../store/errors.js';
+import { isStoreUnavailable, StoreUnavailableError } from '../core/errors.js';
 
 const debug = createDebug('express-presence:redis');
 

@@ -309,7 +309,7 @@ if existing and resumeSid ~= '' and existing.sid == resumeSid and existing.platf
   return cjson.encode({outcome = 'resumed', sessionId = existing.sid, change = change(userId, user, existing, 'Online', previous)})
 end
 
--- The policy, as lib/engine/policy.ts decides it.
+-- The policy, as lib/core/policy.ts decides it.
 local function group(p) if p == 'Web' or p == 'MiniProgram' then return 'Web' end return p end
 local function class(p)
   if isMobile(p) then return 'mobile' end

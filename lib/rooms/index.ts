@@ -1,7 +1,7 @@
 // The rooms of one mount, built over the engine: the registry, fed the engine's status and custom-status changes.
 
 import type { PresenceEngine } from '../engine/engine.js';
-import { deriveUserStatus } from '../store/types.js';
+import { deriveUserStatus } from '../core/store.js';
 import { RoomRegistry, type RoomConnection } from './registry.js';
 
 export { RoomRegistry, RoomError, type RoomConnection, type RoomDelivery, type RoomErrorCode } from './registry.js';
@@ -23,14 +23,21 @@ export function roomsUnsupportedMessage(engine: PresenceEngine): string {
   return `rooms are not yet supported by ${name}: they need a store that shares them across processes (the MemoryStore keeps them in this process)`;
 }
 
+/** The mount's room options, resolved. */
+export interface RoomSettings {
+  readonly roomMemberLimit: number;
+  readonly roomBatchInterval: number;
+  readonly maxRoomsPerConnection: number;
+}
+
 /** A registry that follows the engine: each status or custom-status change is an `updated`, each device ended lets its held memberships go. */
-export function createRooms<C extends RoomConnection>(engine: PresenceEngine): RoomRegistry<C> {
+export function createRooms<C extends RoomConnection>(engine: PresenceEngine, settings: RoomSettings): RoomRegistry<C> {
   const config = engine.config;
   const rooms = new RoomRegistry<C>({
     clock: config.clock,
-    memberLimit: config.roomMemberLimit,
-    batchInterval: config.roomBatchInterval,
-    maxRoomsPerConnection: config.maxRoomsPerConnection,
+    memberLimit: settings.roomMemberLimit,
+    batchInterval: settings.roomBatchInterval,
+    maxRoomsPerConnection: settings.maxRoomsPerConnection,
     logger: config.logger,
     lookup: async (userId) => {
       const [user] = await engine.lookup([userId]);

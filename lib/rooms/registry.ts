@@ -1,11 +1,11 @@
 // The room core: who is in which room, counts, pages, and batched, coalesced diffs; no transport here (adapters deliver).
 
 import { EventEmitter } from 'node:events';
-import type { Clock, TimerHandle } from '../engine/clock.js';
-import type { Platform } from '../engine/platforms.js';
-import type { UserStatus } from '../engine/types.js';
-import type { Logger } from '../options.js';
-import type { MaybePromise } from '../store/types.js';
+import type { Clock, TimerHandle } from '../core/clock.js';
+import type { Platform } from '../core/platforms.js';
+import type { UserStatus } from '../core/types.js';
+import type { Logger } from '../core/types.js';
+import type { MaybePromise } from '../core/store.js';
 import type { Availability, JsonValue, RoomChange, RoomDevice, RoomEvents, RoomMember, RoomMessage, RoomPage, RoomSnapshot } from './types.js';
 import { checkRoomName, parseMeta } from './validate.js';
 

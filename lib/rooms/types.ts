@@ -1,7 +1,7 @@
 // The public shapes of rooms: a member, a join answer, a diff, a page, and the backend's room events.
 
-import type { Platform } from '../engine/platforms.js';
-import type { UserStatus } from '../engine/types.js';
+import type { Platform } from '../core/platforms.js';
+import type { UserStatus } from '../core/types.js';
 
 /** A user's availability (issue 14 sets it; until then every member is `available`). */
 export type Availability = 'available' | 'away' | 'dnd' | 'invisible';

@@ -1,7 +1,7 @@
 // Attaches a presence mount to a Socket.IO server or namespace: login in the handshake, then per-socket wiring.
 
 import type { DisconnectReason, Namespace, Server } from 'socket.io';
-import type { Presence } from '../presence.js';
+import type { SocketService } from './service.js';
 import { presenceEvents } from './events.js';
 import { FairUse } from './fair-use.js';
 import { presenceMiddleware } from './handshake.js';
@@ -27,7 +27,7 @@ function toNamespace(target: unknown): PresenceNamespace {
  * `connect_error`), tells it `presence:session` once connected, counts its traffic as heartbeats,
  * and maps its disconnect to a closed connection or a timeout.
  */
-export function attachPresence(presence: Presence, target: Server | Namespace): void {
+export function attachPresence(presence: SocketService, target: Server | Namespace): void {
   const { engine, config } = presence;
   const authenticate = config.authenticate;
   if (!authenticate) {
@@ -39,8 +39,8 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
 
   const fairUse = new FairUse(config);
   const subscriptions = new Subscriptions(engine, config.maxSubscriptions, config.canSee, config.logger, fairUse);
-  const rooms = attachRooms(presence, engine, presence.rooms, nsp);
-  const dispatch = presenceEvents(engine, subscriptions, rooms.handlers);
+  const rooms = attachRooms(presence, engine, presence.rooms, nsp, config.canJoin);
+  const dispatch = presenceEvents(engine, config, subscriptions, rooms.handlers);
 
   function onDisconnect(this: PresenceSocket, reason: DisconnectReason): void {
     const state = this[PRESENCE];
@@ -54,7 +54,7 @@ export function attachPresence(presence: Presence, target: Server | Namespace): 
     engine.disconnect(state.connection, reason === 'ping timeout' ? 'timeout' : reason === 'server shutting down' ? 'shutdown' : 'closed');
   }
 
-  nsp.use(presenceMiddleware({ engine, dispatch, fairUse }, authenticate));
+  nsp.use(presenceMiddleware({ engine, config, dispatch, fairUse }, authenticate));
   nsp.on('connection', (socket: PresenceSocket) => {
     const state = socket[PRESENCE];
     if (!state) {

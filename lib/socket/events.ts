@@ -1,8 +1,9 @@
 // The client events of a presence namespace: each validates its payload and answers through its acknowledgement, never throws.
 
+import type { ResolvedConfig } from '../options.js';
 import { parseCustomStatus, type PresenceEngine } from '../engine/engine.js';
-import { isPromiseLike, type MaybePromise } from '../store/types.js';
-import { isStoreUnavailable } from '../store/errors.js';
+import { isPromiseLike, type MaybePromise } from '../core/store.js';
+import { isStoreUnavailable } from '../core/errors.js';
 import { takeToken } from './fair-use.js';
 import type { Answer, ClientToServerEvents, FailedAnswer, RoomClientToServerEvents } from './protocol.js';
 import { PRESENCE, type PresenceSocket, type SocketPresence } from './session.js';
@@ -86,12 +87,14 @@ export function listener(engine: PresenceEngine, event: string, run: Run, afterR
  */
 export function presenceEvents(
   engine: PresenceEngine,
+  config: Pick<ResolvedConfig, 'eventRateLimit' | 'maxSubscriptions'>,
   subscriptions: Subscriptions,
   /** More events served the same way (the room events of lib/socket/rooms.ts), built with `listener`. */
   more: Readonly<Record<string, EventHandler>> = {},
 ): EventDispatch {
-  const handlers = new Map<unknown, EventHandler>([...Object.entries(eventHandlers(engine, subscriptions)), ...Object.entries(more)]);
-  const { eventRateLimit: limit, clock } = engine.config;
+  const handlers = new Map<unknown, EventHandler>([...Object.entries(eventHandlers(engine, config.maxSubscriptions, subscriptions)), ...Object.entries(more)]);
+  const limit = config.eventRateLimit;
+  const clock = engine.config.clock;
   if (!limit) {
     return (socket, event, next) => {
       const handler = handlers.get(event[0]);
@@ -117,10 +120,10 @@ export function presenceEvents(
 
 function eventHandlers(
   engine: PresenceEngine,
+  max: number,
   subscriptions: Subscriptions,
 ): Record<Exclude<keyof ClientToServerEvents, keyof RoomClientToServerEvents>, EventHandler> {
   const clock = engine.config.clock;
-  const max = engine.config.maxSubscriptions;
   return {
     'presence:heartbeat': listener(engine, 'presence:heartbeat', (_socket, state, payload) => {
       // The packet itself already counted as a heartbeat; this answers the client's clock question.

@@ -3,8 +3,8 @@
 import createDebug from 'debug';
 import { MAX_ID_LENGTH, PresenceError, type PresenceEngine } from '../engine/engine.js';
 import type { Authenticate, ResolvedConfig } from '../options.js';
-import { isPromiseLike } from '../store/types.js';
-import { isStoreUnavailable } from '../store/errors.js';
+import { isPromiseLike } from '../core/store.js';
+import { isStoreUnavailable } from '../core/errors.js';
 import type { HandshakeErrorCode, HandshakeErrorData } from './protocol.js';
 import { PRESENCE, SocketPresence, type PresenceMount, type PresenceSocket } from './session.js';
 
@@ -63,7 +63,7 @@ async function admit(socket: PresenceSocket, mount: PresenceMount, authenticate:
   const auth: unknown = socket.handshake.auth;
   if (!isObject(auth)) throw new HandshakeRefusal('BAD_REQUEST', 'auth must be an object { platform, instanceId?, version?, sessionId? }');
   // Only authenticate says who this is: an `auth.userId` the client sent is never read.
-  const identified = identify(authenticate, socket, engine.config);
+  const identified = identify(authenticate, socket, mount.config);
   const userId = typeof identified === 'string' ? identified : await identified;
   // Counted before the login, so a refused connection kicks nobody; given back by whatever ends it.
   const budget = mount.fairUse.takeConnection(userId);

@@ -1,8 +1,8 @@
 // The Socket.IO wire protocol of a presence namespace: event payloads, answers and error codes (the client imports its types).
 
-import type { Platform } from '../engine/platforms.js';
+import type { Platform } from '../core/platforms.js';
 import type { PresenceErrorCode } from '../engine/engine.js';
-import type { InstanceRef, UserStatus } from '../engine/types.js';
+import type { InstanceRef, UserStatus } from '../core/types.js';
 import type { JsonValue, RoomMessage, RoomSnapshot } from '../rooms/types.js';
 
 /** What the handshake's `auth` carries for presence, next to whatever `authenticate` needs. */

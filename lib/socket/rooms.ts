@@ -2,7 +2,7 @@
 
 import type { DisconnectReason } from 'socket.io';
 import type { PresenceEngine } from '../engine/engine.js';
-import { platformClass, type Platform } from '../engine/platforms.js';
+import { platformClass, type Platform } from '../core/platforms.js';
 import type { CanJoin } from '../options.js';
 import { RoomError, roomsSupported, roomsUnsupportedMessage, type RoomDelivery, type RoomRegistry } from '../rooms/index.js';
 import type { RoomMessage, RoomSnapshot } from '../rooms/types.js';
@@ -59,6 +59,7 @@ export class SocketRooms implements RoomDelivery<SocketRoomConnection> {
   constructor(
     private readonly engine: PresenceEngine,
     private readonly rooms: RoomRegistry<SocketRoomConnection>,
+    private readonly canJoin: CanJoin | undefined,
   ) {
     rooms.deliverWith(this);
     this.handlers = this.eventHandlers();
@@ -138,7 +139,6 @@ export class SocketRooms implements RoomDelivery<SocketRoomConnection> {
   private eventHandlers(): Record<string, EventHandler> {
     const engine = this.engine;
     const rooms = this.rooms;
-    const config = engine.config;
     const shape = (event: string, fields: string, payload: unknown): FailedAnswer => ({
       ok: false,
       code: 'BAD_REQUEST',
@@ -151,7 +151,7 @@ export class SocketRooms implements RoomDelivery<SocketRoomConnection> {
         if (!isObject(payload)) return shape('presence:join', '{ room, meta? }', payload);
         const refused = unsupported();
         if (refused) return refused;
-        const canJoin = config.canJoin;
+        const canJoin = this.canJoin;
         if (!canJoin) {
           return {
             ok: false,
@@ -209,10 +209,16 @@ export function socketRoomsOf(owner: object): SocketRooms | undefined {
 }
 
 /** Creates (once per mount) the rooms adapter and adds the namespace to those it delivers to. */
-export function attachRooms(owner: object, engine: PresenceEngine, rooms: RoomRegistry<SocketRoomConnection>, nsp: PresenceNamespace): SocketRooms {
+export function attachRooms(
+  owner: object,
+  engine: PresenceEngine,
+  rooms: RoomRegistry<SocketRoomConnection>,
+  nsp: PresenceNamespace,
+  canJoin: CanJoin | undefined,
+): SocketRooms {
   let adapter = adapters.get(owner);
   if (!adapter) {
-    adapter = new SocketRooms(engine, rooms);
+    adapter = new SocketRooms(engine, rooms, canJoin);
     adapters.set(owner, adapter);
   }
   adapter.addNamespace(nsp);

@@ -2,8 +2,8 @@
 
 import type { Socket } from 'socket.io';
 import type { Connection, PresenceEngine } from '../engine/engine.js';
-import type { EndNotice } from '../engine/types.js';
-import type { PresenceSocketData } from '../options.js';
+import type { EndNotice } from '../core/types.js';
+import type { PresenceSocketData, ResolvedConfig } from '../options.js';
 import type { FairUse, TokenBucket, UserBudget } from './fair-use.js';
 import type { ServerToClientEvents, SessionPayload } from './protocol.js';
 
@@ -44,6 +44,8 @@ export function deliverEnd(socket: PresenceSocket, notice: EndNotice): void {
 /** What the sockets of one mount share: their state keeps one reference to it rather than one closure per use. */
 export interface PresenceMount {
   readonly engine: PresenceEngine;
+  /** The mount's resolved options (the adapters' settings; the engine reads its own part). */
+  readonly config: ResolvedConfig;
   readonly dispatch: (socket: PresenceSocket, event: readonly unknown[], next: (error?: Error) => void) => void;
   readonly fairUse: FairUse;
 }
@@ -84,7 +86,7 @@ export class SocketPresence implements TokenBucket {
     budget: UserBudget,
   ) {
     this.budget = budget;
-    const limit = mount.engine.config.eventRateLimit;
+    const limit = mount.config.eventRateLimit;
     this.tokens = limit ? limit.burst : 0;
     this.tokensAt = mount.engine.config.clock.now();
   }

@@ -3,8 +3,9 @@
 import { EventEmitter } from 'node:events';
 import type { Namespace } from 'socket.io';
 import { checkUserId, type PresenceEngine } from '../engine/engine.js';
-import type { CustomStatusChange, PresenceChange, UserPresence } from '../engine/types.js';
-import type { CanSee, Logger } from '../options.js';
+import type { CustomStatusChange, PresenceChange, UserPresence } from '../core/types.js';
+import type { CanSee } from '../options.js';
+import type { Logger } from '../core/types.js';
 import {
   WATCH_ROOM_PREFIX,
   type Answer,

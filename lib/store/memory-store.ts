@@ -1,12 +1,12 @@
 // The default store: presence in this process's memory, with PushOnline expiry and bounded caches.
 
 import { LRUCache } from 'lru-cache';
-import { systemClock, type Clock } from '../engine/clock.js';
-import { kickOldestBeyondLimit } from '../engine/policy.js';
-import { hasPushOnline, PLATFORMS, type Platform } from '../engine/platforms.js';
-import { Scheduler, type Scheduled } from '../engine/scheduler.js';
-import type { InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
-import type { TimerHandle } from '../engine/clock.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { kickOldestBeyondLimit } from '../core/policy.js';
+import { hasPushOnline, PLATFORMS, type Platform } from '../core/platforms.js';
+import { Scheduler, type Scheduled } from '../core/scheduler.js';
+import type { InstanceStatus, PresenceStats, UserStatus } from '../core/types.js';
+import type { TimerHandle } from '../core/clock.js';
 import type { PersistedRevokedSession, PersistedState, PersistedUser, Persistence } from './persistence.js';
 import { Revocations } from './revocations.js';
 import type {
@@ -19,8 +19,8 @@ import type {
   StoreLoginRequest,
   StoreLoginResult,
   StoredUser,
-} from './types.js';
-import { deriveUserStatus } from './types.js';
+} from '../core/store.js';
+import { deriveUserStatus } from '../core/store.js';
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 

@@ -1,7 +1,7 @@
 // Persistence hooks for MemoryStore: what is loaded at start and what is written behind, in batches.
 
-import type { Platform } from '../engine/platforms.js';
-import type { InstanceStatus } from '../engine/types.js';
+import type { Platform } from '../core/platforms.js';
+import type { InstanceStatus } from '../core/types.js';
 
 /** One device as persisted. */
 export interface PersistedInstance {

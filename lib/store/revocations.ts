@@ -1,8 +1,8 @@
 // Revoked sessions kept per user: bounded per user and in all, so that one user's churn never makes another's kicked device welcome.
 
-import type { Clock } from '../engine/clock.js';
-import { Scheduler, type Scheduled } from '../engine/scheduler.js';
-import type { Logger } from '../options.js';
+import type { Clock } from '../core/clock.js';
+import { Scheduler, type Scheduled } from '../core/scheduler.js';
+import type { Logger } from '../core/types.js';
 
 /** One user's revoked sessions, oldest first: session id → until when it is refused (ms, inclusive). */
 class UserRevocations implements Scheduled {

@@ -2,9 +2,9 @@
 
 import { expect } from 'chai';
 import { createPresence, PLATFORMS, PresenceError, type Platform, type PresenceChange, type PresenceOptions, type PresenceStore } from '../../lib/index.js';
-import { kickOldestBeyondLimit } from '../../lib/engine/policy.js';
+import { kickOldestBeyondLimit } from '../../lib/core/policy.js';
 import type { Presence } from '../../lib/presence.js';
-import type { LoginPolicy } from '../../lib/engine/types.js';
+import type { LoginPolicy } from '../../lib/core/types.js';
 
 /** Store options every store takes, for the cases that need small bounds. */
 export interface StoreLimits {

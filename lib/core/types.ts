@@ -100,3 +100,9 @@ export interface EndNotice {
   /** The device that displaced this one (always set for `LoginElsewhere`). */
   by?: InstanceRef;
 }
+
+/** Where warnings and errors go. `console` fits. */
+export interface Logger {
+  warn(message: string, ...details: unknown[]): void;
+  error(message: string, ...details: unknown[]): void;
+}

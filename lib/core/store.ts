@@ -1,10 +1,10 @@
 // The store interface: where presence lives (memory by default, Redis for many processes).
 
-import type { Clock } from '../engine/clock.js';
-import type { PolicyLimits } from '../engine/policy.js';
-import type { Platform, PlatformClass } from '../engine/platforms.js';
-import type { ChangeAction, ChangeReason, EndNotice, InstanceRef, InstanceStatus, PresenceStats, UserStatus } from '../engine/types.js';
-import type { Logger } from '../options.js';
+import type { Clock } from './clock.js';
+import type { PolicyLimits } from './policy.js';
+import type { Platform, PlatformClass } from './platforms.js';
+import type { ChangeAction, ChangeReason, EndNotice, InstanceRef, InstanceStatus, PresenceStats, UserStatus } from './types.js';
+import type { Logger } from './types.js';
 
 export type MaybePromise<T> = T | Promise<T>;
 
