@@ -138,6 +138,8 @@ export interface GracefulFigures {
   resumed: number;
   resumedOnRestarted: number;
   notBack: number;
+  /** Handed-over devices that a step during the grace (a kick, a login of their user) changed, checked by that step instead. */
+  touchedByStep: number;
   /** Devices not back whose one Disconnect/LinkClose callback came, after the grace. */
   endedOnce: number;
   /** presence:changed events (any node's watcher) saying a user with a resumed device was not Online: must be 0. */
@@ -181,6 +183,8 @@ interface Handover {
   /** When the SIGTERM of its last process was sent. */
   at: number;
   back: boolean;
+  /** A step on its user during the grace (a kick, a login) changed it: neither check applies, the step's own checks did. */
+  touched: boolean;
 }
 
 interface NodeAnswer {
@@ -260,6 +264,7 @@ export class ChaosRun {
     resumed: 0,
     resumedOnRestarted: 0,
     notBack: 0,
+    touchedByStep: 0,
     endedOnce: 0,
     flaps: 0,
     changedEvents: 0,
@@ -848,7 +853,7 @@ export class ChaosRun {
     for (const slot of this.model.slots) if (slot.pendingUntil > at) slot.pendingUntil = Math.max(slot.pendingUntil, at + GRACEFUL_BOUND);
     for (const { slot, back } of plans) {
       this.clients.delete(slot);
-      outcome.set(slot, { slot, since: outcome.get(slot)?.since ?? at, at, back });
+      outcome.set(slot, { slot, since: outcome.get(slot)?.since ?? at, at, back, touched: false });
       if (back) continue;
       this.graceful.notBack++;
       this.model.linkLost(slot, at + GRACEFUL_BOUND, `${node.name} stopped by SIGTERM, not back within the handover`);
@@ -866,6 +871,26 @@ ${node.output.slice(-2000)}`);
     })();
     // A failed restart is reported below, by whoever awaits it first.
     restarted.catch(() => undefined);
+    // Sometimes a step on a user with devices handed over, during the grace and while the process is still closing: an
+    // admin kick must list (and end) a handed-over device, it being logged in all along; a login must kick the ones it
+    // cannot stay with, its own earlier session included. Those devices' returns then go as the model says.
+    const users = [...new Set(plans.map(({ slot }) => slot.userId))];
+    if (users.length > 0 && this.rng() < 0.3) {
+      const userId = pick(this.rng, users);
+      const before = new Map(this.model.slotsOf(userId).map((slot) => [slot, `${slot.state} ${slot.sessionId} ${slot.pendingUntil}`]));
+      const step = this.planStep(userId, ['admin kick', 'login']);
+      if (step) {
+        this.count(this.variants, 'graceful: a step on its users during the grace');
+        await step();
+        for (const [slot, was] of before) {
+          const handover = outcome.get(slot);
+          if (handover && !handover.touched && was !== `${slot.state} ${slot.sessionId} ${slot.pendingUntil}`) {
+            handover.touched = true;
+            this.graceful.touchedByStep++;
+          }
+        }
+      }
+    }
     await Promise.all(
       plans.map(async ({ slot, client, back, wait, restarted: toRestarted, other }) => {
         // The device learns its connection closed (the server's io.close()), and a child device's process exits with it.
@@ -874,7 +899,9 @@ ${node.output.slice(-2000)}`);
         while (!closed() && Date.now() < closedBy) await delay(10);
         if (!closed()) this.diverge(`${slot.userId}/${slot.instanceId}'s connection to ${node.name} stayed open after SIGTERM`);
         this.dropClient(client);
-        if (!back) return;
+        const touched = outcome.get(slot)?.touched === true;
+        // Logged in again by the step (a fresh login of this very device): nothing to come back.
+        if (!back || this.clients.has(slot)) return;
         await delay(wait);
         let target = other;
         if (toRestarted || target === undefined) {
@@ -885,7 +912,9 @@ ${node.output.slice(-2000)}`);
           }
         }
         if (target === undefined) target = await restarted;
-        await this.handoverResume(slot, target, node, at);
+        // Kicked meanwhile: its resume is refused (or, kicked while unseen, a fresh login), as any resume after a kick.
+        if (touched) await this.resume(slot, target);
+        else await this.handoverResume(slot, target, node, at);
       }),
     );
     await restarted;
@@ -922,8 +951,8 @@ ${node.output.slice(-2000)}`);
     // Late enough for a wrong end of a resumed device (due at the grace, made by the next sweep) to be called back.
     const lateBy = last + GRACEFUL_BOUND + 500;
     if (Date.now() < lateBy) await delay(lateBy - Date.now());
-    const resumed = handovers.filter((handover) => handover.back);
-    const ended = handovers.filter((handover) => !handover.back);
+    const resumed = handovers.filter((handover) => handover.back && !handover.touched);
+    const ended = handovers.filter((handover) => !handover.back && !handover.touched);
     // Each end called back (the receiver answers at once; a callback is sent when its change is made).
     const calledBack = (handover: Handover) =>
       this.callbackLog.some((seen) => seen.instanceId === handover.slot.instanceId && seen.eventTime >= handover.since);
