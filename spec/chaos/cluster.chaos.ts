@@ -27,7 +27,7 @@ function g(report: ChaosReport): string {
     `${graceful.restarts} processes stopped (${graceful.rolling} rolling restarts of all three), ${graceful.handedOver} devices handed over: ` +
     `${graceful.resumed} resumed within the grace (${graceful.resumedOnRestarted} on the restarted process), ${graceful.notBack} not back ` +
     `(${graceful.endedOnce} ended once, as a closed connection, after the grace), ${graceful.touchedByStep} changed by a step during the grace; flaps seen by the watchers ${graceful.flaps}, ` +
-    `callbacks for resumed devices ${graceful.callbacksForResumed}, presence:changed for users all back ${graceful.changedEvents} ` +
+    `callbacks for resumed devices ${graceful.callbacksForResumed}, presence:changed for users all back ${graceful.changedEvents}${graceful.changedEventsSeen.length > 0 ? ` [${graceful.changedEventsSeen.join('; ')}]` : ''} ` +
     `(and ${graceful.changesForEnded} for users with a device not back); ` +
     `longest SIGTERM to restarted process listening ${graceful.longestRestart} ms`
   );

@@ -144,8 +144,10 @@ export interface GracefulFigures {
   endedOnce: number;
   /** presence:changed events (any node's watcher) saying a user with a resumed device was not Online: must be 0. */
   flaps: number;
-  /** presence:changed events for users whose handed-over devices all came back (status unchanged, so none expected). */
+  /** presence:changed events for users whose handed-over devices all came back and who had no step during the grace (none expected). */
   changedEvents: number;
+  /** The first few of those, described (user, status, watcher, time from the first SIGTERM). */
+  changedEventsSeen: string[];
   /** presence:changed events the watchers got for users with a device not back (shows the watchers do hear the real changes). */
   changesForEnded: number;
   /** Status-change callbacks for resumed devices from the SIGTERM to the check after the grace: must be 0. */
@@ -254,6 +256,8 @@ export class ChaosRun {
   private readonly phases: string[] = [];
   /** Every callback received, for the graceful checks (which callbacks came for a handed-over device). */
   private readonly callbackLog: CallbackSeen[] = [];
+  /** Users a step ran on during the current graceful restart's grace. */
+  private readonly steppedUsers = new Set<string>();
   /** The subscriber on each node, by index (undefined while it is dead). */
   private readonly watchers: (Watcher | undefined)[] = [];
   private readonly graceful: GracefulFigures = {
@@ -268,6 +272,7 @@ export class ChaosRun {
     endedOnce: 0,
     flaps: 0,
     changedEvents: 0,
+    changedEventsSeen: [],
     changesForEnded: 0,
     callbacksForResumed: 0,
     longestRestart: 0,
@@ -813,6 +818,7 @@ export class ChaosRun {
     const order = rolling ? [0, 1, 2] : [Math.floor(this.rng() * this.nodes.length)];
     const outcome = new Map<Slot, Handover>();
     for (const watcher of this.watchers) if (watcher) watcher.changes.length = 0;
+    this.steppedUsers.clear();
     let end = Date.now();
     for (const index of order) {
       end = await this.gracefulRestart(index, outcome);
@@ -881,6 +887,7 @@ ${node.output.slice(-2000)}`);
       const step = this.planStep(userId, ['admin kick', 'login']);
       if (step) {
         this.count(this.variants, 'graceful: a step on its users during the grace');
+        this.steppedUsers.add(userId);
         await step();
         for (const [slot, was] of before) {
           const handover = outcome.get(slot);
@@ -984,7 +991,11 @@ ${node.output.slice(-2000)}`);
         if (change.at < first) continue;
         if (endedUsers.has(change.userId)) this.graceful.changesForEnded++;
         if (!resumedUsers.has(change.userId)) continue;
-        if (!endedUsers.has(change.userId)) this.graceful.changedEvents++;
+        if (!endedUsers.has(change.userId) && !this.steppedUsers.has(change.userId)) {
+          this.graceful.changedEvents++;
+          if (this.graceful.changedEventsSeen.length < 10)
+            this.graceful.changedEventsSeen.push(`${change.userId} ${change.status} on ${watcher?.node.name}'s watcher at +${change.at - first} ms`);
+        }
         // A user with a resumed device was Online all along.
         if (change.status !== 'Online') {
           this.graceful.flaps++;
