@@ -915,7 +915,7 @@ ${node.output.slice(-2000)}`);
           const ready = await Promise.race([restarted, delay(Math.max(0, at + RESTARTED_BY - Date.now())).then(() => undefined)]);
           if (ready) {
             target = ready;
-            this.graceful.resumedOnRestarted++;
+            if (!touched) this.graceful.resumedOnRestarted++;
           }
         }
         if (target === undefined) target = await restarted;
