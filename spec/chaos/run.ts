@@ -859,7 +859,10 @@ export class ChaosRun {
     for (const slot of this.model.slots) if (slot.pendingUntil > at) slot.pendingUntil = Math.max(slot.pendingUntil, at + GRACEFUL_BOUND);
     for (const { slot, back } of plans) {
       this.clients.delete(slot);
-      outcome.set(slot, { slot, since: outcome.get(slot)?.since ?? at, at, back, touched: false });
+      // Handed over again in a rolling restart: checked from its first SIGTERM, unless a step changed it since (its own
+      // callbacks, a kick's or a login's, came before this SIGTERM): then from this one.
+      const earlier = outcome.get(slot);
+      outcome.set(slot, { slot, since: earlier && !earlier.touched ? earlier.since : at, at, back, touched: false });
       if (back) continue;
       this.graceful.notBack++;
       this.model.linkLost(slot, at + GRACEFUL_BOUND, `${node.name} stopped by SIGTERM, not back within the handover`);
