@@ -21,7 +21,8 @@ function table(values: Record<string, number>): string {
     .join(', ');
 }
 
-function g(report: ChaosReport): string {
+/** The graceful restarts, in one line. */
+function gracefulLine(report: ChaosReport): string {
   const { graceful } = report;
   return (
     `${graceful.restarts} processes stopped (${graceful.rolling} rolling restarts of all three), ${graceful.handedOver} devices handed over: ` +
@@ -43,7 +44,7 @@ function print(report: ChaosReport, lagMax: number): void {
     `quiet checks: ${report.quietChecks}, divergences: ${report.divergences}`,
     `longest reconvergence (fault end to every node agreeing): ${table(report.longestReconvergence)} ms; bounds ${table(report.bounds)} ms; beyond bound: ${table(report.beyondBound) || 'none'}`,
     `longest device end seen on every node, from the fault: ${table(report.longestDeviceEnd)} ms`,
-    `graceful restarts (SIGTERM, handoverGrace ${report.graceful.handoverGrace} ms): ${g(report)}`,
+    `graceful restarts (SIGTERM, handoverGrace ${report.graceful.handoverGrace} ms): ${gracefulLine(report)}`,
     `errors logged by the nodes: ${table(report.nodeErrors) || 'none'}`,
     `runner event-loop delay max ${lagMax.toFixed(0)} ms; runtime ${report.runtimeSeconds} s`,
   ];
