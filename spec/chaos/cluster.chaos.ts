@@ -21,6 +21,19 @@ function table(values: Record<string, number>): string {
     .join(', ');
 }
 
+/** The graceful restarts, in one line. */
+function gracefulLine(report: ChaosReport): string {
+  const { graceful } = report;
+  return (
+    `${graceful.restarts} processes stopped (${graceful.rolling} rolling restarts of all three), ${graceful.handedOver} devices handed over: ` +
+    `${graceful.resumed} resumed within the grace (${graceful.resumedOnRestarted} on the restarted process), ${graceful.notBack} not back ` +
+    `(${graceful.endedOnce} ended once, as a closed connection, after the grace), ${graceful.touchedByStep} changed by a step during the grace; flaps seen by the watchers ${graceful.flaps}, ` +
+    `callbacks for resumed devices ${graceful.callbacksForResumed}, presence:changed for users all back ${graceful.changedEvents}${graceful.changedEventsSeen.length > 0 ? ` [${graceful.changedEventsSeen.join('; ')}]` : ''} ` +
+    `(and ${graceful.changesForEnded} for users with a device not back); ` +
+    `longest SIGTERM to restarted process listening ${graceful.longestRestart} ms`
+  );
+}
+
 function print(report: ChaosReport, lagMax: number): void {
   const lines = [
     `seed ${report.seed} (replay: CHAOS_SEED=${report.seed}), policy ${report.policy}, ${report.users} users / ${report.devices} devices (${table(report.platforms)})`,
@@ -31,6 +44,7 @@ function print(report: ChaosReport, lagMax: number): void {
     `quiet checks: ${report.quietChecks}, divergences: ${report.divergences}`,
     `longest reconvergence (fault end to every node agreeing): ${table(report.longestReconvergence)} ms; bounds ${table(report.bounds)} ms; beyond bound: ${table(report.beyondBound) || 'none'}`,
     `longest device end seen on every node, from the fault: ${table(report.longestDeviceEnd)} ms`,
+    `graceful restarts (SIGTERM, handoverGrace ${report.graceful.handoverGrace} ms): ${gracefulLine(report)}`,
     `errors logged by the nodes: ${table(report.nodeErrors) || 'none'}`,
     `runner event-loop delay max ${lagMax.toFixed(0)} ms; runtime ${report.runtimeSeconds} s`,
   ];
@@ -69,5 +83,10 @@ describe(`chaos: three processes on a private Redis, ${minutes} min, seed ${seed
     expect(report.divergences, `divergences (seed ${seed})`).to.equal(0);
     expect(report.stepsTotal, 'steps run').to.be.greaterThan(0);
     for (const kind of FAULT_KINDS) expect(report.faults[kind] ?? 0, `${kind} faults injected`).to.be.greaterThan(0);
+    // README "Deploying": a device back within the handover grace shows nothing to anyone.
+    expect(report.graceful.handedOver, 'devices handed over by graceful restarts').to.be.greaterThan(0);
+    expect(report.graceful.flaps, 'flaps seen by the watchers during graceful restarts').to.equal(0);
+    expect(report.graceful.callbacksForResumed, 'callbacks for devices resumed within the handover grace').to.equal(0);
+    expect(report.graceful.resumed, 'devices resumed within the handover grace').to.be.greaterThan(0);
   });
 });

@@ -35,8 +35,16 @@ const KILL_BOUND = TIMINGS.leaseTtl + TIMINGS.sweepInterval;
 const REDIS_BOUND = TIMINGS.leaseTtl;
 /** Handshakes wait for Redis during an outage; the client must learn the outcome, never give up first. */
 const CONNECT_TIMEOUT = 20_000;
+/** The nodes' handoverGrace (README "Deploying"): a gracefully stopped process's devices wait this long to be resumed elsewhere. */
+const HANDOVER = 3000;
+/** A device not back by then is ended by the next sweep after the grace (README "Deploying"), then written. */
+const GRACEFUL_BOUND = HANDOVER + TIMINGS.sweepInterval + TIMER_TOLERANCE + STORE_WRITE;
+/** The longest a returning device waits before it reconnects (socket.io-client's first retry is 0.5 to 1.5 s), well inside the grace. */
+const RECONNECT_DELAY_MAX = 1500;
+/** A device that chose the restarted process goes to another one if the restarted process is not listening by then (from the SIGTERM). */
+const RESTARTED_BY = 2000;
 
-export type FaultKind = 'process SIGKILL' | 'process restart' | 'Redis restart' | 'freeze (SIGSTOP)';
+export type FaultKind = 'process SIGKILL' | 'process restart' | 'Redis restart' | 'freeze (SIGSTOP)' | 'graceful restart (SIGTERM)';
 /** What a reconvergence is measured after: a fault kind, one way of freezing a device, or plain steps. */
 type Measured =
   | Exclude<FaultKind, 'freeze (SIGSTOP)'>
@@ -51,8 +59,10 @@ const BOUNDS: Partial<Record<Measured, number>> = {
   'Redis restart': REDIS_BOUND,
   // Measured from the SIGSTOP: due at the last traffic (at most then) plus the timeout of the device's class.
   'freeze past the heartbeat timeout': Math.max(...Object.values(TIMINGS.heartbeatTimeout)) + TIMER_TOLERANCE + STORE_WRITE,
+  // Measured from the (last) SIGTERM: the devices not back are ended by the first sweep after the handover grace.
+  'graceful restart (SIGTERM)': GRACEFUL_BOUND,
 };
-export const FAULT_KINDS: FaultKind[] = ['process SIGKILL', 'process restart', 'Redis restart', 'freeze (SIGSTOP)'];
+export const FAULT_KINDS: FaultKind[] = ['process SIGKILL', 'process restart', 'Redis restart', 'freeze (SIGSTOP)', 'graceful restart (SIGTERM)'];
 type StepKind = 'login' | 'login (child process)' | 'racing logins' | 'resume' | 'logout' | 'heartbeat' | 'close' | 'admin kick';
 
 export interface ChaosOptions {
@@ -107,13 +117,77 @@ export interface ChaosReport {
   /** Per cause: the longest time from a freeze or a SIGKILL to every node showing one of its devices settled, in ms. */
   longestDeviceEnd: Record<string, number>;
   nodeErrors: Record<string, number>;
+  /** Graceful restarts (README "Deploying"): see GracefulFigures. */
+  graceful: GracefulFigures;
   runtimeSeconds: number;
+}
+
+/**
+ * The graceful restarts: SIGTERM to a node (its handler as README "Deploying" writes it), its devices resuming on another
+ * process or the restarted one within the handover grace, or not coming back.
+ */
+export interface GracefulFigures {
+  /** The nodes' handoverGrace, in ms. */
+  handoverGrace: number;
+  /** Processes stopped by SIGTERM (a rolling restart counts each), and how many of the faults were rolling restarts of all three. */
+  restarts: number;
+  rolling: number;
+  /** Devices live on a process when it got SIGTERM (a device handed over twice in one rolling restart counts twice). */
+  handedOver: number;
+  /** Of those, resumed within the grace (on the restarted process, and on another), and not back (ended once, as a closed connection). */
+  resumed: number;
+  resumedOnRestarted: number;
+  notBack: number;
+  /** Handed-over devices that a step during the grace (a kick, a login of their user) changed, checked by that step instead. */
+  touchedByStep: number;
+  /** Devices not back whose one Disconnect/LinkClose callback came, after the grace. */
+  endedOnce: number;
+  /** presence:changed events (any node's watcher) saying a user with a resumed device was not Online: must be 0. */
+  flaps: number;
+  /** presence:changed events for users whose handed-over devices all came back and who had no step during the grace (none expected). */
+  changedEvents: number;
+  /** The first few of those, described (user, status, watcher, time from the first SIGTERM). */
+  changedEventsSeen: string[];
+  /** presence:changed events the watchers got for users with a device not back (shows the watchers do hear the real changes). */
+  changesForEnded: number;
+  /** Status-change callbacks for resumed devices from the SIGTERM to the check after the grace: must be 0. */
+  callbacksForResumed: number;
+  /** The longest time from a SIGTERM to the restarted process listening, in ms. */
+  longestRestart: number;
 }
 
 /** Something the nodes or the clients showed that the model says cannot be: the run stops on the first. */
 export class Divergence extends Error {}
 
 type Client = { kind: 'socket'; node: ClusterNode; device: ClusterDevice } | { kind: 'child'; node: ClusterNode; device: ChildDevice; frozen: boolean };
+
+/** One callback as the receiver got it, for the graceful checks. */
+interface CallbackSeen {
+  userId: string;
+  instanceId: string;
+  action: string;
+  status: string;
+  eventTime: number;
+}
+
+/** A subscriber on each node, watching every user of the model: what presence:changed told it. */
+interface Watcher {
+  device: ClusterDevice;
+  node: ClusterNode;
+  changes: { userId: string; status: string; at: number }[];
+}
+
+/** What one graceful restart fault did to each device it handed over: its last outcome. */
+interface Handover {
+  slot: Slot;
+  /** When the SIGTERM of its first process in the fault was sent (a rolling restart may hand a device over twice). */
+  since: number;
+  /** When the SIGTERM of its last process was sent. */
+  at: number;
+  back: boolean;
+  /** A step on its user during the grace (a kick, a login) changed it: neither check applies, the step's own checks did. */
+  touched: boolean;
+}
 
 interface NodeAnswer {
   status: string;
@@ -180,6 +254,29 @@ export class ChaosRun {
   private seqProblem: string | undefined;
   /** The last epochs' phases with their times, for a divergence's report. */
   private readonly phases: string[] = [];
+  /** Every callback received, for the graceful checks (which callbacks came for a handed-over device). */
+  private readonly callbackLog: CallbackSeen[] = [];
+  /** Users a step ran on during the current graceful restart's grace. */
+  private readonly steppedUsers = new Set<string>();
+  /** The subscriber on each node, by index (undefined while it is dead). */
+  private readonly watchers: (Watcher | undefined)[] = [];
+  private readonly graceful: GracefulFigures = {
+    handoverGrace: HANDOVER,
+    restarts: 0,
+    rolling: 0,
+    handedOver: 0,
+    resumed: 0,
+    resumedOnRestarted: 0,
+    notBack: 0,
+    touchedByStep: 0,
+    endedOnce: 0,
+    flaps: 0,
+    changedEvents: 0,
+    changedEventsSeen: [],
+    changesForEnded: 0,
+    callbacksForResumed: 0,
+    longestRestart: 0,
+  };
 
   constructor(private readonly options: ChaosOptions) {
     this.rng = random(options.seed);
@@ -217,6 +314,7 @@ export class ChaosRun {
       pingInterval: TIMINGS.pingInterval,
       pingTimeout: TIMINGS.pingTimeout,
       callbackUrl: this.callbackUrl,
+      handoverGrace: HANDOVER,
     };
     const child = fork(NODE_SCRIPT, [JSON.stringify(config)], {
       execArgv: ['--import', 'tsx'],
@@ -226,7 +324,22 @@ export class ChaosRun {
     const node = new ClusterNode(config, child);
     await node.ready();
     this.nodes[index] = node;
+    await this.startWatcher(index, node);
     return node;
+  }
+
+  /**
+   * A subscriber on the node watching every user of the model (a user of its own, outside the model, on a Windows device), so
+   * that a flap shown to any node's subscribers is seen. It counts among the node's live devices.
+   */
+  private async startWatcher(index: number, node: ClusterNode): Promise<void> {
+    const userId = `watch${index}`;
+    const device = await connectDevice(node.url, userId, 'Windows', { instanceId: `${userId}-w` }, {}, CONNECT_TIMEOUT);
+    const watcher: Watcher = { device, node, changes: [] };
+    device.socket.on('presence:changed', (change) => watcher.changes.push({ userId: change.userId, status: change.status, at: Date.now() }));
+    const answer = await device.socket.timeout(CONNECT_TIMEOUT).emitWithAck('presence:subscribe', { userIds: this.model.userIds });
+    if (!answer.ok) throw new Error(`the watcher on ${node.name} could not subscribe: ${JSON.stringify(answer)}`);
+    this.watchers[index] = watcher;
   }
 
   async start(): Promise<void> {
@@ -245,6 +358,13 @@ export class ChaosRun {
           receivedAt,
         });
         if (problem && this.seqProblem === undefined) this.seqProblem = problem;
+        this.callbackLog.push({
+          userId: body.Info.To_Account,
+          instanceId: body.InstId,
+          action: `${body.Info.Action}/${body.Info.Reason}`,
+          status: body.Status,
+          eventTime: body.EventTime,
+        });
         res.setHeader('content-type', 'application/json');
         res.end('{"ActionStatus":"OK","ErrorCode":0}');
       });
@@ -258,6 +378,7 @@ export class ChaosRun {
 
   async stop(): Promise<void> {
     for (const client of this.opened) this.dropClient(client);
+    for (const watcher of this.watchers) watcher?.device.socket.disconnect();
     await Promise.all(this.liveNodes.map((node) => node.close()));
     await this.redis?.kill();
     const server = this.callbackServer;
@@ -302,6 +423,10 @@ export class ChaosRun {
         this.phase(`fault ${fault?.measured ?? 'none'} ended; quiet check`);
         await this.quietCheck(`epoch ${this.epoch}`, fault?.end ?? stepsEnd, fault?.measured ?? 'steps only');
         this.phase('quiet check agreed');
+        if (fault?.handovers) {
+          await this.checkGraceful(`epoch ${this.epoch}`, fault.handovers);
+          this.phase('graceful restart checked: no flap, no callback for the resumed devices');
+        }
         if (Date.now() - lastProgress > 30_000) {
           lastProgress = Date.now();
           this.options.log(
@@ -340,6 +465,7 @@ export class ChaosRun {
       beyondBound: { ...this.beyond },
       longestDeviceEnd: { ...this.deviceEnd },
       nodeErrors: this.nodeErrors(),
+      graceful: { ...this.graceful },
       runtimeSeconds: Math.round((Date.now() - started) / 100) / 10,
     };
   }
@@ -639,7 +765,7 @@ export class ChaosRun {
   // ---- faults ------------------------------------------------------------------------------
 
   /** At most one fault per epoch, at its end; each kind is made to happen early at least once. */
-  private async fault(): Promise<{ measured: Measured; end: number } | undefined> {
+  private async fault(): Promise<{ measured: Measured; end: number; handovers?: Handover[] } | undefined> {
     const deadIndex = this.nodes.findIndex((node) => node === undefined);
     const missing = FAULT_KINDS.filter((kind) => !this.faults[kind]);
     let kind: FaultKind | undefined;
@@ -657,6 +783,7 @@ export class ChaosRun {
         ['process SIGKILL', 1],
         ['Redis restart', 1],
         ['freeze (SIGSTOP)', 1.2],
+        ['graceful restart (SIGTERM)', 1.2],
         ['none' as FaultKind, 1.5],
       ]);
     }
@@ -672,9 +799,217 @@ export class ChaosRun {
         return { measured: kind, end: await this.restartRedis() };
       case 'freeze (SIGSTOP)':
         return this.freeze();
+      case 'graceful restart (SIGTERM)':
+        return this.deploy();
       default:
         return undefined;
     }
+  }
+
+  /**
+   * A deploy (README "Deploying"): one process, or each of the three in turn (a rolling restart), stopped by SIGTERM and
+   * started again. Only while every process runs (a deploy is not made during a crash).
+   */
+  private async deploy(): Promise<{ measured: Measured; end: number; handovers: Handover[] }> {
+    this.count(this.faults, 'graceful restart (SIGTERM)');
+    const rolling = this.rng() < 0.35;
+    this.count(this.variants, rolling ? 'graceful: rolling restart, each process in turn' : 'graceful: one process');
+    if (rolling) this.graceful.rolling++;
+    const order = rolling ? [0, 1, 2] : [Math.floor(this.rng() * this.nodes.length)];
+    const outcome = new Map<Slot, Handover>();
+    for (const watcher of this.watchers) if (watcher) watcher.changes.length = 0;
+    this.steppedUsers.clear();
+    let end = Date.now();
+    for (const index of order) {
+      end = await this.gracefulRestart(index, outcome);
+    }
+    // The quiet check looks past the grace, when a wrong end of a resumed device would have been made.
+    this.notBefore = Math.max(this.notBefore, end + HANDOVER + TIMINGS.sweepInterval);
+    return { measured: 'graceful restart (SIGTERM)', end, handovers: [...outcome.values()] };
+  }
+
+  /**
+   * SIGTERM to node `index`: its handler (cluster-node.ts, as README "Deploying" writes it) closes io, then the presence, which
+   * hands its devices over for HANDOVER ms. Each device sees its connection close, then (as decided here, from the seed)
+   * resumes its session after a reconnect delay, on another process or on the restarted one, or never comes back. The
+   * model: no transition at all for those back in time; a closed connection (mobile PushOnline, the others gone) by
+   * GRACEFUL_BOUND for the others. Answers when the SIGTERM was sent, once the node runs again and every device is back.
+   */
+  private async gracefulRestart(index: number, outcome: Map<Slot, Handover>): Promise<number> {
+    const node = this.nodes[index] as ClusterNode;
+    const others = this.liveNodes.filter((other) => other !== node);
+    // Every draw first, so that a seed replays the same choices whatever the timings.
+    const plans = [...this.clients]
+      .filter(([, client]) => client.node === node)
+      .map(([slot, client]) => ({
+        slot,
+        client,
+        back: !(client.kind === 'child' && client.frozen) && this.rng() < 0.8,
+        wait: Math.floor(this.rng() * RECONNECT_DELAY_MAX),
+        restarted: this.rng() < 0.4,
+        other: others.length > 0 ? pick(this.rng, others) : undefined,
+      }));
+    this.graceful.restarts++;
+    this.graceful.handedOver += plans.length;
+    const at = Date.now();
+    const exit = node.terminate();
+    this.nodes[index] = undefined;
+    this.retired.push(node);
+    // An end already due (a close just before) may now wait for the handover instead (README "Deploying": "either order works").
+    for (const slot of this.model.slots) if (slot.pendingUntil > at) slot.pendingUntil = Math.max(slot.pendingUntil, at + GRACEFUL_BOUND);
+    for (const { slot, back } of plans) {
+      this.clients.delete(slot);
+      // Handed over again in a rolling restart: checked from its first SIGTERM, unless a step changed it since (its own
+      // callbacks, a kick's or a login's, came before this SIGTERM): then from this one.
+      const earlier = outcome.get(slot);
+      outcome.set(slot, { slot, since: earlier && !earlier.touched ? earlier.since : at, at, back, touched: false });
+      if (back) continue;
+      this.graceful.notBack++;
+      this.model.linkLost(slot, at + GRACEFUL_BOUND, `${node.name} stopped by SIGTERM, not back within the handover`);
+      if (slot.pendingUntil > 0) this.pendingCause.set(slot, { cause: 'graceful restart (SIGTERM)', at });
+    }
+    for (const entry of this.ending) if (entry.client.node === node) this.dropClient(entry.client);
+    const restarted = (async () => {
+      const code = await exit;
+      if (code !== 0)
+        this.diverge(`${node.name} exited with ${code} after SIGTERM (README "Deploying": the handler exits 0):
+${node.output.slice(-2000)}`);
+      const fresh = await this.startNode(index);
+      this.graceful.longestRestart = Math.max(this.graceful.longestRestart, Date.now() - at);
+      return fresh;
+    })();
+    // A failed restart is reported below, by whoever awaits it first.
+    restarted.catch(() => undefined);
+    // Sometimes a step on a user with devices handed over, during the grace and while the process is still closing: an
+    // admin kick must list (and end) a handed-over device, it being logged in all along; a login must kick the ones it
+    // cannot stay with, its own earlier session included. Those devices' returns then go as the model says.
+    const users = [...new Set(plans.map(({ slot }) => slot.userId))];
+    if (users.length > 0 && this.rng() < 0.3) {
+      const userId = pick(this.rng, users);
+      const before = new Map(this.model.slotsOf(userId).map((slot) => [slot, `${slot.state} ${slot.sessionId} ${slot.pendingUntil}`]));
+      const step = this.planStep(userId, ['admin kick', 'login']);
+      if (step) {
+        this.count(this.variants, 'graceful: a step on its users during the grace');
+        this.steppedUsers.add(userId);
+        await step();
+        for (const [slot, was] of before) {
+          const handover = outcome.get(slot);
+          if (handover && !handover.touched && was !== `${slot.state} ${slot.sessionId} ${slot.pendingUntil}`) {
+            handover.touched = true;
+            this.graceful.touchedByStep++;
+          }
+        }
+      }
+    }
+    await Promise.all(
+      plans.map(async ({ slot, client, back, wait, restarted: toRestarted, other }) => {
+        // The device learns its connection closed (the server's io.close()), and a child device's process exits with it.
+        const closedBy = Date.now() + 5000 + this.options.slack;
+        const closed = () => (client.kind === 'socket' ? !client.device.socket.connected : client.frozen || !childAlive(client.device));
+        while (!closed() && Date.now() < closedBy) await delay(10);
+        if (!closed()) this.diverge(`${slot.userId}/${slot.instanceId}'s connection to ${node.name} stayed open after SIGTERM`);
+        this.dropClient(client);
+        const touched = outcome.get(slot)?.touched === true;
+        // Logged in again by the step (a fresh login of this very device): nothing to come back.
+        if (!back || this.clients.has(slot)) return;
+        await delay(wait);
+        let target = other;
+        if (toRestarted || target === undefined) {
+          const ready = await Promise.race([restarted, delay(Math.max(0, at + RESTARTED_BY - Date.now())).then(() => undefined)]);
+          if (ready) {
+            target = ready;
+            if (!touched) this.graceful.resumedOnRestarted++;
+          }
+        }
+        if (target === undefined) target = await restarted;
+        // Kicked meanwhile: its resume is refused (or, kicked while unseen, a fresh login), as any resume after a kick.
+        if (touched) await this.resume(slot, target);
+        else await this.handoverResume(slot, target, node, at);
+      }),
+    );
+    await restarted;
+    return at;
+  }
+
+  /** A device back within the handover grace resumes its session: no kick, the same session, Online all along. */
+  private async handoverResume(slot: Slot, node: ClusterNode, from: ClusterNode, at: number): Promise<void> {
+    const sessionId = slot.clientSession as string;
+    const what = `handed over by ${from.name}, resumed on ${node.name} ${Date.now() - at} ms after the SIGTERM`;
+    let client: Client & { kind: 'socket' };
+    try {
+      client = await this.connectSocket(slot, node, sessionId);
+    } catch (error) {
+      this.diverge(`${what}: ${slot.userId}/${slot.instanceId} refused: ${(error as Error).message}`);
+    }
+    const session = client.device.session;
+    if (!session.resumed || session.sessionId !== sessionId)
+      this.diverge(`${what}: ${slot.userId}/${slot.instanceId} got a fresh login (${session.sessionId})`);
+    if (session.kicked.length > 0) this.diverge(`${what}: ${slot.userId}/${slot.instanceId} kicked ${JSON.stringify(session.kicked)}`);
+    this.graceful.resumed++;
+    this.model.loggedInNow(slot, sessionId, what);
+    this.clients.set(slot, client);
+  }
+
+  /**
+   * After a graceful restart's quiet check, past the grace: no watcher on any node saw a user with a resumed device as not
+   * Online, no callback came for a resumed device, and each device not back got exactly one callback, a closed connection,
+   * made after the grace (README "Deploying": "What receivers see during a rolling deploy").
+   */
+  private async checkGraceful(label: string, handovers: Handover[]): Promise<void> {
+    const first = Math.min(...handovers.map((handover) => handover.at), Date.now());
+    const last = Math.max(...handovers.map((handover) => handover.at), 0);
+    // Late enough for a wrong end of a resumed device (due at the grace, made by the next sweep) to be called back.
+    const lateBy = last + GRACEFUL_BOUND + 500;
+    if (Date.now() < lateBy) await delay(lateBy - Date.now());
+    const resumed = handovers.filter((handover) => handover.back && !handover.touched);
+    const ended = handovers.filter((handover) => !handover.back && !handover.touched);
+    // Each end called back (the receiver answers at once; a callback is sent when its change is made).
+    const calledBack = (handover: Handover) =>
+      this.callbackLog.some((seen) => seen.instanceId === handover.slot.instanceId && seen.eventTime >= handover.since);
+    const waitUntil = Date.now() + 3000 + this.options.slack;
+    while (!ended.every(calledBack) && Date.now() < waitUntil) await delay(20);
+    const problems: string[] = [];
+    for (const { slot, since } of resumed) {
+      const wrong = this.callbackLog.filter((seen) => seen.instanceId === slot.instanceId && seen.eventTime >= since);
+      this.graceful.callbacksForResumed += wrong.length;
+      for (const seen of wrong)
+        problems.push(`a callback for ${slot.userId}/${slot.instanceId}, resumed within the grace: ${seen.action} ${seen.status} at ${seen.eventTime}`);
+    }
+    for (const { slot, since, at } of ended) {
+      const seen = this.callbackLog.filter((body) => body.instanceId === slot.instanceId && body.eventTime >= since);
+      const shown = seen.map((body) => `${body.action} ${body.status} at +${body.eventTime - at} ms`).join(', ') || 'none';
+      // A closed connection: a phone PushOnline, the others gone (its instance Offline), once, after the grace.
+      const ok =
+        seen.length === 1 &&
+        seen[0]?.action === 'Disconnect/LinkClose' &&
+        seen[0]?.status === (slot.cls === 'mobile' ? 'PushOnline' : 'Offline') &&
+        (seen[0]?.eventTime ?? 0) >= at + HANDOVER - TIMER_TOLERANCE;
+      if (ok) this.graceful.endedOnce++;
+      else problems.push(`${slot.userId}/${slot.instanceId} not back: expected one Disconnect/LinkClose callback after the ${HANDOVER} ms grace, got ${shown}`);
+    }
+    const resumedUsers = new Set(resumed.map(({ slot }) => slot.userId));
+    const endedUsers = new Set(ended.map(({ slot }) => slot.userId));
+    for (const watcher of this.watchers) {
+      for (const change of watcher?.changes ?? []) {
+        if (change.at < first) continue;
+        if (endedUsers.has(change.userId)) this.graceful.changesForEnded++;
+        if (!resumedUsers.has(change.userId)) continue;
+        if (!endedUsers.has(change.userId) && !this.steppedUsers.has(change.userId)) {
+          this.graceful.changedEvents++;
+          if (this.graceful.changedEventsSeen.length < 10)
+            this.graceful.changedEventsSeen.push(`${change.userId} ${change.status} on ${watcher?.node.name}'s watcher at +${change.at - first} ms`);
+        }
+        // A user with a resumed device was Online all along.
+        if (change.status !== 'Online') {
+          this.graceful.flaps++;
+          problems.push(
+            `the watcher on ${watcher?.node.name} saw ${change.userId} ${change.status} at +${change.at - first} ms, with a device resumed within the grace`,
+          );
+        }
+      }
+    }
+    for (const watcher of this.watchers) if (watcher) watcher.changes.length = 0;
+    if (problems.length > 0) this.diverge(`${label}: graceful restart:\n  ${problems.join('\n  ')}`);
   }
 
   /** SIGKILL a node; then, before its lease runs out, a few steps on users that had devices there (a kick, a login elsewhere, a resume elsewhere). */
@@ -1030,8 +1365,12 @@ export class ChaosRun {
         `${label}: devices the model holds live were disconnected: ${dropped.map(([slot, client]) => `${slot.userId}/${slot.instanceId} on ${client.node.name}`).join(', ')}`,
       );
     }
-    for (const node of this.liveNodes) {
-      const want = [...this.clients.values()].filter((client) => client.node === node).length;
+    for (const [index, node] of this.nodes.entries()) {
+      if (node === undefined) continue;
+      // The node's watcher is one of its live devices too.
+      const watcher = this.watchers[index];
+      const watching = watcher?.node === node && watcher.device.socket.connected ? 1 : 0;
+      const want = [...this.clients.values()].filter((client) => client.node === node).length + watching;
       const live = await node.call<number>('live');
       if (live !== want) this.diverge(`${label}: ${node.name} holds ${live} live devices, ${want} are connected to it`);
     }
