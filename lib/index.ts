@@ -19,6 +19,8 @@ export type {
   AuthorizeRequest,
   CanSee,
   CanJoin,
+  LastSeenVisibilityRule,
+  Contacts,
   Logger,
 } from './options.js';
 export type * from './store/types.js';

@@ -1,7 +1,8 @@
 // createPresence: one mount of express-presence, the engine plus its Express and Socket.IO adapters.
 
 import { PresenceEngine } from './engine/engine.js';
-import type { CustomStatusChange, InstanceRef, PresenceChange, PresenceStats, UserPresence } from './engine/types.js';
+import type { Availability } from './engine/availability.js';
+import type { AvailabilityChange, CustomStatusChange, InstanceRef, PresenceChange, PresenceStats, UserPresence } from './engine/types.js';
 import { resolveOptions, type PresenceOptions, type ResolvedConfig } from './options.js';
 import type { Namespace, Server } from 'socket.io';
 import { createPresenceRouter, type PresenceRouter, type RouterOptions } from './http/router.js';
@@ -18,6 +19,8 @@ import { socketRoomsOf, type SocketRoomConnection } from './socket/rooms.js';
 export interface PresenceEvents {
   change: [PresenceChange];
   'custom-status': [CustomStatusChange];
+  /** A user's availability changed: chosen, or away by idleness (`idleTimeout`) and back. */
+  availability: [AvailabilityChange];
   /** A callback still undelivered after `maxRetries`: keep it yourself if it matters. */
   'callback-failed': [StateChangeCallbackBody, Error];
   /** A room's first member joined. */
@@ -32,6 +35,7 @@ const ROOM_EVENTS: readonly string[] = ['room-occupied', 'room-vacated', 'room-c
 const PRESENCE_EVENTS: readonly string[] = [
   'change',
   'custom-status',
+  'availability',
   'callback-failed',
   'room-occupied',
   'room-vacated',
@@ -106,9 +110,21 @@ export class Presence {
     return this.engine.kick(userId, filter);
   }
 
-  /** Sets (or with null clears) a user's custom status, at most 100 bytes of UTF-8. */
-  setCustomStatus(userId: string, customStatus: string | null): Promise<void> {
-    return this.engine.setCustomStatus(userId, customStatus);
+  /**
+   * Sets (or with null clears) a user's custom status, at most 100 bytes of UTF-8; with `{ ttl }` (ms or '30m', 1 s to
+   * 365 days) it is cleared when that runs out, with a `custom-status` event (reason `expired`).
+   */
+  async setCustomStatus(userId: string, customStatus: string | null, options?: { ttl?: number | string }): Promise<void> {
+    return this.engine.setCustomStatus(userId, customStatus, options);
+  }
+
+  /**
+   * Sets a user's availability for all their devices: `'available'`, `'away'`, `'dnd'` or `'invisible'` (shown to
+   * everyone else as Offline, the truth to their own devices, the query routes and the callback). Resolves with the
+   * change, or null when nothing changed.
+   */
+  async setAvailability(userId: string, availability: Availability): Promise<AvailabilityChange | null> {
+    return this.engine.setAvailability(userId, availability);
   }
 
   /**
