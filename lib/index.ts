@@ -53,6 +53,13 @@ export type { QueryStateResponse, QueryStateResult, QueryStateDetail, SourceKick
 export type { UsersQueryResponse, UserKickResponse } from './http/plain-routes.js';
 export { SourceErrorCode, type Problem, type SourceFailure } from './http/respond.js';
 export type { PresenceMetrics, MetricsSnapshot } from './http/metrics.js';
-export { CallbackDeliveryError, type CallbackDeliveryStats, type StateChangeCallbackBody, type KickedDeviceEntry } from './callback/delivery.js';
+export {
+  CallbackDeliveryError,
+  type CallbackDeliveryStats,
+  type StateChangeCallbackBody,
+  type StatusChangeCallbackBody,
+  type PresenceCallbackBody,
+  type KickedDeviceEntry,
+} from './callback/delivery.js';
 export { verifyCallbackSignature, signCallback, SIGNATURE_HEADER } from './callback/body.js';
 export { callbackReceiver, type CallbackHandler, type CallbackReceiver, type CallbackReceiverOptions } from './callback/receiver.js';

@@ -7,7 +7,7 @@ import { resolveOptions, type PresenceOptions, type ResolvedConfig } from './opt
 import type { Namespace, Server } from 'socket.io';
 import { createPresenceRouter, type PresenceRouter, type RouterOptions } from './http/router.js';
 import { attachPresence } from './socket/attach.js';
-import { CallbackDelivery, type StateChangeCallbackBody } from './callback/delivery.js';
+import { CallbackDelivery, type PresenceCallbackBody } from './callback/delivery.js';
 import { callbackReceiver, type CallbackHandler, type CallbackReceiver, type CallbackReceiverOptions } from './callback/receiver.js';
 import { PresenceMetrics } from './http/metrics.js';
 import { didYouMean } from './util/did-you-mean.js';
@@ -22,7 +22,7 @@ export interface PresenceEvents {
   /** A user's availability changed: chosen, or away by idleness (`idleTimeout`) and back. */
   availability: [AvailabilityChange];
   /** A callback still undelivered after `maxRetries`: keep it yourself if it matters. */
-  'callback-failed': [StateChangeCallbackBody, Error];
+  'callback-failed': [PresenceCallbackBody, Error];
   /** A room's first member joined. */
   'room-occupied': [RoomEvent];
   /** A room's last member left. */
@@ -64,7 +64,7 @@ export class Presence {
   /** The transport-free rooms core; the Socket.IO adapter and the room routes talk to it. */
   readonly rooms: RoomRegistry<SocketRoomConnection>;
   private readonly callbacks: CallbackDelivery | undefined;
-  private readonly failureListeners = new Set<(body: StateChangeCallbackBody, error: Error) => void>();
+  private readonly failureListeners = new Set<(body: PresenceCallbackBody, error: Error) => void>();
 
   constructor(options?: PresenceOptions) {
     this.config = resolveOptions(options);
@@ -179,7 +179,7 @@ export class Presence {
 
   on<K extends keyof PresenceEvents>(event: K, listener: (...args: PresenceEvents[K]) => void): this {
     checkEvent(event, listener);
-    if (event === 'callback-failed') this.failureListeners.add(listener as (body: StateChangeCallbackBody, error: Error) => void);
+    if (event === 'callback-failed') this.failureListeners.add(listener as (body: PresenceCallbackBody, error: Error) => void);
     else if (ROOM_EVENTS.includes(event)) this.rooms.on(event as 'room-change', listener as never);
     else this.engine.on(event as 'change', listener as never);
     return this;
@@ -187,7 +187,7 @@ export class Presence {
 
   off<K extends keyof PresenceEvents>(event: K, listener: (...args: PresenceEvents[K]) => void): this {
     checkEvent(event, listener);
-    if (event === 'callback-failed') this.failureListeners.delete(listener as (body: StateChangeCallbackBody, error: Error) => void);
+    if (event === 'callback-failed') this.failureListeners.delete(listener as (body: PresenceCallbackBody, error: Error) => void);
     else if (ROOM_EVENTS.includes(event)) this.rooms.off(event as 'room-change', listener as never);
     else this.engine.off(event as 'change', listener as never);
     return this;

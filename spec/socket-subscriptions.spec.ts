@@ -52,8 +52,8 @@ describe('socket: subscriptions', () => {
     expect(answer).to.deep.equal({
       ok: true,
       users: [
-        { userId: 'target', status: 'Offline', customStatus: null, lastSeen: null },
-        { userId: 'nobody', status: 'Offline', customStatus: null, lastSeen: null },
+        { userId: 'target', status: 'Offline', availability: 'available', idleSince: null, customStatus: null, lastSeen: null },
+        { userId: 'nobody', status: 'Offline', availability: 'available', idleSince: null, customStatus: null, lastSeen: null },
       ],
       denied: [],
     });
@@ -77,7 +77,7 @@ describe('socket: subscriptions', () => {
     // A custom status change of a user who is not Online carries their last-seen time.
     await h.presence.setCustomStatus('target', 'away');
     await waitFor(() => seen.length === 4, 'the offline custom status to be pushed');
-    expect(seen[3]).to.deep.equal({ userId: 'target', status: 'PushOnline', customStatus: 'away', lastSeen });
+    expect(seen[3]).to.deep.equal({ userId: 'target', status: 'PushOnline', availability: 'available', idleSince: null, customStatus: 'away', lastSeen });
     await h.presence.kick('target');
     await waitFor(() => seen.length === 5, 'the kick to be pushed');
     expect(seen[4]).to.include({ status: 'Offline' });

@@ -19,7 +19,7 @@ import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS,
 import { Scheduler, type Scheduled } from './scheduler.js';
 import { isoTime } from '../util/iso-time.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
-import { effectiveAvailability, parseAvailability, type UserTruth } from './availability.js';
+import { effectiveAvailability, parseAvailability, type Availability, type UserTruth } from './availability.js';
 import type {
   AvailabilityChange,
   ChangeAction,
@@ -250,8 +250,11 @@ export interface PresenceEngineEvents {
   change: [PresenceChange];
   'custom-status': [CustomStatusChange];
   availability: [AvailabilityChange];
-  /** Internal, for adapters: a user's custom status or availability changed; the whole truth after it. */
-  'user-state': [UserTruth];
+  /**
+   * Internal, for adapters: a user's custom status or availability changed; the whole truth after it, and for an
+   * availability change the availability shown before it (null for a custom status change).
+   */
+  'user-state': [UserTruth, Availability | null];
 }
 
 /** The truth of a user from a store's state answer. */
@@ -729,7 +732,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       at,
     };
     this.emitSafely('availability', change);
-    this.emitSafely('user-state', truth);
+    this.emitState(truth, result.previousAvailability);
     return change;
   }
 
@@ -940,7 +943,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
         expiresAt: iso(expiresAt),
         at,
       });
-      if (truth) this.emitSafely('user-state', truth);
+      if (truth) this.emitState(truth, null);
     };
     const stored = this.config.store.setCustomStatus(userId, text, at, options);
     if (!isPromiseLike(stored)) return report(stored);
@@ -1235,6 +1238,16 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     // Checked here: a call with seven arguments builds its argument list even when debug is off.
     if (debug.enabled) debug('change %s %s/%s %s/%s -> %s', event.userId, event.platform, event.instanceId, action, reason, event.userStatus);
     this.emitSafely('change', event);
+  }
+
+  private emitState(truth: UserTruth, previousAvailability: Availability | null): void {
+    for (const listener of this.listeners('user-state') as ((truth: UserTruth, previous: Availability | null) => void)[]) {
+      try {
+        listener(truth, previousAvailability);
+      } catch (error) {
+        this.config.logger.error("express-presence: a 'user-state' listener threw", error);
+      }
+    }
   }
 
   /** Emits to every listener; one that throws is logged and does not stop the others or the engine. */

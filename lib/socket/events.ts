@@ -1,6 +1,7 @@
 // The client events of a presence namespace: each validates its payload and answers through its acknowledgement, never throws.
 
-import { parseCustomStatus, type PresenceEngine } from '../engine/engine.js';
+import { parseCustomStatus, parseCustomStatusTtl, type PresenceEngine } from '../engine/engine.js';
+import { parseAvailability } from '../engine/availability.js';
 import { isPromiseLike, type MaybePromise } from '../store/types.js';
 import { isStoreUnavailable } from '../store/errors.js';
 import { takeToken } from './fair-use.js';
@@ -166,13 +167,38 @@ function eventHandlers(
         return { ok: false, code: 'BAD_REQUEST', message: `presence:set-status takes { customStatus: string | null }; got ${kindOf(payload)}` };
       }
       let customStatus: string | null;
+      let ttl: number | undefined;
       try {
         customStatus = parseCustomStatus(payload.customStatus);
+        ttl = parseCustomStatusTtl(payload.ttl);
       } catch (error) {
         return { ok: false, code: 'BAD_REQUEST', message: (error as Error).message };
       }
-      await engine.setCustomStatus(state.connection.userId, customStatus);
+      await engine.setCustomStatus(state.connection.userId, customStatus, ttl === undefined ? {} : { ttl });
       return { ok: true, customStatus };
+    }),
+    'presence:set-availability': listener(engine, 'presence:set-availability', async (_socket, state, payload) => {
+      if (!isObject(payload) || !('availability' in payload)) {
+        return {
+          ok: false,
+          code: 'BAD_REQUEST',
+          message: `presence:set-availability takes { availability: 'available' | 'away' | 'dnd' | 'invisible' }; got ${kindOf(payload)}`,
+        };
+      }
+      let availability;
+      try {
+        availability = parseAvailability(payload.availability);
+      } catch (error) {
+        return { ok: false, code: 'BAD_REQUEST', message: (error as Error).message };
+      }
+      await engine.setAvailability(state.connection.userId, availability, state.connection);
+      return { ok: true, availability };
+    }),
+    'presence:activity': listener(engine, 'presence:activity', (_socket, state, payload) => {
+      const junk = refuseJunk('presence:activity', payload);
+      if (junk) return junk;
+      engine.activity(state.connection);
+      return OK;
     }),
   };
 }
