@@ -219,13 +219,13 @@ describe('example app', function () {
         body: JSON.stringify({ userId: 'dora', availability: 'invisble' }),
       });
       expect(set.status).to.equal(400);
-      expect((await set.json()).error).to.match(/did you mean "invisible"/);
+      expect(((await set.json()) as { error: string }).error).to.match(/did you mean "invisible"/);
       const ok = await fetch(new URL('demo/availability', base), {
         method: 'POST',
         headers: { ...ADMIN, 'content-type': 'application/json' },
         body: JSON.stringify({ userId: 'dora', availability: 'dnd' }),
       });
-      expect((await ok.json()).change).to.include({ availability: 'dnd' });
+      expect(((await ok.json()) as { change: object }).change).to.include({ availability: 'dnd' });
       const refused = await fetch(new URL('demo/availability', base), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
       expect(refused.status).to.equal(401);
       const page = await (await fetch(base)).text();

@@ -279,61 +279,60 @@ function sameView(a: WatchedUser, b: WatchedUser): boolean {
   );
 }
 
-/** The viewer of each socket watching `room` (this process's sockets; a cluster adapter's fetchSockets for all). */
-function viewersOf(nsp: PresenceNamespace, room: string): MaybePromise<{ id: string; viewerId: string | undefined }[]> {
+/**
+ * Each watcher of `room` with its viewer: this process's sockets read straight from the in-memory adapter (no list
+ * built), or a cluster adapter's fetchSockets for all processes.
+ */
+function relayPerViewer(nsp: PresenceNamespace, viewing: Viewing, room: string, truth: UserTruth): MaybePromise<void> {
   const adapter = nsp.adapter;
   if (Object.getPrototypeOf(adapter.constructor) === EventEmitter) {
     const ids = adapter.rooms.get(room);
-    const viewers: { id: string; viewerId: string | undefined }[] = [];
-    if (ids) for (const id of ids) viewers.push({ id, viewerId: nsp.sockets.get(id)?.data?.presence?.userId });
-    return viewers;
+    if (!ids) return;
+    const sockets = nsp.sockets;
+    return groupAndEmit(nsp, viewing, ids, (id) => sockets.get(id)?.data?.presence?.userId, truth);
   }
   return nsp
     .in(room)
     .fetchSockets()
-    .then((sockets) =>
-      sockets.map((socket) => ({ id: socket.id, viewerId: (socket.data as { presence?: { userId?: string } } | undefined)?.presence?.userId })),
-    );
-}
-
-function relayPerViewer(nsp: PresenceNamespace, viewing: Viewing, room: string, truth: UserTruth): MaybePromise<void> {
-  const viewers = viewersOf(nsp, room);
-  if (isPromiseLike(viewers)) return viewers.then((found) => groupAndEmit(nsp, viewing, found, truth));
-  return groupAndEmit(nsp, viewing, viewers, truth);
+    .then((found) => {
+      const viewers = new Map<string, string | undefined>();
+      for (const socket of found) viewers.set(socket.id, (socket.data as { presence?: { userId?: string } } | undefined)?.presence?.userId);
+      return groupAndEmit(nsp, viewing, viewers.keys(), (id) => viewers.get(id), truth);
+    });
 }
 
 function groupAndEmit(
   nsp: PresenceNamespace,
   viewing: Viewing,
-  viewers: readonly { id: string; viewerId: string | undefined }[],
+  ids: Iterable<string>,
+  viewerOf: (id: string) => string | undefined,
   truth: UserTruth,
 ): MaybePromise<void> {
   const targetId = truth.userId;
-  // One verdict per viewer, however many of their tabs watch.
-  const verdicts = new Map<string, MaybePromise<LastSeenVisibility>>();
-  let async = false;
-  for (const { viewerId } of viewers) {
-    if (viewerId === undefined || viewerId === targetId || verdicts.has(viewerId)) continue;
-    const verdict = viewing.visibility(viewerId, targetId);
-    if (isPromiseLike(verdict)) async = true;
-    verdicts.set(viewerId, verdict);
-  }
-  const emit = (settled: ReadonlyMap<string, LastSeenVisibility>): void => {
-    const groups: Record<LastSeenVisibility, string[]> = { exact: [], approximate: [], hidden: [] };
-    for (const { id, viewerId } of viewers) {
-      // The user's own sockets were told the truth through their self room; a socket without a viewer is told nothing.
-      if (viewerId === undefined || viewerId === targetId) continue;
-      groups[settled.get(viewerId) ?? 'hidden'].push(id);
-    }
+  const groups: Record<LastSeenVisibility, string[]> = { exact: [], approximate: [], hidden: [] };
+  const emit = (): void => {
     for (const visibility of ['exact', 'approximate', 'hidden'] as const) {
       const ids = groups[visibility];
       if (ids.length > 0) nsp.to(ids).emit('presence:changed', viewing.shown(truth, visibility));
     }
   };
-  if (!async) {
-    emit(verdicts as Map<string, LastSeenVisibility>);
+  // The hot path: a synchronous rule, asked once per watching socket, straight into its group. The user's own sockets were
+  // told the truth through their self room; a socket without a viewer is told nothing.
+  let pending: { id: string; verdict: Promise<LastSeenVisibility> }[] | undefined;
+  for (const id of ids) {
+    const viewerId = viewerOf(id);
+    if (viewerId === undefined || viewerId === targetId) continue;
+    const verdict = viewing.visibility(viewerId, targetId);
+    if (isPromiseLike(verdict)) (pending ??= []).push({ id, verdict });
+    else groups[verdict].push(id);
+  }
+  if (!pending) {
+    emit();
     return;
   }
-  const keys = [...verdicts.keys()];
-  return Promise.all(verdicts.values()).then((values) => emit(new Map(keys.map((key, i) => [key, values[i] as LastSeenVisibility]))));
+  const waiting = pending;
+  return Promise.all(waiting.map((entry) => entry.verdict)).then((verdicts) => {
+    for (let i = 0; i < waiting.length; i++) groups[verdicts[i]!].push(waiting[i]!.id);
+    emit();
+  });
 }
