@@ -86,6 +86,23 @@ describe('socket: subscriptions', () => {
     expect(again.ok && again.users[0]).to.deep.equal(seen[4]);
   });
 
+  it('relays a custom status change of a store that answers only the status (a third-party store without availability)', async () => {
+    const store = new MemoryStore();
+    const full = store.setCustomStatus.bind(store);
+    // Answers the user's status alone, as stores written before availability do.
+    (store as unknown as { setCustomStatus: (userId: string, text: string | null, at: number) => unknown }).setCustomStatus = (userId, text, at) => {
+      const answer = full(userId, text, at);
+      return answer instanceof Promise ? answer.then((state) => state?.userStatus) : answer?.userStatus;
+    };
+    const h = await start({ store });
+    const watcher = await h.connect(auth('w', 'Web'));
+    const seen = collect(watcher);
+    await subscribe(watcher, ['target']);
+    await h.presence.setCustomStatus('target', 'on a train');
+    await waitFor(() => seen.length === 1, 'the custom status to be pushed');
+    expect(seen[0]).to.include({ userId: 'target', customStatus: 'on a train', availability: 'available' });
+  });
+
   it('one room per watched user: a change is one emit, received once by each watcher, never by others', async () => {
     const h = await start();
     const watchers = await Promise.all([1, 2, 3].map((i) => h.connect(auth(`w${i}`, 'Web'))));

@@ -944,6 +944,12 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
         at,
       });
       if (truth) this.emitState(truth, null);
+      // A store that answers only the status (older third-party stores): the truth is read back for the adapters.
+      else
+        this.truths([userId]).then(
+          ([read]) => read && this.emitState(read, null),
+          (error: unknown) => this.config.logger.error('express-presence: could not read a user to relay a custom status change', error),
+        );
     };
     const stored = this.config.store.setCustomStatus(userId, text, at, options);
     if (!isPromiseLike(stored)) return report(stored);
