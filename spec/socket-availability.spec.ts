@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import express from 'express';
 import request from 'supertest';
 import type { Redis } from 'ioredis';
+import type { Adapter } from 'socket.io-adapter';
 import {
   MemoryStore,
   type ChangedPayload,
@@ -255,6 +256,35 @@ for (const mode of modes) {
       expect(byId(thrower.session.contacts ?? []).broken).to.include({ lastSeen: null });
       const logged = h.errors.filter((args) => String(args[0]).includes('lastSeenVisibility'));
       expect(logged, 'logged once').to.have.length(1);
+    });
+
+    it('with a cluster adapter (watchers possibly elsewhere) the per-viewer relay finds the watchers through fetchSockets', async () => {
+      let fetched = 0;
+      const h = await start({
+        lastSeenVisibility: (viewerId) => (viewerId === 'exact-viewer' ? 'exact' : 'hidden'),
+        beforeAttach: (io) => {
+          const Base = io.of('/').adapter.constructor as typeof Adapter;
+          // A stand-in for a cluster adapter: a subclass of the default one, counting the fetches.
+          class ClusterLike extends Base {
+            override fetchSockets(...args: Parameters<Adapter['fetchSockets']>): ReturnType<Adapter['fetchSockets']> {
+              fetched++;
+              return super.fetchSockets(...args);
+            }
+          }
+          io.adapter(ClusterLike);
+        },
+      });
+      const exact = await h.connect(auth('exact-viewer', 'Web'));
+      const hidden = await h.connect(auth('hidden-viewer', 'Web'));
+      const seenExact = record(exact);
+      const seenHidden = record(hidden);
+      for (const viewer of [exact, hidden]) await ask(viewer, 'presence:subscribe', { userIds: ['t'] });
+      const t = await h.connect(auth('t', 'Web'));
+      await waitFor(() => seenExact.changed.length === 1 && seenHidden.changed.length === 1, 'the login pushed to both');
+      expect(seenExact.changed[0]!.lastSeen).to.match(ISO_TIME);
+      expect(seenHidden.changed[0]!.lastSeen).to.equal(null);
+      expect(fetched).to.be.greaterThan(0);
+      t.socket.disconnect();
     });
 
     it('presence:set-availability and presence:activity: answers, bad input with did-you-mean, rate-limited like other events (heartbeats never)', async () => {
