@@ -41,6 +41,7 @@ export type {
   SubscribeResult,
   UnsubscribeResult,
   SetStatusRequest,
+  SetAvailabilityRequest,
   ServerToClientEvents,
   ClientToServerEvents,
 } from './socket/protocol.js';
