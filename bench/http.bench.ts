@@ -56,10 +56,10 @@ function projectEngineFix(presence: Presence): void {
     const now = new Date(clock.now()).toISOString();
     return userIds.map((userId, i): UserPresence => {
       const user = users[i];
-      if (!user) return { userId, status: 'Offline', lastSeen: null, customStatus: null, instances: [] };
+      if (!user) return { userId, status: 'Offline', lastSeen: null, customStatus: null, availability: 'available', idleSince: null, instances: [] };
       const status = deriveUserStatus(user.instances);
       const lastSeen = status === 'Online' ? now : user.lastSeen === null ? null : new Date(user.lastSeen).toISOString();
-      if (!detail) return { userId, status, lastSeen, customStatus: user.customStatus };
+      if (!detail) return { userId, status, lastSeen, customStatus: user.customStatus, availability: 'available', idleSince: null };
       const instances = user.instances.map((instance): InstancePresence => ({
         instanceId: instance.instanceId,
         platform: instance.platform,
@@ -67,7 +67,7 @@ function projectEngineFix(presence: Presence): void {
         since: iso(instance),
         version: instance.version ?? null,
       }));
-      return { userId, status, lastSeen, customStatus: user.customStatus, instances };
+      return { userId, status, lastSeen, customStatus: user.customStatus, availability: 'available', idleSince: null, instances };
     });
   };
 }

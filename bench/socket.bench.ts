@@ -9,6 +9,7 @@ import { Server, type Socket as ServerSocket } from 'socket.io';
 import { io as ioc, type Socket as ClientSocket } from 'socket.io-client';
 import { createPresence, type Connection } from '../lib/index.js';
 import { report, type Figure } from './report.js';
+import { availabilityFigures } from './availability-fanout.js';
 
 /** Connections of the memory / rate phase, spread over CLIENT_PROCESSES processes. */
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 5000);
@@ -27,8 +28,8 @@ const FANOUT_SECONDS = Number(process.env.BENCH_FANOUT_SECONDS ?? 4);
 const SATURATION_SECONDS = 3;
 const SATURATION_BATCH = 20;
 
-/** `connections`, `fanout` or both (default). */
-const PHASES = process.env.BENCH_PHASES ?? 'connections,fanout';
+/** `connections`, `fanout`, `availability` (lastSeenVisibility fan-out, activity vs heartbeat), or several (default all). */
+const PHASES = process.env.BENCH_PHASES ?? 'connections,fanout,availability';
 
 const SERVER_OPTIONS = { transports: ['websocket' as const], pingInterval: 25_000, pingTimeout: 20_000 };
 const SELF = fileURLToPath(import.meta.url);
@@ -610,9 +611,12 @@ async function orchestrate(): Promise<void> {
       note: 'server capacity ratio = bare / ours',
     },
   ];
+  // Phases not run leave NaN figures out.
+  const measured = figures.filter((figure) => Number.isFinite(figure.value));
+  if (PHASES.includes('availability')) measured.push(...(await availabilityFigures()));
   report(
     `socket: ${CONNECTIONS} websocket connections over ${CLIENT_PROCESSES} client processes; fan-out ${WATCHED_USERS} users x ${WATCHERS_PER_USER} watchers; medians of ${ROUNDS} runs`,
-    figures,
+    measured,
   );
 }
 

@@ -66,6 +66,8 @@ const demoOptions = {
   backgroundTimeout: readPerClass('BACKGROUND_TIMEOUT', { mobile: 0, desktop: 0, web: 0, miniProgram: 10_000 }),
   pushOnlineTtl: readDuration('PUSH_ONLINE_TTL', 60_000),
   reconnectGrace: readPerClass('RECONNECT_GRACE', { mobile: 0, desktop: 0, web: 0, miniProgram: 0 }),
+  // Away after this long without input (the page's devices report it); short, so the demo shows it.
+  idleTimeout: readPerClass('IDLE_TIMEOUT', { mobile: 0, desktop: 30_000, web: 30_000, miniProgram: 30_000 }),
 };
 // Unset limits are left out, so the library's own defaults (1 and 1) apply.
 for (const key of Object.keys(demoOptions)) if (demoOptions[key] === undefined) delete demoOptions[key];
@@ -148,6 +150,17 @@ try {
 app.use('/presence', presence.router());
 presence.attach(io);
 
+// DEMO ONLY: the availability panel sets a user's availability from the server (a user's own
+// device would send presence:set-availability). Behind the demo admin token like the router.
+app.post('/demo/availability', express.json(), async (req, res) => {
+  if (req.headers.authorization !== `Bearer ${DEMO_ADMIN_TOKEN}`) return res.status(401).json({ error: 'unauthorised' });
+  try {
+    res.json({ change: await presence.setAvailability(String(req.body?.userId ?? ''), req.body?.availability) });
+  } catch (error) {
+    res.status(400).json({ error: error instanceof Error ? error.message : String(error) });
+  }
+});
+
 // What the page shows in its "this mount" panel: the resolved configuration, not the raw
 // environment, so it is exactly what the library enforces.
 app.get('/config', (_req, res) => {
@@ -161,6 +174,7 @@ app.get('/config', (_req, res) => {
     backgroundTimeout: config.backgroundTimeout,
     pushOnlineTtl: config.pushOnlineTtl,
     reconnectGrace: config.reconnectGrace,
+    idleTimeout: config.idleTimeout,
     platforms: PLATFORMS,
     platformClasses: Object.fromEntries(PLATFORMS.map((platform) => [platform, platformClass(platform)])),
     store: redisUrl ? 'redis' : 'memory',

@@ -19,6 +19,8 @@ export type {
   AuthorizeRequest,
   CanSee,
   CanJoin,
+  LastSeenVisibilityRule,
+  Contacts,
   Logger,
 } from './options.js';
 export type * from './core/store.js';
@@ -42,6 +44,7 @@ export type {
   SubscribeResult,
   UnsubscribeResult,
   SetStatusRequest,
+  SetAvailabilityRequest,
   ServerToClientEvents,
   ClientToServerEvents,
 } from './socket/protocol.js';
@@ -54,6 +57,13 @@ export type { QueryStateResponse, QueryStateResult, QueryStateDetail, SourceKick
 export type { UsersQueryResponse, UserKickResponse } from './http/plain-routes.js';
 export { SourceErrorCode, type Problem, type SourceFailure } from './util/respond.js';
 export type { PresenceMetrics, MetricsSnapshot } from './http/metrics.js';
-export { CallbackDeliveryError, type CallbackDeliveryStats, type StateChangeCallbackBody, type KickedDeviceEntry } from './callback/delivery.js';
+export {
+  CallbackDeliveryError,
+  type CallbackDeliveryStats,
+  type StateChangeCallbackBody,
+  type StatusChangeCallbackBody,
+  type PresenceCallbackBody,
+  type KickedDeviceEntry,
+} from './callback/delivery.js';
 export { verifyCallbackSignature, signCallback, SIGNATURE_HEADER } from './callback/body.js';
 export { callbackReceiver, type CallbackHandler, type CallbackReceiver, type CallbackReceiverOptions } from './callback/receiver.js';

@@ -16,10 +16,11 @@ import type { Clock } from './core/clock.js';
 import { systemClock } from './core/clock.js';
 import { PLATFORM_CLASSES, type Platform, type PlatformClass } from './core/platforms.js';
 import type { Logger, LoginPolicy } from './core/types.js';
+import type { LastSeenVisibility } from './core/availability.js';
+import type { PresenceStore } from './core/store.js';
 import type { EngineConfig } from './engine/config.js';
 
 export type { Logger } from './core/types.js';
-import type { PresenceStore } from './core/store.js';
 import { MemoryStore } from './store/memory-store.js';
 import { didYouMean, refuseUnknownKeys } from './util/did-you-mean.js';
 
@@ -74,6 +75,12 @@ export type Authorize<Request = AuthorizeRequest> = { check(req: Request): boole
 
 /** May `viewerId` subscribe to the status of `targetId`? */
 export type CanSee = (viewerId: string, targetId: string) => boolean | Promise<boolean>;
+
+/** How much of `targetId`'s last seen `viewerId` is shown: `'exact'`, `'approximate'` (a bucket, no time) or `'hidden'`. */
+export type LastSeenVisibilityRule = (viewerId: string, targetId: string) => LastSeenVisibility | Promise<LastSeenVisibility>;
+
+/** The users a user's connections are subscribed to on connect (their contacts). */
+export type Contacts = (userId: string) => readonly string[] | Promise<readonly string[]>;
 
 /** May `userId` join `room` from the client (`presence:join`) with this `meta`? */
 export type CanJoin = (userId: string, room: string, meta: unknown) => boolean | Promise<boolean>;
@@ -151,6 +158,20 @@ export interface PresenceOptions {
   roomBatchInterval?: Duration;
   /** Rooms one connection may be in at once; one more join is refused with `TOO_MANY_ROOMS`. Defaults to 100. */
   maxRoomsPerConnection?: number;
+  /**
+   * A user none of whose connected devices reported activity (`presence:activity`; a login counts) for this long is shown
+   * `away` with `idleSince`, and `available` again on the next activity; never over a chosen `dnd` or `invisible`. Per
+   * class (a device of a class with 0 never goes idle). Defaults to 0 (off).
+   */
+  idleTimeout?: PerClass<Duration>;
+  /**
+   * How much of a user's last seen each viewer is shown (may be async): `'exact'`, `'approximate'` (`lastSeen: null` and a
+   * `lastSeenApprox` bucket) or `'hidden'`. One that throws or answers anything else hides it (logged once). Defaults to
+   * `'exact'` for everyone.
+   */
+  lastSeenVisibility?: LastSeenVisibilityRule;
+  /** A user's contacts (may be async): each new connection is subscribed to them and gets their snapshot in `presence:session`. Defaults to none. */
+  contacts?: Contacts;
   /** Warnings and errors. Defaults to `console`. */
   logger?: Logger;
   /** The time source; pass a `ManualClock` in tests. Defaults to the system clock. */
@@ -189,6 +210,9 @@ export interface ResolvedConfig extends EngineConfig {
   readonly roomMemberLimit: number;
   readonly roomBatchInterval: number;
   readonly maxRoomsPerConnection: number;
+  readonly idleTimeout: Readonly<Record<PlatformClass, number>>;
+  readonly lastSeenVisibility: LastSeenVisibilityRule | undefined;
+  readonly contacts: Contacts | undefined;
   readonly logger: Logger;
   readonly clock: Clock;
 }
@@ -228,6 +252,9 @@ const OPTION_NAMES = [
   'roomMemberLimit',
   'roomBatchInterval',
   'maxRoomsPerConnection',
+  'idleTimeout',
+  'lastSeenVisibility',
+  'contacts',
   'logger',
   'clock',
 ] as const satisfies readonly (keyof PresenceOptions)[];
@@ -486,6 +513,13 @@ export function resolveOptions(options: PresenceOptions | undefined = {}): Resol
     roomMemberLimit: integer('roomMemberLimit', given.roomMemberLimit, 1000, 1, 1_000_000),
     roomBatchInterval: roomBatchInterval(given.roomBatchInterval),
     maxRoomsPerConnection: integer('maxRoomsPerConnection', given.maxRoomsPerConnection, 100, 1, 100_000),
+    idleTimeout: Object.freeze(perClass('idleTimeout', given.idleTimeout, NO_GRACE, true, true)),
+    lastSeenVisibility: optionalFunction<LastSeenVisibilityRule>(
+      'lastSeenVisibility',
+      given.lastSeenVisibility,
+      "(viewerId, targetId) => 'exact' | 'approximate' | 'hidden'",
+    ),
+    contacts: optionalFunction<Contacts>('contacts', given.contacts, '(userId) => string[]'),
     logger: resolveLogger(given.logger),
     clock: resolveClock(given.clock),
   });

@@ -1,14 +1,15 @@
 // createPresence: one mount of express-presence, the engine plus its Express and Socket.IO adapters.
 
 import { PresenceEngine } from './engine/engine.js';
-import type { CustomStatusChange, InstanceRef, PresenceChange, PresenceStats, UserPresence } from './core/types.js';
+import type { Availability } from './core/availability.js';
+import type { AvailabilityChange, CustomStatusChange, InstanceRef, PresenceChange, PresenceStats, UserPresence } from './core/types.js';
 import { resolveOptions, type PresenceOptions, type ResolvedConfig } from './options.js';
 import type { Namespace, Server } from 'socket.io';
 import { createPresenceRouter, type PresenceRouter, type RouterOptions } from './http/router.js';
 import { attachPresence } from './socket/attach.js';
+import { CallbackDelivery, type PresenceCallbackBody } from './callback/delivery.js';
 import type { HttpService } from './http/service.js';
 import type { SocketService } from './socket/service.js';
-import { CallbackDelivery, type StateChangeCallbackBody } from './callback/delivery.js';
 import { callbackReceiver, type CallbackHandler, type CallbackReceiver, type CallbackReceiverOptions } from './callback/receiver.js';
 import { PresenceMetrics } from './http/metrics.js';
 import { didYouMean } from './util/did-you-mean.js';
@@ -20,8 +21,10 @@ import { socketRoomsOf, type SocketRoomConnection } from './socket/rooms.js';
 export interface PresenceEvents {
   change: [PresenceChange];
   'custom-status': [CustomStatusChange];
+  /** A user's availability changed: chosen, or away by idleness (`idleTimeout`) and back. */
+  availability: [AvailabilityChange];
   /** A callback still undelivered after `maxRetries`: keep it yourself if it matters. */
-  'callback-failed': [StateChangeCallbackBody, Error];
+  'callback-failed': [PresenceCallbackBody, Error];
   /** A room's first member joined. */
   'room-occupied': [RoomEvent];
   /** A room's last member left. */
@@ -34,6 +37,7 @@ const ROOM_EVENTS: readonly string[] = ['room-occupied', 'room-vacated', 'room-c
 const PRESENCE_EVENTS: readonly string[] = [
   'change',
   'custom-status',
+  'availability',
   'callback-failed',
   'room-occupied',
   'room-vacated',
@@ -62,7 +66,7 @@ export class Presence implements HttpService, SocketService {
   /** The transport-free rooms core; the Socket.IO adapter and the room routes talk to it. */
   readonly rooms: RoomRegistry<SocketRoomConnection>;
   private readonly callbacks: CallbackDelivery | undefined;
-  private readonly failureListeners = new Set<(body: StateChangeCallbackBody, error: Error) => void>();
+  private readonly failureListeners = new Set<(body: PresenceCallbackBody, error: Error) => void>();
 
   constructor(options?: PresenceOptions) {
     this.config = resolveOptions(options);
@@ -108,9 +112,21 @@ export class Presence implements HttpService, SocketService {
     return this.engine.kick(userId, filter);
   }
 
-  /** Sets (or with null clears) a user's custom status, at most 100 bytes of UTF-8. */
-  setCustomStatus(userId: string, customStatus: string | null): Promise<void> {
-    return this.engine.setCustomStatus(userId, customStatus);
+  /**
+   * Sets (or with null clears) a user's custom status, at most 100 bytes of UTF-8; with `{ ttl }` (ms or '30m', 1 s to
+   * 365 days) it is cleared when that runs out, with a `custom-status` event (reason `expired`).
+   */
+  async setCustomStatus(userId: string, customStatus: string | null, options?: { ttl?: number | string }): Promise<void> {
+    return this.engine.setCustomStatus(userId, customStatus, options);
+  }
+
+  /**
+   * Sets a user's availability for all their devices: `'available'`, `'away'`, `'dnd'` or `'invisible'` (shown to
+   * everyone else as Offline, the truth to their own devices, the query routes and the callback). Resolves with the
+   * change, or null when nothing changed.
+   */
+  async setAvailability(userId: string, availability: Availability): Promise<AvailabilityChange | null> {
+    return this.engine.setAvailability(userId, availability);
   }
 
   /**
@@ -165,7 +181,7 @@ export class Presence implements HttpService, SocketService {
 
   on<K extends keyof PresenceEvents>(event: K, listener: (...args: PresenceEvents[K]) => void): this {
     checkEvent(event, listener);
-    if (event === 'callback-failed') this.failureListeners.add(listener as (body: StateChangeCallbackBody, error: Error) => void);
+    if (event === 'callback-failed') this.failureListeners.add(listener as (body: PresenceCallbackBody, error: Error) => void);
     else if (ROOM_EVENTS.includes(event)) this.rooms.on(event as 'room-change', listener as never);
     else this.engine.on(event as 'change', listener as never);
     return this;
@@ -173,7 +189,7 @@ export class Presence implements HttpService, SocketService {
 
   off<K extends keyof PresenceEvents>(event: K, listener: (...args: PresenceEvents[K]) => void): this {
     checkEvent(event, listener);
-    if (event === 'callback-failed') this.failureListeners.delete(listener as (body: StateChangeCallbackBody, error: Error) => void);
+    if (event === 'callback-failed') this.failureListeners.delete(listener as (body: PresenceCallbackBody, error: Error) => void);
     else if (ROOM_EVENTS.includes(event)) this.rooms.off(event as 'room-change', listener as never);
     else this.engine.off(event as 'change', listener as never);
     return this;

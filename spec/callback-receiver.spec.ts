@@ -88,7 +88,9 @@ describe('callbackReceiver', () => {
     app.post(
       '/presence-hook',
       callbackReceiver(
-        async (event, req) => {
+        async (received, req) => {
+          // These cases send only device state changes.
+          const event = received as StateChangeCallbackBody;
           await handler?.(event);
           events.push({ event, query: new URL(req.url ?? '/', 'http://x').searchParams.toString() });
         },
@@ -161,7 +163,7 @@ describe('callbackReceiver', () => {
     // The mount's receiver takes the mount's callback.secret.
     app.use(
       '/presence-hook',
-      presence.callbackReceiver((event) => void seen.push(event)),
+      presence.callbackReceiver((event) => void seen.push(event as StateChangeCallbackBody)),
     );
     const body = JSON.stringify({
       CallbackCommand: 'State.StateChange',

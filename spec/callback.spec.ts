@@ -197,6 +197,7 @@ describe('status-change callback', () => {
       Status: 'Online',
       UserStatus: 'Online',
       PreviousUserStatus: 'Offline',
+      Availability: 'available',
       // A user's first change is numbered from the clock (ms × 1000), each later one adds one (README "Sequence numbers").
       Seq: start * 1000,
     });
@@ -210,6 +211,7 @@ describe('status-change callback', () => {
       Status: 'PushOnline',
       UserStatus: 'PushOnline',
       PreviousUserStatus: 'Online',
+      Availability: 'available',
       Seq: start * 1000 + 1,
     });
     // The single policy: the iPhone login displaces the PushOnline Android, named in its KickedDevice.
@@ -223,6 +225,7 @@ describe('status-change callback', () => {
       Status: 'Online',
       UserStatus: 'Online',
       PreviousUserStatus: 'PushOnline',
+      Availability: 'available',
       Seq: start * 1000 + 2,
     });
     expect(login2?.url.searchParams.get('ClientIP')).to.equal('198.51.100.2');
@@ -300,7 +303,7 @@ describe('status-change callback', () => {
     });
     const failed: StateChangeCallbackBody[] = [];
     const presence = mount({ callback: { url, backoff: 5, maxRetries: 20 } });
-    presence.on('callback-failed', (body) => failed.push(body));
+    presence.on('callback-failed', (body) => failed.push(body as StateChangeCallbackBody));
     for (const user of ['a', 'b', 'c']) {
       for (let i = 0; i < 4; i++) presence.engine.disconnect(await login(presence, user, 'iPad', `p${i}`), 'closed');
     }
@@ -337,7 +340,7 @@ describe('status-change callback', () => {
     const logger = quietLogger();
     const presence = mount({ logger, callback: { url, maxRetries: 2, backoff: 5, timeout: '500ms' } });
     const failures: [StateChangeCallbackBody, Error][] = [];
-    presence.on('callback-failed', (body, error) => failures.push([body, error]));
+    presence.on('callback-failed', (body, error) => failures.push([body as StateChangeCallbackBody, error]));
     await login(presence, 'u1', 'Web', 'w1');
     await login(presence, 'u2', 'Mac', 'm2');
     await until(() => failures.length === 2, 'two failures');
@@ -407,7 +410,7 @@ describe('status-change callback', () => {
     const { url } = await receiver(() => ({ hang: true }));
     const presence = newPresence({ logger: quietLogger(), callback: { url, timeout: '300ms', maxRetries: 5, backoff: 10 } });
     const failed: [StateChangeCallbackBody, Error][] = [];
-    presence.on('callback-failed', (body, error) => failed.push([body, error]));
+    presence.on('callback-failed', (body, error) => failed.push([body as StateChangeCallbackBody, error]));
     await login(presence, 'u1', 'Web', 'w1');
     const connection = await login(presence, 'u2', 'Android', 'a2');
     presence.engine.disconnect(connection, 'closed');

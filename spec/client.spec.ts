@@ -120,7 +120,9 @@ describe('client helper', () => {
     const first = await next<SessionPayload>(helper, 'session');
     const seen: ChangedPayload[] = [];
     const initial = await helper.subscribe(['friend'], (change) => seen.push(change));
-    expect(initial.users).to.deep.equal([{ userId: 'friend', status: 'Offline', customStatus: null, lastSeen: null }]);
+    expect(initial.users).to.deep.equal([
+      { userId: 'friend', status: 'Offline', availability: 'available', idleSince: null, customStatus: null, lastSeen: null },
+    ]);
 
     const resumed = next<SessionPayload>(helper, 'session', 3000);
     helper.socket.io.engine.close(); // the network drops; socket.io-client reconnects by itself
@@ -287,8 +289,9 @@ describe('client helper', () => {
     const global = globalThis as { document?: unknown };
     global.document = doc;
     try {
-      const visible = client('jo', { platform: 'MiniProgram' });
-      const untracked = client('kay', { platform: 'MiniProgram', trackVisibility: false });
+      // Activity tracking off: this case counts the visibility listener alone.
+      const visible = client('jo', { platform: 'MiniProgram', trackActivity: false });
+      const untracked = client('kay', { platform: 'MiniProgram', trackVisibility: false, trackActivity: false });
       await Promise.all([next(visible, 'session'), next(untracked, 'session')]);
       expect(doc.listening).to.equal(1);
       doc.set('hidden');
@@ -308,6 +311,63 @@ describe('client helper', () => {
       await waitFor(async () => (await h.status('kay')) === 'Online', 'the reconnect on foreground', 1500);
       visible.close();
       expect(doc.listening).to.equal(0);
+    } finally {
+      delete global.document;
+    }
+  });
+
+  it('setAvailability and setStatus with a ttl; input events and the page becoming visible report activity, throttled', async () => {
+    const h = await start({ idleTimeout: { web: '1s' } });
+    const listeners = new Map<string, Set<() => void>>();
+    const doc = {
+      visibilityState: 'visible',
+      addEventListener(type: string, listener: () => void) {
+        (listeners.get(type) ?? listeners.set(type, new Set()).get(type)!).add(listener);
+      },
+      removeEventListener(type: string, listener: () => void) {
+        listeners.get(type)?.delete(listener);
+      },
+    };
+    const fire = (type: string): void => listeners.get(type)?.forEach((listener) => listener());
+    const global = globalThis as { document?: unknown };
+    global.document = doc;
+    const activities: number[] = [];
+    h.presence.on('availability', (change) => activities.push(change.at));
+    try {
+      const c = client('ann', { platform: 'Web', activityThrottle: 300 });
+      await next(c, 'session');
+      expect([...listeners.keys()].sort()).to.deep.equal(['keydown', 'pointerdown', 'pointermove', 'touchstart', 'visibilitychange', 'wheel']);
+      await c.setAvailability('dnd');
+      expect((await h.presence.query(['ann'], { detail: false }))[0]).to.include({ availability: 'dnd' });
+      await expectRejects(c.setAvailability('busy' as never), 'BAD_REQUEST');
+      await c.setStatus('brb', { ttl: '1s' });
+      expect((await h.presence.query(['ann'], { detail: false }))[0]!.customStatus).to.equal('brb');
+      await c.setAvailability('available');
+      // Idle, then a key press brings the user back.
+      await waitFor(async () => (await h.presence.query(['ann'], { detail: false }))[0]!.availability === 'away', 'idle', 3000);
+      fire('keydown');
+      await waitFor(async () => (await h.presence.query(['ann'], { detail: false }))[0]!.availability === 'available', 'back on input');
+      // Throttled: a burst of input sends one activity.
+      let sent = 0;
+      const socket = c.socket as unknown as { emit(event: string, ...args: unknown[]): unknown };
+      const emit = socket.emit.bind(socket);
+      socket.emit = (event: string, ...args: unknown[]) => {
+        if (event === 'presence:activity') sent++;
+        return emit(event, ...args);
+      };
+      await delay(350);
+      for (let i = 0; i < 20; i++) fire('pointermove');
+      expect(sent).to.equal(1);
+      await delay(350);
+      doc.visibilityState = 'visible';
+      fire('visibilitychange');
+      expect(sent, 'the page becoming visible').to.equal(2);
+      c.close();
+      expect(
+        [...listeners.values()].every((set) => set.size === 0),
+        'close removes the listeners',
+      ).to.equal(true);
+      expect(() => createPresenceClient({ url: h.url, platform: 'Web', activityThrottle: -1 })).to.throw(/activityThrottle/);
     } finally {
       delete global.document;
     }

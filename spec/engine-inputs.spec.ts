@@ -14,7 +14,9 @@ describe('engine inputs', function () {
         .with.property('message')
         .that.matches(/query options must be an object \{ detail\?: boolean \}/);
     }
-    expect(await presence.query(['u'], { detail: false })).to.deep.equal([{ userId: 'u', status: 'Offline', lastSeen: null, customStatus: null }]);
+    expect(await presence.query(['u'], { detail: false })).to.deep.equal([
+      { userId: 'u', status: 'Offline', lastSeen: null, customStatus: null, availability: 'available', idleSince: null },
+    ]);
     await presence.close();
   });
 

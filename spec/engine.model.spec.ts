@@ -10,13 +10,17 @@
 // - The kicked list of a login is oldest first, the device's own displaced session included.
 // - A revoked session is remembered for the PushOnline TTL; after that it is unknown and resuming it is a fresh login.
 // - Timers due at the same instant may fire in any order; the model follows the engine's order among them.
+// - Idleness (idleTimeout) that falls due at the instant one of the user's devices times out comes after that device's end.
+// - Every accepted connection is activity of its device (a login, a second tab, a return within the grace); a choice of
+//   availability is activity of the device that made it (of every device here for the server's).
 
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { createPresence, ManualClock, MemoryStore, PLATFORMS, PresenceError } from '../lib/index.js';
 import { inMs } from './helpers/durations.js';
-import type { Connection, EndNotice, LoginPolicy, PlatformClass, PresenceChange } from '../lib/index.js';
-import { PresenceModel, type ModelConfig, type ModelEvent } from './helpers/presence-model.js';
+import type { AvailabilityChange, Connection, EndNotice, LoginPolicy, PlatformClass, PresenceChange } from '../lib/index.js';
+import type { Availability } from '../lib/core/availability.js';
+import { PresenceModel, type ModelAvailabilityEvent, type ModelConfig, type ModelEvent } from './helpers/presence-model.js';
 
 /** Runs per policy (at least 1,000 in CI); MODEL_RUNS and MODEL_COMMANDS raise the effort. */
 const RUNS = Number(process.env.MODEL_RUNS ?? 1000);
@@ -35,6 +39,8 @@ type Command =
   | { kind: 'background'; pick: number }
   | { kind: 'foreground'; pick: number }
   | { kind: 'kick'; user: number; platform?: string; instanceId?: string }
+  | { kind: 'activity'; pick: number }
+  | { kind: 'set-availability'; user: number; availability: Availability; fromDevice: number | null }
   | { kind: 'advance'; ms: number };
 
 const user = fc.integer({ min: 0, max: USERS.length - 1 });
@@ -58,6 +64,16 @@ const command: fc.Arbitrary<Command> = fc.oneof(
       fc.record({ kind: fc.constant('kick'), user, instanceId: fc.constantFrom(...INSTANCE_POOL) }),
     ),
   },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('activity'), pick }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('set-availability'),
+      user,
+      availability: fc.constantFrom('available' as const, 'away' as const, 'dnd' as const, 'invisible' as const),
+      fromDevice: fc.option(pick, { nil: null }),
+    }),
+  },
   {
     weight: 6,
     arbitrary: fc.record({
@@ -68,6 +84,7 @@ const command: fc.Arbitrary<Command> = fc.oneof(
 );
 
 const graceArb = fc.constantFrom(0, 0, 25, 60);
+const idleArb = fc.constantFrom(0, 40, 50, 300);
 const configArb = (loginPolicy: LoginPolicy): fc.Arbitrary<ModelConfig> =>
   fc.record({
     loginPolicy: fc.constant(loginPolicy),
@@ -77,6 +94,7 @@ const configArb = (loginPolicy: LoginPolicy): fc.Arbitrary<ModelConfig> =>
     backgroundTimeout: fc.record({ mobile: fc.constantFrom(0, 0, 50), desktop: fc.constant(0), web: fc.constant(0), miniProgram: fc.constant(30) }),
     pushOnlineTtl: fc.constant(1000),
     reconnectGrace: fc.record<Record<PlatformClass, number>>({ mobile: graceArb, desktop: graceArb, web: graceArb, miniProgram: graceArb }),
+    idleTimeout: fc.record<Record<PlatformClass, number>>({ mobile: idleArb, desktop: idleArb, web: idleArb, miniProgram: idleArb }),
   });
 
 interface IssuedSession {
@@ -110,8 +128,27 @@ function eventFields(event: PresenceChange): ModelEvent {
 }
 
 /** The model's timeouts as options: short ones need an explicit unit. */
-function explicitTimeouts(config: ModelConfig): { heartbeatTimeout: Record<string, string>; backgroundTimeout: Record<string, string> } {
-  return { heartbeatTimeout: inMs(config.heartbeatTimeout), backgroundTimeout: inMs(config.backgroundTimeout) };
+function explicitTimeouts(config: ModelConfig): {
+  heartbeatTimeout: Record<string, string>;
+  backgroundTimeout: Record<string, string>;
+  idleTimeout?: Record<string, string>;
+} {
+  return {
+    heartbeatTimeout: inMs(config.heartbeatTimeout),
+    backgroundTimeout: inMs(config.backgroundTimeout),
+    ...(config.idleTimeout ? { idleTimeout: inMs(config.idleTimeout) } : {}),
+  };
+}
+
+function availabilityFields(event: AvailabilityChange): ModelAvailabilityEvent {
+  return {
+    userId: event.userId,
+    availability: event.availability,
+    previousAvailability: event.previousAvailability,
+    idleSince: event.idleSince,
+    reason: event.reason,
+    at: event.at,
+  };
 }
 
 async function runScenario(config: ModelConfig, commands: readonly Command[]): Promise<void> {
@@ -126,6 +163,8 @@ async function runScenario(config: ModelConfig, commands: readonly Command[]): P
   const model = new PresenceModel(config, clock.now());
   const events: PresenceChange[] = [];
   presence.on('change', (event) => events.push(event));
+  const availabilityEvents: AvailabilityChange[] = [];
+  presence.on('availability', (event) => availabilityEvents.push(event));
   const connections: Connection[] = [];
   const notices: EndNotice[][] = [];
   const sessions: IssuedSession[] = [];
@@ -134,6 +173,11 @@ async function runScenario(config: ModelConfig, commands: readonly Command[]): P
   const check = async (): Promise<void> => {
     same(events.map(eventFields), model.takeEvents(), 'events');
     events.length = 0;
+    // Users going idle at one instant may do so in any order.
+    const byTimeAndUser = (a: ModelAvailabilityEvent, b: ModelAvailabilityEvent): number =>
+      a.at - b.at || (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0);
+    same(availabilityEvents.map(availabilityFields).sort(byTimeAndUser), model.takeAvailabilityEvents().sort(byTimeAndUser), 'availability events');
+    availabilityEvents.length = 0;
     same(
       notices,
       model.connections.map((connection) => connection.notices),
@@ -149,6 +193,8 @@ async function runScenario(config: ModelConfig, commands: readonly Command[]): P
       userId: found.userId,
       status: found.status,
       lastSeen: found.lastSeen,
+      availability: found.availability,
+      idleSince: found.idleSince,
       instances: (found.instances ?? []).map(({ instanceId, platform, status, since }) => ({ instanceId, platform, status, since })),
     }));
     same(actual, model.query(USERS), 'query');
@@ -241,6 +287,23 @@ async function runScenario(config: ModelConfig, commands: readonly Command[]): P
           if (step.instanceId !== undefined) filter.instanceId = step.instanceId;
           const kicked = await presence.kick(USERS[step.user] as string, filter);
           expect(kicked, 'kick result').to.deep.equal(model.kick(USERS[step.user] as string, filter));
+          break;
+        }
+        case 'activity': {
+          const id = openConnection(step.pick);
+          if (id === undefined) break;
+          presence.engine.activity(connections[id] as Connection);
+          model.activity(id);
+          break;
+        }
+        case 'set-availability': {
+          const userId = USERS[step.user] as string;
+          const id = step.fromDevice === null ? undefined : openConnection(step.fromDevice);
+          // A device sets its own user's availability.
+          const from = id === undefined ? undefined : (connections[id] as Connection);
+          const target = from ? from.userId : userId;
+          await presence.engine.setAvailability(target, step.availability, from);
+          model.setAvailability(target, step.availability, id);
           break;
         }
         case 'advance':

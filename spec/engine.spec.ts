@@ -36,8 +36,40 @@ const SEQ0 = new ManualClock().now() * 1000 - 1;
 /** The event fields a transition must carry, by value (seq counted from SEQ0). */
 function fields(event: PresenceChange | undefined): Partial<PresenceChange> {
   if (!event) return {};
-  const { userId, instanceId, platform, action, reason, instanceStatus, userStatus, previousUserStatus, kicked, seq, at, lastSeen, customStatus } = event;
-  return { userId, instanceId, platform, action, reason, instanceStatus, userStatus, previousUserStatus, kicked, seq: seq - SEQ0, at, lastSeen, customStatus };
+  const {
+    userId,
+    instanceId,
+    platform,
+    action,
+    reason,
+    instanceStatus,
+    userStatus,
+    previousUserStatus,
+    kicked,
+    seq,
+    at,
+    lastSeen,
+    customStatus,
+    availability,
+    idleSince,
+  } = event;
+  return {
+    userId,
+    instanceId,
+    platform,
+    action,
+    reason,
+    instanceStatus,
+    userStatus,
+    previousUserStatus,
+    kicked,
+    seq: seq - SEQ0,
+    at,
+    lastSeen,
+    customStatus,
+    availability,
+    idleSince,
+  };
 }
 
 describe('PresenceEngine', () => {
@@ -72,6 +104,8 @@ describe('PresenceEngine', () => {
               at: start,
               lastSeen: iso(start),
               customStatus: null,
+              availability: 'available',
+              idleSince: null,
             },
           ]);
           expect(h.events[0]?.version).to.equal('1.2.3');
@@ -80,6 +114,8 @@ describe('PresenceEngine', () => {
             status: 'Online',
             lastSeen: iso(start),
             customStatus: null,
+            availability: 'available',
+            idleSince: null,
             instances: [{ instanceId: 'd', platform, status: 'Online', since: iso(start), version: '1.2.3' }],
           });
           await h.close();
@@ -107,6 +143,8 @@ describe('PresenceEngine', () => {
               at: h.clock.now(),
               lastSeen: iso(h.clock.now()),
               customStatus: null,
+              availability: 'available',
+              idleSince: null,
             },
           ]);
           expect(await h.user('u')).to.deep.include({ status: 'Offline', lastSeen: iso(h.clock.now()), instances: [] });
@@ -145,6 +183,8 @@ describe('PresenceEngine', () => {
               at: closedAt,
               lastSeen: iso(closedAt),
               customStatus: null,
+              availability: 'available',
+              idleSince: null,
             },
           ]);
           expect(device.notices).to.deep.equal([]);
@@ -204,6 +244,8 @@ describe('PresenceEngine', () => {
               at: lastHeard + timeout,
               lastSeen: iso(lastHeard),
               customStatus: null,
+              availability: 'available',
+              idleSince: null,
             },
           ]);
           expect(device.notices).to.deep.equal([{ reason: 'TimeOut' }]);
@@ -275,6 +317,8 @@ describe('PresenceEngine', () => {
                 at: wentAt + 30 * SECOND,
                 lastSeen: iso(wentAt),
                 customStatus: null,
+                availability: 'available',
+                idleSince: null,
               },
             ]);
             expect(device.notices).to.deep.equal([{ reason: 'TimeOut' }]);
@@ -338,6 +382,8 @@ describe('PresenceEngine', () => {
                 at: closedAt + 7 * DAY,
                 lastSeen: iso(closedAt),
                 customStatus: null,
+                availability: 'available',
+                idleSince: null,
               },
             ]);
             expect(await h.user('u')).to.deep.include({ status: 'Offline', lastSeen: iso(closedAt), instances: [] });
@@ -410,6 +456,8 @@ describe('PresenceEngine', () => {
               at: closedAt + 5 * SECOND,
               lastSeen: iso(closedAt),
               customStatus: null,
+              availability: 'available',
+              idleSince: null,
             },
           ]);
           expect((await h.user('u')).lastSeen).to.equal(iso(closedAt));
@@ -469,6 +517,8 @@ describe('PresenceEngine', () => {
               at: h.clock.now(),
               lastSeen: iso(h.clock.now()),
               customStatus: null,
+              availability: 'available',
+              idleSince: null,
             },
           ]);
           expect((await h.refusal('u', name, { instanceId: 'd', sessionId: device.connection.sessionId })).code).to.equal('SESSION_REVOKED');
@@ -617,12 +667,12 @@ describe('PresenceEngine', () => {
       await h.presence.setCustomStatus('u', '');
       expect((await h.user('u')).customStatus).to.equal(null);
       expect(updates).to.deep.equal([
-        { userId: 'u', customStatus: 'x'.repeat(100), userStatus: 'Online', at: h.clock.now() },
-        { userId: 'u', customStatus: '€'.repeat(33), userStatus: 'Online', at: h.clock.now() },
-        { userId: 'u', customStatus: '🙂'.repeat(25), userStatus: 'Online', at: h.clock.now() },
-        { userId: 'u', customStatus: null, userStatus: 'Online', at: h.clock.now() },
-        { userId: 'u', customStatus: 'busy', userStatus: 'Online', at: h.clock.now() },
-        { userId: 'u', customStatus: null, userStatus: 'Online', at: h.clock.now() },
+        { userId: 'u', customStatus: 'x'.repeat(100), userStatus: 'Online', availability: 'available', reason: 'set', expiresAt: null, at: h.clock.now() },
+        { userId: 'u', customStatus: '€'.repeat(33), userStatus: 'Online', availability: 'available', reason: 'set', expiresAt: null, at: h.clock.now() },
+        { userId: 'u', customStatus: '🙂'.repeat(25), userStatus: 'Online', availability: 'available', reason: 'set', expiresAt: null, at: h.clock.now() },
+        { userId: 'u', customStatus: null, userStatus: 'Online', availability: 'available', reason: 'set', expiresAt: null, at: h.clock.now() },
+        { userId: 'u', customStatus: 'busy', userStatus: 'Online', availability: 'available', reason: 'set', expiresAt: null, at: h.clock.now() },
+        { userId: 'u', customStatus: null, userStatus: 'Online', availability: 'available', reason: 'set', expiresAt: null, at: h.clock.now() },
       ]);
       await h.close();
     });
@@ -751,20 +801,22 @@ describe('PresenceEngine', () => {
       await h.connect('b', 'Mac', { instanceId: 'm', version: 'v9' });
       const start = h.clock.now();
       expect(await h.presence.query(['a', 'b', 'a'])).to.deep.equal([
-        { userId: 'a', status: 'Offline', lastSeen: null, customStatus: null, instances: [] },
+        { userId: 'a', status: 'Offline', lastSeen: null, customStatus: null, availability: 'available', idleSince: null, instances: [] },
         {
           userId: 'b',
           status: 'Online',
           lastSeen: iso(start),
           customStatus: null,
+          availability: 'available',
+          idleSince: null,
           instances: [{ instanceId: 'm', platform: 'Mac', status: 'Online', since: iso(start), version: 'v9' }],
         },
-        { userId: 'a', status: 'Offline', lastSeen: null, customStatus: null, instances: [] },
+        { userId: 'a', status: 'Offline', lastSeen: null, customStatus: null, availability: 'available', idleSince: null, instances: [] },
       ]);
       const brief = await h.presence.query(['a', 'b'], { detail: false });
       expect(brief).to.deep.equal([
-        { userId: 'a', status: 'Offline', lastSeen: null, customStatus: null },
-        { userId: 'b', status: 'Online', lastSeen: iso(start), customStatus: null },
+        { userId: 'a', status: 'Offline', lastSeen: null, customStatus: null, availability: 'available', idleSince: null },
+        { userId: 'b', status: 'Online', lastSeen: iso(start), customStatus: null, availability: 'available', idleSince: null },
       ]);
       expect(brief[1]).to.not.have.property('instances');
       expect(await h.presence.query([])).to.deep.equal([]);

@@ -205,11 +205,32 @@ describe('example app', function () {
         ActionStatus: 'OK',
         ErrorCode: 0,
         ErrorInfo: '',
-        QueryResult: [{ To_Account: 'nobody', Status: 'Offline', Detail: [] }],
+        QueryResult: [{ To_Account: 'nobody', Status: 'Offline', Availability: 'available', Detail: [] }],
       });
       const refused = await fetch(new URL('presence/v4/openim/querystate', base), { method: 'POST', headers: { 'content-type': 'application/json' }, body });
       expect(refused.status).to.equal(401);
       expect(await refused.json()).to.include({ ActionStatus: 'FAIL', ErrorCode: 90009 });
+    });
+
+    it('sets availability through the demo route (behind the demo token) and serves the availability panel', async function () {
+      const set = await fetch(new URL('demo/availability', base), {
+        method: 'POST',
+        headers: { ...ADMIN, 'content-type': 'application/json' },
+        body: JSON.stringify({ userId: 'dora', availability: 'invisble' }),
+      });
+      expect(set.status).to.equal(400);
+      expect(((await set.json()) as { error: string }).error).to.match(/did you mean "invisible"/);
+      const ok = await fetch(new URL('demo/availability', base), {
+        method: 'POST',
+        headers: { ...ADMIN, 'content-type': 'application/json' },
+        body: JSON.stringify({ userId: 'dora', availability: 'dnd' }),
+      });
+      expect(((await ok.json()) as { change: object }).change).to.include({ availability: 'dnd' });
+      const refused = await fetch(new URL('demo/availability', base), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      expect(refused.status).to.equal(401);
+      const page = await (await fetch(base)).text();
+      expect(page).to.include('/availability.js');
+      expect((await fetch(new URL('availability.js', base))).status).to.equal(200);
     });
 
     it('serves the resolved configuration the page shows', async function () {

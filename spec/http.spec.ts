@@ -166,10 +166,10 @@ for (const host of HOSTS) {
           ErrorCode: 0,
           ErrorInfo: '',
           QueryResult: [
-            { To_Account: 'u3', Status: 'Online' },
-            { To_Account: 'u1', Status: 'Online' },
-            { To_Account: 'nobody', Status: 'Offline' },
-            { To_Account: 'u2', Status: 'PushOnline' },
+            { To_Account: 'u3', Status: 'Online', Availability: 'available' },
+            { To_Account: 'u1', Status: 'Online', Availability: 'available' },
+            { To_Account: 'nobody', Status: 'Offline', Availability: 'available' },
+            { To_Account: 'u2', Status: 'PushOnline', Availability: 'available' },
           ],
         });
       });
@@ -180,12 +180,13 @@ for (const host of HOSTS) {
           {
             To_Account: 'u1',
             Status: 'Online',
+            Availability: 'available',
             Detail: [
               { Platform: 'Android', Status: 'PushOnline' },
               { Platform: 'Web', Status: 'Online' },
             ],
           },
-          { To_Account: 'nobody', Status: 'Offline', Detail: [] },
+          { To_Account: 'nobody', Status: 'Offline', Availability: 'available', Detail: [] },
         ]);
         const withIds = await post('/v4/openim/querystate').send({ To_Account: ['u1'], IsNeedDetail: 1, IsReturnInstid: 1 });
         expect(withIds.body.QueryResult[0].Detail).to.deep.equal([
@@ -193,20 +194,22 @@ for (const host of HOSTS) {
           { Platform: 'Web', Status: 'Online', InstId: 'w1' },
         ]);
         const idsWithoutDetail = await post('/v4/openim/querystate').send({ To_Account: ['u1'], IsReturnInstid: 1 });
-        expect(idsWithoutDetail.body.QueryResult).to.deep.equal([{ To_Account: 'u1', Status: 'Online' }]);
+        expect(idsWithoutDetail.body.QueryResult).to.deep.equal([{ To_Account: 'u1', Status: 'Online', Availability: 'available' }]);
         const zeros = await post('/v4/openim/querystate').send({ To_Account: ['u1'], IsNeedDetail: 0, IsReturnInstid: 0 });
-        expect(zeros.body.QueryResult).to.deep.equal([{ To_Account: 'u1', Status: 'Online' }]);
+        expect(zeros.body.QueryResult).to.deep.equal([{ To_Account: 'u1', Status: 'Online', Availability: 'available' }]);
       });
 
       it('ignores unknown fields (source-document clients send their own)', async () => {
         const res = await post('/v4/openim/querystate?sdkappid=1&random=2').send({ To_Account: ['u2'], SomethingElse: true });
         expect(res.status).to.equal(200);
-        expect(res.body.QueryResult).to.deep.equal([{ To_Account: 'u2', Status: 'PushOnline' }]);
+        expect(res.body.QueryResult).to.deep.equal([{ To_Account: 'u2', Status: 'PushOnline', Availability: 'available' }]);
       });
 
       it('is also served at /v4/openim/query_online_status, and with a trailing slash', async () => {
         const res = await post('/v4/openim/query_online_status').send({ To_Account: ['u3'], IsNeedDetail: 1 });
-        expect(res.body.QueryResult).to.deep.equal([{ To_Account: 'u3', Status: 'Online', Detail: [{ Platform: 'Windows', Status: 'Online' }] }]);
+        expect(res.body.QueryResult).to.deep.equal([
+          { To_Account: 'u3', Status: 'Online', Availability: 'available', Detail: [{ Platform: 'Windows', Status: 'Online' }] },
+        ]);
         const slash = await post('/v4/openim/querystate/').send({ To_Account: ['u3'] });
         expect(slash.status).to.equal(200);
       });
@@ -310,7 +313,7 @@ for (const host of HOSTS) {
           ],
         });
         const after = await post('/v4/openim/querystate').send({ To_Account: ['u1'] });
-        expect(after.body.QueryResult).to.deep.equal([{ To_Account: 'u1', Status: 'Offline' }]);
+        expect(after.body.QueryResult).to.deep.equal([{ To_Account: 'u1', Status: 'Offline', Availability: 'available' }]);
         const again = await post('/v4/im_open_login_svc/kick').send({ UserID: 'u1' });
         expect(again.body.KickedDevice).to.deep.equal([]);
       });
@@ -350,7 +353,15 @@ for (const host of HOSTS) {
 
       it('answers Offline for a user never seen, and decodes the path', async () => {
         const res = await get('/users/nobody');
-        expect(res.body).to.deep.equal({ userId: 'nobody', status: 'Offline', lastSeen: null, customStatus: null, instances: [] });
+        expect(res.body).to.deep.equal({
+          userId: 'nobody',
+          status: 'Offline',
+          lastSeen: null,
+          customStatus: null,
+          availability: 'available',
+          idleSince: null,
+          instances: [],
+        });
         const encoded = await get(`/users/${encodeURIComponent('team/ä b')}`);
         expect(encoded.body.userId).to.equal('team/ä b');
       });
@@ -550,7 +561,7 @@ describe('router without Express', () => {
       .post('/v4/openim/querystate')
       .set('Authorization', ADMIN)
       .send({ To_Account: ['u3'] });
-    expect(res.body.QueryResult).to.deep.equal([{ To_Account: 'u3', Status: 'Online' }]);
+    expect(res.body.QueryResult).to.deep.equal([{ To_Account: 'u3', Status: 'Online', Availability: 'available' }]);
     expect((await request(server).get('/elsewhere')).text).to.equal('next');
   });
 

@@ -412,4 +412,20 @@ await presence.close();
     expect(output).to.match(/members ann,bob null/);
     expect(output).to.match(/change doc:42 ann/);
   });
+
+  it('Availability and privacy: dnd, invisible seen as Offline, the truth for the backend, approximate last seen, away after idleTimeout', async () => {
+    const port = await freePort();
+    let code = swap(block('// availability.mjs'), 'server.listen(3000, resolve)', 'server.listen(Number(process.env.PORT), resolve)');
+    code = swap(code, "'http://localhost:3000'", '`http://127.0.0.1:${process.env.PORT}`');
+    const program = run('availability.mjs', code, { PORT: String(port) });
+    expect(await program.exited, program.output()).to.equal(0);
+    const output = program.output();
+    expect(output).to.match(/cy as ann sees Offline null recently/);
+    expect(output).to.match(/ann sees bob Online available at lunch/);
+    expect(output).to.match(/ann sees bob Online dnd at lunch/);
+    expect(output).to.match(/ann sees bob Offline available at lunch/);
+    expect(output).to.match(/backend sees bob Online invisible/);
+    expect(output).to.match(/availability ann available -> away idle/);
+    expect(output).to.match(/availability ann away -> available active/);
+  });
 });

@@ -208,7 +208,7 @@ describe('socket: fair use', () => {
         try {
           const h = await start({ callback: { url: receiver.url, maxQueuePerUser, maxQueue, concurrency: 2 } });
           const failed: { body: StateChangeCallbackBody; error: Error }[] = [];
-          h.presence.on('callback-failed', (body, error) => failed.push({ body, error }));
+          h.presence.on('callback-failed', (body, error) => failed.push({ body: body as StateChangeCallbackBody, error }));
           const FLAPS = 30;
           for (let i = 0; i < FLAPS; i++) {
             const flap = await h.connect(auth('flapper', 'Web'));

@@ -52,8 +52,8 @@ describe('socket: subscriptions', () => {
     expect(answer).to.deep.equal({
       ok: true,
       users: [
-        { userId: 'target', status: 'Offline', customStatus: null, lastSeen: null },
-        { userId: 'nobody', status: 'Offline', customStatus: null, lastSeen: null },
+        { userId: 'target', status: 'Offline', availability: 'available', idleSince: null, customStatus: null, lastSeen: null },
+        { userId: 'nobody', status: 'Offline', availability: 'available', idleSince: null, customStatus: null, lastSeen: null },
       ],
       denied: [],
     });
@@ -77,13 +77,30 @@ describe('socket: subscriptions', () => {
     // A custom status change of a user who is not Online carries their last-seen time.
     await h.presence.setCustomStatus('target', 'away');
     await waitFor(() => seen.length === 4, 'the offline custom status to be pushed');
-    expect(seen[3]).to.deep.equal({ userId: 'target', status: 'PushOnline', customStatus: 'away', lastSeen });
+    expect(seen[3]).to.deep.equal({ userId: 'target', status: 'PushOnline', availability: 'available', idleSince: null, customStatus: 'away', lastSeen });
     await h.presence.kick('target');
     await waitFor(() => seen.length === 5, 'the kick to be pushed');
     expect(seen[4]).to.include({ status: 'Offline' });
     // The answer to a later subscribe agrees with what was pushed.
     const again = await subscribe(watcher, ['target']);
     expect(again.ok && again.users[0]).to.deep.equal(seen[4]);
+  });
+
+  it('relays a custom status change of a store that answers only the status (a third-party store without availability)', async () => {
+    const store = new MemoryStore();
+    const full = store.setCustomStatus.bind(store);
+    // Answers the user's status alone, as stores written before availability do.
+    (store as unknown as { setCustomStatus: (userId: string, text: string | null, at: number) => unknown }).setCustomStatus = (userId, text, at) => {
+      const answer = full(userId, text, at);
+      return answer instanceof Promise ? answer.then((state) => state?.userStatus) : answer?.userStatus;
+    };
+    const h = await start({ store });
+    const watcher = await h.connect(auth('w', 'Web'));
+    const seen = collect(watcher);
+    await subscribe(watcher, ['target']);
+    await h.presence.setCustomStatus('target', 'on a train');
+    await waitFor(() => seen.length === 1, 'the custom status to be pushed');
+    expect(seen[0]).to.include({ userId: 'target', customStatus: 'on a train', availability: 'available' });
   });
 
   it('one room per watched user: a change is one emit, received once by each watcher, never by others', async () => {

@@ -1,7 +1,8 @@
 // The status-change callback's wire format: body, URL parameters and signature (also used by receivers to verify it).
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { ChangeAction, ChangeReason, PresenceChange, UserStatus } from '../core/types.js';
+import type { AvailabilityChange, ChangeAction, ChangeReason, CustomStatusChange, PresenceChange, UserStatus } from '../core/types.js';
+import type { Availability } from '../core/availability.js';
 import type { Platform } from '../core/platforms.js';
 
 /** The header carrying `sha256=<hex HMAC-SHA256 of the raw body>` when a secret is set. */
@@ -33,6 +34,8 @@ export interface StateChangeCallbackBody {
   /** The user's status after the change, derived from all their devices. */
   UserStatus: UserStatus;
   PreviousUserStatus: UserStatus;
+  /** The user's availability after the change (the truth: `invisible` users are marked so; `away` while idle). Always present. */
+  Availability: Availability;
   /**
    * Per-user sequence number: strictly increases with each change of that user, across restarts (one more per change while
    * the store remembers the user; a jump ahead when a store run numbers the user afresh), so a receiver can order the changes
@@ -58,8 +61,70 @@ export function callbackBody(change: PresenceChange): StateChangeCallbackBody {
     Status: change.instanceStatus,
     UserStatus: change.userStatus,
     PreviousUserStatus: change.previousUserStatus,
+    Availability: change.availability,
     Seq: change.seq,
   };
+}
+
+/**
+ * The body POSTed when a user's custom status or availability changes (`CallbackCommand` `State.StatusChange`): the source
+ * service's envelope (`CallbackCommand`, `EventTime`, `Info` with `To_Account`, `Action`, `Reason`) and the user's state after
+ * the change. It carries no `Seq`: it changes no device, and is delivered in order with the user's other callbacks.
+ */
+export interface StatusChangeCallbackBody {
+  CallbackCommand: 'State.StatusChange';
+  EventTime: number;
+  Info: {
+    Action: 'SetCustomStatus' | 'SetAvailability';
+    To_Account: string;
+    /** `Set` (by a device or the server), `Expired` (a custom status ttl ran out), `Idle` (idleTimeout), `Active` (back from idle). */
+    Reason: 'Set' | 'Expired' | 'Idle' | 'Active';
+  };
+  /** The custom status after the change; `""` when none. */
+  CustomStatus: string;
+  /** The availability after the change (`away` while idle); always present. */
+  Availability: Availability;
+  /** The availability before it (`SetAvailability` only). */
+  PreviousAvailability?: Availability;
+  /** While away by idleness: the user's last activity (ms); null otherwise. */
+  IdleSince: number | null;
+  UserStatus: UserStatus;
+}
+
+/** Any body the callback sends. */
+export type PresenceCallbackBody = StateChangeCallbackBody | StatusChangeCallbackBody;
+
+/** The callback body of a custom status change. */
+export function customStatusBody(change: CustomStatusChange): StatusChangeCallbackBody {
+  return {
+    CallbackCommand: 'State.StatusChange',
+    EventTime: change.at,
+    Info: { Action: 'SetCustomStatus', To_Account: change.userId, Reason: change.reason === 'expired' ? 'Expired' : 'Set' },
+    CustomStatus: change.customStatus ?? '',
+    Availability: change.availability,
+    IdleSince: null,
+    UserStatus: change.userStatus,
+  };
+}
+
+/** The callback body of an availability change. */
+export function availabilityBody(change: AvailabilityChange): StatusChangeCallbackBody {
+  const reasons = { set: 'Set', idle: 'Idle', active: 'Active' } as const;
+  return {
+    CallbackCommand: 'State.StatusChange',
+    EventTime: change.at,
+    Info: { Action: 'SetAvailability', To_Account: change.userId, Reason: reasons[change.reason] },
+    CustomStatus: change.customStatus ?? '',
+    Availability: change.availability,
+    PreviousAvailability: change.previousAvailability,
+    IdleSince: change.idleSince === null ? null : Date.parse(change.idleSince),
+    UserStatus: change.userStatus,
+  };
+}
+
+/** The sequence number of a body, for messages (`-` for a status change, which has none). */
+export function seqOf(body: PresenceCallbackBody): number | '-' {
+  return body.CallbackCommand === 'State.StateChange' ? body.Seq : '-';
 }
 
 /**
@@ -67,12 +132,13 @@ export function callbackBody(change: PresenceChange): StateChangeCallbackBody {
  * document's `CallbackCommand`, `contenttype`, `ClientIP` (empty when unknown) and `OptPlatform`
  * (the device's platform; `RESTAPI` for an admin kick, which an HTTP call made).
  */
-export function callbackUrl(base: URL, body: StateChangeCallbackBody, clientIp: string | undefined): string {
+export function callbackUrl(base: URL, body: PresenceCallbackBody, clientIp: string | undefined): string {
   const url = new URL(base.href);
   url.searchParams.set('CallbackCommand', body.CallbackCommand);
   url.searchParams.set('contenttype', 'json');
   url.searchParams.set('ClientIP', clientIp ?? '');
-  url.searchParams.set('OptPlatform', body.Info.Reason === 'Kicked' ? 'RESTAPI' : body.Platform);
+  // A status change names no device.
+  url.searchParams.set('OptPlatform', body.CallbackCommand === 'State.StatusChange' ? '' : body.Info.Reason === 'Kicked' ? 'RESTAPI' : body.Platform);
   return url.href;
 }
 

@@ -7,9 +7,9 @@ import type { PresenceEngine } from '../engine/engine.js';
 import type { TimerHandle } from '../core/clock.js';
 import type { PresenceChange } from '../core/types.js';
 import type { ResolvedConfig } from '../options.js';
-import { callbackBody, callbackUrl, signCallback, SIGNATURE_HEADER, type StateChangeCallbackBody } from './body.js';
+import { availabilityBody, callbackBody, callbackUrl, customStatusBody, seqOf, signCallback, SIGNATURE_HEADER, type PresenceCallbackBody } from './body.js';
 
-export type { StateChangeCallbackBody, KickedDeviceEntry } from './body.js';
+export type { StateChangeCallbackBody, StatusChangeCallbackBody, PresenceCallbackBody, KickedDeviceEntry } from './body.js';
 
 const debug = createDebug('express-presence:callback');
 
@@ -56,7 +56,7 @@ class PendingEvent {
   url: string | undefined;
   failures = 0;
   constructor(
-    readonly body: StateChangeCallbackBody,
+    readonly body: PresenceCallbackBody,
     readonly clientIp: string | undefined,
   ) {}
 }
@@ -151,7 +151,7 @@ export class CallbackDelivery {
   constructor(
     private readonly engine: PresenceEngine,
     private readonly config: ResolvedConfig,
-    private readonly onFailed: (body: StateChangeCallbackBody, error: Error) => void,
+    private readonly onFailed: (body: PresenceCallbackBody, error: Error) => void,
   ) {
     if (!config.callback) throw new TypeError('CallbackDelivery needs the callback option');
     this.settings = config.callback;
@@ -161,6 +161,8 @@ export class CallbackDelivery {
     this.transport = https_ ? https : http;
     this.agent = new (https_ ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: this.concurrency });
     engine.on('change', this.onChange);
+    engine.on('custom-status', (change) => this.enqueue(change.userId, customStatusBody(change), undefined));
+    engine.on('availability', (change) => this.enqueue(change.userId, availabilityBody(change), undefined));
   }
 
   /** A copy of the counts. */
@@ -170,9 +172,13 @@ export class CallbackDelivery {
 
   /** The live path: build the body, queue it, and return; sending happens later. */
   private readonly onChange = (change: PresenceChange): void => {
-    const body = callbackBody(change);
-    const event = new PendingEvent(body, change.clientIp);
-    let queue = this.queues.get(change.userId);
+    this.enqueue(change.userId, callbackBody(change), change.clientIp);
+  };
+
+  /** Queues one body behind the user's earlier ones. */
+  private enqueue(userId: string, body: PresenceCallbackBody, clientIp: string | undefined): void {
+    const event = new PendingEvent(body, clientIp);
+    let queue = this.queues.get(userId);
     // One user's backlog is bounded: beyond it, the newest waiting event gives way to this one (the latest state still goes).
     if (queue && queue.size >= this.settings.maxQueuePerUser && this.replaceNewest(queue, event)) return;
     if (this.counts.queued >= this.settings.maxQueue && !this.makeRoom()) {
@@ -182,8 +188,8 @@ export class CallbackDelivery {
       return;
     }
     if (!queue) {
-      queue = new UserQueue(change.userId);
-      this.queues.set(change.userId, queue);
+      queue = new UserQueue(userId);
+      this.queues.set(userId, queue);
     }
     queue.events.push(event);
     this.counts.queued++;
@@ -196,7 +202,7 @@ export class CallbackDelivery {
       this.ready.push(queue);
       this.schedulePump();
     }
-  };
+  }
 
   /**
    * Coalesces: the user's newest event not yet attempted is given up to `callback-failed` and `event` takes its place (the
@@ -247,13 +253,13 @@ export class CallbackDelivery {
     this.fail(
       given.body,
       new CallbackDeliveryError(
-        `user ${queue.userId} had too many undelivered callbacks (maxQueuePerUser ${this.settings.maxQueuePerUser}, maxQueue ${this.settings.maxQueue}); this event (seq ${given.body.Seq}) was coalesced into a later one (seq ${by.body.Seq})`,
+        `user ${queue.userId} had too many undelivered callbacks (maxQueuePerUser ${this.settings.maxQueuePerUser}, maxQueue ${this.settings.maxQueue}); this event (seq ${seqOf(given.body)}) was coalesced into a later one (seq ${seqOf(by.body)})`,
         0,
       ),
     );
   }
 
-  private drop(body: StateChangeCallbackBody): void {
+  private drop(body: PresenceCallbackBody): void {
     this.counts.dropped++;
     if (this.droppedInEpisode < 0) {
       this.droppedInEpisode = 0;
@@ -385,14 +391,14 @@ export class CallbackDelivery {
     if (this.failedInEpisode < 0) {
       this.failedInEpisode = 0;
       this.config.logger.error(
-        `express-presence: a status-change callback for ${event.body.Info.To_Account} (seq ${event.body.Seq}) was given up: ${error.message}; it goes to 'callback-failed', and further failures are only counted until the receiver accepts again`,
+        `express-presence: a status-change callback for ${event.body.Info.To_Account} (seq ${seqOf(event.body)}) was given up: ${error.message}; it goes to 'callback-failed', and further failures are only counted until the receiver accepts again`,
       );
     }
     this.failedInEpisode++;
     this.fail(event.body, error);
   }
 
-  private fail(body: StateChangeCallbackBody, error: Error): void {
+  private fail(body: PresenceCallbackBody, error: Error): void {
     try {
       this.onFailed(body, error);
     } catch (listenerError) {

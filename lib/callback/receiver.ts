@@ -5,10 +5,11 @@ import { parseByteSize } from '../options.js';
 import type { Logger } from '../core/types.js';
 import { sendJson } from '../util/respond.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
-import { SIGNATURE_HEADER, verifyCallbackSignature, type StateChangeCallbackBody } from './body.js';
+import { seqOf, SIGNATURE_HEADER, verifyCallbackSignature, type PresenceCallbackBody } from './body.js';
 
 /** Handles one status-change event; may be async. A throw (or rejection) answers 500, so the sender retries the event. */
-export type CallbackHandler = (event: StateChangeCallbackBody, req: IncomingMessage) => void | Promise<void>;
+/** Takes each callback: a device's state change (`State.StateChange`) or a custom status / availability change (`State.StatusChange`). */
+export type CallbackHandler = (event: PresenceCallbackBody, req: IncomingMessage) => void | Promise<void>;
 
 export interface CallbackReceiverOptions {
   /**
@@ -106,12 +107,20 @@ function fail(res: ServerResponse, status: number, code: number, info: string, h
 }
 
 /** The event in a parsed body, or undefined when it is not a status-change callback. */
-function eventOf(value: unknown): StateChangeCallbackBody | undefined {
+function eventOf(value: unknown): PresenceCallbackBody | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-  const body = value as Partial<Record<keyof StateChangeCallbackBody, unknown>>;
+  const body = value as { CallbackCommand?: unknown; Info?: unknown };
   const info = body.Info as { To_Account?: unknown } | null | undefined;
-  if (body.CallbackCommand !== 'State.StateChange' || typeof info !== 'object' || info === null || typeof info.To_Account !== 'string') return undefined;
-  return value as StateChangeCallbackBody;
+  const command = body.CallbackCommand;
+  if (
+    (command !== 'State.StateChange' && command !== 'State.StatusChange') ||
+    typeof info !== 'object' ||
+    info === null ||
+    typeof info.To_Account !== 'string'
+  ) {
+    return undefined;
+  }
+  return value as PresenceCallbackBody;
 }
 
 /**
@@ -171,12 +180,17 @@ export function callbackReceiver(handler: CallbackHandler, options: CallbackRece
     }
     const event = eventOf(parsed);
     if (!event)
-      return fail(res, 400, BAD_REQUEST, 'the body is not a status-change callback { CallbackCommand: "State.StateChange", Info: { To_Account, ... } }');
+      return fail(
+        res,
+        400,
+        BAD_REQUEST,
+        'the body is not a status-change callback { CallbackCommand: "State.StateChange" or "State.StatusChange", Info: { To_Account, ... } }',
+      );
     try {
       await handler(event, req);
     } catch (error) {
       logger.error(
-        `express-presence: the callbackReceiver handler failed for ${event.Info.To_Account} (seq ${event.Seq}); answered 500, so the sender retries`,
+        `express-presence: the callbackReceiver handler failed for ${event.Info.To_Account} (seq ${seqOf(event)}); answered 500, so the sender retries`,
         error,
       );
       return fail(res, 500, INTERNAL, 'the receiver failed to handle the event; it will be retried');

@@ -2,6 +2,7 @@
 
 import type { io as socketIo, ManagerOptions, Socket, SocketOptions } from 'socket.io-client';
 import type { Platform } from '../core/platforms.js';
+import type { Availability } from '../core/availability.js';
 import type {
   AnswerErrorCode,
   ChangedPayload,
@@ -56,6 +57,13 @@ export interface PresenceClientOptions {
   socketOptions?: Partial<ManagerOptions & SocketOptions>;
   /** In a browser, report the page's visibility as background / foreground. Defaults to true. */
   trackVisibility?: boolean;
+  /**
+   * In a browser, report user input (keys, pointer, touch, wheel) and the page becoming visible as `presence:activity`, so
+   * the server's `idleTimeout` shows the user `away` only when they really are. Defaults to true.
+   */
+  trackActivity?: boolean;
+  /** The most often activity is sent, in ms: input in between is covered by the last report. Defaults to 15000. */
+  activityThrottle?: number;
   /** Connect at once. Defaults to true. */
   autoConnect?: boolean;
   /** How long a request (subscribe, setStatus, logout) waits for its answer, in ms. Defaults to 10000. */
@@ -116,9 +124,12 @@ export type ChangeListener = (change: ChangedPayload) => void;
 
 interface VisibilityDocument {
   readonly visibilityState: string;
-  addEventListener(type: 'visibilitychange', listener: () => void): void;
-  removeEventListener(type: 'visibilitychange', listener: () => void): void;
+  addEventListener(type: string, listener: () => void, options?: { passive?: boolean; capture?: boolean }): void;
+  removeEventListener(type: string, listener: () => void, options?: { capture?: boolean }): void;
 }
+
+/** The input that counts as user activity. */
+const ACTIVITY_EVENTS = ['keydown', 'pointerdown', 'pointermove', 'touchstart', 'wheel'] as const;
 
 interface StoredIds {
   instanceId?: string;
@@ -129,7 +140,14 @@ type Answered = { ok: true } & Record<string, unknown>;
 type LooseEmitter = { emit(event: string, ...args: unknown[]): unknown };
 
 type RequestEvent =
-  'presence:subscribe' | 'presence:unsubscribe' | 'presence:set-status' | 'presence:logout' | 'presence:join' | 'presence:leave' | 'presence:room-update';
+  | 'presence:subscribe'
+  | 'presence:unsubscribe'
+  | 'presence:set-status'
+  | 'presence:set-availability'
+  | 'presence:logout'
+  | 'presence:join'
+  | 'presence:leave'
+  | 'presence:room-update';
 
 const noop = (): void => {};
 
@@ -165,6 +183,10 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> implement
   private readonly storage: PresenceStorage | undefined;
   private readonly storageKey: string;
   private readonly stopWatchingVisibility: () => void;
+  private readonly stopWatchingActivity: () => void;
+  private readonly activityThrottle: number;
+  /** When activity was last sent (ms, performance-free Date.now()); -Infinity before the first. */
+  private activitySentAt = -Infinity;
 
   constructor(private readonly options: PresenceClientOptions & { io: IoFactory }) {
     super();
@@ -180,6 +202,10 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> implement
         `url must be an absolute URL such as "http://localhost:3000" (plus the namespace, if any) outside a browser; got ${options.url === undefined ? 'none' : JSON.stringify(options.url)}`,
       );
     }
+    if (options.activityThrottle !== undefined && (typeof options.activityThrottle !== 'number' || !(options.activityThrottle >= 0))) {
+      throw badOptions(`activityThrottle must be a number of milliseconds (0 or more); got ${JSON.stringify(options.activityThrottle)}`);
+    }
+    this.activityThrottle = options.activityThrottle ?? 15_000;
     this.requestTimeout = options.requestTimeout ?? 10_000;
     this.storage = options.storage;
     this.storageKey = options.storageKey ?? 'express-presence';
@@ -203,6 +229,7 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> implement
     >;
     this.listen();
     this.stopWatchingVisibility = options.trackVisibility === false ? noop : this.watchVisibility();
+    this.stopWatchingActivity = options.trackActivity === false ? noop : this.watchActivity();
     if (options.autoConnect !== false) this.connect();
   }
 
@@ -271,9 +298,25 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> implement
     if (released.length > 0 && this.socket.connected) await this.request('presence:unsubscribe', { userIds: released });
   }
 
-  /** Sets this user's custom status (at most 100 bytes of UTF-8); null or '' clears it. */
-  async setStatus(customStatus: string | null): Promise<void> {
-    await this.request('presence:set-status', { customStatus });
+  /** Sets this user's custom status (at most 100 bytes of UTF-8); null or '' clears it; with `ttl` (ms or '30m') it clears itself. */
+  async setStatus(customStatus: string | null, options: { ttl?: number | string } = {}): Promise<void> {
+    await this.request('presence:set-status', options.ttl === undefined ? { customStatus } : { customStatus, ttl: options.ttl });
+  }
+
+  /** Sets this user's availability on all their devices: `'available'`, `'away'`, `'dnd'` or `'invisible'`. */
+  async setAvailability(availability: Availability): Promise<void> {
+    await this.request('presence:set-availability', { availability });
+  }
+
+  /**
+   * Reports user activity (the server's `idleTimeout` counts from the last one), at most once per `activityThrottle`:
+   * calls in between are dropped. The browser's input events call it by themselves unless `trackActivity` is false.
+   */
+  activity(): void {
+    const now = Date.now();
+    if (now - this.activitySentAt < this.activityThrottle || !this.socket.connected) return;
+    this.activitySentAt = now;
+    this.socket.emit('presence:activity');
   }
 
   /**
@@ -322,6 +365,7 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> implement
   close(): void {
     this.stop();
     this.stopWatchingVisibility();
+    this.stopWatchingActivity();
   }
 
   private listen(): void {
@@ -476,7 +520,7 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> implement
   }
 
   /** Fire and forget: no answer asked for. */
-  private send(event: 'presence:heartbeat' | 'presence:background' | 'presence:foreground'): void {
+  private send(event: 'presence:heartbeat' | 'presence:background' | 'presence:foreground' | 'presence:activity'): void {
     this.socket.emit(event);
   }
 
@@ -506,6 +550,22 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> implement
     this.inBackground = doc.visibilityState === 'hidden';
     doc.addEventListener('visibilitychange', onChange);
     return () => doc.removeEventListener('visibilitychange', onChange);
+  }
+
+  /** Input and the page becoming visible are activity (throttled by activity()). */
+  private watchActivity(): () => void {
+    const doc = (globalThis as { document?: VisibilityDocument }).document;
+    if (!doc || typeof doc.addEventListener !== 'function') return noop;
+    const onInput = (): void => this.activity();
+    const onVisibility = (): void => {
+      if (doc.visibilityState === 'visible') this.activity();
+    };
+    for (const type of ACTIVITY_EVENTS) doc.addEventListener(type, onInput, { passive: true, capture: true });
+    doc.addEventListener('visibilitychange', onVisibility);
+    return () => {
+      for (const type of ACTIVITY_EVENTS) doc.removeEventListener(type, onInput, { capture: true });
+      doc.removeEventListener('visibilitychange', onVisibility);
+    };
   }
 
   private load(): StoredIds {

@@ -17,6 +17,7 @@ export {
 } from './core.js';
 export { PresenceRoom, type PresenceRoomEvents, type RoomChangeEvent } from './room.js';
 export type { RoomMember, RoomMessage, RoomSnapshot, RoomDevice, JsonValue, Availability } from '../rooms/types.js';
+export type { LastSeenApprox } from '../core/availability.js';
 export type {
   Answer,
   AnswerErrorCode,

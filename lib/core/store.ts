@@ -5,6 +5,7 @@ import type { PolicyLimits } from './policy.js';
 import type { Platform, PlatformClass } from './platforms.js';
 import type { ChangeAction, ChangeReason, EndNotice, InstanceRef, InstanceStatus, PresenceStats, UserStatus } from './types.js';
 import type { Logger } from './types.js';
+import type { Availability } from './availability.js';
 
 export type MaybePromise<T> = T | Promise<T>;
 
@@ -27,6 +28,51 @@ export interface StoredUser {
   /** When the user was last Online (ms), or null. */
   readonly lastSeen: number | null;
   readonly customStatus: string | null;
+  /** The availability the user chose; absent means `available` (a store without availability). */
+  readonly availability?: Availability;
+  /** While automatic away holds (over a chosen `available`): the user's last activity (ms); null or absent otherwise. */
+  readonly idleSince?: number | null;
+  /** When the custom status runs out (ms); null or absent when it does not. A store answers an expired one as null. */
+  readonly customStatusExpiresAt?: number | null;
+  /** While invisible: what others are shown, frozen when the user went invisible (last seen ms, custom status). */
+  readonly frozenLastSeen?: number | null;
+  readonly frozenCustomStatus?: string | null;
+}
+
+/** The user's availability state after a store call, as change events need it. */
+export interface StoreUserState {
+  readonly userId: string;
+  readonly userStatus: UserStatus;
+  readonly lastSeen: number | null;
+  readonly customStatus: string | null;
+  readonly customStatusExpiresAt: number | null;
+  readonly availability: Availability;
+  readonly idleSince: number | null;
+  readonly frozenLastSeen: number | null;
+  readonly frozenCustomStatus: string | null;
+}
+
+/**
+ * One availability write, atomic in the store. `set`: the user chose `availability` (this is activity too: idleness ends);
+ * `activity`: the user did something (raises the last activity, ends automatic away); `idle`: automatic away from
+ * `idleSince`, taken only if the chosen availability is `available` and no activity later than `idleSince` was recorded.
+ */
+export type StoreAvailabilityRequest =
+  | { readonly kind: 'set'; readonly userId: string; readonly at: number; readonly availability: Availability }
+  | { readonly kind: 'activity'; readonly userId: string; readonly at: number }
+  | { readonly kind: 'idle'; readonly userId: string; readonly at: number; readonly idleSince: number };
+
+/** What an availability write did: the state after it and the availability shown before it. */
+export interface StoreAvailabilityResult {
+  readonly state: StoreUserState;
+  readonly previousAvailability: Availability;
+  readonly previousIdleSince: number | null;
+}
+
+/** `setCustomStatus` options: `expiresAt` (ms) when it runs out; `ifExpiresAt` clears only the status that ran out then. */
+export interface StoreCustomStatusOptions {
+  readonly expiresAt?: number | null;
+  readonly ifExpiresAt?: number;
 }
 
 /** A device a login displaced, with the session that is now revoked. */
@@ -51,6 +97,9 @@ export interface StoreChange {
   /** The user's last-seen time and custom status after the change. */
   readonly lastSeen: number | null;
   readonly customStatus: string | null;
+  /** The user's chosen availability and idleness (absent: `available`, not idle). */
+  readonly availability?: Availability;
+  readonly idleSince?: number | null;
 }
 
 export interface StoreLoginRequest {
@@ -149,8 +198,18 @@ export interface PresenceStore {
   ): MaybePromise<StoreChange | null>;
   /** Admin kick: removes and revokes the user's devices matching `filter` (all without one). */
   kick(userId: string, filter: KickFilter, at: number): MaybePromise<StoreChange[]>;
-  /** Sets (or with null clears) the user's custom status; answers the user's status. */
-  setCustomStatus(userId: string, customStatus: string | null, at: number): MaybePromise<UserStatus>;
+  /**
+   * Sets (or with null clears) the user's custom status; answers the user's status, or (stores with availability) their
+   * whole state. With `options.ifExpiresAt` it clears only a status whose expiry is exactly that, answering null otherwise.
+   */
+  setCustomStatus(
+    userId: string,
+    customStatus: string | null,
+    at: number,
+    options?: StoreCustomStatusOptions,
+  ): MaybePromise<UserStatus | StoreUserState | null>;
+  /** Availability (optional: without it `setAvailability` and idleness are refused). Answers null when nothing changed. */
+  setAvailability?(request: StoreAvailabilityRequest): MaybePromise<StoreAvailabilityResult | null>;
   /** The users asked for, in order; undefined for users never seen (or forgotten). */
   get(userIds: readonly string[]): MaybePromise<readonly (StoredUser | undefined)[]>;
   stats(): MaybePromise<PresenceStats>;

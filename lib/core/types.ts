@@ -1,8 +1,10 @@
 // The public shapes of presence: statuses, change events, query results.
 
 import type { Platform } from './platforms.js';
+import type { Availability } from './availability.js';
 
 export type { Platform, PlatformClass } from './platforms.js';
+export type { Availability, LastSeenApprox, LastSeenVisibility } from './availability.js';
 
 /** A user's derived status. */
 export type UserStatus = 'Online' | 'PushOnline' | 'Offline';
@@ -53,13 +55,39 @@ export interface PresenceChange {
   /** The user's last-seen time after the change (ISO 8601), as `query` would answer it. */
   lastSeen: string | null;
   customStatus: string | null;
+  /** The user's availability after the change (`away` while idle). */
+  availability: Availability;
+  /** While automatically away: the user's last activity (ISO 8601); null otherwise. */
+  idleSince: string | null;
 }
 
 /** A change of a user's custom status text. */
 export interface CustomStatusChange {
   userId: string;
   customStatus: string | null;
+  /** The status it replaced (null when none). */
+  previousCustomStatus?: string | null;
   userStatus: UserStatus;
+  availability: Availability;
+  /** `set` by the user or the server, `expired` when its ttl ran out. */
+  reason: 'set' | 'expired';
+  /** When it runs out (ISO 8601), or null. */
+  expiresAt: string | null;
+  at: number;
+}
+
+/** A change of a user's availability or of their automatic idleness (`presence.on('availability')`). */
+export interface AvailabilityChange {
+  userId: string;
+  /** The availability shown after the change (`away` while idle). */
+  availability: Availability;
+  previousAvailability: Availability;
+  /** While automatically away: the user's last activity (ISO 8601); null otherwise. */
+  idleSince: string | null;
+  /** `set` (by a device or the server), `idle` (idleTimeout ran out), `active` (activity after idleness). */
+  reason: 'set' | 'idle' | 'active';
+  userStatus: UserStatus;
+  customStatus: string | null;
   at: number;
 }
 
@@ -79,6 +107,10 @@ export interface UserPresence {
   /** When the user was last Online (ISO 8601); now, for a user who is Online; null if never seen. */
   lastSeen: string | null;
   customStatus: string | null;
+  /** The truth, for the backend: `invisible` users are marked so (viewers are shown them Offline). */
+  availability: Availability;
+  /** While automatically away: the user's last activity (ISO 8601); null otherwise. */
+  idleSince: string | null;
   /** Present unless the query asked for `{ detail: false }`. */
   instances?: InstancePresence[];
 }

@@ -13,6 +13,8 @@ export interface EngineConfig extends PolicyLimits {
   readonly backgroundTimeout: Readonly<Record<PlatformClass, number>>;
   readonly pushOnlineTtl: number;
   readonly reconnectGrace: Readonly<Record<PlatformClass, number>>;
+  /** Automatic away after this long without activity, per class (0: off). */
+  readonly idleTimeout: Readonly<Record<PlatformClass, number>>;
   readonly handoverGrace: number;
   readonly storeTimeout: number;
   readonly store: PresenceStore;

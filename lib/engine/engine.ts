@@ -3,15 +3,25 @@
 import { EventEmitter } from 'node:events';
 import { randomFillSync } from 'node:crypto';
 import createDebug from 'debug';
-import type { EngineConfig } from './config.js';
-import type { KickFilter, StoreChange, StoreLoginResult, StoredUser } from '../core/store.js';
+import type {
+  KickFilter,
+  StoreAvailabilityRequest,
+  StoreAvailabilityResult,
+  StoreChange,
+  StoreLoginResult,
+  StoredUser,
+  StoreUserState,
+} from '../core/store.js';
 import { deriveUserStatus, isPromiseLike, type MaybePromise } from '../core/store.js';
 import { StoreTimeoutError } from '../core/errors.js';
 import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS, type Platform, type PlatformClass } from '../core/platforms.js';
 import { Scheduler, type Scheduled } from '../core/scheduler.js';
+import type { EngineConfig } from './config.js';
 import { isoTime } from '../util/iso-time.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
+import { effectiveAvailability, parseAvailability, type Availability, type UserTruth } from '../core/availability.js';
 import type {
+  AvailabilityChange,
   ChangeAction,
   ChangeReason,
   CustomStatusChange,
@@ -32,6 +42,10 @@ export const MAX_ID_LENGTH = 128;
 export const MAX_CUSTOM_STATUS_BYTES = 100;
 
 const KICK_FILTER_KEYS = ['platform', 'instanceId'] as const;
+const CUSTOM_STATUS_OPTION_KEYS = ['ttl'] as const;
+/** The shortest and longest custom status ttl (ms). */
+export const MIN_CUSTOM_STATUS_TTL = 1000;
+export const MAX_CUSTOM_STATUS_TTL = 365 * 24 * 3600 * 1000;
 const QUERY_OPTION_KEYS = ['detail'] as const;
 
 export type PresenceErrorCode = 'UNAUTHENTICATED' | 'BAD_PLATFORM' | 'BAD_REQUEST' | 'SESSION_REVOKED';
@@ -92,6 +106,10 @@ class LocalInstance implements Scheduled {
   /** Its connection closed because this server is shutting down: it waits for the handover grace (if longer), to be resumed elsewhere. */
   handingOver = false;
   ended = false;
+  /** The last user activity (`presence:activity`, the login) seen here; heartbeats do not count. */
+  lastUserActivity: number;
+  /** The user's idle tracking in this process, while idleTimeout is on. */
+  user: LocalUser | undefined = undefined;
   /**
    * Its live connections: most devices have one, kept as is; several (other tabs) are an array that
    * is never changed in place but replaced, so a listener that disconnects while it is being told
@@ -111,8 +129,35 @@ class LocalInstance implements Scheduled {
     readonly takenUpAt: number,
   ) {
     this.lastActivity = takenUpAt;
+    this.lastUserActivity = takenUpAt;
   }
 }
+
+/** A user with devices live here, while idleTimeout is on: their idle deadline. */
+class LocalUser implements Scheduled {
+  dueAt = Infinity;
+  heapIndex = -1;
+  instances: LocalInstance[] = [];
+  /** Believed away by idleness (this process marked it, or the store said so): the next activity is written at once. */
+  idle = false;
+  /** When an activity was last written to the store (so other processes' idle writes see it). */
+  activityWrittenAt = -Infinity;
+  /** The user's last activity here, on any device (also one gone since): their idleSince once away. */
+  lastActivity = -Infinity;
+  constructor(readonly userId: string) {}
+}
+
+/** A custom status with a ttl set through this process: cleared when it runs out. */
+class StatusExpiry implements Scheduled {
+  dueAt = Infinity;
+  heapIndex = -1;
+  constructor(
+    readonly userId: string,
+    readonly expiresAt: number,
+  ) {}
+}
+
+type UserTimer = LocalUser | StatusExpiry;
 
 /** Calls `each` on every connection of the instance. */
 function forEachConnection(instance: LocalInstance, each: (connection: LocalConnection) => void): void {
@@ -193,6 +238,10 @@ export function parseCustomStatus(value: unknown): string | null {
   return value;
 }
 
+function storeName(store: object): string {
+  return (store.constructor as { name?: string } | undefined)?.name ?? 'this store';
+}
+
 function iso(ms: number | null): string | null {
   return ms === null ? null : isoTime(ms);
 }
@@ -200,6 +249,73 @@ function iso(ms: number | null): string | null {
 export interface PresenceEngineEvents {
   change: [PresenceChange];
   'custom-status': [CustomStatusChange];
+  availability: [AvailabilityChange];
+  /**
+   * Internal, for adapters: a user's custom status or availability changed; the whole truth after it, and for an
+   * availability change the availability shown before it (null for a custom status change).
+   */
+  'user-state': [UserTruth, Availability | null];
+}
+
+/** The truth of a user from a store's state answer. */
+export function truthOfState(state: StoreUserState, now: number): UserTruth {
+  return {
+    userId: state.userId,
+    status: state.userStatus,
+    availability: effectiveAvailability(state.availability, state.idleSince),
+    idleSince: state.availability === 'available' ? state.idleSince : null,
+    customStatus: state.customStatus,
+    lastSeen: state.userStatus === 'Online' ? now : state.lastSeen,
+    frozenLastSeen: state.frozenLastSeen,
+    frozenCustomStatus: state.frozenCustomStatus,
+  };
+}
+
+/** The truth of a stored user (undefined: never seen). */
+export function truthOfUser(userId: string, user: StoredUser | undefined, now: number): UserTruth {
+  if (!user) {
+    return {
+      userId,
+      status: 'Offline',
+      availability: 'available',
+      idleSince: null,
+      customStatus: null,
+      lastSeen: null,
+      frozenLastSeen: null,
+      frozenCustomStatus: null,
+    };
+  }
+  const status = deriveUserStatus(user.instances);
+  const idleSince = (user.availability ?? 'available') === 'available' ? (user.idleSince ?? null) : null;
+  return {
+    userId,
+    status,
+    availability: effectiveAvailability(user.availability, idleSince),
+    idleSince,
+    customStatus: user.customStatus,
+    lastSeen: status === 'Online' ? now : user.lastSeen,
+    frozenLastSeen: user.frozenLastSeen ?? null,
+    frozenCustomStatus: user.frozenCustomStatus ?? null,
+  };
+}
+
+/** Reads a custom status ttl: ms (1 s to 365 days) or a duration string such as '30m'. */
+export function parseCustomStatusTtl(value: unknown): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  const ms = typeof value === 'string' ? parseTtlText(value) : value;
+  if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < MIN_CUSTOM_STATUS_TTL || ms > MAX_CUSTOM_STATUS_TTL) {
+    throw new TypeError(
+      `ttl must be milliseconds from ${MIN_CUSTOM_STATUS_TTL} to ${MAX_CUSTOM_STATUS_TTL} (365 days) or a string such as "30m", "8h", "7d"; got ${typeof value === 'string' ? JSON.stringify(value.slice(0, 40)) : String(value)}`,
+    );
+  }
+  return ms;
+}
+
+const TTL_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+function parseTtlText(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/i.exec(text);
+  if (!match?.[1] || !match[2]) return undefined;
+  return Math.round(Number(match[1]) * (TTL_UNITS[match[2].toLowerCase()] as number));
 }
 
 /**
@@ -215,6 +331,15 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
    */
   private readonly loginsInFlight = new Map<string, { count: number; ended: EndNotice | undefined }>();
   private readonly scheduler: Scheduler<LocalInstance>;
+  /** Idle deadlines and custom status expiries. */
+  private readonly userScheduler: Scheduler<UserTimer>;
+  /** Users with devices here, while idleTimeout is on. */
+  private readonly localUsers = new Map<string, LocalUser>();
+  private readonly statusExpiries = new Map<string, StatusExpiry>();
+  /** Whether any class goes idle; with none, activity is a heartbeat. */
+  private readonly idleOn: boolean;
+  /** How often an ongoing activity is written to the store (a quarter of the shortest idle timeout). */
+  private readonly activityWriteEvery: number;
   private closed = false;
   /** Store logins not answered yet, and who waits for them all to settle (close). */
   private pendingLogins = 0;
@@ -235,6 +360,14 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       (instance, now) => this.onDue(instance, now),
       (error) => config.logger.error('express-presence: timer failed', error),
     );
+    this.userScheduler = new Scheduler<UserTimer>(
+      config.clock,
+      (timer, now) => (timer instanceof LocalUser ? this.onIdleDue(timer, now) : this.onStatusExpired(timer)),
+      (error) => config.logger.error('express-presence: an idle or custom status timer failed', error),
+    );
+    const idleTimeouts = Object.values(config.idleTimeout).filter((ms) => ms > 0);
+    this.idleOn = idleTimeouts.length > 0;
+    this.activityWriteEvery = this.idleOn ? Math.max(1, Math.floor(Math.min(...idleTimeouts) / 4)) : Infinity;
     config.store.init?.({
       clock: config.clock,
       pushOnlineTtl: config.pushOnlineTtl,
@@ -272,6 +405,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (live && live.userId === request.userId && live.instanceId === instanceId && live.platform === platform && !this.config.store.mayMissEnds?.()) {
       const now = this.config.clock.now();
       live.lastActivity = now;
+      // A login is activity (a second tab, or a return within the grace).
+      this.noteActivity(live, now);
       // A new connection is an app in the foreground, whatever the device said before it went.
       const wasBackground = live.background;
       live.background = false;
@@ -398,6 +533,12 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     this.reschedule(instance);
     const connection = this.attachConnection(instance, onEnd);
     const kicked = this.reportLogin(result, platform, instanceId, request.clientIp);
+    // A login is activity: it ends idleness, here and in the store.
+    if (this.idleOn && !instance.ended) {
+      const user = this.trackUser(instance);
+      instance.lastUserActivity = user.lastActivity = this.config.clock.now();
+      this.writeActivity(user, instance.lastUserActivity);
+    }
     // Kicked (or logged out elsewhere) before its login answered here: tell it now rather than leave a ghost.
     if (endedMeanwhile) this.endLocal(result.sessionId, endedMeanwhile);
     debug('%s/%s %s (%s), kicked %o', request.userId, instanceId, result.outcome, platform, kicked);
@@ -500,6 +641,171 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     (connection as LocalConnection).instance.lastActivity = this.config.clock.now();
   }
 
+  /**
+   * User activity on the connection (`presence:activity`): a heartbeat that also keeps the user from going idle, and ends
+   * idleness. Written to the store only when it ends idleness, or once per quarter of the idle timeout.
+   */
+  activity(connection: Connection): void {
+    const instance = (connection as LocalConnection).instance;
+    const now = this.config.clock.now();
+    instance.lastActivity = now;
+    this.noteActivity(instance, now);
+  }
+
+  private noteActivity(instance: LocalInstance, now: number): void {
+    instance.lastUserActivity = now;
+    const user = instance.user;
+    if (!user) return;
+    user.lastActivity = now;
+    if (user.idle || now - user.activityWrittenAt >= this.activityWriteEvery) this.writeActivity(user, now);
+    else if (user.heapIndex < 0) this.rescheduleIdle(user);
+  }
+
+  /**
+   * Sets a user's availability (`presence.setAvailability`, or a device's `presence:set-availability` with `from`: then
+   * also activity of that device). A choice is activity: it ends idleness. Throws a TypeError for an unknown value.
+   */
+  async setAvailability(userId: string, availability: unknown, from?: Connection): Promise<AvailabilityChange | null> {
+    this.assertOpen();
+    checkUserId(userId);
+    const value = parseAvailability(availability);
+    const store = this.config.store;
+    if (typeof store.setAvailability !== 'function') throw new Error(`${storeName(store)} does not support availability (it has no setAvailability())`);
+    const now = this.config.clock.now();
+    if (from) {
+      const instance = (from as LocalConnection).instance;
+      instance.lastActivity = instance.lastUserActivity = now;
+    } else {
+      // A choice made for the user counts as their activity on every device here.
+      for (const instance of this.localUsers.get(userId)?.instances ?? []) instance.lastUserActivity = now;
+    }
+    const user = this.localUsers.get(userId);
+    if (user) {
+      user.lastActivity = now;
+      user.idle = false;
+      user.activityWrittenAt = now;
+      this.rescheduleIdle(user);
+    }
+    return this.writeAvailability({ kind: 'set', userId, at: now, availability: value }, 'set');
+  }
+
+  /** One availability write; its change, if any, is emitted. */
+  private async writeAvailability(request: StoreAvailabilityRequest, reason: AvailabilityChange['reason']): Promise<AvailabilityChange | null> {
+    const store = this.config.store;
+    if (typeof store.setAvailability !== 'function') return null;
+    const written = store.setAvailability(request);
+    const report = (result: StoreAvailabilityResult | null): AvailabilityChange | null => (result ? this.emitAvailability(result, reason, request.at) : null);
+    if (!isPromiseLike(written)) return report(written);
+    this.pendingWrites++;
+    return this.bounded(
+      'setAvailability',
+      written.then(report).finally(() => this.writeSettled()),
+    );
+  }
+
+  /** Writes an activity of the user (ending idleness) and re-arms their idle deadline. */
+  private writeActivity(user: LocalUser, now: number): void {
+    const wasIdle = user.idle;
+    user.idle = false;
+    user.activityWrittenAt = now;
+    this.rescheduleIdle(user);
+    this.writeAvailability({ kind: 'activity', userId: user.userId, at: now }, 'active').then(
+      (change) => {
+        if (debug.enabled && (change || wasIdle)) debug('%s active again', user.userId);
+      },
+      (error: unknown) => this.config.logger.error(`express-presence: recording the activity of ${user.userId} failed`, error),
+    );
+  }
+
+  private emitAvailability(result: StoreAvailabilityResult, reason: AvailabilityChange['reason'], at: number): AvailabilityChange {
+    const truth = truthOfState(result.state, at);
+    const user = this.localUsers.get(truth.userId);
+    if (user) user.idle = truth.idleSince !== null;
+    const change: AvailabilityChange = {
+      userId: truth.userId,
+      availability: truth.availability,
+      previousAvailability: result.previousAvailability,
+      idleSince: iso(truth.idleSince),
+      reason,
+      userStatus: truth.status,
+      customStatus: truth.customStatus,
+      at,
+    };
+    this.emitSafely('availability', change);
+    this.emitState(truth, result.previousAvailability);
+    return change;
+  }
+
+  /** The user's idle tracking here, with this device in it. */
+  private trackUser(instance: LocalInstance): LocalUser {
+    if (instance.user) return instance.user;
+    let user = this.localUsers.get(instance.userId);
+    if (!user) {
+      user = new LocalUser(instance.userId);
+      this.localUsers.set(instance.userId, user);
+    }
+    user.instances.push(instance);
+    instance.user = user;
+    return user;
+  }
+
+  private untrackUser(instance: LocalInstance): void {
+    const user = instance.user;
+    if (!user) return;
+    instance.user = undefined;
+    user.instances = user.instances.filter((other) => other !== instance);
+    if (user.instances.length === 0) {
+      this.userScheduler.cancel(user);
+      if (this.localUsers.get(user.userId) === user) this.localUsers.delete(user.userId);
+    } else if (!user.idle) {
+      // The device that held idleness off may be the one gone.
+      this.rescheduleIdle(user);
+    }
+  }
+
+  /** When the user goes idle: once every device here is idle for its class's timeout; never while one of a class without it is here. */
+  private idleDueOf(user: LocalUser): number {
+    let due = -Infinity;
+    for (const instance of user.instances) {
+      const timeout = this.config.idleTimeout[instance.cls];
+      if (timeout === 0) return Infinity;
+      due = Math.max(due, instance.lastUserActivity + timeout);
+    }
+    return due === -Infinity ? Infinity : due;
+  }
+
+  private rescheduleIdle(user: LocalUser): void {
+    const due = this.idleDueOf(user);
+    if (due === Infinity) this.userScheduler.cancel(user);
+    else this.userScheduler.schedule(user, due);
+  }
+
+  private onIdleDue(user: LocalUser, now: number): void {
+    if (user.idle || user.instances.length === 0) return;
+    // A device transition due at the same instant goes first (a device timing out is not an idle user's device).
+    for (const instance of [...user.instances]) if (!instance.ended && this.dueOf(instance) <= now) this.onDue(instance, now);
+    if (user.idle || user.instances.length === 0) return;
+    const due = this.idleDueOf(user);
+    if (due > now) {
+      if (due !== Infinity) this.userScheduler.schedule(user, due);
+      return;
+    }
+    const idleSince = user.lastActivity;
+    user.idle = true;
+    this.userScheduler.cancel(user);
+    debug('%s idle since %d', user.userId, idleSince);
+    this.writeAvailability({ kind: 'idle', userId: user.userId, at: now, idleSince }, 'idle').catch((error: unknown) =>
+      this.config.logger.error(`express-presence: marking ${user.userId} away after idleTimeout failed`, error),
+    );
+  }
+
+  private onStatusExpired(expiry: StatusExpiry): void {
+    if (this.statusExpiries.get(expiry.userId) === expiry) this.statusExpiries.delete(expiry.userId);
+    this.writeCustomStatus(expiry.userId, null, this.config.clock.now(), { ifExpiresAt: expiry.expiresAt }, 'expired').catch((error: unknown) =>
+      this.config.logger.error(`express-presence: clearing the expired custom status of ${expiry.userId} failed`, error),
+    );
+  }
+
   background(connection: Connection): void {
     const instance = this.liveInstance(connection);
     if (!instance || instance.background) return;
@@ -598,16 +904,73 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     );
   }
 
-  /** Sets (or with null / '' clears) a user's custom status, at most 100 bytes of UTF-8. */
-  async setCustomStatus(userId: string, customStatus: string | null): Promise<void> {
+  /**
+   * Sets (or with null / '' clears) a user's custom status, at most 100 bytes of UTF-8; with `ttl` (ms or '30m', 1 s to
+   * 365 days) it is cleared when that runs out, with a change event like any clearing.
+   */
+  async setCustomStatus(userId: string, customStatus: string | null, options: { ttl?: number | string } = {}): Promise<void> {
     this.assertOpen();
     checkUserId(userId);
     const text = parseCustomStatus(customStatus);
+    if (typeof options !== 'object' || options === null)
+      throw new TypeError(`setCustomStatus options must be an object { ttl? }; got ${options === null ? 'null' : typeof options}`);
+    refuseUnknownKeys('options', options, CUSTOM_STATUS_OPTION_KEYS);
+    const ttl = parseCustomStatusTtl(options.ttl);
     const at = this.config.clock.now();
-    const report = (userStatus: UserStatus): void => this.emitSafely('custom-status', { userId, customStatus: text, userStatus, at });
-    const stored = this.config.store.setCustomStatus(userId, text, at);
-    if (isPromiseLike(stored)) await this.bounded('setCustomStatus', stored.then(report));
-    else report(stored);
+    const expiresAt = text === null || ttl === undefined ? null : at + ttl;
+    await this.writeCustomStatus(userId, text, at, { expiresAt }, 'set');
+  }
+
+  private async writeCustomStatus(
+    userId: string,
+    text: string | null,
+    at: number,
+    options: { expiresAt?: number | null; ifExpiresAt?: number },
+    reason: CustomStatusChange['reason'],
+  ): Promise<void> {
+    const report = (answer: UserStatus | StoreUserState | null): void => {
+      if (answer === null) return;
+      const expiresAt = options.expiresAt ?? null;
+      if (reason === 'set') this.scheduleExpiry(userId, expiresAt);
+      const state: StoreUserState | undefined = typeof answer === 'string' ? undefined : answer;
+      const truth = state ? truthOfState(state, at) : undefined;
+      this.emitSafely('custom-status', {
+        userId,
+        customStatus: text,
+        userStatus: typeof answer === 'string' ? answer : answer.userStatus,
+        availability: truth?.availability ?? 'available',
+        reason,
+        expiresAt: iso(expiresAt),
+        at,
+      });
+      if (truth) this.emitState(truth, null);
+      // A store that answers only the status (older third-party stores): the truth is read back for the adapters.
+      else
+        this.truths([userId]).then(
+          ([read]) => read && this.emitState(read, null),
+          (error: unknown) => this.config.logger.error('express-presence: could not read a user to relay a custom status change', error),
+        );
+    };
+    const stored = this.config.store.setCustomStatus(userId, text, at, options);
+    if (!isPromiseLike(stored)) return report(stored);
+    this.pendingWrites++;
+    await this.bounded(
+      'setCustomStatus',
+      stored.then(report).finally(() => this.writeSettled()),
+    );
+  }
+
+  /** Arms (or with null disarms) the clearing of the user's custom status set here. */
+  private scheduleExpiry(userId: string, expiresAt: number | null): void {
+    const existing = this.statusExpiries.get(userId);
+    if (existing) {
+      this.userScheduler.cancel(existing);
+      this.statusExpiries.delete(userId);
+    }
+    if (expiresAt === null || this.closed) return;
+    const expiry = new StatusExpiry(userId, expiresAt);
+    this.statusExpiries.set(userId, expiry);
+    this.userScheduler.schedule(expiry, expiresAt);
   }
 
   /** The presence of each user asked for, in order (with each device unless `detail: false`). */
@@ -642,6 +1005,14 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     }
   }
 
+  /** The truth of each user asked for, in order: what adapters cut down for each viewer (see viewFor). */
+  truths(userIds: readonly string[]): Promise<UserTruth[]> {
+    return this.lookup(userIds).then((users) => {
+      const now = this.config.clock.now();
+      return userIds.map((userId, i) => truthOfUser(userId, users[i], now));
+    });
+  }
+
   async stats(): Promise<PresenceStats> {
     return this.bounded('stats', this.config.store.stats());
   }
@@ -668,6 +1039,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const at = this.config.clock.now();
     this.closed = true;
     this.scheduler.close();
+    this.userScheduler.close();
     // Adapters read `open`: from here a closing presence has no open connections, and a transport
     // closing one now (io.close() after presence.close()) changes nothing.
     for (const instance of this.local.values()) forEachConnection(instance, (connection) => (connection.open = false));
@@ -703,14 +1075,17 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       const userId = userIds[i] as string;
       if (!user) {
         result[i] = detail
-          ? { userId, status: 'Offline', lastSeen: null, customStatus: null, instances: [] }
-          : { userId, status: 'Offline', lastSeen: null, customStatus: null };
+          ? { userId, status: 'Offline', lastSeen: null, customStatus: null, availability: 'available', idleSince: null, instances: [] }
+          : { userId, status: 'Offline', lastSeen: null, customStatus: null, availability: 'available', idleSince: null };
         continue;
       }
       const status = deriveUserStatus(user.instances);
       const lastSeen = status === 'Online' ? nowText : iso(user.lastSeen);
+      const idleMs = (user.availability ?? 'available') === 'available' ? (user.idleSince ?? null) : null;
+      const availability = effectiveAvailability(user.availability, idleMs);
+      const idleSince = iso(idleMs);
       if (!detail) {
-        result[i] = { userId, status, lastSeen, customStatus: user.customStatus };
+        result[i] = { userId, status, lastSeen, customStatus: user.customStatus, availability, idleSince };
         continue;
       }
       const instances: InstancePresence[] = new Array(user.instances.length);
@@ -724,7 +1099,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
           version: instance.version ?? null,
         };
       }
-      result[i] = { userId, status, lastSeen, customStatus: user.customStatus, instances };
+      result[i] = { userId, status, lastSeen, customStatus: user.customStatus, availability, idleSince, instances };
     }
     return result;
   }
@@ -842,6 +1217,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (instance.ended) return;
     instance.ended = true;
     this.scheduler.cancel(instance);
+    if (instance.user) this.untrackUser(instance);
     if (this.local.get(instance.sessionId) === instance) this.local.delete(instance.sessionId);
   }
 
@@ -860,12 +1236,24 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       at: change.at,
       lastSeen: iso(change.userStatus === 'Online' ? change.at : change.lastSeen),
       customStatus: change.customStatus,
+      availability: effectiveAvailability(change.availability, change.idleSince),
+      idleSince: (change.availability ?? 'available') === 'available' ? iso(change.idleSince ?? null) : null,
     };
     if (clientIp !== undefined) event.clientIp = clientIp;
     if (change.version !== undefined) event.version = change.version;
     // Checked here: a call with seven arguments builds its argument list even when debug is off.
     if (debug.enabled) debug('change %s %s/%s %s/%s -> %s', event.userId, event.platform, event.instanceId, action, reason, event.userStatus);
     this.emitSafely('change', event);
+  }
+
+  private emitState(truth: UserTruth, previousAvailability: Availability | null): void {
+    for (const listener of this.listeners('user-state') as ((truth: UserTruth, previous: Availability | null) => void)[]) {
+      try {
+        listener(truth, previousAvailability);
+      } catch (error) {
+        this.config.logger.error("express-presence: a 'user-state' listener threw", error);
+      }
+    }
   }
 
   /** Emits to every listener; one that throws is logged and does not stop the others or the engine. */

@@ -3,6 +3,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Platform } from '../core/platforms.js';
 import type { UserStatus } from '../core/types.js';
+import { effectiveAvailability, type Availability } from '../core/availability.js';
 import { deriveUserStatus, type StoredUser } from '../core/store.js';
 import type { HttpService } from './service.js';
 import { checkId, distinctIds, flag, InputError, isPlainObject } from './input.js';
@@ -20,6 +21,10 @@ export interface QueryStateDetail {
 export interface QueryStateResult {
   To_Account: string;
   Status: UserStatus;
+  /** The user's availability (the truth: `invisible` users are marked so; `away` while idle). Always present. */
+  Availability: Availability;
+  /** Only with `IsReturnCustomStatus: 1`: the custom status, `""` when none. */
+  CustomStatus?: string;
   /** Only with `IsNeedDetail: 1`; empty for an Offline user. */
   Detail?: QueryStateDetail[];
 }
@@ -50,14 +55,19 @@ function requireObject(body: unknown, shape: string): Record<string, unknown> {
 
 /** The hot path: validate, one engine query, one pass building the answer, one stringify. */
 export async function queryState(presence: HttpService, res: ServerResponse, body: unknown): Promise<void> {
-  const request = requireObject(body, '{ "To_Account": [...], "IsNeedDetail": 0|1, "IsReturnInstid": 0|1 }');
+  const request = requireObject(body, '{ "To_Account": [...], "IsNeedDetail": 0|1, "IsReturnInstid": 0|1, "IsReturnCustomStatus": 0|1 }');
   const accounts = distinctIds(request.To_Account, 'To_Account', false);
   const needDetail = flag(request, 'IsNeedDetail');
   const returnInstId = flag(request, 'IsReturnInstid');
+  const returnCustomStatus = flag(request, 'IsReturnCustomStatus');
   // The lean read: the stored records, straight into the answer, with no dates formatted that querystate never shows.
   const users = await presence.engine.lookup(accounts);
   const results: QueryStateResult[] = new Array(users.length);
-  for (let i = 0; i < users.length; i++) results[i] = queryResult(accounts[i] as string, users[i], needDetail, returnInstId);
+  for (let i = 0; i < users.length; i++) {
+    const result = queryResult(accounts[i] as string, users[i], needDetail, returnInstId);
+    if (returnCustomStatus) result.CustomStatus = users[i]?.customStatus ?? '';
+    results[i] = result;
+  }
   const answer: QueryStateResponse = { ActionStatus: 'OK', ErrorCode: 0, ErrorInfo: '', QueryResult: results };
   sendText(res, 200, JSON_TYPE, JSON.stringify(answer));
 }
@@ -65,7 +75,10 @@ export async function queryState(presence: HttpService, res: ServerResponse, bod
 function queryResult(account: string, user: StoredUser | undefined, needDetail: boolean, returnInstId: boolean): QueryStateResult {
   const instances = user?.instances ?? [];
   const status = deriveUserStatus(instances);
-  if (!needDetail) return { To_Account: account, Status: status };
+  const availability = user
+    ? effectiveAvailability(user.availability, (user.availability ?? 'available') === 'available' ? user.idleSince : null)
+    : 'available';
+  if (!needDetail) return { To_Account: account, Status: status, Availability: availability };
   const detail: QueryStateDetail[] = new Array(instances.length);
   for (let j = 0; j < instances.length; j++) {
     const instance = instances[j]!;
@@ -73,7 +86,7 @@ function queryResult(account: string, user: StoredUser | undefined, needDetail: 
       ? { Platform: instance.platform, Status: instance.status, InstId: instance.instanceId }
       : { Platform: instance.platform, Status: instance.status };
   }
-  return { To_Account: account, Status: status, Detail: detail };
+  return { To_Account: account, Status: status, Availability: availability, Detail: detail };
 }
 
 /** Every device of `UserID` is kicked (and its session revoked). */

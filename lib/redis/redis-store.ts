@@ -17,8 +17,13 @@ import type {
   StoreLoginResult,
   StoredInstance,
   StoredUser,
+  StoreAvailabilityRequest,
+  StoreAvailabilityResult,
+  StoreCustomStatusOptions,
+  StoreUserState,
 } from '../core/store.js';
-import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_CUSTOM_STATUS, withRevocationCap } from './scripts.js';
+import type { Availability } from '../core/availability.js';
+import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_AVAILABILITY, SET_CUSTOM_STATUS, withRevocationCap } from './scripts.js';
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import { isStoreUnavailable, StoreUnavailableError } from '../core/errors.js';
@@ -115,7 +120,7 @@ const REAPPLY_BATCH = 500;
 /** How long (in leases) an end is remembered after it was last applied, and an admin kick's mark kept in Redis. */
 const END_MEMORY_LEASES = 3;
 
-type ScriptName = 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'expireDue' | 'reap' | 'reapplyEnds';
+type ScriptName = 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'setAvailability' | 'expireDue' | 'reap' | 'reapplyEnds';
 
 const SOURCES: Record<ScriptName, string> = {
   login: LOGIN,
@@ -123,17 +128,46 @@ const SOURCES: Record<ScriptName, string> = {
   remove: REMOVE,
   kick: KICK,
   setCustomStatus: SET_CUSTOM_STATUS,
+  setAvailability: SET_AVAILABILITY,
   expireDue: EXPIRE_DUE,
   reap: REAP,
   reapplyEnds: REAPPLY_ENDS,
 };
 
 /** What the scripts encode: cjson writes empty arrays as {} and nil as false; seq is a decimal string (cjson rounds numbers to 14 digits). */
-interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customStatus' | 'seq'> {
+interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customStatus' | 'seq' | 'availability' | 'idleSince'> {
   seq: string;
   kicked: StoreKicked[] | Record<string, never>;
   lastSeen: number | false;
   customStatus: string | false;
+  availability?: Availability | false;
+  idleSince?: number | false;
+}
+
+/** The user's state as SET_CUSTOM_STATUS and SET_AVAILABILITY answer it (STATE_OF in scripts.ts). */
+interface RawState {
+  status: UserStatus;
+  ls: number | false;
+  cs: string | false;
+  cx: number | false;
+  v: Availability;
+  i: number | false;
+  f: number | false;
+  fc: string | false;
+}
+
+function toState(userId: string, raw: RawState): StoreUserState {
+  return {
+    userId,
+    userStatus: raw.status,
+    lastSeen: raw.ls === false ? null : raw.ls,
+    customStatus: raw.cs === false ? null : raw.cs,
+    customStatusExpiresAt: raw.cx === false ? null : raw.cx,
+    availability: raw.v,
+    idleSince: raw.i === false ? null : raw.i,
+    frozenLastSeen: raw.f === false ? null : raw.f,
+    frozenCustomStatus: raw.fc === false ? null : raw.fc,
+  };
 }
 
 function toChange(raw: RawChange): StoreChange {
@@ -144,6 +178,8 @@ function toChange(raw: RawChange): StoreChange {
     version: raw.version === '' ? undefined : raw.version,
     lastSeen: raw.lastSeen === false ? null : raw.lastSeen,
     customStatus: raw.customStatus === false ? null : raw.customStatus,
+    availability: raw.availability === false || raw.availability === undefined ? 'available' : raw.availability,
+    idleSince: raw.idleSince === false || raw.idleSince === undefined ? null : raw.idleSince,
   };
 }
 
@@ -166,6 +202,10 @@ interface UserRecord {
   o: number;
   l?: number;
   c?: string;
+  /** When the custom status expires (ms). */
+  x?: number;
+  /** Availability: chosen, idleSince, last activity, frozen last seen and custom status (while invisible). */
+  a?: { v?: Availability; i?: number; t?: number; f?: number; fc?: string };
   i:
     | [
         instanceId: string,
@@ -181,15 +221,27 @@ interface UserRecord {
     | Record<string, never>;
 }
 
-/** One user's record, in the shape every store answers. */
-function toStoredUser(userId: string, record: UserRecord): StoredUser {
+/** One user's record, in the shape every store answers; a custom status past its expiry (`now`) is answered as none. */
+function toStoredUser(userId: string, record: UserRecord, now: number): StoredUser {
   const list = Array.isArray(record.i) ? record.i : [];
   const instances: StoredInstance[] = new Array(list.length);
   for (let j = 0; j < list.length; j++) {
     const [instanceId, platform, status, since, order, sessionId, , version] = list[j]!;
     instances[j] = { instanceId, platform, status, since, order, sessionId, version: version === '' ? undefined : version };
   }
-  return { userId, instances, lastSeen: record.l ?? null, customStatus: record.c ?? null };
+  const expired = record.x !== undefined && record.x <= now;
+  const a = record.a;
+  return {
+    userId,
+    instances,
+    lastSeen: record.l ?? null,
+    customStatus: expired ? null : (record.c ?? null),
+    customStatusExpiresAt: expired ? null : (record.x ?? null),
+    availability: a?.v ?? 'available',
+    idleSince: a?.i ?? null,
+    frozenLastSeen: a?.f ?? null,
+    frozenCustomStatus: a?.fc ?? null,
+  };
 }
 
 /**
@@ -432,9 +484,27 @@ export class RedisStore implements PresenceStore {
     return changes;
   }
 
-  async setCustomStatus(userId: string, customStatus: string | null, at: number): Promise<UserStatus> {
+  async setCustomStatus(userId: string, customStatus: string | null, at: number, options: StoreCustomStatusOptions = {}): Promise<StoreUserState | null> {
     if (this.down) throw redisAway();
-    return (await this.run('setCustomStatus', [userId, customStatus ?? '', customStatus === null ? '1' : '0'], at)) as UserStatus;
+    const raw = await this.run(
+      'setCustomStatus',
+      [userId, customStatus ?? '', customStatus === null ? '1' : '0', options.expiresAt ?? '', options.ifExpiresAt ?? ''],
+      at,
+    );
+    return raw === null || raw === false ? null : toState(userId, JSON.parse(raw as string) as RawState);
+  }
+
+  async setAvailability(request: StoreAvailabilityRequest): Promise<StoreAvailabilityResult | null> {
+    if (this.down) throw redisAway();
+    const arg = request.kind === 'set' ? request.availability : request.kind === 'idle' ? request.idleSince : '';
+    const raw = await this.run('setAvailability', [request.userId, request.kind, arg], request.at);
+    if (raw === null || raw === false) return null;
+    const answer = JSON.parse(raw as string) as { state: RawState; previous: Availability; previousIdle: number | false };
+    return {
+      state: toState(request.userId, answer.state),
+      previousAvailability: answer.previous,
+      previousIdleSince: answer.previousIdle === false ? null : answer.previousIdle,
+    };
   }
 
   /** One MGET for all the users, and one JSON.parse for all their records. */
@@ -455,11 +525,12 @@ export class RedisStore implements PresenceStore {
       throw storeError(error);
     }
     const users: (StoredUser | undefined)[] = new Array(userIds.length);
+    const now = this.context ? this.context.clock.now() : Date.now();
     for (let i = 0; i < userIds.length; i++) {
       const userId = userIds[i] as string;
       const record = records[i];
       if (record) {
-        const user = toStoredUser(userId, record);
+        const user = toStoredUser(userId, record, now);
         users[i] = user;
       } else {
         users[i] = undefined;

@@ -6,7 +6,9 @@
  *                    query of 500 users is one MGET): {"s": seq (a decimal string: cjson keeps only 14 digits of a
  *                    number; a number in older versions), "e"?: the Redis run that last numbered it (8 hex digits of its
  *                    run_id), "g"?: sessions a reap ended lately, "o": order, "l"?: last seen (ms),
- *                    "c"?: custom status, "i": [[instanceId, platform, status, since, order, sessionId, owners, version], ...]}
+ *                    "c"?: custom status, "x"?: when it expires (ms), "a"?: availability {"v": chosen, "i"?: idleSince,
+ *                    "t"?: last activity, "f"?: frozen last seen, "fc"?: frozen custom status (while invisible)},
+ *                    "i": [[instanceId, platform, status, since, order, sessionId, owners, version], ...]}
  *                    ("i" is {} when empty, as cjson writes an empty table); kept offlineTtl once the user is Offline.
  *                    owners: the processes holding the device live (each with a connection to it: tabs of one device
  *                    can sit on several): '' none (PushOnline), the owner itself when one holds it (the usual case, and
@@ -96,6 +98,7 @@ local function load(userId)
   local stored = cjson.decode(text)
   user.found = true
   user.seq, user.run, user.order, user.ls, user.cs = tonumber(stored.s) or 0, stored.e, stored.o, stored.l, stored.c
+  user.cx, user.av = stored.x, stored.a
   if type(stored.g) == 'table' then user.reaped = stored.g end
   for _, a in ipairs(stored.i) do
     table.insert(user.instances, {id = a[1], platform = a[2], status = a[3], since = a[4], order = a[5], sid = a[6], owners = ownersOf(a[7]), version = a[8]})
@@ -118,7 +121,7 @@ local function save(userId, user)
   for i, r in ipairs(user.instances) do list[i] = {r.id, r.platform, r.status, r.since, r.order, r.sid, packOwners(r.owners), r.version} end
   local g = nil
   if #user.reaped > 0 then g = user.reaped end
-  local text = cjson.encode({s = string.format('%d', user.seq), e = user.run, g = g, o = user.order, l = user.ls, c = user.cs, i = list})
+  local text = cjson.encode({s = string.format('%d', user.seq), e = user.run, g = g, o = user.order, l = user.ls, c = user.cs, x = user.cx, a = user.av, i = list})
   if status(user) == 'Offline' then redis.call('SET', ukey(userId), text, 'PX', OFFLINE_TTL)
   else redis.call('SET', ukey(userId), text) end
 end
@@ -191,6 +194,7 @@ local function change(userId, user, r, instanceStatus, previous, kicked)
     instanceStatus = instanceStatus, userStatus = now, previousUserStatus = previous,
     seq = string.format('%d', user.seq), at = NOW, kicked = kicked or {}, version = r.version,
     lastSeen = user.ls or false, customStatus = user.cs or false,
+    availability = (user.av and user.av.v) or false, idleSince = (user.av and user.av.i) or false,
   }
 end
 
@@ -437,16 +441,63 @@ end
 return cjson.encode(changes)
 `;
 
-/** ARGV: common, userId, customStatus, clear (0/1). Answers the user's status. */
-export const SET_CUSTOM_STATUS = `${COMMON}
-local userId, text, clear = ARGV[5], ARGV[6], ARGV[7] == '1'
+/** The user's state after an availability or custom-status write, as RedisStore decodes it (StoreUserState). */
+const STATE_OF = `
+local function stateOf(user)
+  local av = user.av or {}
+  return {status = status(user), ls = user.ls or false, cs = user.cs or false, cx = user.cx or false, v = av.v or 'available',
+    i = av.i or false, f = av.f or false, fc = av.fc or false}
+end
+`;
+
+/**
+ * ARGV: common, userId, customStatus, clear (0/1), expiresAt ('' none), ifExpiresAt ('' any). Answers the user's state as
+ * JSON; false when ifExpiresAt is given and the status does not expire then (a newer one replaced it).
+ */
+export const SET_CUSTOM_STATUS = `${COMMON}${STATE_OF}
+local userId, text, clear, expiresAt, ifExpiresAt = ARGV[5], ARGV[6], ARGV[7] == '1', tonumber(ARGV[8]), tonumber(ARGV[9])
 local user = load(userId)
+if ifExpiresAt ~= nil and user.cx ~= ifExpiresAt then return false end
 -- Clearing what was never set leaves nothing behind for a user never seen.
 if not (clear and user.cs == nil) then
-  if clear then user.cs = nil else user.cs = text end
+  if clear then user.cs, user.cx = nil, nil else user.cs, user.cx = text, expiresAt end
   save(userId, user)
 end
-return status(user)
+return cjson.encode(stateOf(user))
+`;
+
+/**
+ * ARGV: common, userId, kind ('set' | 'activity' | 'idle'), availability (set) or idleSince (idle). The rules of
+ * StoreAvailabilityRequest (lib/store/types.ts). Answers {state, previous, previousIdle} as JSON, or false when nothing
+ * shown changed.
+ */
+export const SET_AVAILABILITY = `${COMMON}${STATE_OF}
+local userId, kind, arg = ARGV[5], ARGV[6], ARGV[7]
+local user = load(userId)
+if kind == 'idle' and not user.found then return false end
+local av = user.av or {v = 'available'}
+local function shown(a) if a.v == 'available' and a.i ~= nil then return 'away' end return a.v end
+local previous, previousIdle = shown(av), av.i
+if kind == 'set' then
+  if arg == 'invisible' and av.v ~= 'invisible' then
+    -- Others keep seeing what they saw at this moment, as if the user had gone offline now.
+    if status(user) == 'Online' then av.f = NOW else av.f = user.ls end
+    av.fc = user.cs
+  end
+  av.v, av.i = arg, nil
+  if av.t == nil or NOW > av.t then av.t = NOW end
+elseif kind == 'activity' then
+  if av.t == nil or NOW > av.t then av.t = NOW end
+  av.i = nil
+else
+  local since = tonumber(arg)
+  if av.v ~= 'available' or av.i ~= nil or (av.t ~= nil and av.t > since) then return false end
+  av.i = since
+end
+user.av = av
+save(userId, user)
+if shown(av) == previous and av.i == previousIdle then return false end
+return cjson.encode({state = stateOf(user), previous = previous, previousIdle = previousIdle or false})
 `;
 
 /** PushOnline devices past their TTL, at most ARGV[5] of them; each is taken by exactly one caller. */

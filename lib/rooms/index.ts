@@ -1,7 +1,6 @@
 // The rooms of one mount, built over the engine: the registry, fed the engine's status and custom-status changes.
 
 import type { PresenceEngine } from '../engine/engine.js';
-import { deriveUserStatus } from '../core/store.js';
 import { RoomRegistry, type RoomConnection } from './registry.js';
 
 export { RoomRegistry, RoomError, type RoomConnection, type RoomDelivery, type RoomErrorCode } from './registry.js';
@@ -40,15 +39,20 @@ export function createRooms<C extends RoomConnection>(engine: PresenceEngine, se
     maxRoomsPerConnection: settings.maxRoomsPerConnection,
     logger: config.logger,
     lookup: async (userId) => {
-      const [user] = await engine.lookup([userId]);
-      return { status: user ? deriveUserStatus(user.instances) : 'Offline', customStatus: user?.customStatus ?? null };
+      const [truth] = await engine.truths([userId]);
+      return { status: truth?.status ?? 'Offline', customStatus: truth?.customStatus ?? null, availability: truth?.availability ?? 'available' };
     },
   });
   engine.on('change', (change) => {
     if (change.instanceStatus !== 'Online') rooms.deviceGone(change.userId, change.instanceId);
     for (const kicked of change.kicked) rooms.deviceGone(change.userId, kicked.instanceId);
-    rooms.userChanged(change.userId, { status: change.userStatus, customStatus: change.customStatus });
+    rooms.userChanged(change.userId, { status: change.userStatus, customStatus: change.customStatus, availability: change.availability });
   });
+  // Custom status and availability (an invisible member is left out of what clients are told).
+  engine.on('user-state', (truth) =>
+    rooms.userChanged(truth.userId, { status: truth.status, customStatus: truth.customStatus, availability: truth.availability }),
+  );
+  // A store without state answers (a custom status only) still updates the members.
   engine.on('custom-status', (change) => rooms.userChanged(change.userId, { status: change.userStatus, customStatus: change.customStatus }));
   return rooms;
 }

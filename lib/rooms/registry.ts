@@ -32,6 +32,8 @@ export interface RoomDelivery<C extends RoomConnection> {
 export interface RoomUserInfo {
   readonly status: UserStatus;
   readonly customStatus: string | null;
+  /** Absent: `available`. */
+  readonly availability?: Availability;
 }
 
 export interface RoomRegistryOptions {
@@ -60,12 +62,11 @@ export class RoomError extends Error {
 }
 
 /**
- * What a client may see of a member, or null when it must not see them at all. The one place
- * availability filters: issue 14 makes invisible members null here (their going invisible is then
- * a `left`, coming back a `joined`) and must then keep a client-visible count beside `members.size`.
+ * What a client may see of a member, or null when it must not see them at all: invisible members are left out (their going
+ * invisible is a `left`, coming back a `joined`), and the counts clients get leave them out too (Room.invisible).
  */
 function shownToClients(member: RoomMember | null): RoomMember | null {
-  return member;
+  return member === null || member.availability === 'invisible' ? null : member;
 }
 
 /** A user who is in (or joining) at least one room: what all their memberships share. */
@@ -144,7 +145,14 @@ class Room {
   batch: Batch | undefined = undefined;
   /** Whether the connections hearing the room hold its member list (false while it is beyond memberLimit). */
   listed = true;
+  /** Members who are invisible: left out of what clients are told, counts included. */
+  invisible = 0;
   constructor(readonly name: string) {}
+
+  /** The count clients are told: invisible members left out. */
+  get clientCount(): number {
+    return this.members.size - this.invisible;
+  }
 }
 
 /** The rooms of one connection. */
@@ -261,6 +269,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
         if (!user.known) {
           user.status = info.status;
           user.customStatus = info.customStatus;
+          user.availability = info.availability ?? 'available';
           user.known = true;
         }
       }
@@ -300,6 +309,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     if (!member) {
       member = new Member(user, room, room.nextSeq++);
       room.members.set(user.userId, member);
+      if (user.availability === 'invisible') room.invisible++;
       room.order.push(member);
       if (user.members.length === 0) user.members = [member];
       else user.members.push(member);
@@ -318,7 +328,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       member.metaJson = parsed.json;
     }
     member.view = undefined;
-    const count = room.members.size;
+    const count = room.clientCount;
     const listed = count <= this.options.memberLimit;
     const batch = room.batch as Batch;
     batch.newcomers.set(connection, { index: batch.log.length, listed, count });
@@ -420,19 +430,25 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     }
   }
 
-  /** The user's status or custom status changed: an `updated` in each of their rooms. */
-  userChanged(userId: string, change: { status?: UserStatus; customStatus?: string | null }): void {
+  /** The user's status, availability or custom status changed: an `updated` in each of their rooms (for clients, a `left` or `joined` when invisibility changed). */
+  userChanged(userId: string, change: { status?: UserStatus; customStatus?: string | null; availability?: Availability }): void {
     const user = this.users.get(userId);
     if (!user) return;
     const status = change.status ?? user.status;
     const customStatus = change.customStatus === undefined ? user.customStatus : change.customStatus;
+    const availability = change.availability ?? user.availability;
     const known = user.known;
     user.known = true;
-    if (known && status === user.status && customStatus === user.customStatus) return;
+    if (known && status === user.status && customStatus === user.customStatus && availability === user.availability) return;
     for (const member of user.members) this.touch(member.room, userId, member);
+    const invisibleDelta = (availability === 'invisible' ? 1 : 0) - (user.availability === 'invisible' ? 1 : 0);
     user.status = status;
     user.customStatus = customStatus;
-    for (const member of user.members) member.view = undefined;
+    user.availability = availability;
+    for (const member of user.members) {
+      member.view = undefined;
+      member.room.invisible += invisibleDelta;
+    }
   }
 
   /** One page of the room's members, in join order, for the backend (every member, whatever clients may see). */
@@ -498,6 +514,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     member.view = undefined;
     if (member.handles.length > 0) return;
     room.members.delete(member.user.userId);
+    if (member.user.availability === 'invisible') room.invisible--;
     member.removed = true;
     room.removedInOrder++;
     if (room.removedInOrder > 32 && room.removedInOrder * 2 > room.order.length) {
@@ -515,7 +532,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   private touch(room: Room, userId: string, member: Member | undefined): void {
     let batch = room.batch;
     if (!batch) {
-      batch = room.batch = new Batch(room.members.size);
+      batch = room.batch = new Batch(room.clientCount);
       const interval = this.options.batchInterval;
       batch.timer = this.options.clock.setTimeout(() => this.flush(room), interval);
       batch.timer.unref?.();
@@ -583,9 +600,10 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const batch = room.batch;
     if (!batch || this.closed) return;
     room.batch = undefined;
-    const count = room.members.size;
     const truth = this.diffSince(room, batch.log, 0, (member) => member);
-    if (!isEmpty(truth)) this.emitSafely('room-change', { room: room.name, ...truth, count } satisfies RoomChange);
+    if (!isEmpty(truth)) this.emitSafely('room-change', { room: room.name, ...truth, count: room.members.size } satisfies RoomChange);
+    // What clients are told leaves invisible members out, their count too.
+    const count = room.clientCount;
 
     const delivery = this.delivery;
     if (delivery) {

@@ -3,8 +3,9 @@
 import type { Platform } from '../core/platforms.js';
 import type { UserStatus } from '../core/types.js';
 
-/** A user's availability (issue 14 sets it; until then every member is `available`). */
-export type Availability = 'available' | 'away' | 'dnd' | 'invisible';
+import type { Availability } from '../core/availability.js';
+
+export type { Availability } from '../core/availability.js';
 
 /** A JSON value, as `meta` carries it. */
 export type JsonValue = string | number | boolean | null | readonly JsonValue[] | { readonly [key: string]: JsonValue };

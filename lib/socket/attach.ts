@@ -8,6 +8,7 @@ import { presenceMiddleware } from './handshake.js';
 import { attachRooms } from './rooms.js';
 import { PRESENCE, type PresenceSocket } from './session.js';
 import { relayChanges, Subscriptions, type PresenceNamespace } from './subscriptions.js';
+import { Viewing } from './viewing.js';
 
 /** A namespace carries at most one presence mount: two would log every socket in twice. */
 const mounted = new WeakSet<object>();
@@ -38,7 +39,8 @@ export function attachPresence(presence: SocketService, target: Server | Namespa
   mounted.add(nsp);
 
   const fairUse = new FairUse(config);
-  const subscriptions = new Subscriptions(engine, config.maxSubscriptions, config.canSee, config.logger, fairUse);
+  const viewing = new Viewing(config.lastSeenVisibility, config.logger, config.clock);
+  const subscriptions = new Subscriptions(engine, config.maxSubscriptions, config.canSee, config.logger, fairUse, viewing);
   const rooms = attachRooms(presence, engine, presence.rooms, nsp, config.canJoin);
   const dispatch = presenceEvents(engine, config, subscriptions, rooms.handlers);
 
@@ -65,9 +67,31 @@ export function attachPresence(presence: SocketService, target: Server | Namespa
       socket.disconnect();
       return;
     }
-    if (state.session) socket.emit('presence:session', state.session);
+    const session = state.session;
+    if (!config.contacts || !session) {
+      if (session) socket.emit('presence:session', session);
+      if (!state.markConnected()) return;
+      socket.on('disconnect', onDisconnect);
+      return;
+    }
     if (!state.markConnected()) return;
     socket.on('disconnect', onDisconnect);
+    // The contacts are watched before the session is told, so its snapshot misses no change.
+    const contactsOf = config.contacts;
+    const snapshot = (async () => {
+      const contacts = await contactsOf(session.userId);
+      if (!Array.isArray(contacts)) throw new TypeError(`contacts must answer an array of user ids; got ${typeof contacts}`);
+      return subscriptions.subscribeContacts(socket, state, contacts);
+    })();
+    snapshot.then(
+      (users) => {
+        if (socket.connected) socket.emit('presence:session', { ...session, contacts: users });
+      },
+      (error: unknown) => {
+        config.logger.error(`express-presence: contacts(${JSON.stringify(session.userId)}) failed; the session is told without them`, error);
+        if (socket.connected) socket.emit('presence:session', { ...session, contacts: [] });
+      },
+    );
   });
-  relayChanges(engine, nsp);
+  relayChanges(engine, nsp, viewing);
 }

@@ -1,9 +1,10 @@
 // The client events of a presence namespace: each validates its payload and answers through its acknowledgement, never throws.
 
-import type { ResolvedConfig } from '../options.js';
-import { parseCustomStatus, type PresenceEngine } from '../engine/engine.js';
+import { parseCustomStatus, parseCustomStatusTtl, type PresenceEngine } from '../engine/engine.js';
+import { parseAvailability } from '../core/availability.js';
 import { isPromiseLike, type MaybePromise } from '../core/store.js';
 import { isStoreUnavailable } from '../core/errors.js';
+import type { ResolvedConfig } from '../options.js';
 import { takeToken } from './fair-use.js';
 import type { Answer, ClientToServerEvents, FailedAnswer, RoomClientToServerEvents } from './protocol.js';
 import { PRESENCE, type PresenceSocket, type SocketPresence } from './session.js';
@@ -169,13 +170,38 @@ function eventHandlers(
         return { ok: false, code: 'BAD_REQUEST', message: `presence:set-status takes { customStatus: string | null }; got ${kindOf(payload)}` };
       }
       let customStatus: string | null;
+      let ttl: number | undefined;
       try {
         customStatus = parseCustomStatus(payload.customStatus);
+        ttl = parseCustomStatusTtl(payload.ttl);
       } catch (error) {
         return { ok: false, code: 'BAD_REQUEST', message: (error as Error).message };
       }
-      await engine.setCustomStatus(state.connection.userId, customStatus);
+      await engine.setCustomStatus(state.connection.userId, customStatus, ttl === undefined ? {} : { ttl });
       return { ok: true, customStatus };
+    }),
+    'presence:set-availability': listener(engine, 'presence:set-availability', async (_socket, state, payload) => {
+      if (!isObject(payload) || !('availability' in payload)) {
+        return {
+          ok: false,
+          code: 'BAD_REQUEST',
+          message: `presence:set-availability takes { availability: 'available' | 'away' | 'dnd' | 'invisible' }; got ${kindOf(payload)}`,
+        };
+      }
+      let availability;
+      try {
+        availability = parseAvailability(payload.availability);
+      } catch (error) {
+        return { ok: false, code: 'BAD_REQUEST', message: (error as Error).message };
+      }
+      await engine.setAvailability(state.connection.userId, availability, state.connection);
+      return { ok: true, availability };
+    }),
+    'presence:activity': listener(engine, 'presence:activity', (_socket, state, payload) => {
+      const junk = refuseJunk('presence:activity', payload);
+      if (junk) return junk;
+      engine.activity(state.connection);
+      return OK;
     }),
   };
 }

@@ -2,8 +2,9 @@
 
 import type { Platform } from '../core/platforms.js';
 import type { PresenceErrorCode } from '../engine/engine.js';
-import type { InstanceRef, UserStatus } from '../core/types.js';
+import type { InstanceRef } from '../core/types.js';
 import type { JsonValue, RoomMessage, RoomSnapshot } from '../rooms/types.js';
+import type { Availability, ViewedUser } from '../core/availability.js';
 
 /** What the handshake's `auth` carries for presence, next to whatever `authenticate` needs. */
 export interface PresenceHandshakeAuth {
@@ -39,6 +40,8 @@ export interface SessionPayload {
   kicked: InstanceRef[];
   /** True when an existing session was taken up again (a reconnect, or another tab of the device). */
   resumed: boolean;
+  /** With the `contacts` option: the user's contacts, already watched, as this viewer is shown them. */
+  contacts?: WatchedUser[];
 }
 
 /** `presence:kicked`: the server is about to disconnect this device, whose session is now revoked. */
@@ -48,16 +51,14 @@ export interface KickedPayload {
   by?: InstanceRef;
 }
 
-/** One watched user's presence, as answered by `presence:subscribe` and pushed by `presence:changed`. */
-export interface WatchedUser {
-  userId: string;
-  status: UserStatus;
-  customStatus: string | null;
-  /** When the user was last Online (ISO 8601); now, for a user who is Online; null if never seen. */
-  lastSeen: string | null;
-}
+/**
+ * One watched user's presence, as answered by `presence:subscribe` and pushed by `presence:changed`, as this viewer is shown
+ * it: an invisible user is Offline (`available`, the last seen and custom status of when they went invisible); with
+ * `lastSeenVisibility`, `lastSeen` may be null with a `lastSeenApprox` bucket (`approximate`) or without one (`hidden`).
+ */
+export type WatchedUser = ViewedUser;
 
-/** `presence:changed`: a watched user's status or custom status changed. */
+/** `presence:changed`: a watched user's status, availability, idleness or custom status changed. */
 export type ChangedPayload = WatchedUser;
 
 /** Why a client event was refused. */
@@ -108,6 +109,12 @@ export interface UnsubscribeResult {
 export interface SetStatusRequest {
   /** At most 100 bytes of UTF-8; `null` or `''` clears it. */
   customStatus: string | null;
+  /** Cleared after this long: ms (1000 to 365 days) or a string such as `'30m'`. */
+  ttl?: number | string;
+}
+
+export interface SetAvailabilityRequest {
+  availability: Availability;
 }
 
 /** Events the server sends. */
@@ -147,6 +154,10 @@ export interface ClientToServerEvents extends RoomClientToServerEvents {
   'presence:subscribe': (request: SubscribeRequest, ack: (answer: Answer<SubscribeResult>) => void) => void;
   'presence:unsubscribe': (request: SubscribeRequest, ack: (answer: Answer<UnsubscribeResult>) => void) => void;
   'presence:set-status': (request: SetStatusRequest, ack: (answer: Answer<{ customStatus: string | null }>) => void) => void;
+  /** Shared by all the user's devices; a choice is activity. */
+  'presence:set-availability': (request: SetAvailabilityRequest, ack: (answer: Answer<{ availability: Availability }>) => void) => void;
+  /** User activity (input, the page becoming visible): keeps the user from going away after idleTimeout. */
+  'presence:activity': (ack?: (answer: Answer) => void) => void;
 }
 
 /** The room of the sockets watching a user, in the namespace presence is attached to. */

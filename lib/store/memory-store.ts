@@ -9,11 +9,16 @@ import type { InstanceStatus, PresenceStats, UserStatus } from '../core/types.js
 import type { TimerHandle } from '../core/clock.js';
 import type { PersistedRevokedSession, PersistedState, PersistedUser, Persistence } from './persistence.js';
 import { Revocations } from './revocations.js';
+import { effectiveAvailability, type Availability } from '../core/availability.js';
 import type {
   KickFilter,
   MaybePromise,
   PresenceStore,
+  StoreAvailabilityRequest,
+  StoreAvailabilityResult,
   StoreChange,
+  StoreCustomStatusOptions,
+  StoreUserState,
   StoreContext,
   StoreKicked,
   StoreLoginRequest,
@@ -57,6 +62,13 @@ class UserEntry implements StoredUser {
   instances: InstanceEntry[] = [];
   lastSeen: number | null = null;
   customStatus: string | null = null;
+  customStatusExpiresAt: number | null = null;
+  availability: Availability = 'available';
+  idleSince: number | null = null;
+  /** The latest user activity recorded (ms), or null: an idle write older than it is refused. */
+  lastActivity: number | null = null;
+  frozenLastSeen: number | null = null;
+  frozenCustomStatus: string | null = null;
   seq = 0;
   /** False until this store (this process) numbers one of the user's changes: the first starts from the clock (see nextSeq). */
   numbered = false;
@@ -254,19 +266,72 @@ export class MemoryStore implements PresenceStore {
     return targets.map((entry) => this.removeEntry(user, entry, at, true, at));
   }
 
-  setCustomStatus(userId: string, customStatus: string | null, at: number): MaybePromise<UserStatus> {
-    return this.afterLoad(() => this.setCustomStatusNow(userId, customStatus, at));
+  setCustomStatus(userId: string, customStatus: string | null, at: number, options: StoreCustomStatusOptions = {}): MaybePromise<StoreUserState | null> {
+    return this.afterLoad(() => this.setCustomStatusNow(userId, customStatus, at, options));
   }
 
-  private setCustomStatusNow(userId: string, customStatus: string | null, _at: number): UserStatus {
+  private setCustomStatusNow(userId: string, customStatus: string | null, _at: number, options: StoreCustomStatusOptions): StoreUserState | null {
+    if (options.ifExpiresAt !== undefined) {
+      const user = this.users.get(userId) ?? this.offline.peek(userId);
+      if (!user || user.customStatusExpiresAt !== options.ifExpiresAt) return null;
+    }
     this.dirty?.add(userId);
+    const user = this.anyUser(userId);
+    user.customStatus = customStatus;
+    user.customStatusExpiresAt = customStatus === null ? null : (options.expiresAt ?? null);
+    return stateOf(user);
+  }
+
+  setAvailability(request: StoreAvailabilityRequest): MaybePromise<StoreAvailabilityResult | null> {
+    return this.afterLoad(() => this.setAvailabilityNow(request));
+  }
+
+  private setAvailabilityNow(request: StoreAvailabilityRequest): StoreAvailabilityResult | null {
+    const { userId, at } = request;
+    const known = this.users.get(userId) ?? this.offline.peek(userId);
+    // Idleness of a user the store does not know changes nothing.
+    if (!known && request.kind === 'idle') return null;
+    const user = known ?? this.anyUser(userId);
+    const previousAvailability = effectiveAvailability(user.availability, user.idleSince);
+    const previousIdleSince = user.idleSince;
+    switch (request.kind) {
+      case 'set':
+        if (request.availability === 'invisible' && user.availability !== 'invisible') {
+          // Others keep seeing what they saw at this moment, as if the user had gone offline now.
+          user.frozenLastSeen = deriveUserStatus(user.instances) === 'Online' ? at : user.lastSeen;
+          user.frozenCustomStatus = user.customStatus;
+        }
+        user.availability = request.availability;
+        user.idleSince = null;
+        user.lastActivity = Math.max(user.lastActivity ?? at, at);
+        break;
+      case 'activity':
+        user.lastActivity = Math.max(user.lastActivity ?? at, at);
+        user.idleSince = null;
+        break;
+      case 'idle':
+        if (user.availability !== 'available' || user.idleSince !== null) return null;
+        if (user.lastActivity !== null && user.lastActivity > request.idleSince) return null;
+        user.idleSince = request.idleSince;
+        break;
+      default: {
+        const never: never = request;
+        throw new TypeError(`unknown availability request ${JSON.stringify(never)}`);
+      }
+    }
+    this.dirty?.add(userId);
+    if (previousAvailability === effectiveAvailability(user.availability, user.idleSince) && previousIdleSince === user.idleSince) return null;
+    return { state: stateOf(user), previousAvailability, previousIdleSince };
+  }
+
+  /** The user's entry, created (as an offline user) if the store has none. */
+  private anyUser(userId: string): UserEntry {
     let user = this.users.get(userId) ?? this.offline.get(userId);
     if (!user) {
       user = new UserEntry(userId);
       this.offline.set(userId, user);
     }
-    user.customStatus = customStatus;
-    return deriveUserStatus(user.instances);
+    return user;
   }
 
   get(userIds: readonly string[]): MaybePromise<(StoredUser | undefined)[]> {
@@ -277,7 +342,9 @@ export class MemoryStore implements PresenceStore {
     const found: (StoredUser | undefined)[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) {
       const userId = userIds[i] as string;
-      found[i] = this.users.get(userId) ?? this.offline.peek(userId);
+      const user = this.users.get(userId) ?? this.offline.peek(userId);
+      // A custom status past its expiry is answered as none, even before the engine's timer clears it.
+      found[i] = user && user.customStatusExpiresAt !== null && user.customStatusExpiresAt <= this.clock.now() ? withoutCustomStatus(user) : user;
     }
     return found;
   }
@@ -353,6 +420,11 @@ export class MemoryStore implements PresenceStore {
       const user = new UserEntry(saved.userId);
       user.lastSeen = saved.lastSeen;
       user.customStatus = saved.customStatus;
+      user.customStatusExpiresAt = saved.customStatusExpiresAt ?? null;
+      user.availability = saved.availability ?? 'available';
+      user.idleSince = saved.idleSince ?? null;
+      user.frozenLastSeen = saved.frozenLastSeen ?? null;
+      user.frozenCustomStatus = saved.frozenCustomStatus ?? null;
       user.seq = saved.seq;
       user.order = saved.order;
       const wasOnline: InstanceEntry[] = [];
@@ -474,6 +546,8 @@ export class MemoryStore implements PresenceStore {
       version: entry.version,
       lastSeen: user.lastSeen,
       customStatus: user.customStatus,
+      availability: user.availability,
+      idleSince: user.idleSince,
     };
   }
 
@@ -527,6 +601,11 @@ function persisted(user: UserEntry): PersistedUser {
     userId: user.userId,
     lastSeen: user.lastSeen,
     customStatus: user.customStatus,
+    customStatusExpiresAt: user.customStatusExpiresAt,
+    availability: user.availability,
+    idleSince: user.idleSince,
+    frozenLastSeen: user.frozenLastSeen,
+    frozenCustomStatus: user.frozenCustomStatus,
     seq: user.seq,
     order: user.order,
     instances: user.instances.map((entry) => ({
@@ -538,5 +617,35 @@ function persisted(user: UserEntry): PersistedUser {
       sessionId: entry.sessionId,
       order: entry.order,
     })),
+  };
+}
+
+/** The user's state as an availability or custom-status write answers it. */
+function stateOf(user: UserEntry): StoreUserState {
+  return {
+    userId: user.userId,
+    userStatus: deriveUserStatus(user.instances),
+    lastSeen: user.lastSeen,
+    customStatus: user.customStatus,
+    customStatusExpiresAt: user.customStatusExpiresAt,
+    availability: user.availability,
+    idleSince: user.idleSince,
+    frozenLastSeen: user.frozenLastSeen,
+    frozenCustomStatus: user.frozenCustomStatus,
+  };
+}
+
+/** A copy of the user with their (expired) custom status left out. */
+function withoutCustomStatus(user: UserEntry): StoredUser {
+  return {
+    userId: user.userId,
+    instances: user.instances,
+    lastSeen: user.lastSeen,
+    customStatus: null,
+    customStatusExpiresAt: null,
+    availability: user.availability,
+    idleSince: user.idleSince,
+    frozenLastSeen: user.frozenLastSeen,
+    frozenCustomStatus: user.frozenCustomStatus,
   };
 }

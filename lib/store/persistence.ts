@@ -2,6 +2,7 @@
 
 import type { Platform } from '../core/platforms.js';
 import type { InstanceStatus } from '../core/types.js';
+import type { Availability } from '../core/availability.js';
 
 /** One device as persisted. */
 export interface PersistedInstance {
@@ -20,6 +21,14 @@ export interface PersistedUser {
   userId: string;
   lastSeen: number | null;
   customStatus: string | null;
+  /** When the custom status runs out (ms), or null (absent in what older versions saved). */
+  customStatusExpiresAt?: number | null;
+  /** The chosen availability (absent in what older versions saved: `available`). */
+  availability?: Availability;
+  idleSince?: number | null;
+  /** While invisible: the last seen and custom status others are shown. */
+  frozenLastSeen?: number | null;
+  frozenCustomStatus?: string | null;
   seq: number;
   order: number;
   instances: PersistedInstance[];

@@ -43,7 +43,9 @@ type EventName =
   | 'presence:logout'
   | 'presence:subscribe'
   | 'presence:unsubscribe'
-  | 'presence:set-status';
+  | 'presence:set-status'
+  | 'presence:set-availability'
+  | 'presence:activity';
 
 interface EventCase {
   /** Arguments after the event name; the payload is the first. */
@@ -105,9 +107,34 @@ const statusPayload = fc.oneof(
   { weight: 3, arbitrary: noPayload },
 );
 
+const AVAILABILITIES = ['available', 'away', 'dnd', 'invisible'];
+const availability = fc.oneof(
+  { weight: 6, arbitrary: fc.constantFrom(...AVAILABILITIES) },
+  { weight: 2, arbitrary: fc.constantFrom('Available', 'invisble', 'dnt', '', 'offline', ' away') },
+  { weight: 2, arbitrary: socketJunk },
+);
+const availabilityPayload = fc.oneof(
+  { weight: 10, arbitrary: availability.map((value) => [{ availability: value }]) },
+  { weight: 1, arbitrary: fc.tuple(availability, extras).map(([value, more]) => [Object.assign(more, { availability: value })]) },
+  { weight: 3, arbitrary: noPayload },
+);
+/** A custom status ttl: in range, out of range, or junk. */
+const ttl = fc.oneof(
+  fc.integer({ min: 1000, max: 365 * 86_400_000 }),
+  fc.constantFrom('30m', '8h', '1s', '2y', '0', 999, 0, -5, 1.5, 366 * 86_400_000),
+  socketJunk,
+);
+const statusWithTtl = fc.tuple(customStatus, ttl).map(([value, given]) => [{ customStatus: value, ttl: given }]);
+
 function caseFor(event: EventName): fc.Arbitrary<EventCase> {
   const payload =
-    event === 'presence:subscribe' || event === 'presence:unsubscribe' ? userIdsPayload : event === 'presence:set-status' ? statusPayload : noPayload;
+    event === 'presence:subscribe' || event === 'presence:unsubscribe'
+      ? userIdsPayload
+      : event === 'presence:set-status'
+        ? fc.oneof({ weight: 4, arbitrary: statusPayload }, { weight: 1, arbitrary: statusWithTtl })
+        : event === 'presence:set-availability'
+          ? availabilityPayload
+          : noPayload;
   return fc.record({
     // Arguments past the payload, which every event ignores.
     args: fc
@@ -135,6 +162,19 @@ function isObject(value: unknown): value is Record<string, unknown> {
 
 function own(value: unknown, key: string): unknown {
   return typeof value === 'object' && value !== null && Object.prototype.hasOwnProperty.call(value, key) ? (value as Record<string, unknown>)[key] : undefined;
+}
+
+/** A ttl: absent or null, whole ms from 1 s to 365 days, or a number with a unit (ms, s, m, h, d) in that range. */
+function ttlAccepted(value: unknown): boolean {
+  if (value === undefined || value === null) return true;
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  let ms: number | undefined;
+  if (typeof value === 'number') ms = value;
+  else if (typeof value === 'string') {
+    const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/i.exec(value);
+    if (match) ms = Math.round(Number(match[1]) * (units[match[2]!.toLowerCase()] as number));
+  }
+  return ms !== undefined && Number.isInteger(ms) && ms >= 1000 && ms <= 365 * 86_400_000;
 }
 
 function validId(value: unknown): value is string {
@@ -211,6 +251,7 @@ function model(event: EventName, hasPayload: boolean, payload: unknown, state: C
       const status = value.customStatus;
       const cleared = status === null || status === '';
       if (!cleared && (typeof status !== 'string' || Buffer.byteLength(status) > MAX_STATUS_BYTES)) return refused('BAD_REQUEST');
+      if (!ttlAccepted(own(value, 'ttl'))) return refused('BAD_REQUEST');
       const expected = cleared ? null : status;
       return {
         kind: 'answer',
@@ -218,6 +259,17 @@ function model(event: EventName, hasPayload: boolean, payload: unknown, state: C
         check: (answer) => must(answer.customStatus === expected, 'set-status answered another status', () => JSON.stringify(answer)),
       };
     }
+    case 'presence:set-availability': {
+      const chosen = own(value, 'availability');
+      if (!isObject(value) || !AVAILABILITIES.includes(chosen as string)) return refused('BAD_REQUEST');
+      return {
+        kind: 'answer',
+        ok: true,
+        check: (answer) => must(answer.availability === chosen, 'set-availability answered another availability', () => JSON.stringify(answer)),
+      };
+    }
+    case 'presence:activity':
+      return noPayloadAccepted(value) ? { kind: 'answer', ok: true } : refused('BAD_REQUEST');
     default: {
       const unknownEvent: never = event;
       throw new Error(`no model for ${String(unknownEvent)}`);
@@ -302,6 +354,8 @@ const TARGETS: readonly { event: EventName; platforms: readonly Platform[] }[] =
   { event: 'presence:subscribe', platforms: ['Web', 'Android'] },
   { event: 'presence:unsubscribe', platforms: ['Web', 'Android'] },
   { event: 'presence:set-status', platforms: ['Windows', 'iPhone'] },
+  { event: 'presence:set-availability', platforms: ['Web', 'Mac'] },
+  { event: 'presence:activity', platforms: ['Web', 'Android'] },
 ];
 
 /** What one case came to: its outcome for the tally, and whether it ended the login or the connection. */

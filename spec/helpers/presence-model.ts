@@ -63,6 +63,20 @@ export interface ModelConfig {
   backgroundTimeout: Record<PlatformClass, number>;
   pushOnlineTtl: number;
   reconnectGrace: Record<PlatformClass, number>;
+  /** No user activity this long (per class; 0 never) shows the user away (SPEC "Automatic away"). Absent: off. */
+  idleTimeout?: Record<PlatformClass, number>;
+}
+
+export type ModelAvailability = 'available' | 'away' | 'dnd' | 'invisible';
+
+/** The fields of an availability event the model predicts. */
+export interface ModelAvailabilityEvent {
+  userId: string;
+  availability: ModelAvailability;
+  previousAvailability: ModelAvailability;
+  idleSince: string | null;
+  reason: 'set' | 'idle' | 'active';
+  at: number;
 }
 
 /** The fields of a change event the model predicts. */
@@ -92,6 +106,8 @@ export interface ModelUserView {
   userId: string;
   status: UserStatus;
   lastSeen: string | null;
+  availability: ModelAvailability;
+  idleSince: string | null;
   instances: ModelInstanceView[];
 }
 
@@ -111,9 +127,16 @@ interface Device {
   closedAt: number | null;
   readonly connections: Set<number>;
   gone: boolean;
+  /** Its last user activity: its connects and `presence:activity` (heartbeats are not activity). */
+  lastUserActivity: number;
 }
 
 interface Account {
+  /** The chosen availability, and while automatic away holds over a chosen `available`, its idleSince. */
+  chosen: ModelAvailability;
+  idleSince: number | null;
+  /** The user's last activity on any device (idleSince once away). */
+  lastActivity: number;
   devices: Device[];
   seq: number;
   lastOnline: number | null;
@@ -159,6 +182,7 @@ export class PresenceModel {
   /** Revoked session → when it was revoked; remembered for the PushOnline TTL. */
   private readonly revoked = new Map<string, number>();
   private pending: ModelEvent[] = [];
+  private pendingAvailability: ModelAvailabilityEvent[] = [];
 
   constructor(
     readonly config: ModelConfig,
@@ -172,6 +196,88 @@ export class PresenceModel {
     const events = this.pending;
     this.pending = [];
     return events;
+  }
+
+  /** Availability events produced since the last call. */
+  takeAvailabilityEvents(): ModelAvailabilityEvent[] {
+    const events = this.pendingAvailability;
+    this.pendingAvailability = [];
+    return events;
+  }
+
+  /** `presence:activity` on a connection: the device is active, and an idle user is available again. */
+  activity(connectionId: number): void {
+    const connection = this.liveConnection(connectionId);
+    if (!connection) return;
+    connection.device.lastHeard = this.now;
+    this.active(connection.device);
+  }
+
+  /**
+   * The user (from a device, `connectionId`, or the server) chose an availability: a choice is activity (of that device; of
+   * every device for the server's), and ends idleness. Unknown users are created (the store keeps their choice).
+   */
+  setAvailability(userId: string, value: ModelAvailability, connectionId?: number): void {
+    let account = this.accounts.get(userId);
+    if (!account) {
+      account = this.newAccount();
+      this.accounts.set(userId, account);
+    }
+    if (connectionId !== undefined) {
+      const connection = this.liveConnection(connectionId);
+      if (connection) account.lastActivity = this.now;
+      // Any client event is a heartbeat too.
+      if (connection) connection.device.lastUserActivity = connection.device.lastHeard = this.now;
+    } else {
+      for (const device of account.devices) if (device.status === 'Online') device.lastUserActivity = this.now;
+    }
+    if (account.devices.some((device) => device.status === 'Online')) account.lastActivity = this.now;
+    this.changeAvailability(userId, account, value, null, 'set');
+  }
+
+  private active(device: Device): void {
+    device.lastUserActivity = this.now;
+    const account = this.accounts.get(device.userId) as Account;
+    account.lastActivity = this.now;
+    if (account.idleSince !== null) this.changeAvailability(device.userId, account, account.chosen, null, 'active');
+  }
+
+  private changeAvailability(
+    userId: string,
+    account: Account,
+    chosen: ModelAvailability,
+    idleSince: number | null,
+    reason: ModelAvailabilityEvent['reason'],
+  ): void {
+    const shown = (a: Account): ModelAvailability => (a.chosen === 'available' && a.idleSince !== null ? 'away' : a.chosen);
+    const previousAvailability = shown(account);
+    const previousIdle = account.idleSince;
+    account.chosen = chosen;
+    account.idleSince = idleSince;
+    if (previousAvailability === shown(account) && previousIdle === idleSince) return;
+    this.pendingAvailability.push({ userId, availability: shown(account), previousAvailability, idleSince: isoOrNull(idleSince), reason, at: this.now });
+  }
+
+  /** When the user goes away by idleness: every Online device idle for its class's timeout; never with a device of a class without one. */
+  private idleDueOf(account: Account): number {
+    const timeouts = this.config.idleTimeout;
+    if (!timeouts || account.chosen !== 'available' || account.idleSince !== null) return Infinity;
+    let due = -Infinity;
+    for (const device of account.devices) {
+      if (device.status !== 'Online') continue;
+      const timeout = timeouts[MODEL_CLASS_OF[device.platform]];
+      if (timeout === 0) return Infinity;
+      due = Math.max(due, device.lastUserActivity + timeout);
+    }
+    return due === -Infinity ? Infinity : due;
+  }
+
+  private goIdle(userId: string, account: Account): void {
+    this.changeAvailability(userId, account, account.chosen, account.lastActivity, 'idle');
+  }
+
+  private newAccount(): Account {
+    return { chosen: 'available', idleSince: null, lastActivity: -Infinity, devices: [], seq: 0, lastOnline: null, ranks: 0 };
   }
 
   isRevoked(sessionId: string): boolean {
@@ -209,13 +315,15 @@ export class PresenceModel {
     }
     // Online already: a second tab, or back within the reconnect grace: nothing to tell anyone.
     const connectionId = this.open(device);
+    // A login is activity.
+    this.active(device);
     return { connectionId, sessionId: device.sessionId, resumed: true, kicked: [], instanceId: device.instanceId };
   }
 
   private freshLogin(userId: string, platform: Platform, instanceId: string, sessionId: string): ModelConnectOutcome {
     let account = this.accounts.get(userId);
     if (!account) {
-      account = { devices: [], seq: 0, lastOnline: null, ranks: 0 };
+      account = this.newAccount();
       this.accounts.set(userId, account);
     }
     const previous = userStatusOf(account.devices);
@@ -250,12 +358,14 @@ export class PresenceModel {
       closedAt: null,
       connections: new Set(),
       gone: false,
+      lastUserActivity: this.now,
     };
     account.devices.push(device);
     account.lastOnline = this.now;
     const kicked = displaced.map((gone) => ({ platform: gone.platform, instanceId: gone.instanceId }));
     this.record(account, device, 'Login', 'Register', previous, kicked);
     const connectionId = this.open(device);
+    this.active(device);
     return { connectionId, sessionId, resumed: false, kicked, instanceId };
   }
 
@@ -333,9 +443,16 @@ export class PresenceModel {
     for (;;) {
       let due = Infinity;
       for (const device of this.allDevices()) due = Math.min(due, this.dueOf(device));
-      if (due > target) break;
+      let idleDue = Infinity;
+      for (const account of this.accounts.values()) idleDue = Math.min(idleDue, this.idleDueOf(account));
+      if (Math.min(due, idleDue) > target) break;
       // A deadline already past (a background timeout that ran out during a reconnect grace) fires at once.
-      this.now = Math.max(this.now, due);
+      this.now = Math.max(this.now, Math.min(due, idleDue));
+      if (due > this.now) {
+        // Idleness falls due only when no device transition is due at the same instant (those go first).
+        for (const [userId, account] of this.accounts) if (this.idleDueOf(account) <= this.now) this.goIdle(userId, account);
+        continue;
+      }
       let ready = [...this.allDevices()].filter((device) => this.dueOf(device) <= this.now);
       while (ready.length > 0) {
         const hint = observed[cursor];
@@ -351,12 +468,14 @@ export class PresenceModel {
   query(userIds: readonly string[]): ModelUserView[] {
     return userIds.map((userId) => {
       const account = this.accounts.get(userId);
-      if (!account) return { userId, status: 'Offline', lastSeen: null, instances: [] };
+      if (!account) return { userId, status: 'Offline', lastSeen: null, availability: 'available', idleSince: null, instances: [] };
       const status = userStatusOf(account.devices);
       return {
         userId,
         status,
         lastSeen: isoOrNull(status === 'Online' ? this.now : account.lastOnline),
+        availability: account.chosen === 'available' && account.idleSince !== null ? 'away' : account.chosen,
+        idleSince: isoOrNull(account.idleSince),
         instances: account.devices.map((device) => ({
           instanceId: device.instanceId,
           platform: device.platform,

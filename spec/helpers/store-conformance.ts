@@ -262,14 +262,89 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       const [u, nobody] = await presence.query(['u', 'nobody']);
       expect(u?.customStatus).to.equal('in a meeting ☕');
       expect(u?.lastSeen).to.be.a('string');
-      expect(nobody).to.deep.equal({ userId: 'nobody', status: 'Offline', lastSeen: null, customStatus: null, instances: [] });
+      expect(nobody).to.deep.equal({
+        userId: 'nobody',
+        status: 'Offline',
+        lastSeen: null,
+        customStatus: null,
+        availability: 'available',
+        idleSince: null,
+        instances: [],
+      });
       await presence.setCustomStatus('u', null);
       expect((await presence.query(['u'], { detail: false }))[0]).to.deep.equal({
         userId: 'u',
         status: 'PushOnline',
         lastSeen: u?.lastSeen,
         customStatus: null,
+        availability: 'available',
+        idleSince: null,
       });
+    });
+
+    it('keeps availability: change events carry it, invisible freezes what others see, a choice is activity', async function () {
+      const { presence, changes } = await open({ loginPolicy: 'multi' });
+      const store = presence.config.store;
+      const availability: string[] = [];
+      presence.on('availability', (change) => availability.push(`${change.previousAvailability}>${change.availability}/${change.reason}`));
+      await presence.setCustomStatus('u', 'before');
+      const a = await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a' }, noop);
+      expect(await presence.setAvailability('u', 'dnd')).to.include({ availability: 'dnd', previousAvailability: 'available', reason: 'set' });
+      expect(await presence.setAvailability('u', 'dnd'), 'the same choice again changes nothing').to.equal(null);
+      expect((await presence.query(['u'], { detail: false }))[0]).to.include({ availability: 'dnd', idleSince: null });
+      // Idleness never overrides a chosen dnd.
+      expect(await store.setAvailability?.({ kind: 'idle', userId: 'u', at: Date.now(), idleSince: Date.now() })).to.equal(null);
+      const wentInvisible = Date.now();
+      await presence.setAvailability('u', 'invisible');
+      await presence.setCustomStatus('u', 'while invisible');
+      presence.engine.disconnect(a.connection, 'closed');
+      await until(() => changes.some((c) => c.reason === 'LinkClose'), 'the close');
+      expect(changes.at(-1)).to.include({ availability: 'invisible' });
+      const [truth] = await presence.engine.truths(['u']);
+      expect(truth).to.include({ availability: 'invisible', customStatus: 'while invisible', frozenCustomStatus: 'before' });
+      expect(truth?.frozenLastSeen).to.be.within(wentInvisible - 5, Date.now());
+      expect((await presence.query(['u'], { detail: false }))[0]).to.include({ availability: 'invisible', customStatus: 'while invisible' });
+      await presence.setAvailability('u', 'available');
+      expect(availability).to.deep.equal(['available>dnd/set', 'dnd>invisible/set', 'invisible>available/set']);
+    });
+
+    it('takes automatic away only over a chosen available and after the last recorded activity; activity ends it', async function () {
+      const { presence } = await open();
+      const store = presence.config.store;
+      const setAvailability = store.setAvailability?.bind(store);
+      if (!setAvailability) throw new Error('the store lacks setAvailability');
+      await presence.engine.connect({ userId: 'u', platform: 'Web', instanceId: 'w' }, noop);
+      const t = Date.now();
+      await setAvailability({ kind: 'activity', userId: 'u', at: t });
+      expect(await setAvailability({ kind: 'idle', userId: 'u', at: t + 10, idleSince: t - 1 }), 'an activity came after idleSince').to.equal(null);
+      const idle = await setAvailability({ kind: 'idle', userId: 'u', at: t + 10, idleSince: t });
+      expect(idle?.state).to.include({ availability: 'available', idleSince: t });
+      expect(idle?.previousAvailability).to.equal('available');
+      expect((await presence.query(['u'], { detail: false }))[0]).to.include({ availability: 'away', idleSince: new Date(t).toISOString() });
+      expect(await setAvailability({ kind: 'idle', userId: 'u', at: t + 20, idleSince: t + 5 }), 'already idle').to.equal(null);
+      const back = await setAvailability({ kind: 'activity', userId: 'u', at: t + 30 });
+      expect(back?.previousAvailability).to.equal('away');
+      expect(back?.state.idleSince).to.equal(null);
+      expect(await setAvailability({ kind: 'activity', userId: 'u', at: t + 40 }), 'activity while available changes nothing').to.equal(null);
+      expect(await setAvailability({ kind: 'idle', userId: 'nobody', at: t, idleSince: t }), 'an unknown user').to.equal(null);
+    });
+
+    it('answers a custom status past its expiry as none, and clears only the status that expired', async function () {
+      const { presence } = await open();
+      const store = presence.config.store;
+      const t = Date.now();
+      await store.setCustomStatus('u', 'short', t, { expiresAt: t + 150 });
+      expect((await store.get(['u']))[0]).to.include({ customStatus: 'short', customStatusExpiresAt: t + 150 });
+      expect(await store.setCustomStatus('u', null, t, { ifExpiresAt: t + 999 }), 'another expiry').to.equal(null);
+      await store.setCustomStatus('v', 'long', t, { expiresAt: t + 60_000 });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const [u, v] = await store.get(['u', 'v']);
+      expect(u?.customStatus, 'expired').to.equal(null);
+      expect(v?.customStatus).to.equal('long');
+      expect(await store.setCustomStatus('u', null, Date.now(), { ifExpiresAt: t + 150 })).to.not.equal(null);
+      // A new status without a ttl does not expire.
+      await store.setCustomStatus('v', 'kept', t);
+      expect((await store.get(['v']))[0]?.customStatusExpiresAt ?? null).to.equal(null);
     });
 
     it('expires a PushOnline device after the TTL, once', async function () {
