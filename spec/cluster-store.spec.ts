@@ -86,6 +86,8 @@ describe('cluster: RedisStore in one process', function () {
       status: 'Online',
       lastSeen: '2024-04-05T19:34:38.901Z',
       customStatus: `cs ${odd}`.slice(0, 40),
+      availability: 'available',
+      idleSince: null,
       instances: [{ instanceId: `inst ${odd}`, platform: 'iPhone', status: 'Online', since: '2024-04-05T19:34:38.901Z', version: `v ${odd}` }],
     });
   });
@@ -95,7 +97,9 @@ describe('cluster: RedisStore in one process', function () {
     const { presence } = open({ prefix });
     await presence.setCustomStatus('ghost', null);
     expect(await admin.exists(`${prefix}u:ghost`)).to.equal(0);
-    expect(await presence.query(['ghost'])).to.deep.equal([{ userId: 'ghost', status: 'Offline', lastSeen: null, customStatus: null, instances: [] }]);
+    expect(await presence.query(['ghost'])).to.deep.equal([
+      { userId: 'ghost', status: 'Offline', lastSeen: null, customStatus: null, availability: 'available', idleSince: null, instances: [] },
+    ]);
   });
 
   it('re-asserts its live devices at the next renewal when others reaped it while its lease was gone', async function () {

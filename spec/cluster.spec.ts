@@ -134,11 +134,11 @@ describe('cluster: three processes over one Redis', function () {
     await waitFor(async () => (await a.query(['dan']))[0]?.status === 'PushOnline', 'dan PushOnline');
 
     const expected = [
-      { To_Account: 'ann', Status: 'Online', Detail: [{ Platform: 'Android', Status: 'Online', InstId: 'ann-phone' }] },
-      { To_Account: 'bob', Status: 'Online', Detail: [{ Platform: 'Web', Status: 'Online', InstId: 'bob-tab' }] },
-      { To_Account: 'cat', Status: 'Online', Detail: [{ Platform: 'Mac', Status: 'Online', InstId: 'cat-mac' }] },
-      { To_Account: 'dan', Status: 'PushOnline', Detail: [{ Platform: 'iPhone', Status: 'PushOnline', InstId: 'dan-phone' }] },
-      { To_Account: 'nobody', Status: 'Offline', Detail: [] },
+      { To_Account: 'ann', Status: 'Online', Availability: 'available', Detail: [{ Platform: 'Android', Status: 'Online', InstId: 'ann-phone' }] },
+      { To_Account: 'bob', Status: 'Online', Availability: 'available', Detail: [{ Platform: 'Web', Status: 'Online', InstId: 'bob-tab' }] },
+      { To_Account: 'cat', Status: 'Online', Availability: 'available', Detail: [{ Platform: 'Mac', Status: 'Online', InstId: 'cat-mac' }] },
+      { To_Account: 'dan', Status: 'PushOnline', Availability: 'available', Detail: [{ Platform: 'iPhone', Status: 'PushOnline', InstId: 'dan-phone' }] },
+      { To_Account: 'nobody', Status: 'Offline', Availability: 'available', Detail: [] },
     ];
     for (const node of nodes) {
       const answer = await node.http<QueryStateAnswer>('/v4/openim/querystate', {
@@ -159,7 +159,10 @@ describe('cluster: three processes over one Redis', function () {
   it('a subscription on one process hears status changes made on another', async function () {
     const watcher = await connect(a, 'watcher', 'Web', { instanceId: 'watch-tab' });
     const answer = await watcher.socket.timeout(5000).emitWithAck('presence:subscribe', { userIds: ['sue'] });
-    expect(answer).to.deep.include({ ok: true, users: [{ userId: 'sue', status: 'Offline', customStatus: null, lastSeen: null }] });
+    expect(answer).to.deep.include({
+      ok: true,
+      users: [{ userId: 'sue', status: 'Offline', customStatus: null, availability: 'available', idleSince: null, lastSeen: null }],
+    });
 
     const sue = await connect(c, 'sue', 'Android', { instanceId: 'sue-phone' });
     await waitFor(() => watcher.changed.length >= 1, 'presence:changed Online on A');

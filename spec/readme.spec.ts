@@ -199,7 +199,9 @@ console.log('ran to the end', JSON.stringify(alice));
       headers: { authorization: 'Bearer admin-secret', 'content-type': 'application/json' },
       body: JSON.stringify({ userIds: ['alice'] }),
     });
-    expect(await query.json()).to.deep.equal({ users: [{ userId: 'alice', status: 'Offline', lastSeen: null, customStatus: null, instances: [] }] });
+    expect(await query.json()).to.deep.equal({
+      users: [{ userId: 'alice', status: 'Offline', lastSeen: null, customStatus: null, availability: 'available', idleSince: null, instances: [] }],
+    });
   });
 
   it('The status-change callback: the sender block signs, the receiver block (behind a global express.json()) verifies and logs', async () => {
