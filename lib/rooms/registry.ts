@@ -68,6 +68,39 @@ function shownToClients(member: RoomMember | null): RoomMember | null {
   return member;
 }
 
+/**
+ * One item, several, or none: most users are in one room and most members have one connection, and
+ * an array of one costs 56 bytes (its object and its elements) where a field holding the item
+ * costs nothing more. Items are class instances, never arrays, so the two cannot be confused.
+ */
+type Slot<T extends object> = T | T[] | undefined;
+
+function slotAdd<T extends object>(slot: Slot<T>, item: T): Slot<T> {
+  if (slot === undefined) return item;
+  if (Array.isArray(slot)) {
+    slot.push(item);
+    return slot;
+  }
+  return [slot, item];
+}
+
+function slotRemove<T extends object>(slot: Slot<T>, item: T): Slot<T> {
+  if (slot === item) return undefined;
+  if (!Array.isArray(slot)) return slot;
+  const at = slot.indexOf(item);
+  if (at >= 0) slot.splice(at, 1);
+  return slot.length === 0 ? undefined : slot.length === 1 ? slot[0] : slot;
+}
+
+function slotHas<T extends object>(slot: Slot<T>, item: T): boolean {
+  return slot === item || (Array.isArray(slot) && slot.includes(item));
+}
+
+/** A copy to iterate over while the slot may change. */
+function slotItems<T extends object>(slot: Slot<T>): T[] {
+  return slot === undefined ? [] : Array.isArray(slot) ? [...slot] : [slot];
+}
+
 /** A user who is in (or joining) at least one room: what all their memberships share. */
 class UserRecord {
   status: UserStatus = 'Online';
@@ -77,8 +110,8 @@ class UserRecord {
   known = false;
   /** Joins waiting (for canJoin or the store): the record must outlive them. */
   joining = 0;
-  /** Its memberships, one per room: an array, as a user is in few rooms and a Set costs far more per user. */
-  members: Member[] = [];
+  /** Its memberships, one per room. */
+  members: Slot<Member> = undefined;
   constructor(readonly userId: string) {}
 }
 
@@ -86,8 +119,8 @@ class UserRecord {
 class Member {
   meta: JsonValue = null;
   metaJson = 'null';
-  /** The user's connections in the room (live, or closed and held for the reconnect grace); starts as a one-slot literal, as most members have one. */
-  handles: Handle[] = [];
+  /** The user's connections in the room (live, or closed and held for the reconnect grace). */
+  handles: Slot<Handle> = undefined;
   removed = false;
   /** The member as shown, built when first asked for and dropped at each change. */
   view: RoomMember | undefined = undefined;
@@ -147,11 +180,55 @@ class Room {
   constructor(readonly name: string) {}
 }
 
-/** The rooms of one connection. */
+/**
+ * The rooms of one connection, by name. The first room is kept in two fields and a Map made only
+ * for a second: a Map of one entry costs about 180 bytes, and most connections are in one room.
+ */
 class ConnectionRooms {
-  readonly joined = new Map<string, Handle | Pending>();
+  private firstName: string | undefined = undefined;
+  private firstEntry: Handle | Pending | undefined = undefined;
+  private more: Map<string, Handle | Pending> | undefined = undefined;
   holdTimer: TimerHandle | undefined = undefined;
   closed = false;
+
+  get size(): number {
+    return (this.firstName === undefined ? 0 : 1) + (this.more?.size ?? 0);
+  }
+
+  get(name: string): Handle | Pending | undefined {
+    return this.firstName === name ? this.firstEntry : this.more?.get(name);
+  }
+
+  set(name: string, entry: Handle | Pending): void {
+    if (this.firstName === name || this.firstName === undefined) {
+      this.firstName = name;
+      this.firstEntry = entry;
+    } else (this.more ??= new Map()).set(name, entry);
+  }
+
+  delete(name: string): void {
+    if (this.firstName !== name) {
+      this.more?.delete(name);
+      return;
+    }
+    // The Map's oldest entry moves into the fields, so join order stays.
+    const next = this.more?.entries().next();
+    if (next && !next.done) {
+      [this.firstName, this.firstEntry] = next.value;
+      this.more!.delete(next.value[0]);
+    } else {
+      this.firstName = undefined;
+      this.firstEntry = undefined;
+    }
+    if (this.more?.size === 0) this.more = undefined;
+  }
+
+  /** A copy, in join order. */
+  entries(): [string, Handle | Pending][] {
+    const all: [string, Handle | Pending][] = this.firstName === undefined ? [] : [[this.firstName, this.firstEntry!]];
+    if (this.more) all.push(...this.more);
+    return all;
+  }
 }
 
 interface Diff {
@@ -222,7 +299,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
 
   /** Rooms the connection is in (or joining). */
   roomsOf(connection: C): number {
-    return this.connections.get(connection)?.joined.size ?? 0;
+    return this.connections.get(connection)?.size ?? 0;
   }
 
   /**
@@ -240,9 +317,9 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       this.connections.set(connection, rooms);
     }
     if (rooms.closed) throw new RoomError('NOT_LOGGED_IN', 'this connection is closed');
-    const existing = rooms.joined.get(name);
+    const existing = rooms.get(name);
     if (existing instanceof Pending) throw new RoomError('BAD_REQUEST', `a join of room ${JSON.stringify(name)} is already in progress on this connection`);
-    if (!existing && rooms.joined.size >= this.options.maxRoomsPerConnection) {
+    if (!existing && rooms.size >= this.options.maxRoomsPerConnection) {
       this.dropConnectionIfIdle(connection, rooms);
       throw new RoomError(
         'TOO_MANY_ROOMS',
@@ -250,7 +327,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       );
     }
     const placeholder = existing ?? new Pending();
-    if (!existing) rooms.joined.set(name, placeholder);
+    if (!existing) rooms.set(name, placeholder);
     const user = this.userRecord(connection.userId);
     user.joining++;
     try {
@@ -266,13 +343,13 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       }
     } catch (error) {
       user.joining--;
-      if (rooms.joined.get(name) === placeholder && placeholder instanceof Pending) rooms.joined.delete(name);
+      if (rooms.get(name) === placeholder && placeholder instanceof Pending) rooms.delete(name);
       this.dropUserIfIdle(user);
       this.dropConnectionIfIdle(connection, rooms);
       throw error;
     }
     user.joining--;
-    if (rooms.closed || this.closed || rooms.joined.get(name) !== placeholder) {
+    if (rooms.closed || this.closed || rooms.get(name) !== placeholder) {
       this.dropUserIfIdle(user);
       if (rooms.closed || this.closed) throw new RoomError('NOT_LOGGED_IN', 'the connection closed before the join completed');
       throw new RoomError('BAD_REQUEST', `room ${JSON.stringify(name)} was left before the join completed`);
@@ -301,16 +378,13 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       member = new Member(user, room, room.nextSeq++);
       room.members.set(user.userId, member);
       room.order.push(member);
-      if (user.members.length === 0) user.members = [member];
-      else user.members.push(member);
+      user.members = slotAdd(user.members, member);
     }
     if (placeholder instanceof Pending) {
       this.adoptHeld(member, connection);
       const handle = new Handle(connection, member);
-      // An array grown by push from empty reserves 17 slots; most members keep one connection.
-      if (member.handles.length === 0) member.handles = [handle];
-      else member.handles.push(handle);
-      rooms.joined.set(name, handle);
+      member.handles = slotAdd(member.handles, handle);
+      rooms.set(name, handle);
       this.delivery?.enter(connection, name);
     }
     if (parsed) {
@@ -328,14 +402,14 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
 
   /** A connection of the same device back within its grace takes the closed one's place: no leave, no join. */
   private adoptHeld(member: Member, connection: C): void {
-    const held = member.handles.findIndex((handle) => !handle.live && handle.connection.sessionId === connection.sessionId);
-    if (held < 0) return;
-    const [handle] = member.handles.splice(held, 1) as [Handle];
+    const handle = slotItems(member.handles).find((candidate) => !candidate.live && candidate.connection.sessionId === connection.sessionId);
+    if (!handle) return;
+    member.handles = slotRemove(member.handles, handle);
     const old = handle.connection as C;
     const oldRooms = this.connections.get(old);
     if (!oldRooms) return;
-    oldRooms.joined.delete(member.room.name);
-    if (oldRooms.joined.size === 0) {
+    oldRooms.delete(member.room.name);
+    if (oldRooms.size === 0) {
       if (oldRooms.holdTimer !== undefined) this.options.clock.clearTimeout(oldRooms.holdTimer);
       this.connections.delete(old);
     }
@@ -345,9 +419,9 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   leave(connection: C, roomName: string): void {
     const name = checkRoomName(roomName);
     const rooms = this.connections.get(connection);
-    const entry = rooms?.joined.get(name);
+    const entry = rooms?.get(name);
     if (!rooms || !entry) return;
-    rooms.joined.delete(name);
+    rooms.delete(name);
     if (entry instanceof Handle) {
       if (entry.live) this.delivery?.exit(connection, name);
       this.removeHandle(entry);
@@ -359,7 +433,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   update(connection: C, roomName: string, meta: unknown): void {
     const name = checkRoomName(roomName);
     const parsed = parseMeta(meta);
-    const entry = this.connections.get(connection)?.joined.get(name);
+    const entry = this.connections.get(connection)?.get(name);
     if (!(entry instanceof Handle) || !entry.live) throw new RoomError('BAD_REQUEST', `this connection is not in room ${JSON.stringify(name)}; join it first`);
     const member = entry.member;
     if (member.metaJson === parsed.json) return;
@@ -378,14 +452,14 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const rooms = this.connections.get(connection);
     if (!rooms || rooms.closed) return;
     rooms.closed = true;
-    for (const [name, entry] of [...rooms.joined]) {
-      if (entry instanceof Pending) rooms.joined.delete(name);
+    for (const [name, entry] of rooms.entries()) {
+      if (entry instanceof Pending) rooms.delete(name);
       else if (holdMs <= 0) {
-        rooms.joined.delete(name);
+        rooms.delete(name);
         this.removeHandle(entry);
       } else entry.live = false;
     }
-    if (rooms.joined.size === 0 || holdMs <= 0) {
+    if (rooms.size === 0 || holdMs <= 0) {
       this.connections.delete(connection);
       return;
     }
@@ -398,20 +472,20 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const rooms = this.connections.get(connection);
     if (!rooms) return;
     this.connections.delete(connection);
-    for (const entry of rooms.joined.values()) if (entry instanceof Handle) this.removeHandle(entry);
+    for (const [, entry] of rooms.entries()) if (entry instanceof Handle) this.removeHandle(entry);
   }
 
   /** The engine ended the device (kick, logout, PushOnline): memberships held for its return leave now. */
   deviceGone(userId: string, instanceId: string): void {
     const user = this.users.get(userId);
     if (!user) return;
-    for (const member of [...user.members]) {
-      for (const handle of [...member.handles]) {
+    for (const member of slotItems(user.members)) {
+      for (const handle of slotItems(member.handles)) {
         if (handle.live || handle.connection.instanceId !== instanceId) continue;
         const connection = handle.connection as C;
         const rooms = this.connections.get(connection);
-        rooms?.joined.delete(member.room.name);
-        if (rooms && rooms.joined.size === 0) {
+        rooms?.delete(member.room.name);
+        if (rooms && rooms.size === 0) {
           if (rooms.holdTimer !== undefined) this.options.clock.clearTimeout(rooms.holdTimer);
           this.connections.delete(connection);
         }
@@ -429,10 +503,11 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const known = user.known;
     user.known = true;
     if (known && status === user.status && customStatus === user.customStatus) return;
-    for (const member of user.members) this.touch(member.room, userId, member);
+    const members = slotItems(user.members);
+    for (const member of members) this.touch(member.room, userId, member);
     user.status = status;
     user.customStatus = customStatus;
-    for (const member of user.members) member.view = undefined;
+    for (const member of members) member.view = undefined;
   }
 
   /** One page of the room's members, in join order, for the backend (every member, whatever clients may see). */
@@ -481,22 +556,21 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   }
 
   private dropUserIfIdle(user: UserRecord): void {
-    if (user.joining === 0 && user.members.length === 0 && this.users.get(user.userId) === user) this.users.delete(user.userId);
+    if (user.joining === 0 && user.members === undefined && this.users.get(user.userId) === user) this.users.delete(user.userId);
   }
 
   private dropConnectionIfIdle(connection: C, rooms: ConnectionRooms): void {
-    if (rooms.joined.size === 0 && rooms.holdTimer === undefined && this.connections.get(connection) === rooms) this.connections.delete(connection);
+    if (rooms.size === 0 && rooms.holdTimer === undefined && this.connections.get(connection) === rooms) this.connections.delete(connection);
   }
 
   private removeHandle(handle: Handle): void {
     const member = handle.member;
-    const index = member.handles.indexOf(handle);
-    if (index < 0) return;
+    if (!slotHas(member.handles, handle)) return;
     const room = member.room;
     this.touch(room, member.user.userId, member);
-    member.handles.splice(index, 1);
+    member.handles = slotRemove(member.handles, handle);
     member.view = undefined;
-    if (member.handles.length > 0) return;
+    if (member.handles !== undefined) return;
     room.members.delete(member.user.userId);
     member.removed = true;
     room.removedInOrder++;
@@ -504,9 +578,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       room.order = room.order.filter((kept) => !kept.removed);
       room.removedInOrder = 0;
     }
-    const members = member.user.members;
-    const at = members.indexOf(member);
-    if (at >= 0) members.splice(at, 1);
+    member.user.members = slotRemove(member.user.members, member);
     this.dropUserIfIdle(member.user);
     if (room.members.size === 0) this.emitSafely('room-vacated', { room: room.name });
   }
@@ -527,9 +599,10 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     if (member.view) return member.view;
     let devices: RoomDevice[];
     const handles = member.handles;
-    if (handles.length === 1) {
+    if (handles === undefined) devices = [];
+    else if (!Array.isArray(handles)) {
       // The common case as a literal: exactly one slot.
-      const { instanceId, platform } = handles[0]!.connection;
+      const { instanceId, platform } = handles.connection;
       devices = [{ platform, instanceId }];
     } else {
       devices = [];
@@ -596,7 +669,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       const except: C[] = [];
       const personal: [C, RoomMessage][] = [];
       for (const [connection, newcomer] of batch.newcomers as Map<C, Newcomer>) {
-        const entry = this.connections.get(connection)?.joined.get(room.name);
+        const entry = this.connections.get(connection)?.get(room.name);
         if (!(entry instanceof Handle) || !entry.live) continue;
         except.push(connection);
         if (!listed) {
