@@ -1,5 +1,6 @@
 // RedisStore: presence shared by many processes through Redis, with atomic scripts, leases and pub/sub.
 
+import { RedisRooms } from './rooms.js';
 import { createHash } from 'node:crypto';
 import createDebug from 'debug';
 import type { Redis } from 'ioredis';
@@ -260,6 +261,23 @@ export class RedisStore implements PresenceStore {
       this.sources.set(name as ScriptName, source);
       this.shas.set(name as ScriptName, createHash('sha1').update(source).digest('hex'));
     }
+  }
+
+  /** Rooms are shared with the other processes through Redis (lib/redis/rooms.ts). */
+  readonly rooms = 'shared';
+
+  /** The rooms binding, over this store's client, prefix and lease timings (called once by createPresence). */
+  sharedRooms(): RedisRooms {
+    const context = this.context;
+    if (!context) throw new Error('RedisStore.sharedRooms() needs init() first');
+    return new RedisRooms({
+      client: this.client,
+      prefix: this.prefix,
+      leaseTtl: this.leaseTtl,
+      sweepInterval: this.sweepInterval,
+      clock: context.clock,
+      logger: context.logger,
+    });
   }
 
   init(context: StoreContext): void {

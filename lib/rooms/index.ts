@@ -3,8 +3,18 @@
 import type { PresenceEngine } from '../engine/engine.js';
 import { deriveUserStatus } from '../store/types.js';
 import { RoomRegistry, type RoomConnection } from './registry.js';
+import { SharedRooms } from './shared.js';
 
 export { RoomRegistry, RoomError, type RoomConnection, type RoomDelivery, type RoomErrorCode } from './registry.js';
+export {
+  RemoteConnection,
+  type SharedRoomsBackend,
+  type SharedRoomMessage,
+  type SharedRoomState,
+  type SharedRoomUser,
+  type SharedDevice,
+  type SharedOwners,
+} from './shared.js';
 export * from './types.js';
 export * from './validate.js';
 
@@ -14,7 +24,8 @@ export * from './validate.js';
  * rather than answer for one process as if it were all of them.
  */
 export function roomsSupported(engine: PresenceEngine): boolean {
-  return engine.config.store.rooms === 'in-process';
+  const rooms = engine.config.store.rooms;
+  return rooms === 'in-process' || (rooms === 'shared' && typeof engine.config.store.sharedRooms === 'function');
 }
 
 /** The message every refusal of rooms on a store without them carries. */
@@ -43,5 +54,7 @@ export function createRooms<C extends RoomConnection>(engine: PresenceEngine): R
     rooms.userChanged(change.userId, { status: change.userStatus, customStatus: change.customStatus });
   });
   engine.on('custom-status', (change) => rooms.userChanged(change.userId, { status: change.userStatus, customStatus: change.customStatus }));
+  const store = config.store;
+  if (store.rooms === 'shared' && typeof store.sharedRooms === 'function') rooms.shared = new SharedRooms(engine, rooms, store.sharedRooms());
   return rooms;
 }

@@ -46,6 +46,30 @@ export interface RoomRegistryOptions {
   readonly logger: Logger;
 }
 
+/**
+ * What a layer sharing the rooms with other processes (lib/rooms/shared.ts) hooks into: it keeps
+ * this registry's rooms complete (members of other processes as connections of their own) and
+ * announces the backend events once in the cluster instead of each process.
+ */
+export interface RoomHooks {
+  /** Before a join of `connection` is entered (after canJoin): the room's members elsewhere are loaded. */
+  beforeJoin?(connection: RoomConnection, room: string): MaybePromise<void>;
+  /** The join that called beforeJoin settled (entered or refused). */
+  afterJoin?(connection: RoomConnection, room: string): void;
+  /** A member of the room is about to change (called before the change). */
+  touched?(room: string, userId: string): void;
+  /** The backend events come from the hooks (true) rather than from this registry. */
+  readonly announcesEvents?: boolean;
+  close?(): void;
+}
+
+/** The backend's view of rooms shared across processes: the same answers on every process. */
+export interface SharedRoomsView {
+  count(room: string): Promise<number>;
+  page(room: string, limit: number, after: number): Promise<RoomPage>;
+  close(): Promise<void>;
+}
+
 export type RoomErrorCode = 'TOO_MANY_ROOMS' | 'FORBIDDEN' | 'NOT_LOGGED_IN' | 'BAD_REQUEST';
 
 /** A refusal with a code adapters pass on (`{ ok: false, code }` on sockets). Bad input is a TypeError instead. */
@@ -268,6 +292,10 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   private readonly connections = new Map<C, ConnectionRooms>();
   private delivery: RoomDelivery<C> | undefined;
   private closed = false;
+  /** Set by a layer sharing rooms across processes. */
+  hooks: RoomHooks = {};
+  /** Set when rooms are shared across processes: counts and pages come from it. */
+  shared: SharedRoomsView | undefined = undefined;
 
   constructor(private readonly options: RoomRegistryOptions) {
     super();
@@ -330,8 +358,14 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     if (!existing) rooms.set(name, placeholder);
     const user = this.userRecord(connection.userId);
     user.joining++;
+    const hooks = this.hooks;
+    let hooked = false;
     try {
       if (gate) await gate();
+      if (hooks.beforeJoin) {
+        hooked = true;
+        await hooks.beforeJoin(connection, name);
+      }
       if (!user.known) {
         const info = await this.options.lookup(connection.userId);
         // An event that came while the store answered is newer than the answer.
@@ -342,6 +376,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
         }
       }
     } catch (error) {
+      if (hooked) hooks.afterJoin?.(connection, name);
       user.joining--;
       if (rooms.get(name) === placeholder && placeholder instanceof Pending) rooms.delete(name);
       this.dropUserIfIdle(user);
@@ -349,6 +384,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       throw error;
     }
     user.joining--;
+    if (hooked) queueMicrotask(() => hooks.afterJoin?.(connection, name));
     if (rooms.closed || this.closed || rooms.get(name) !== placeholder) {
       this.dropUserIfIdle(user);
       if (rooms.closed || this.closed) throw new RoomError('NOT_LOGGED_IN', 'the connection closed before the join completed');
@@ -396,7 +432,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const listed = count <= this.options.memberLimit;
     const batch = room.batch as Batch;
     batch.newcomers.set(connection, { index: batch.log.length, listed, count });
-    if (occupied) this.emitSafely('room-occupied', { room: name });
+    if (occupied && !this.hooks.announcesEvents) this.emitSafely('room-occupied', { room: name });
     return { room: name, count, members: listed ? this.list(room, shownToClients) : null };
   }
 
@@ -536,8 +572,35 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     return { members, count: room.members.size, nextCursor: i < order.length && last ? String(last.seq) : null };
   }
 
+  /** The connections (live or held) of the user in the room, local and otherwise. */
+  connectionsIn(roomName: string, userId: string): C[] {
+    const member = this.rooms.get(roomName)?.members.get(userId);
+    return member ? slotItems(member.handles).map((handle) => handle.connection as C) : [];
+  }
+
+  /** The user ids of the room's members. */
+  membersOf(roomName: string): string[] {
+    return [...(this.rooms.get(roomName)?.members.keys() ?? [])];
+  }
+
+  /** The member's meta as JSON, or undefined when the user is not in the room. */
+  metaOf(roomName: string, userId: string): string | undefined {
+    return this.rooms.get(roomName)?.members.get(userId)?.metaJson;
+  }
+
+  /** Whether the user is in (or joining) any room here. */
+  hasUser(userId: string): boolean {
+    return this.users.has(userId);
+  }
+
+  /** A backend event, announced by the hooks: listeners that throw are logged. */
+  announce<K extends keyof RoomEvents>(name: K, payload: RoomEvents[K][0]): void {
+    if (!this.closed) this.emitSafely(name, payload);
+  }
+
   /** Stops every timer; no event or message follows. */
   close(): void {
+    this.hooks.close?.();
     this.closed = true;
     for (const room of this.rooms.values()) if (room.batch?.timer !== undefined) this.options.clock.clearTimeout(room.batch.timer);
     for (const rooms of this.connections.values()) if (rooms.holdTimer !== undefined) this.options.clock.clearTimeout(rooms.holdTimer);
@@ -580,11 +643,12 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     }
     member.user.members = slotRemove(member.user.members, member);
     this.dropUserIfIdle(member.user);
-    if (room.members.size === 0) this.emitSafely('room-vacated', { room: room.name });
+    if (room.members.size === 0 && !this.hooks.announcesEvents) this.emitSafely('room-vacated', { room: room.name });
   }
 
   /** Notes the member's state before a change, opening the room's batch if none is open. */
   private touch(room: Room, userId: string, member: Member | undefined): void {
+    this.hooks.touched?.(room.name, userId);
     let batch = room.batch;
     if (!batch) {
       batch = room.batch = new Batch(room.members.size);
@@ -658,7 +722,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     room.batch = undefined;
     const count = room.members.size;
     const truth = this.diffSince(room, batch.log, 0, (member) => member);
-    if (!isEmpty(truth)) this.emitSafely('room-change', { room: room.name, ...truth, count } satisfies RoomChange);
+    if (!isEmpty(truth) && !this.hooks.announcesEvents) this.emitSafely('room-change', { room: room.name, ...truth, count } satisfies RoomChange);
 
     const delivery = this.delivery;
     if (delivery) {

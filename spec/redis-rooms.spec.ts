@@ -1,0 +1,230 @@
+// Rooms in Redis mode, three mounts sharing one Redis in this process: joins reach every mount's members, counts and pages agree, racing joins and leaves converge.
+
+import { expect } from 'chai';
+import type { Redis } from 'ioredis';
+import type { RoomMember, RoomMessage, RoomSnapshot } from '../lib/index.js';
+import { RedisStore } from '../lib/redis/index.js';
+import { auth, startHarness, waitFor, type Device, type Harness } from './fixtures/socket-harness.js';
+import { deleteKeys, redisClient, uniquePrefix } from './helpers/redis.js';
+
+const allow = (): boolean => true;
+
+/** What one connection holds of a room: its join answer with every presence:room applied in order. */
+class View {
+  members = new Map<string, RoomMember>();
+  count = 0;
+  readonly messages: RoomMessage[] = [];
+  constructor(
+    readonly device: Device,
+    readonly room: string,
+  ) {
+    device.socket.on('presence:room', (message: RoomMessage) => {
+      if (message.room !== room) return;
+      this.messages.push(message);
+      if (message.members !== undefined) this.members = new Map((message.members ?? []).map((member) => [member.userId, member]));
+      for (const member of [...message.joined, ...message.updated]) this.members.set(member.userId, member);
+      for (const userId of message.left) this.members.delete(userId);
+      this.count = message.count;
+    });
+  }
+  reset(answer: RoomSnapshot): void {
+    this.members = new Map((answer.members ?? []).map((member) => [member.userId, member]));
+    this.count = answer.count;
+  }
+  get userIds(): string[] {
+    return [...this.members.keys()].sort();
+  }
+}
+
+function emit<T>(device: Device, event: string, payload: unknown): Promise<T> {
+  return device.socket.timeout(10_000).emitWithAck(event as 'presence:join', payload as never) as Promise<T>;
+}
+
+/** Joins; the view takes the answer inside the acknowledgement, so a presence:room read right behind it applies after it. */
+async function join(device: Device, room: string, meta?: unknown): Promise<{ view: View; answer: RoomSnapshot }> {
+  const view = new View(device, room);
+  const answer = await new Promise<{ ok: boolean; code?: string; message?: string } & RoomSnapshot>((resolve, reject) => {
+    const loose = device.socket.timeout(10_000) as unknown as {
+      emit(event: string, payload: unknown, ack: (error: Error | null, answer: never) => void): void;
+    };
+    loose.emit('presence:join', meta === undefined ? { room } : { room, meta }, (error, answer: { ok: boolean } & RoomSnapshot) => {
+      if (error) return reject(error);
+      if (answer.ok) view.reset(answer);
+      resolve(answer);
+    });
+  });
+  expect(answer.ok, `join refused: ${answer.code} ${answer.message}`).to.equal(true);
+  return { view, answer };
+}
+
+describe('Redis mode: rooms across three mounts', function () {
+  this.timeout(30_000);
+  let client: Redis;
+  let prefix: string;
+  let mounts: Harness[];
+
+  beforeEach(async () => {
+    client = redisClient();
+    prefix = uniquePrefix('rooms');
+    mounts = [];
+    for (let i = 0; i < 3; i++) {
+      mounts.push(
+        await startHarness({
+          store: new RedisStore({ client: redisClient(), prefix, leaseTtl: 1500, sweepInterval: 200 }),
+          canJoin: allow,
+          loginPolicy: 'multi',
+          roomBatchInterval: 20,
+        }),
+      );
+    }
+  });
+
+  afterEach(async () => {
+    for (const mount of mounts) {
+      for (const socket of mount.sockets) socket.disconnect();
+      await mount.presence.close();
+      await mount.close();
+    }
+    await deleteKeys(client, prefix);
+    client.disconnect();
+  });
+
+  const counts = (room: string): Promise<number[]> => Promise.all(mounts.map((mount) => mount.presence.room(room).count()));
+
+  it('a join on one mount reaches the members on the others, once, and every mount counts the same', async () => {
+    const [a, b, c] = mounts as [Harness, Harness, Harness];
+    const alice = await a.connect(auth('alice', 'Web'));
+    const bob = await b.connect(auth('bob', 'Web'));
+    const carol = await c.connect(auth('carol', 'Android'));
+    const { view: aliceView, answer: first } = await join(alice, 'lobby', { seat: 1 });
+    expect(first.count).to.equal(1);
+    const { view: bobView, answer: second } = await join(bob, 'lobby', { seat: 2 });
+    // bob's answer on another process lists alice, with her meta and device.
+    expect(second.count).to.equal(2);
+    expect(second.members!.map((member) => member.userId).sort()).to.deep.equal(['alice', 'bob']);
+    expect(second.members!.find((member) => member.userId === 'alice')).to.deep.include({
+      meta: { seat: 1 },
+      devices: [{ platform: 'Web', instanceId: alice.session.instanceId }],
+    });
+    await waitFor(() => aliceView.members.has('bob'), 'alice hears bob');
+    const { view: carolView } = await join(carol, 'lobby');
+    await waitFor(() => aliceView.members.has('carol') && bobView.members.has('carol'), 'alice and bob hear carol');
+    expect(carolView.userIds).to.deep.equal(['alice', 'bob', 'carol']);
+    expect(await counts('lobby')).to.deep.equal([3, 3, 3]);
+    // Each join was told once to each other member, and never to the joiner.
+    const joinsOf = (view: View, userId: string): number =>
+      view.messages.flatMap((message) => message.joined).filter((member) => member.userId === userId).length;
+    expect(joinsOf(aliceView, 'bob')).to.equal(1);
+    expect(joinsOf(aliceView, 'carol')).to.equal(1);
+    expect(joinsOf(bobView, 'bob')).to.equal(0);
+    for (const view of [aliceView, bobView, carolView]) await waitFor(() => view.count === 3 || view === carolView, 'counts of 3');
+    expect(aliceView.count).to.equal(3);
+    expect(bobView.count).to.equal(3);
+  });
+
+  it('a meta update on one mount is an update on the others, never a leave and a join', async () => {
+    const [a, b] = mounts as [Harness, Harness, Harness];
+    const alice = await a.connect(auth('alice', 'Web'));
+    const bob = await b.connect(auth('bob', 'Web'));
+    const { view: aliceView } = await join(alice, 'doc', 'reading');
+    await join(bob, 'doc');
+    await waitFor(() => aliceView.members.has('bob'), 'alice hears bob');
+    await emit(bob, 'presence:room-update', { room: 'doc', meta: { cursor: 42 } });
+    await waitFor(() => JSON.stringify(aliceView.members.get('bob')?.meta) === '{"cursor":42}', 'alice sees bob’s meta');
+    expect(aliceView.messages.flatMap((message) => message.left)).to.deep.equal([]);
+    expect(aliceView.messages.flatMap((message) => message.joined).filter((member) => member.userId === 'bob')).to.have.lengthOf(1);
+    const page = await mounts[2]!.presence.room('doc').members();
+    expect(page.members.map((member) => [member.userId, member.meta])).to.deep.equal([
+      ['alice', 'reading'],
+      ['bob', { cursor: 42 }],
+    ]);
+  });
+
+  it('leaving, disconnecting and logging out on one mount are a left on the others; counts follow everywhere', async () => {
+    const [a, b, c] = mounts as [Harness, Harness, Harness];
+    const watcher = await a.connect(auth('watcher', 'Web'));
+    const { view } = await join(watcher, 'hall');
+    const bob = await b.connect(auth('bob', 'Web'));
+    const carol = await c.connect(auth('carol', 'Web'));
+    const dave = await c.connect(auth('dave', 'Mac'));
+    for (const device of [bob, carol, dave]) await join(device, 'hall');
+    await waitFor(() => view.userIds.length === 4, 'four members');
+    await emit(bob, 'presence:leave', { room: 'hall' });
+    carol.socket.disconnect();
+    await emit(dave, 'presence:logout', {});
+    await waitFor(() => view.userIds.length === 1, 'only the watcher left');
+    expect(view.count).to.equal(1);
+    await waitFor(async () => (await counts('hall')).every((count) => count === 1), 'every mount counts 1');
+  });
+
+  it('one user on two mounts is one member with both devices; leaving on one keeps the member', async () => {
+    const [a, b, c] = mounts as [Harness, Harness, Harness];
+    const watcher = await c.connect(auth('watcher', 'Web'));
+    const { view } = await join(watcher, 'team');
+    const web = await a.connect(auth('u', 'Web'));
+    const phone = await b.connect(auth('u', 'Android'));
+    await join(web, 'team');
+    await join(phone, 'team');
+    await waitFor(() => view.members.get('u')?.devices.length === 2, 'u with two devices');
+    expect(await counts('team')).to.deep.equal([2, 2, 2]);
+    await emit(web, 'presence:leave', { room: 'team' });
+    await waitFor(() => view.members.get('u')?.devices.length === 1, 'u down to the phone');
+    expect(view.messages.flatMap((message) => message.left)).to.deep.equal([]);
+    expect(view.members.get('u')!.devices).to.deep.equal([{ platform: 'Android', instanceId: phone.session.instanceId }]);
+  });
+
+  it('pages are the same from every mount, each member once, in join order', async () => {
+    const devices: Device[] = [];
+    for (let i = 0; i < 12; i++) {
+      const device = await mounts[i % 3]!.connect(auth(`p${i}`, 'Web'));
+      await join(device, 'paged', { i });
+      devices.push(device);
+    }
+    const pages = await Promise.all(
+      mounts.map(async (mount) => {
+        const seen: string[] = [];
+        let cursor: string | null = null;
+        do {
+          const page = await mount.presence.room('paged').members({ limit: 5, cursor });
+          expect(page.members.length).to.be.at.most(5);
+          expect(page.count).to.equal(12);
+          seen.push(...page.members.map((member) => member.userId));
+          cursor = page.nextCursor;
+        } while (cursor !== null);
+        return seen;
+      }),
+    );
+    const expected = Array.from({ length: 12 }, (_, i) => `p${i}`);
+    for (const seen of pages) expect(seen).to.deep.equal(expected);
+  });
+
+  it('racing joins and leaves on three mounts converge: every view equals the store, every mount counts the same', async () => {
+    const users = Array.from({ length: 18 }, (_, i) => `r${i}`);
+    const devices = await Promise.all(users.map((userId, i) => mounts[i % 3]!.connect(auth(userId, 'Web'))));
+    const views = new Map<Device, View>();
+    const inRoom = new Set<number>();
+    // Each round: every device joins or leaves at random, all at once.
+    for (let round = 0; round < 8; round++) {
+      await Promise.all(
+        devices.map(async (device, i) => {
+          if (Math.random() < 0.5) {
+            const { view } = await join(device, 'race', { round });
+            views.set(device, view);
+            inRoom.add(i);
+          } else {
+            await emit(device, 'presence:leave', { room: 'race' });
+            views.delete(device);
+            inRoom.delete(i);
+          }
+        }),
+      );
+    }
+    const expected = [...inRoom].map((i) => users[i]!).sort();
+    await waitFor(async () => (await counts('race')).every((count) => count === expected.length), `every mount counting ${expected.length}`, 10_000);
+    await waitFor(() => [...views.values()].every((view) => view.userIds.join() === expected.join()), 'every view equal to the room', 10_000);
+    for (const view of views.values()) expect(view.count).to.equal(expected.length);
+    const page = await mounts[0]!.presence.room('race').members({ limit: 1000 });
+    expect(page.members.map((member) => member.userId).sort()).to.deep.equal(expected);
+    for (const mount of mounts) expect(mount.errors, 'nothing logged').to.deep.equal([]);
+  });
+});
