@@ -179,4 +179,44 @@ describe('Redis mode: rooms across three mounts', function () {
     expect(page.members.map((member) => member.userId).sort()).to.deep.equal(expected);
     for (const mount of mounts) expect(mount.errors, 'nothing logged').to.deep.equal([]);
   });
+  it('a member’s custom status set on its own process reaches the members on the others as an update', async () => {
+    const [a, b] = mounts as [Harness, Harness, Harness];
+    const watcher = await a.connect(auth('watcher', 'Web'));
+    const { view } = await join(watcher, 'status');
+    const bob = await b.connect(auth('bob', 'Web'));
+    await join(bob, 'status');
+    await waitFor(() => view.members.has('bob'), 'the watcher hears bob');
+    await emit(bob, 'presence:set-status', { customStatus: 'in a call' });
+    await waitFor(() => view.members.get('bob')?.customStatus === 'in a call', 'the watcher sees bob’s custom status');
+    expect(view.messages.flatMap((message) => message.left)).to.deep.equal([]);
+  });
+
+  it('room-occupied, room-change and room-vacated fire once in the cluster, not once per process', async () => {
+    const events: string[] = [];
+    mounts.forEach((mount, i) => {
+      mount.presence.on('room-occupied', ({ room }) => events.push(`${i} occupied ${room}`));
+      mount.presence.on('room-vacated', ({ room }) => events.push(`${i} vacated ${room}`));
+      mount.presence.on('room-change', (change) =>
+        events.push(
+          `${i} change ${change.room} +${change.joined.map((m) => m.userId).join()} -${change.left.join()} ~${change.updated.map((m) => m.userId).join()} ${change.count}`,
+        ),
+      );
+    });
+    const alice = await mounts[0]!.connect(auth('alice', 'Web'));
+    const bob = await mounts[1]!.connect(auth('bob', 'Web'));
+    await join(alice, 'events');
+    await join(bob, 'events');
+    await emit(alice, 'presence:leave', { room: 'events' });
+    await emit(bob, 'presence:leave', { room: 'events' });
+    await waitFor(() => events.some((event) => event.includes('vacated')), 'vacated');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(events).to.deep.equal([
+      '0 occupied events',
+      '0 change events +alice - ~ 1',
+      '1 change events +bob - ~ 2',
+      '0 change events + -alice ~ 1',
+      '1 change events + -bob ~ 0',
+      '1 vacated events',
+    ]);
+  });
 });

@@ -123,6 +123,7 @@ export class SharedRooms<C extends RoomConnection> {
   private readonly writes = new Map<string, Promise<void>>();
   private readonly dirty = new Set<string>();
   private flushScheduled = false;
+  private announcing: Promise<void> = Promise.resolve();
   private closed = false;
   private readonly owner: string;
 
@@ -370,13 +371,15 @@ export class SharedRooms<C extends RoomConnection> {
   /** The backend events, once in the cluster: by the process whose write made the change. */
   private announce(message: SharedRoomMessage): void {
     const { room, kind, count, userId } = message;
-    if (kind === 'joined' && count === 1) this.registry.announce('room-occupied', { room });
-    if (kind === 'left') {
-      this.registry.announce('room-change', { room, joined: [], left: [userId], updated: [], count });
-      if (count === 0) this.registry.announce('room-vacated', { room });
-      return;
-    }
-    void this.memberOf(message).then((member) => {
+    // In order: a member's status is looked up for joins and updates, and a leave must not overtake them.
+    this.announcing = this.announcing.then(async () => {
+      if (kind === 'left') {
+        this.registry.announce('room-change', { room, joined: [], left: [userId], updated: [], count });
+        if (count === 0) this.registry.announce('room-vacated', { room });
+        return;
+      }
+      if (kind === 'joined' && count === 1) this.registry.announce('room-occupied', { room });
+      const member = await this.memberOf(message);
       this.registry.announce('room-change', { room, joined: kind === 'joined' ? [member] : [], left: [], updated: kind === 'updated' ? [member] : [], count });
     });
   }
