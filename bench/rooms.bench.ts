@@ -5,7 +5,9 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Server } from 'socket.io';
 import { io as ioc, type Socket as ClientSocket } from 'socket.io-client';
+import { Redis } from 'ioredis';
 import { createPresence, ManualClock, MemoryStore } from '../lib/index.js';
+import { RedisStore } from '../lib/redis/index.js';
 import { RoomRegistry, type RoomConnection, type RoomDelivery } from '../lib/rooms/index.js';
 import { ROOM_PREFIX, SocketRoomConnection } from '../lib/socket/rooms.js';
 import { PRESENCE, type PresenceSocket } from '../lib/socket/session.js';
@@ -92,7 +94,8 @@ async function coreFigures(): Promise<Figure[]> {
 async function deliveryFigures(): Promise<Figure[]> {
   const clock = new ManualClock();
   const http = createServer();
-  const io = new Server(http, { transports: ['websocket'] });
+  // No engine.io pings: with 10,000 sockets a busy set-up outlasts pingTimeout, and timed-out members would miss the messages counted.
+  const io = new Server(http, { transports: ['websocket'], pingInterval: 3_600_000, pingTimeout: 3_600_000 });
   const presence = createPresence({
     clock,
     store: new MemoryStore({ maxOfflineUsers: 1000, maxRevokedSessions: 1000 }),
@@ -161,6 +164,8 @@ async function deliveryFigures(): Promise<Figure[]> {
   await new Promise((resolve) => setTimeout(resolve, 1000));
   await ask('reset');
 
+  const connected = io.of('/').sockets.size;
+  if (connected !== MEMBERS + 1) throw new Error(`${connected} sockets connected before measuring; expected ${MEMBERS + 1}`);
   const ours: number[] = [];
   const bare: number[] = [];
   let sample: string | undefined;
@@ -223,6 +228,50 @@ async function deliveryFigures(): Promise<Figure[]> {
   ];
 }
 
+/**
+ * count() in Redis mode at 100,000 members: the room's join order is filled straight in Redis (as
+ * 100,000 joins would leave it), then count() is asked from a mount; Redis's own command counter
+ * shows how many commands (round trips) each count() costs.
+ */
+async function redisCountFigure(): Promise<Figure[]> {
+  const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const raw = new Redis(url);
+  const prefix = `bench-rooms:${process.pid}:`;
+  const presence = createPresence({ store: new RedisStore({ client: new Redis(url), prefix }), canJoin: () => true });
+  const order = `${prefix}{r:big}:order`;
+  for (let from = 0; from < COUNT_MEMBERS; from += 10_000) {
+    const pipeline = raw.pipeline();
+    for (let i = from; i < from + 10_000; i++) pipeline.zadd(order, i + 1, `user-${i}`);
+    await pipeline.exec();
+  }
+  const room = presence.room('big');
+  if ((await room.count()) !== COUNT_MEMBERS) throw new Error('count() in Redis mode answered wrong');
+  const commands = async (): Promise<number> => {
+    const stats = await raw.info('commandstats');
+    return Array.from(stats.matchAll(/calls=(\d+)/g)).reduce((sum, match) => sum + Number(match[1]), 0);
+  };
+  const calls = 2000;
+  const before = await commands();
+  const start = now();
+  for (let i = 0; i < calls; i++) await room.count();
+  const seconds = (now() - start) / 1000;
+  // The INFO call itself is one more command.
+  const perCall = ((await commands()) - before - 1) / calls;
+  await presence.close();
+  await raw.del(order);
+  raw.disconnect();
+  return [
+    {
+      name: `count() at ${COUNT_MEMBERS.toLocaleString('en-US')} members (Redis, one after another)`,
+      value: calls / seconds,
+      unit: 'calls/s',
+      higherIsBetter: true,
+      target: 'one round trip',
+      note: `${perCall.toFixed(2)} Redis commands per count() (ZCARD), whatever the room's size`,
+    },
+  ];
+}
+
 function stopChild(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     child.once('exit', () => resolve());
@@ -230,6 +279,6 @@ function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-const figures = [...(await coreFigures()), ...(await deliveryFigures())];
+const figures = [...(await coreFigures()), ...(process.env.ROOMS_BENCH_REDIS === '0' ? [] : await redisCountFigure()), ...(await deliveryFigures())];
 report('rooms', figures);
 process.exit(0);
