@@ -18,10 +18,10 @@ interface Node {
   logs: string[];
 }
 
-function startNode(prefix: string): Promise<Node> {
+function startNode(prefix: string, handoverGrace = 0): Promise<Node> {
   const child = fork(
     new URL('./fixtures/rooms-node.ts', import.meta.url),
-    [JSON.stringify({ redisUrl: REDIS_URL, prefix, leaseTtl: LEASE_TTL, sweepInterval: SWEEP_INTERVAL })],
+    [JSON.stringify({ redisUrl: REDIS_URL, prefix, leaseTtl: LEASE_TTL, sweepInterval: SWEEP_INTERVAL, handoverGrace })],
     {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -185,5 +185,48 @@ describe('Redis mode: rooms over three processes', function () {
     for (const page of pages) expect(page.members.map((member) => member.userId).sort()).to.deep.equal(expected);
     expect(pages[0]).to.deep.equal(pages[1]);
     expect(pages[1]).to.deep.equal(pages[2]);
+  });
+  it('a graceful close with handoverGrace: a device resumed on another process and rejoined causes no leave and no join', async () => {
+    const [a, , c] = nodes as [Node, Node, Node];
+    const HANDOVER = 2000;
+    await stopNode(nodes[1]!);
+    const b = await startNode(prefix, HANDOVER);
+    nodes[1] = b;
+    const watcher = await connect(a, 'watcher');
+    const { view } = await join(watcher, 'handover');
+    const mover = await connect(b, 'mover');
+    await join(mover, 'handover', { seat: 7 });
+    await waitFor(() => view.members.has('mover'), 'the watcher hears the mover', 5000);
+    const before = view.messages.length;
+
+    // The process closes gracefully; the device resumes its session on another process and rejoins (as the client helper does).
+    await stopNode(b);
+    // Longer than a sweep, shorter than the grace: without the hold the part would be reaped (a leave) before the device is back.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const resumed = await device(
+      ioc(c.url, {
+        forceNew: true,
+        transports: ['websocket'],
+        reconnection: false,
+        auth: auth('mover', 'Web', { instanceId: mover.session.instanceId, sessionId: mover.session.sessionId }),
+      }) as TestSocket,
+    );
+    sockets.push(resumed.socket);
+    expect(resumed.session.resumed, 'the session was resumed').to.equal(true);
+    await join(resumed, 'handover');
+    // Past the handover grace, the lease and a sweep: the closed process's part is reaped by now.
+    await new Promise((resolve) => setTimeout(resolve, HANDOVER + LEASE_TTL + SWEEP_INTERVAL + 500));
+    const after = view.messages.slice(before);
+    expect(
+      after.flatMap((message) => message.left),
+      'no leave',
+    ).to.deep.equal([]);
+    expect(
+      after.flatMap((message) => message.joined),
+      'no join',
+    ).to.deep.equal([]);
+    expect(view.members.get('mover')).to.deep.include({ meta: { seat: 7 }, devices: [{ platform: 'Web', instanceId: mover.session.instanceId }] });
+    expect(await countsEverywhere('handover')).to.deep.equal(Array(6).fill(2));
+    nodes = [a, c];
   });
 });
