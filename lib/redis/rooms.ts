@@ -225,8 +225,11 @@ export class RedisRooms implements SharedRoomsBackend {
     });
     let subscribed = false;
     subscriber.on('ready', () => {
-      // Changes published while the subscriber was away were missed.
-      if (subscribed) listener.resync();
+      // Changes published while the subscriber was away were missed, and an emptied Redis lost this process's room list.
+      if (subscribed) {
+        this.listed.clear();
+        listener.resync();
+      }
       subscribed = true;
     });
     void subscriber

@@ -53,7 +53,7 @@ export interface RoomRegistryOptions {
  */
 export interface RoomHooks {
   /** Before a join of `connection` is entered (after canJoin): the room's members elsewhere are loaded. */
-  beforeJoin?(connection: RoomConnection, room: string): MaybePromise<void>;
+  beforeJoin?(connection: RoomConnection, room: string, metaJson: string | undefined): MaybePromise<void>;
   /** The join that called beforeJoin settled (entered or refused). */
   afterJoin?(connection: RoomConnection, room: string): void;
   /** A member of the room is about to change (called before the change). */
@@ -364,7 +364,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       if (gate) await gate();
       if (hooks.beforeJoin) {
         hooked = true;
-        await hooks.beforeJoin(connection, name);
+        await hooks.beforeJoin(connection, name, parsed?.json);
       }
       if (!user.known) {
         const info = await this.options.lookup(connection.userId);

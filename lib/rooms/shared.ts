@@ -84,6 +84,9 @@ export class RemoteConnection implements RoomConnection {
   }
 }
 
+/** How long a failed write of this process's part waits before it is tried again. */
+const RETRY_MS = 1000;
+
 /** One room this process mirrors (its connections are in it). */
 class Mirror {
   /** The version of the last change applied; -1 while loading. */
@@ -135,12 +138,18 @@ export class SharedRooms<C extends RoomConnection> {
     this.owner = engine.owner;
     registry.hooks = {
       announcesEvents: true,
-      beforeJoin: (connection, room) => (connection instanceof RemoteConnection ? undefined : this.mirror(room, true)),
+      beforeJoin: async (connection, room, meta) => {
+        if (connection instanceof RemoteConnection) return;
+        await this.mirror(room, true);
+        await this.sync(`${room}\0${connection.userId}`, { connection, meta });
+      },
       afterJoin: (connection, room) => {
         if (connection instanceof RemoteConnection) return;
         const mirror = this.mirrors.get(room);
         if (mirror && mirror.joining > 0) mirror.joining--;
         if (mirror) this.dropIfUnused(room, mirror);
+        // A refused or abandoned join wrote its part ahead: the registry's state is written again.
+        this.touched(room, connection.userId);
       },
       touched: (room, userId) => this.touched(room, userId),
       close: () => void this.close(),
@@ -151,6 +160,9 @@ export class SharedRooms<C extends RoomConnection> {
         if (by !== this.owner && registry.hasUser(userId)) void this.refreshStatus(userId);
       },
       resync: () => {
+        // Redis may have been restarted empty: this process's parts are written again, then every mirrored room reloaded.
+        this.written.clear();
+        for (const room of this.mirrors.keys()) for (const userId of this.registry.membersOf(room)) this.touched(room, userId);
         for (const [room, mirror] of this.mirrors) this.enqueue(mirror, () => this.reload(room, mirror));
       },
     });
@@ -303,23 +315,28 @@ export class SharedRooms<C extends RoomConnection> {
   }
 
   /** Writes this process's part of a member when it changed: its local devices and, when set here, its meta. */
-  private sync(key: string): void {
-    if (this.closed) return;
+  private sync(key: string, joining?: { connection: RoomConnection; meta: string | undefined }): Promise<void> {
+    if (this.closed) return Promise.resolve();
     const [room, userId] = key.split('\0') as [string, string];
     const local = this.registry.connectionsIn(room, userId).filter((connection) => !(connection instanceof RemoteConnection));
+    // A join about to be entered counts already: its part is in the store before its answer goes out.
+    if (joining) local.push(joining.connection as C);
     const devices: [Platform, string][] = [];
     for (const connection of local)
       if (!devices.some(([, instanceId]) => instanceId === connection.instanceId)) devices.push([connection.platform, connection.instanceId]);
     devices.sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
-    const metaHere = devices.length > 0 ? this.registry.metaOf(room, userId) : undefined;
+    // A join without meta keeps the member's; a new member's is null.
+    const metaHere =
+      devices.length === 0 ? undefined : joining ? (joining.meta ?? this.registry.metaOf(room, userId) ?? 'null') : this.registry.metaOf(room, userId);
     // A join that was entered while the room's mirror was being dropped (its last other local member leaving): mirror it again.
     if (devices.length > 0 && !this.mirrors.get(room)) void this.mirror(room).catch(() => undefined);
     const mirror = this.mirrors.get(room);
     const stored = mirror?.metas.get(userId);
-    const meta = metaHere !== undefined && metaHere !== stored ? metaHere : undefined;
+    // Meta goes with the part when it was set here, and when the part is written afresh (after a resync the store may have lost it).
+    const meta = metaHere !== undefined && (metaHere !== stored || !this.written.has(key)) ? metaHere : undefined;
     const signature = JSON.stringify([devices, meta ?? stored ?? null]);
-    if (this.written.get(key) === signature && meta === undefined) return;
-    if (devices.length === 0 && !this.written.has(key)) return;
+    if (this.written.get(key) === signature && meta === undefined) return this.writes.get(key) ?? Promise.resolve();
+    if (devices.length === 0 && !this.written.has(key)) return Promise.resolve();
     if (devices.length === 0) this.written.delete(key);
     else this.written.set(key, signature);
     if (meta !== undefined && mirror) mirror.metas.set(userId, meta);
@@ -328,13 +345,17 @@ export class SharedRooms<C extends RoomConnection> {
       .then(() => this.backend.set(room, userId, devices, meta))
       .catch((error: unknown) => {
         this.written.delete(key);
-        this.engine.config.logger.error(`express-presence: writing room ${JSON.stringify(room)} to the store failed`, error);
+        this.engine.config.logger.error(`express-presence: writing room ${JSON.stringify(room)} to the store failed; retrying`, error);
+        // Written again from the registry's state then, whatever it is by that time.
+        const retry = this.engine.config.clock.setTimeout(() => this.touched(room, userId), RETRY_MS);
+        retry.unref?.();
       })
       .finally(() => {
         if (this.writes.get(key) === write) this.writes.delete(key);
       });
     this.writes.set(key, write);
     if (devices.length === 0 && mirror) this.dropIfUnused(room, mirror);
+    return write;
   }
 
   /** Once no connection of this process is in the room or joining it, the mirror goes (in turn with its changes, so none is half applied). */
