@@ -138,6 +138,16 @@ async function addDevice(page: Page, user: string, platform: string, server = ''
   await page.waitForSelector(`.device[data-user="${user}"][data-platform="${platform}"][data-phase="online"]`);
 }
 
+/** Joins a demo device (by its `user/Platform` label) to the Lobby's room with meta as typed. */
+async function lobbyJoin(page: Page, label: string, meta: string): Promise<void> {
+  // The options' values are per-device keys; the label is in data-label.
+  const value = await page.$eval(`#lobby-device option[data-label="${label}"]`, (option) => option.getAttribute('value'));
+  expect(value, `the Lobby offers ${label}`).to.be.a('string');
+  await page.selectOption('#lobby-device', value as string);
+  await page.fill('#lobby-meta', meta);
+  await page.click('#lobby-join');
+}
+
 /** The devices the board shows for a user, as `Platform:status` in order. */
 function boardDevices(page: Page, user: string): Promise<string[]> {
   return page.$$eval(`tr[data-user="${user}"] .chip`, (chips) => chips.map((chip) => `${chip.getAttribute('data-platform')}:${chip.classList[1]}`));
@@ -427,14 +437,7 @@ describe('example app', function () {
     });
 
     it('Lobby: devices join a room and every member, status, meta and the count show live', async function () {
-      const join = async (label: string, meta: string): Promise<void> => {
-        // The options' values are per-device keys; the label (user/platform) is in data-label.
-        const value = await page.$eval(`#lobby-device option[data-label="${label}"]`, (option) => option.getAttribute('value'));
-        expect(value, `the Lobby offers ${label}`).to.be.a('string');
-        await page.selectOption('#lobby-device', value as string);
-        await page.fill('#lobby-meta', meta);
-        await page.click('#lobby-join');
-      };
+      const join = (label: string, meta: string): Promise<void> => lobbyJoin(page, label, meta);
       const members = (): Promise<string[]> =>
         page.$$eval('#lobby-members .lobby-member', (items) =>
           items.map((item) => `${item.getAttribute('data-user')}:${item.getAttribute('data-status')}:${item.getAttribute('data-meta')}`),
@@ -541,6 +544,25 @@ describe('example app', function () {
       await page.waitForSelector('tr[data-user="alice"] .chip[data-platform="Android"]', { state: 'detached' });
       await page.waitForSelector('tr[data-user="alice"] .chip[data-platform="Web"]');
       expect(await boardDevices(page, 'alice')).to.deep.equal(['Web:online']);
+    });
+    it('Lobby: members on two processes are in one room, with one count', async function () {
+      const [first, second] = (cluster as { urls: string[] }).urls.sort();
+      const page = (browser as { context: BrowserContext }).context.pages()[0] as Page;
+      await addDevice(page, 'bob', 'Mac');
+      await lobbyJoin(page, 'bob/Mac', '{"seat": 1}');
+      await page.waitForSelector('#lobby[data-count="1"]');
+      // alice's Web device talks to the other process: bob's room (the panel's view) hears her join from there.
+      await lobbyJoin(page, 'alice/Web', '"by the window"');
+      await page.waitForSelector('#lobby[data-count="2"]');
+      expect(await page.textContent('#lobby-seen-by')).to.include('bob/Mac');
+      expect(await page.getAttribute('#lobby-members .lobby-member[data-user="alice"]', 'data-meta')).to.equal('"by the window"');
+      // Both processes' routers count the same.
+      for (const base of [first, second]) {
+        const answer = (await (await fetch(new URL('presence/rooms/lobby', base), { headers: ADMIN })).json()) as { count: number };
+        expect(answer.count, base).to.equal(2);
+      }
+      await page.click('#lobby-joined .chip[data-label="alice/Web"] button');
+      await page.waitForSelector('#lobby[data-count="1"]');
     });
   });
 });
