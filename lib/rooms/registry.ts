@@ -95,7 +95,7 @@ function shownToClients(member: RoomMember | null): RoomMember | null {
 /**
  * One item, several, or none: most users are in one room and most members have one connection, and
  * an array of one costs 56 bytes (its object and its elements) where a field holding the item
- * costs nothing more. Items are class instances, never arrays, so the two cannot be confused.
+ * costs nothing more. Items are objects, never arrays, so the two cannot be confused.
  */
 type Slot<T extends object> = T | T[] | undefined;
 
@@ -142,10 +142,20 @@ class UserRecord {
 /** One user in one room. */
 class Member {
   meta: JsonValue = null;
-  metaJson = 'null';
-  /** The user's connections in the room (live, or closed and held for the reconnect grace). */
-  handles: Slot<Handle> = undefined;
-  removed = false;
+  /**
+   * The user's connections in the room: live, or closed and held for the reconnect grace (their
+   * ConnectionRooms says which). Held here directly, not as a per-connection object: that cost 48
+   * bytes a membership.
+   */
+  connections: Slot<RoomConnection> = undefined;
+  /** Out of the room (its last connection left); it stays in the room's order until swept. No field of its own: a member always has a connection while in. */
+  get removed(): boolean {
+    return this.connections === undefined;
+  }
+  /** Its meta as JSON, encoded when asked (rarely: an update's comparison, the shared store's writes), not kept beside it. */
+  get metaJson(): string {
+    return JSON.stringify(this.meta);
+  }
   /** The member as shown, built when first asked for and dropped at each change. */
   view: RoomMember | undefined = undefined;
   constructor(
@@ -153,16 +163,6 @@ class Member {
     readonly room: Room,
     /** Its place in the room's join order: pages run by it. */
     readonly seq: number,
-  ) {}
-}
-
-/** One connection's place in one room. */
-class Handle {
-  /** False once the connection closed and the membership is held for the reconnect grace. */
-  live = true;
-  constructor(
-    readonly connection: RoomConnection,
-    readonly member: Member,
   ) {}
 }
 
@@ -210,8 +210,8 @@ class Room {
  */
 class ConnectionRooms {
   private firstName: string | undefined = undefined;
-  private firstEntry: Handle | Pending | undefined = undefined;
-  private more: Map<string, Handle | Pending> | undefined = undefined;
+  private firstEntry: Member | Pending | undefined = undefined;
+  private more: Map<string, Member | Pending> | undefined = undefined;
   holdTimer: TimerHandle | undefined = undefined;
   closed = false;
 
@@ -219,11 +219,11 @@ class ConnectionRooms {
     return (this.firstName === undefined ? 0 : 1) + (this.more?.size ?? 0);
   }
 
-  get(name: string): Handle | Pending | undefined {
+  get(name: string): Member | Pending | undefined {
     return this.firstName === name ? this.firstEntry : this.more?.get(name);
   }
 
-  set(name: string, entry: Handle | Pending): void {
+  set(name: string, entry: Member | Pending): void {
     if (this.firstName === name || this.firstName === undefined) {
       this.firstName = name;
       this.firstEntry = entry;
@@ -248,8 +248,8 @@ class ConnectionRooms {
   }
 
   /** A copy, in join order. */
-  entries(): [string, Handle | Pending][] {
-    const all: [string, Handle | Pending][] = this.firstName === undefined ? [] : [[this.firstName, this.firstEntry!]];
+  entries(): [string, Member | Pending][] {
+    const all: [string, Member | Pending][] = this.firstName === undefined ? [] : [[this.firstName, this.firstEntry!]];
     if (this.more) all.push(...this.more);
     return all;
   }
@@ -399,7 +399,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     rooms: ConnectionRooms,
     name: string,
     user: UserRecord,
-    placeholder: Handle | Pending,
+    placeholder: Member | Pending,
     parsed: { value: JsonValue; json: string } | undefined,
   ): RoomSnapshot {
     let room = this.rooms.get(name);
@@ -418,14 +418,12 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     }
     if (placeholder instanceof Pending) {
       this.adoptHeld(member, connection);
-      const handle = new Handle(connection, member);
-      member.handles = slotAdd(member.handles, handle);
-      rooms.set(name, handle);
+      member.connections = slotAdd(member.connections, connection);
+      rooms.set(name, member);
       this.delivery?.enter(connection, name);
     }
     if (parsed) {
       member.meta = parsed.value;
-      member.metaJson = parsed.json;
     }
     member.view = undefined;
     const count = room.members.size;
@@ -438,10 +436,10 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
 
   /** A connection of the same device back within its grace takes the closed one's place: no leave, no join. */
   private adoptHeld(member: Member, connection: C): void {
-    const handle = slotItems(member.handles).find((candidate) => !candidate.live && candidate.connection.sessionId === connection.sessionId);
-    if (!handle) return;
-    member.handles = slotRemove(member.handles, handle);
-    const old = handle.connection as C;
+    const held = slotItems(member.connections).find((candidate) => !this.isLive(candidate) && candidate.sessionId === connection.sessionId);
+    if (!held) return;
+    member.connections = slotRemove(member.connections, held);
+    const old = held as C;
     const oldRooms = this.connections.get(old);
     if (!oldRooms) return;
     oldRooms.delete(member.room.name);
@@ -458,9 +456,9 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const entry = rooms?.get(name);
     if (!rooms || !entry) return;
     rooms.delete(name);
-    if (entry instanceof Handle) {
-      if (entry.live) this.delivery?.exit(connection, name);
-      this.removeHandle(entry);
+    if (entry instanceof Member) {
+      if (!rooms.closed) this.delivery?.exit(connection, name);
+      this.removeConnection(entry, connection);
     }
     this.dropConnectionIfIdle(connection, rooms);
   }
@@ -469,13 +467,13 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   update(connection: C, roomName: string, meta: unknown): void {
     const name = checkRoomName(roomName);
     const parsed = parseMeta(meta);
-    const entry = this.connections.get(connection)?.get(name);
-    if (!(entry instanceof Handle) || !entry.live) throw new RoomError('BAD_REQUEST', `this connection is not in room ${JSON.stringify(name)}; join it first`);
-    const member = entry.member;
+    const rooms = this.connections.get(connection);
+    const member = rooms?.get(name);
+    if (!(member instanceof Member) || rooms!.closed)
+      throw new RoomError('BAD_REQUEST', `this connection is not in room ${JSON.stringify(name)}; join it first`);
     if (member.metaJson === parsed.json) return;
     this.touch(member.room, member.user.userId, member);
     member.meta = parsed.value;
-    member.metaJson = parsed.json;
     member.view = undefined;
   }
 
@@ -492,8 +490,9 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       if (entry instanceof Pending) rooms.delete(name);
       else if (holdMs <= 0) {
         rooms.delete(name);
-        this.removeHandle(entry);
-      } else entry.live = false;
+        this.removeConnection(entry, connection);
+      }
+      // Otherwise held: `rooms.closed` marks the membership as waiting for the connection's return.
     }
     if (rooms.size === 0 || holdMs <= 0) {
       this.connections.delete(connection);
@@ -508,7 +507,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const rooms = this.connections.get(connection);
     if (!rooms) return;
     this.connections.delete(connection);
-    for (const [, entry] of rooms.entries()) if (entry instanceof Handle) this.removeHandle(entry);
+    for (const [, entry] of rooms.entries()) if (entry instanceof Member) this.removeConnection(entry, connection);
   }
 
   /** The engine ended the device (kick, logout, PushOnline): memberships held for its return leave now. */
@@ -516,16 +515,16 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const user = this.users.get(userId);
     if (!user) return;
     for (const member of slotItems(user.members)) {
-      for (const handle of slotItems(member.handles)) {
-        if (handle.live || handle.connection.instanceId !== instanceId) continue;
-        const connection = handle.connection as C;
+      for (const held of slotItems(member.connections)) {
+        if (this.isLive(held) || held.instanceId !== instanceId) continue;
+        const connection = held as C;
         const rooms = this.connections.get(connection);
         rooms?.delete(member.room.name);
         if (rooms && rooms.size === 0) {
           if (rooms.holdTimer !== undefined) this.options.clock.clearTimeout(rooms.holdTimer);
           this.connections.delete(connection);
         }
-        this.removeHandle(handle);
+        this.removeConnection(member, connection);
       }
     }
   }
@@ -575,7 +574,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   /** The connections (live or held) of the user in the room, local and otherwise. */
   connectionsIn(roomName: string, userId: string): C[] {
     const member = this.rooms.get(roomName)?.members.get(userId);
-    return member ? slotItems(member.handles).map((handle) => handle.connection as C) : [];
+    return member ? (slotItems(member.connections) as C[]) : [];
   }
 
   /** The user ids of the room's members. */
@@ -626,16 +625,19 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     if (rooms.size === 0 && rooms.holdTimer === undefined && this.connections.get(connection) === rooms) this.connections.delete(connection);
   }
 
-  private removeHandle(handle: Handle): void {
-    const member = handle.member;
-    if (!slotHas(member.handles, handle)) return;
+  /** Whether the connection is open (not closed and held for its grace). */
+  private isLive(connection: RoomConnection): boolean {
+    return this.connections.get(connection as C)?.closed === false;
+  }
+
+  private removeConnection(member: Member, connection: RoomConnection): void {
+    if (!slotHas(member.connections, connection)) return;
     const room = member.room;
     this.touch(room, member.user.userId, member);
-    member.handles = slotRemove(member.handles, handle);
+    member.connections = slotRemove(member.connections, connection);
     member.view = undefined;
-    if (member.handles !== undefined) return;
+    if (member.connections !== undefined) return;
     room.members.delete(member.user.userId);
-    member.removed = true;
     room.removedInOrder++;
     if (room.removedInOrder > 32 && room.removedInOrder * 2 > room.order.length) {
       room.order = room.order.filter((kept) => !kept.removed);
@@ -662,16 +664,15 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   private view(member: Member): RoomMember {
     if (member.view) return member.view;
     let devices: RoomDevice[];
-    const handles = member.handles;
-    if (handles === undefined) devices = [];
-    else if (!Array.isArray(handles)) {
+    const connections = member.connections;
+    if (connections === undefined) devices = [];
+    else if (!Array.isArray(connections)) {
       // The common case as a literal: exactly one slot.
-      const { instanceId, platform } = handles.connection;
+      const { instanceId, platform } = connections;
       devices = [{ platform, instanceId }];
     } else {
       devices = [];
-      for (const handle of handles) {
-        const { instanceId, platform } = handle.connection;
+      for (const { instanceId, platform } of connections) {
         if (!devices.some((device) => device.instanceId === instanceId)) devices.push({ platform, instanceId });
       }
     }
@@ -733,8 +734,8 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       const except: C[] = [];
       const personal: [C, RoomMessage][] = [];
       for (const [connection, newcomer] of batch.newcomers as Map<C, Newcomer>) {
-        const entry = this.connections.get(connection)?.get(room.name);
-        if (!(entry instanceof Handle) || !entry.live) continue;
+        const rooms = this.connections.get(connection);
+        if (!rooms || rooms.closed || !(rooms.get(room.name) instanceof Member)) continue;
         except.push(connection);
         if (!listed) {
           if (newcomer.listed || newcomer.count !== count) personal.push([connection, countOnly]);
