@@ -224,12 +224,12 @@ export class SharedRooms<C extends RoomConnection> {
   private async reload(room: string, mirror: Mirror): Promise<void> {
     if (mirror.dropped || this.closed) return;
     const state = await this.backend.state(room);
-    const present = new Set<string>();
-    for (const user of state.users) {
-      present.add(user.userId);
-      await this.applyUser(room, mirror, user.userId, user.owners, user.meta);
-    }
-    for (const userId of [...mirror.remotes.keys()]) if (!present.has(userId)) await this.applyUser(room, mirror, userId, null, 'null');
+    const present = new Set(state.users.map((user) => user.userId));
+    // Users side by side: each remote member's join looks its status up in the store, and a big room's lookups then share round trips.
+    await Promise.all([
+      ...state.users.map((user) => this.applyUser(room, mirror, user.userId, user.owners, user.meta)),
+      ...[...mirror.remotes.keys()].filter((userId) => !present.has(userId)).map((userId) => this.applyUser(room, mirror, userId, null, 'null')),
+    ]);
     mirror.version = state.version;
     const queued = mirror.queue;
     mirror.queue = [];
