@@ -246,4 +246,21 @@ describe('Redis mode: rooms across three mounts', function () {
     await waitFor(() => view.userIds.join() === 'bob,watcher' && view.count === 2, 'the watcher holding bob again', 10_000);
     expect(view.members.get('bob')!.meta).to.equal('by the door');
   });
+  it('a process lists (for its reaper) only the rooms it has members in', async () => {
+    const [a] = mounts as [Harness, Harness, Harness];
+    const list = `${prefix}{o:${a.presence.engine.owner}}:rooms`;
+    const alice = await a.connect(auth('alice', 'Web'));
+    const bob = await a.connect(auth('bob', 'Web'));
+    await join(alice, 'one');
+    await join(bob, 'one');
+    await join(alice, 'two');
+    expect((await client.smembers(list)).sort()).to.deep.equal(['one', 'two']);
+    await emit(alice, 'presence:leave', { room: 'one' });
+    await emit(alice, 'presence:leave', { room: 'two' });
+    await waitFor(async () => (await client.smembers(list)).join() === 'one', 'only room one listed');
+    await emit(bob, 'presence:leave', { room: 'one' });
+    await waitFor(async () => (await client.smembers(list)).length === 0, 'nothing listed');
+    await join(bob, 'one');
+    expect(await client.smembers(list)).to.deep.equal(['one']);
+  });
 });

@@ -177,6 +177,8 @@ export class RedisRooms implements SharedRoomsBackend {
   private closed = false;
   /** Rooms this process has parts in, as written to its list. */
   private readonly listed = new Set<string>();
+  /** The list change of each room in flight. */
+  private readonly listing = new Map<string, Promise<void>>();
 
   constructor(private readonly options: RedisRoomsOptions) {
     this.channel = `${options.prefix}rooms`;
@@ -244,9 +246,9 @@ export class RedisRooms implements SharedRoomsBackend {
     const client = this.options.client;
     // Listed before the part is written: a process dying in between leaves a listed room with no part (harmless), never a part nobody reaps.
     if (devices.length > 0 && !this.listed.has(room)) {
-      await client.sadd(this.ownerKey(this.owner, 'rooms'), room);
       this.listed.add(room);
-    }
+      await this.inTurn(room, () => client.sadd(this.ownerKey(this.owner, 'rooms'), room));
+    } else await this.listing.get(room);
     await client.eval(
       SET_PART,
       5,
@@ -276,6 +278,25 @@ export class RedisRooms implements SharedRoomsBackend {
     const [order, , parts, meta] = this.roomKeys(room) as [string, string, string, string];
     const flat = (await this.options.client.eval(ROOM_PAGE, 3, order, parts, meta, after, limit)) as unknown[];
     return { count: Number(flat[0]), more: Number(flat[1]) === 1, users: usersOf(flat, 2) };
+  }
+
+  unlist(room: string): void {
+    if (!this.listed.delete(room)) return;
+    void this.inTurn(room, () => this.options.client.srem(this.ownerKey(this.owner, 'rooms'), room)).catch(() => {
+      // Left listed: the reaper then finds no part of this process there, which is harmless.
+    });
+  }
+
+  /** Adds and removals of one room in this process's list, in the order asked. */
+  private inTurn(room: string, change: () => Promise<unknown>): Promise<void> {
+    const done = (this.listing.get(room) ?? Promise.resolve()).then(change, change).then(() => undefined);
+    this.listing.set(room, done);
+    void done
+      .finally(() => {
+        if (this.listing.get(room) === done) this.listing.delete(room);
+      })
+      .catch(() => undefined);
+    return done;
   }
 
   status(userId: string): void {

@@ -67,6 +67,8 @@ export interface SharedRoomsBackend {
   page(room: string, limit: number, after: number): Promise<{ users: SharedRoomUser[]; count: number; more: boolean }>;
   /** Tells the others a user's status or custom status changed. */
   status(userId: string): void;
+  /** This process has no part in the room any more (and none being written): it leaves the list its reaper reads. */
+  unlist(room: string): void;
   /** Stops; this process's parts stay for `holdMs` (a graceful handover), then the others remove them. */
   close(holdMs: number): Promise<void>;
 }
@@ -124,6 +126,8 @@ export class SharedRooms<C extends RoomConnection> {
   /** What this process last wrote of each `room\0userId`, and the write in flight. */
   private readonly written = new Map<string, string>();
   private readonly writes = new Map<string, Promise<void>>();
+  /** Writes in flight by room: a room leaves this process's list only with none. */
+  private readonly inFlight = new Map<string, number>();
   private readonly dirty = new Set<string>();
   private flushScheduled = false;
   private announcing: Promise<void> = Promise.resolve();
@@ -341,6 +345,7 @@ export class SharedRooms<C extends RoomConnection> {
     else this.written.set(key, signature);
     if (meta !== undefined && mirror) mirror.metas.set(userId, meta);
     const previous = this.writes.get(key) ?? Promise.resolve();
+    this.inFlight.set(room, (this.inFlight.get(room) ?? 0) + 1);
     const write = previous
       .then(() => this.backend.set(room, userId, devices, meta))
       .catch((error: unknown) => {
@@ -352,6 +357,10 @@ export class SharedRooms<C extends RoomConnection> {
       })
       .finally(() => {
         if (this.writes.get(key) === write) this.writes.delete(key);
+        const left = (this.inFlight.get(room) ?? 1) - 1;
+        if (left > 0) this.inFlight.set(room, left);
+        else this.inFlight.delete(room);
+        if (left <= 0 && devices.length === 0 && !this.closed && !this.hasLocal(room) && !(this.mirrors.get(room)?.joining ?? 0)) this.backend.unlist(room);
       });
     this.writes.set(key, write);
     if (devices.length === 0 && mirror) this.dropIfUnused(room, mirror);
