@@ -18,10 +18,10 @@ interface Node {
   logs: string[];
 }
 
-function startNode(prefix: string, handoverGrace = 0): Promise<Node> {
+function startNode(prefix: string, handoverGrace = 0, reconnectGrace = 0): Promise<Node> {
   const child = fork(
     new URL('./fixtures/rooms-node.ts', import.meta.url),
-    [JSON.stringify({ redisUrl: REDIS_URL, prefix, leaseTtl: LEASE_TTL, sweepInterval: SWEEP_INTERVAL, handoverGrace })],
+    [JSON.stringify({ redisUrl: REDIS_URL, prefix, leaseTtl: LEASE_TTL, sweepInterval: SWEEP_INTERVAL, handoverGrace, reconnectGrace })],
     {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -227,6 +227,45 @@ describe('Redis mode: rooms over three processes', function () {
     ).to.deep.equal([]);
     expect(view.members.get('mover')).to.deep.include({ meta: { seat: 7 }, devices: [{ platform: 'Web', instanceId: mover.session.instanceId }] });
     expect(await countsEverywhere('handover')).to.deep.equal(Array(6).fill(2));
+    nodes = [a, c];
+  });
+  it('with a reconnect grace, a SIGKILLed process’s member resumed elsewhere within lease + grace and rejoined causes no leave', async () => {
+    const GRACE = 2500;
+    await Promise.all(nodes.map(stopNode));
+    nodes = await Promise.all([startNode(prefix, 0, GRACE), startNode(prefix, 0, GRACE), startNode(prefix, 0, GRACE)]);
+    const [a, b, c] = nodes as [Node, Node, Node];
+    const watcher = await connect(a, 'watcher');
+    const { view } = await join(watcher, 'grace');
+    const mover = await connect(b, 'mover');
+    await join(mover, 'grace', { seat: 9 });
+    await waitFor(() => view.members.has('mover'), 'the watcher hears the mover', 5000);
+    const before = view.messages.length;
+    b.child.kill('SIGKILL');
+    // Past the lease bound (where without a grace the member would have left), within the grace.
+    await new Promise((resolve) => setTimeout(resolve, LEASE_TTL + SWEEP_INTERVAL + 500));
+    expect(view.members.has('mover'), 'still a member within the grace').to.equal(true);
+    const resumed = await device(
+      ioc(c.url, {
+        forceNew: true,
+        transports: ['websocket'],
+        reconnection: false,
+        auth: auth('mover', 'Web', { instanceId: mover.session.instanceId, sessionId: mover.session.sessionId }),
+      }) as TestSocket,
+    );
+    sockets.push(resumed.socket);
+    await join(resumed, 'grace');
+    await new Promise((resolve) => setTimeout(resolve, GRACE + SWEEP_INTERVAL + 500));
+    const after = view.messages.slice(before);
+    expect(
+      after.flatMap((message) => message.left),
+      'no leave',
+    ).to.deep.equal([]);
+    expect(
+      after.flatMap((message) => message.joined),
+      'no join',
+    ).to.deep.equal([]);
+    expect(view.members.get('mover')).to.deep.include({ meta: { seat: 9 } });
+    expect(await countsEverywhere('grace')).to.deep.equal(Array(6).fill(2));
     nodes = [a, c];
   });
 });

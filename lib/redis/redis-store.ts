@@ -275,6 +275,7 @@ export class RedisStore implements PresenceStore {
       prefix: this.prefix,
       leaseTtl: this.leaseTtl,
       sweepInterval: this.sweepInterval,
+      reapDelay: Math.max(...Object.values(context.reconnectGrace)),
       clock: context.clock,
       logger: context.logger,
     });

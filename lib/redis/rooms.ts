@@ -135,6 +135,8 @@ export interface RedisRoomsOptions {
   readonly prefix: string;
   readonly leaseTtl: number;
   readonly sweepInterval: number;
+  /** How long after a dead process's lease ran out its members stay (the longest reconnect grace): devices reconnecting elsewhere within it rejoin with no leave. */
+  readonly reapDelay: number;
   readonly clock: Clock;
   readonly logger: Logger;
 }
@@ -177,6 +179,8 @@ export class RedisRooms implements SharedRoomsBackend {
   private closed = false;
   /** Rooms this process has parts in, as written to its list. */
   private readonly listed = new Set<string>();
+  /** When this process first saw each dead process's lease gone (its members are reaped reapDelay later). */
+  private readonly goneSince = new Map<string, number>();
   /** The list change of each room in flight. */
   private readonly listing = new Map<string, Promise<void>>();
 
@@ -340,7 +344,14 @@ export class RedisRooms implements SharedRoomsBackend {
       const owners = await client.smembers(this.procsKey);
       for (const owner of owners) {
         if (owner === this.owner || this.closed) continue;
-        if ((await client.exists(this.ownerKey(owner, 'room-lease'))) === 1) continue;
+        if ((await client.exists(this.ownerKey(owner, 'room-lease'))) === 1) {
+          this.goneSince.delete(owner);
+          continue;
+        }
+        const now = this.options.clock.now();
+        const since = this.goneSince.get(owner) ?? now;
+        this.goneSince.set(owner, since);
+        if (now - since < this.options.reapDelay) continue;
         const listKey = this.ownerKey(owner, 'rooms');
         const rooms = await client.smembers(listKey);
         for (const room of rooms) {
@@ -349,6 +360,7 @@ export class RedisRooms implements SharedRoomsBackend {
         }
         // Gone only once every room is reaped: a sweep cut short is taken up by the next.
         await client.srem(this.procsKey, owner);
+        this.goneSince.delete(owner);
       }
     } catch (error) {
       this.options.logger.warn('express-presence: sweeping the rooms of dead processes failed; the next sweep retries', error);
