@@ -1,6 +1,5 @@
 // RedisStore: presence shared by many processes through Redis, with atomic scripts, leases and pub/sub.
 
-import { RedisRooms } from './rooms.js';
 import { createHash } from 'node:crypto';
 import createDebug from 'debug';
 import type { Redis } from 'ioredis';
@@ -23,6 +22,7 @@ import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_CUS
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import { isStoreUnavailable, StoreUnavailableError } from '../store/errors.js';
+import { RedisRooms } from './rooms.js';
 
 const debug = createDebug('express-presence:redis');
 
