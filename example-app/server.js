@@ -140,6 +140,10 @@ try {
     // DEMO ONLY: the router's admin routes (querystate, kick, stats) accept the demo token. A real
     // app puts its own admin check here: an API key, an mTLS identity, an internal network.
     authorize: (req) => req.headers.authorization === `Bearer ${DEMO_ADMIN_TOKEN}`,
+
+    // Lobby panel: who may join a room from the client. DEMO ONLY: everyone may join any room. A
+    // real app checks membership here (is this user in this chat, may they open this document).
+    canJoin: (_userId, _room) => true,
   });
 } catch (error) {
   // An option from the environment was wrong; the library's message names it and what it accepts.

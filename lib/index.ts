@@ -51,6 +51,16 @@ export type {
 export type { RouterOptions, PresenceRouter, PresenceErrorHandler, SourceHttpStatus } from './http/router.js';
 export { RoomError, type RoomErrorCode } from './rooms/registry.js';
 export type * from './rooms/types.js';
+/** For stores that share rooms across processes (`rooms: 'shared'`, `sharedRooms()`), as RedisStore does. */
+export type {
+  SharedRoomsBackend,
+  SharedRoomsListener,
+  SharedRoomMessage,
+  SharedRoomState,
+  SharedRoomUser,
+  SharedDevice,
+  SharedOwners,
+} from './rooms/shared.js';
 export type { JoinRequest, RoomUpdateRequest, RoomClientToServerEvents } from './socket/protocol.js';
 export type { RoomPageResponse, RoomsQueryResponse, OnlineMemberNumResponse } from './http/room-routes.js';
 export type { QueryStateResponse, QueryStateResult, QueryStateDetail, SourceKickResponse } from './http/source-routes.js';

@@ -161,12 +161,16 @@ export class Presence implements HttpService, SocketService {
     const room = checkRoomName(name);
     if (!roomsSupported(this.engine)) throw new Error(roomsUnsupportedMessage(this.engine));
     const rooms = this.rooms;
+    // Shared across processes (Redis mode): the store answers, the same on every process.
+    const shared = rooms.shared;
     return {
-      count: () => Promise.resolve(rooms.count(room)),
+      count: () => (shared ? shared.count(room) : Promise.resolve(rooms.count(room))),
       members: (options = {}) => {
         try {
           if (typeof options !== 'object' || options === null) throw new TypeError('members() takes { limit?, cursor? }');
-          return Promise.resolve(rooms.page(room, checkPageLimit(options.limit), parseCursor(options.cursor)));
+          const limit = checkPageLimit(options.limit);
+          const after = parseCursor(options.cursor);
+          return shared ? shared.page(room, limit, after) : Promise.resolve(rooms.page(room, limit, after));
         } catch (error) {
           return Promise.reject(error);
         }
@@ -202,6 +206,7 @@ export class Presence implements HttpService, SocketService {
    * before it resolves is delivered or handed to `callback-failed`.
    */
   async close(): Promise<void> {
+    await this.rooms.shared?.close();
     this.rooms.close();
     await this.engine.close();
     await this.callbacks?.close();

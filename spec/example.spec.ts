@@ -138,6 +138,16 @@ async function addDevice(page: Page, user: string, platform: string, server = ''
   await page.waitForSelector(`.device[data-user="${user}"][data-platform="${platform}"][data-phase="online"]`);
 }
 
+/** Joins a demo device (by its `user/Platform` label) to the Lobby's room with meta as typed. */
+async function lobbyJoin(page: Page, label: string, meta: string): Promise<void> {
+  // The options' values are per-device keys; the label is in data-label.
+  const value = await page.$eval(`#lobby-device option[data-label="${label}"]`, (option) => option.getAttribute('value'));
+  expect(value, `the Lobby offers ${label}`).to.be.a('string');
+  await page.selectOption('#lobby-device', value as string);
+  await page.fill('#lobby-meta', meta);
+  await page.click('#lobby-join');
+}
+
 /** The devices the board shows for a user, as `Platform:status` in order. */
 function boardDevices(page: Page, user: string): Promise<string[]> {
   return page.$$eval(`tr[data-user="${user}"] .chip`, (chips) => chips.map((chip) => `${chip.getAttribute('data-platform')}:${chip.classList[1]}`));
@@ -447,6 +457,51 @@ describe('example app', function () {
       ]);
     });
 
+    it('Lobby: devices join a room and every member, status, meta and the count show live', async function () {
+      const join = (label: string, meta: string): Promise<void> => lobbyJoin(page, label, meta);
+      const members = (): Promise<string[]> =>
+        page.$$eval('#lobby-members .lobby-member', (items) =>
+          items.map((item) => `${item.getAttribute('data-user')}:${item.getAttribute('data-status')}:${item.getAttribute('data-meta')}`),
+        );
+
+      await join('alice/Web', '{"seat": 1}');
+      await page.waitForSelector('#lobby[data-count="1"]');
+      expect(await members()).to.deep.equal(['alice:Online:{"seat":1}']);
+
+      // carol joins from another device: alice's room object (the panel's view) hears it as a diff.
+      await join('carol/Mac', 'by the window');
+      await page.waitForSelector('#lobby[data-count="2"]');
+      expect(await members()).to.deep.equal(['alice:Online:{"seat":1}', 'carol:Online:"by the window"']);
+      expect(await page.textContent('#lobby-seen-by')).to.include('alice/Web');
+      expect(await page.textContent('#lobby-members .lobby-member[data-user="carol"] .custom')).to.equal('In a meeting');
+
+      // New meta for a member already in: an update, never a leave and a join.
+      await join('carol/Mac', '{"seat": 2}');
+      await page.waitForSelector('#lobby-members .lobby-member[data-user="carol"][data-meta=\'{"seat":2}\']');
+      // A custom status set on the device shows in the room too.
+      await page.fill('.device[data-user="carol"] .status-input', 'Lunch');
+      await page.click('.device[data-user="carol"] .status-form button');
+      await page.locator('#lobby-members .lobby-member[data-user="carol"] .custom', { hasText: 'Lunch' }).waitFor();
+      expect(await page.textContent('#activity'))
+        .to.include('lobby: carol joined lobby')
+        .and.not.include('lobby: carol left');
+
+      // A device logged out (removed) leaves the room; the count follows.
+      await addDevice(page, 'dave', 'Android');
+      await join('dave/Android', '');
+      await page.waitForSelector('#lobby[data-count="3"]');
+      expect(await page.getAttribute('#lobby-members .lobby-member[data-user="dave"]', 'data-meta')).to.equal('null');
+      await page.click('.device[data-user="dave"] .remove');
+      await page.waitForSelector('#lobby[data-count="2"]');
+      await page.waitForSelector('#lobby-members .lobby-member[data-user="dave"]', { state: 'detached' });
+
+      // carol leaves with her chip's button.
+      await page.click('#lobby-joined .chip[data-label="carol/Mac"] button');
+      await page.waitForSelector('#lobby[data-count="1"]');
+      expect(await members()).to.deep.equal(['alice:Online:{"seat":1}']);
+      expect(await page.textContent('#activity')).to.include('lobby: carol left lobby');
+    });
+
     it('takes a screenshot for README.md', async function () {
       // The committed docs/screenshot.png is rewritten only on request (UPDATE_SCREENSHOT=1) or when
       // missing, so an ordinary test run leaves the work tree clean.
@@ -510,6 +565,25 @@ describe('example app', function () {
       await page.waitForSelector('tr[data-user="alice"] .chip[data-platform="Android"]', { state: 'detached' });
       await page.waitForSelector('tr[data-user="alice"] .chip[data-platform="Web"]');
       expect(await boardDevices(page, 'alice')).to.deep.equal(['Web:online']);
+    });
+    it('Lobby: members on two processes are in one room, with one count', async function () {
+      const [first, second] = (cluster as { urls: string[] }).urls.sort();
+      const page = (browser as { context: BrowserContext }).context.pages()[0] as Page;
+      await addDevice(page, 'bob', 'Mac');
+      await lobbyJoin(page, 'bob/Mac', '{"seat": 1}');
+      await page.waitForSelector('#lobby[data-count="1"]');
+      // alice's Web device talks to the other process: bob's room (the panel's view) hears her join from there.
+      await lobbyJoin(page, 'alice/Web', '"by the window"');
+      await page.waitForSelector('#lobby[data-count="2"]');
+      expect(await page.textContent('#lobby-seen-by')).to.include('bob/Mac');
+      expect(await page.getAttribute('#lobby-members .lobby-member[data-user="alice"]', 'data-meta')).to.equal('"by the window"');
+      // Both processes' routers count the same.
+      for (const base of [first, second]) {
+        const answer = (await (await fetch(new URL('presence/rooms/lobby', base), { headers: ADMIN })).json()) as { count: number };
+        expect(answer.count, base).to.equal(2);
+      }
+      await page.click('#lobby-joined .chip[data-label="alice/Web"] button');
+      await page.waitForSelector('#lobby[data-count="1"]');
     });
   });
 });

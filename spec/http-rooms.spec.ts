@@ -150,7 +150,7 @@ describe('http: rooms', () => {
 
   it('on a store without rooms every room route refuses 501, saying rooms are not yet supported', async () => {
     const memory = new MemoryStore();
-    // Everything a store needs, and no `rooms` capability (as RedisStore today).
+    // Everything a store needs, and no `rooms` capability (a store of its own that shares no rooms).
     const shared: PresenceStore = {
       init: (context) => memory.init(context),
       login: (req) => memory.login(req),

@@ -5,6 +5,7 @@
 // (see index.html); with a bundler the same two lines work unchanged.
 import { createPresenceClient } from 'express-presence/client';
 import { NetworkLink } from './network.js';
+import { mountLobby } from './lobby.js';
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -463,6 +464,7 @@ class SimulatedDevice {
     this.link.restore();
     this.card.remove();
     devices.delete(this);
+    lobby.devicesChanged();
     renderEmptyState();
     scheduleRefresh(300);
   }
@@ -526,6 +528,8 @@ class SimulatedDevice {
 }
 
 const devices = new Set();
+/** The Lobby panel (lobby.js): rooms joined by these devices. */
+const lobby = mountLobby({ devices, log });
 
 function renderEmptyState() {
   $('#devices-empty').hidden = devices.size > 0;
@@ -535,6 +539,7 @@ function addDevice(user, platform, server) {
   const device = new SimulatedDevice({ user, platform, server });
   devices.add(device);
   $('#devices').append(device.card);
+  lobby.devicesChanged();
   renderEmptyState();
   device.render();
   watchUser(user);

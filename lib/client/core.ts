@@ -326,16 +326,19 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> implement
    * Joining a room already joined sets its meta and answers the same object.
    */
   async join(room: string, meta?: JsonValue): Promise<PresenceRoom> {
-    const answer = (await this.request('presence:join', meta === undefined ? { room } : { room, meta })) as unknown as RoomSnapshot;
-    let joined = this.rooms.get(room);
-    if (joined && !joined.left) {
-      if (meta !== undefined) joined.meta = meta;
-    } else {
-      joined = new PresenceRoom(room, meta, this);
-      this.rooms.set(room, joined);
-    }
-    joined.reset(answer, true);
-    return joined;
+    let joined: PresenceRoom | undefined;
+    // The room takes its answer as the answer arrives, not a tick later: a presence:room read right behind it applies to it.
+    await this.request('presence:join', meta === undefined ? { room } : { room, meta }, (answer) => {
+      joined = this.rooms.get(room);
+      if (joined && !joined.left) {
+        if (meta !== undefined) joined.meta = meta;
+      } else {
+        joined = new PresenceRoom(room, meta, this);
+        this.rooms.set(room, joined);
+      }
+      joined.reset(answer as unknown as RoomSnapshot, true);
+    });
+    return joined as PresenceRoom;
   }
 
   /** Part of PresenceRoom's `leave()`. */
@@ -497,10 +500,10 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> implement
   private rejoinAll(): void {
     for (const room of this.rooms.values()) {
       const payload = room.meta === undefined ? { room: room.name } : { room: room.name, meta: room.meta };
-      this.request('presence:join', payload).then(
-        (answer) => {
-          if (!room.left) room.reset(answer as unknown as RoomSnapshot, false);
-        },
+      this.request('presence:join', payload, (answer) => {
+        if (!room.left) room.reset(answer as unknown as RoomSnapshot, false);
+      }).then(
+        () => undefined,
         (error: unknown) => {
           if (error instanceof PresenceClientError) this.emit('error', error);
         },
@@ -524,14 +527,18 @@ export class PresenceClient extends TypedEmitter<PresenceClientEvents> implement
     this.socket.emit(event);
   }
 
-  private request(event: RequestEvent, payload?: object): Promise<Answered> {
+  /** `onOk` runs in the acknowledgement itself, before any later message of the socket is handled. */
+  private request(event: RequestEvent, payload?: object, onOk?: (answer: Answered) => void): Promise<Answered> {
     if (this.stopped && event !== 'presence:logout')
       return Promise.reject(new PresenceClientError('CLOSED', 'the presence client is stopped; call connect() first'));
     return new Promise((resolve, reject) => {
       const onAnswer = (error: Error | null, answer: unknown): void => {
         if (error) return reject(new PresenceClientError('TIMEOUT', `${event} got no answer within ${this.requestTimeout} ms`));
         const result = answer as { ok?: unknown; code?: unknown; message?: unknown } | undefined;
-        if (result?.ok === true) return resolve(result as Answered);
+        if (result?.ok === true) {
+          onOk?.(result as Answered);
+          return resolve(result as Answered);
+        }
         reject(new PresenceClientError(errorCode(result) ?? 'SERVER_ERROR', typeof result?.message === 'string' ? result.message : `${event} failed`));
       };
       const emitter = this.socket.timeout(this.requestTimeout) as unknown as LooseEmitter;

@@ -5,6 +5,7 @@ import type { PolicyLimits } from './policy.js';
 import type { Platform, PlatformClass } from './platforms.js';
 import type { ChangeAction, ChangeReason, EndNotice, InstanceRef, InstanceStatus, PresenceStats, UserStatus } from './types.js';
 import type { Logger } from './types.js';
+import type { SharedRoomsBackend } from './shared-rooms.js';
 import type { Availability } from './availability.js';
 
 export type MaybePromise<T> = T | Promise<T>;
@@ -172,10 +173,16 @@ export interface KickFilter {
 export interface PresenceStore {
   /**
    * How this store supports rooms: `'in-process'` when every connection it knows is in this
-   * process (the MemoryStore), so rooms kept by the mount are exact. A store without it refuses
+   * process (the MemoryStore), so rooms kept by the mount are exact; `'shared'` when it shares
+   * them with the other processes through `sharedRooms()` (RedisStore). A store without it refuses
    * room joins and `presence.room()` rather than answer for one process as if for all.
    */
-  readonly rooms?: 'in-process';
+  readonly rooms?: 'in-process' | 'shared';
+  /**
+   * With `rooms: 'shared'`: the binding that shares rooms with the other processes (called once
+   * by createPresence). See SharedRoomsBackend in lib/core/shared-rooms.ts.
+   */
+  sharedRooms?(): SharedRoomsBackend;
   /** Called once by createPresence. */
   init?(context: StoreContext): void;
   login(request: StoreLoginRequest): MaybePromise<StoreLoginResult>;

@@ -27,6 +27,7 @@ import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_AVA
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import { isStoreUnavailable, StoreUnavailableError } from '../core/errors.js';
+import { RedisRooms } from './rooms.js';
 
 const debug = createDebug('express-presence:redis');
 
@@ -312,6 +313,24 @@ export class RedisStore implements PresenceStore {
       this.sources.set(name as ScriptName, source);
       this.shas.set(name as ScriptName, createHash('sha1').update(source).digest('hex'));
     }
+  }
+
+  /** Rooms are shared with the other processes through Redis (lib/redis/rooms.ts). */
+  readonly rooms = 'shared';
+
+  /** The rooms binding, over this store's client, prefix and lease timings (called once by createPresence). */
+  sharedRooms(): RedisRooms {
+    const context = this.context;
+    if (!context) throw new Error('RedisStore.sharedRooms() needs init() first');
+    return new RedisRooms({
+      client: this.client,
+      prefix: this.prefix,
+      leaseTtl: this.leaseTtl,
+      sweepInterval: this.sweepInterval,
+      reapDelay: Math.max(...Object.values(context.reconnectGrace)),
+      clock: context.clock,
+      logger: context.logger,
+    });
   }
 
   init(context: StoreContext): void {

@@ -2,8 +2,18 @@
 
 import type { PresenceEngine } from '../engine/engine.js';
 import { RoomRegistry, type RoomConnection } from './registry.js';
+import { SharedRooms } from './shared.js';
 
 export { RoomRegistry, RoomError, type RoomConnection, type RoomDelivery, type RoomErrorCode } from './registry.js';
+export {
+  RemoteConnection,
+  type SharedRoomsBackend,
+  type SharedRoomMessage,
+  type SharedRoomState,
+  type SharedRoomUser,
+  type SharedDevice,
+  type SharedOwners,
+} from './shared.js';
 export * from './types.js';
 export * from './validate.js';
 
@@ -13,7 +23,8 @@ export * from './validate.js';
  * rather than answer for one process as if it were all of them.
  */
 export function roomsSupported(engine: PresenceEngine): boolean {
-  return engine.config.store.rooms === 'in-process';
+  const rooms = engine.config.store.rooms;
+  return rooms === 'in-process' || (rooms === 'shared' && typeof engine.config.store.sharedRooms === 'function');
 }
 
 /** The message every refusal of rooms on a store without them carries. */
@@ -54,5 +65,7 @@ export function createRooms<C extends RoomConnection>(engine: PresenceEngine, se
   );
   // A store without state answers (a custom status only) still updates the members.
   engine.on('custom-status', (change) => rooms.userChanged(change.userId, { status: change.userStatus, customStatus: change.customStatus }));
+  const store = config.store;
+  if (store.rooms === 'shared' && typeof store.sharedRooms === 'function') rooms.shared = new SharedRooms(engine, rooms, store.sharedRooms());
   return rooms;
 }

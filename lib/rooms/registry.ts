@@ -48,6 +48,30 @@ export interface RoomRegistryOptions {
   readonly logger: Logger;
 }
 
+/**
+ * What a layer sharing the rooms with other processes (lib/rooms/shared.ts) hooks into: it keeps
+ * this registry's rooms complete (members of other processes as connections of their own) and
+ * announces the backend events once in the cluster instead of each process.
+ */
+export interface RoomHooks {
+  /** Before a join of `connection` is entered (after canJoin): the room's members elsewhere are loaded. */
+  beforeJoin?(connection: RoomConnection, room: string, metaJson: string | undefined): MaybePromise<void>;
+  /** The join that called beforeJoin settled (entered or refused). */
+  afterJoin?(connection: RoomConnection, room: string): void;
+  /** A member of the room is about to change (called before the change). */
+  touched?(room: string, userId: string): void;
+  /** The backend events come from the hooks (true) rather than from this registry. */
+  readonly announcesEvents?: boolean;
+  close?(): void;
+}
+
+/** The backend's view of rooms shared across processes: the same answers on every process. */
+export interface SharedRoomsView {
+  count(room: string): Promise<number>;
+  page(room: string, limit: number, after: number): Promise<RoomPage>;
+  close(): Promise<void>;
+}
+
 export type RoomErrorCode = 'TOO_MANY_ROOMS' | 'FORBIDDEN' | 'NOT_LOGGED_IN' | 'BAD_REQUEST';
 
 /** A refusal with a code adapters pass on (`{ ok: false, code }` on sockets). Bad input is a TypeError instead. */
@@ -69,6 +93,39 @@ function shownToClients(member: RoomMember | null): RoomMember | null {
   return member === null || member.availability === 'invisible' ? null : member;
 }
 
+/**
+ * One item, several, or none: most users are in one room and most members have one connection, and
+ * an array of one costs 56 bytes (its object and its elements) where a field holding the item
+ * costs nothing more. Items are objects, never arrays, so the two cannot be confused.
+ */
+type Slot<T extends object> = T | T[] | undefined;
+
+function slotAdd<T extends object>(slot: Slot<T>, item: T): Slot<T> {
+  if (slot === undefined) return item;
+  if (Array.isArray(slot)) {
+    slot.push(item);
+    return slot;
+  }
+  return [slot, item];
+}
+
+function slotRemove<T extends object>(slot: Slot<T>, item: T): Slot<T> {
+  if (slot === item) return undefined;
+  if (!Array.isArray(slot)) return slot;
+  const at = slot.indexOf(item);
+  if (at >= 0) slot.splice(at, 1);
+  return slot.length === 0 ? undefined : slot.length === 1 ? slot[0] : slot;
+}
+
+function slotHas<T extends object>(slot: Slot<T>, item: T): boolean {
+  return slot === item || (Array.isArray(slot) && slot.includes(item));
+}
+
+/** A copy to iterate over while the slot may change. */
+function slotItems<T extends object>(slot: Slot<T>): T[] {
+  return slot === undefined ? [] : Array.isArray(slot) ? [...slot] : [slot];
+}
+
 /** A user who is in (or joining) at least one room: what all their memberships share. */
 class UserRecord {
   status: UserStatus = 'Online';
@@ -78,18 +135,28 @@ class UserRecord {
   known = false;
   /** Joins waiting (for canJoin or the store): the record must outlive them. */
   joining = 0;
-  /** Its memberships, one per room: an array, as a user is in few rooms and a Set costs far more per user. */
-  members: Member[] = [];
+  /** Its memberships, one per room. */
+  members: Slot<Member> = undefined;
   constructor(readonly userId: string) {}
 }
 
 /** One user in one room. */
 class Member {
   meta: JsonValue = null;
-  metaJson = 'null';
-  /** The user's connections in the room (live, or closed and held for the reconnect grace); starts as a one-slot literal, as most members have one. */
-  handles: Handle[] = [];
-  removed = false;
+  /**
+   * The user's connections in the room: live, or closed and held for the reconnect grace (their
+   * ConnectionRooms says which). Held here directly, not as a per-connection object: that cost 48
+   * bytes a membership.
+   */
+  connections: Slot<RoomConnection> = undefined;
+  /** Out of the room (its last connection left); it stays in the room's order until swept. No field of its own: a member always has a connection while in. */
+  get removed(): boolean {
+    return this.connections === undefined;
+  }
+  /** Its meta as JSON, encoded when asked (rarely: an update's comparison, the shared store's writes), not kept beside it. */
+  get metaJson(): string {
+    return JSON.stringify(this.meta);
+  }
   /** The member as shown, built when first asked for and dropped at each change. */
   view: RoomMember | undefined = undefined;
   constructor(
@@ -97,16 +164,6 @@ class Member {
     readonly room: Room,
     /** Its place in the room's join order: pages run by it. */
     readonly seq: number,
-  ) {}
-}
-
-/** One connection's place in one room. */
-class Handle {
-  /** False once the connection closed and the membership is held for the reconnect grace. */
-  live = true;
-  constructor(
-    readonly connection: RoomConnection,
-    readonly member: Member,
   ) {}
 }
 
@@ -155,11 +212,55 @@ class Room {
   }
 }
 
-/** The rooms of one connection. */
+/**
+ * The rooms of one connection, by name. The first room is kept in two fields and a Map made only
+ * for a second: a Map of one entry costs about 180 bytes, and most connections are in one room.
+ */
 class ConnectionRooms {
-  readonly joined = new Map<string, Handle | Pending>();
+  private firstName: string | undefined = undefined;
+  private firstEntry: Member | Pending | undefined = undefined;
+  private more: Map<string, Member | Pending> | undefined = undefined;
   holdTimer: TimerHandle | undefined = undefined;
   closed = false;
+
+  get size(): number {
+    return (this.firstName === undefined ? 0 : 1) + (this.more?.size ?? 0);
+  }
+
+  get(name: string): Member | Pending | undefined {
+    return this.firstName === name ? this.firstEntry : this.more?.get(name);
+  }
+
+  set(name: string, entry: Member | Pending): void {
+    if (this.firstName === name || this.firstName === undefined) {
+      this.firstName = name;
+      this.firstEntry = entry;
+    } else (this.more ??= new Map()).set(name, entry);
+  }
+
+  delete(name: string): void {
+    if (this.firstName !== name) {
+      this.more?.delete(name);
+      return;
+    }
+    // The Map's oldest entry moves into the fields, so join order stays.
+    const next = this.more?.entries().next();
+    if (next && !next.done) {
+      [this.firstName, this.firstEntry] = next.value;
+      this.more!.delete(next.value[0]);
+    } else {
+      this.firstName = undefined;
+      this.firstEntry = undefined;
+    }
+    if (this.more?.size === 0) this.more = undefined;
+  }
+
+  /** A copy, in join order. */
+  entries(): [string, Member | Pending][] {
+    const all: [string, Member | Pending][] = this.firstName === undefined ? [] : [[this.firstName, this.firstEntry!]];
+    if (this.more) all.push(...this.more);
+    return all;
+  }
 }
 
 interface Diff {
@@ -199,6 +300,10 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   private readonly connections = new Map<C, ConnectionRooms>();
   private delivery: RoomDelivery<C> | undefined;
   private closed = false;
+  /** Set by a layer sharing rooms across processes. */
+  hooks: RoomHooks = {};
+  /** Set when rooms are shared across processes: counts and pages come from it. */
+  shared: SharedRoomsView | undefined = undefined;
 
   constructor(private readonly options: RoomRegistryOptions) {
     super();
@@ -230,7 +335,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
 
   /** Rooms the connection is in (or joining). */
   roomsOf(connection: C): number {
-    return this.connections.get(connection)?.joined.size ?? 0;
+    return this.connections.get(connection)?.size ?? 0;
   }
 
   /**
@@ -248,9 +353,9 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       this.connections.set(connection, rooms);
     }
     if (rooms.closed) throw new RoomError('NOT_LOGGED_IN', 'this connection is closed');
-    const existing = rooms.joined.get(name);
+    const existing = rooms.get(name);
     if (existing instanceof Pending) throw new RoomError('BAD_REQUEST', `a join of room ${JSON.stringify(name)} is already in progress on this connection`);
-    if (!existing && rooms.joined.size >= this.options.maxRoomsPerConnection) {
+    if (!existing && rooms.size >= this.options.maxRoomsPerConnection) {
       this.dropConnectionIfIdle(connection, rooms);
       throw new RoomError(
         'TOO_MANY_ROOMS',
@@ -258,11 +363,17 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       );
     }
     const placeholder = existing ?? new Pending();
-    if (!existing) rooms.joined.set(name, placeholder);
+    if (!existing) rooms.set(name, placeholder);
     const user = this.userRecord(connection.userId);
     user.joining++;
+    const hooks = this.hooks;
+    let hooked = false;
     try {
       if (gate) await gate();
+      if (hooks.beforeJoin) {
+        hooked = true;
+        await hooks.beforeJoin(connection, name, parsed?.json);
+      }
       if (!user.known) {
         const info = await this.options.lookup(connection.userId);
         // An event that came while the store answered is newer than the answer.
@@ -274,14 +385,16 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
         }
       }
     } catch (error) {
+      if (hooked) hooks.afterJoin?.(connection, name);
       user.joining--;
-      if (rooms.joined.get(name) === placeholder && placeholder instanceof Pending) rooms.joined.delete(name);
+      if (rooms.get(name) === placeholder && placeholder instanceof Pending) rooms.delete(name);
       this.dropUserIfIdle(user);
       this.dropConnectionIfIdle(connection, rooms);
       throw error;
     }
     user.joining--;
-    if (rooms.closed || this.closed || rooms.joined.get(name) !== placeholder) {
+    if (hooked) queueMicrotask(() => hooks.afterJoin?.(connection, name));
+    if (rooms.closed || this.closed || rooms.get(name) !== placeholder) {
       this.dropUserIfIdle(user);
       if (rooms.closed || this.closed) throw new RoomError('NOT_LOGGED_IN', 'the connection closed before the join completed');
       throw new RoomError('BAD_REQUEST', `room ${JSON.stringify(name)} was left before the join completed`);
@@ -295,7 +408,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     rooms: ConnectionRooms,
     name: string,
     user: UserRecord,
-    placeholder: Handle | Pending,
+    placeholder: Member | Pending,
     parsed: { value: JsonValue; json: string } | undefined,
   ): RoomSnapshot {
     let room = this.rooms.get(name);
@@ -311,41 +424,36 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       room.members.set(user.userId, member);
       if (user.availability === 'invisible') room.invisible++;
       room.order.push(member);
-      if (user.members.length === 0) user.members = [member];
-      else user.members.push(member);
+      user.members = slotAdd(user.members, member);
     }
     if (placeholder instanceof Pending) {
       this.adoptHeld(member, connection);
-      const handle = new Handle(connection, member);
-      // An array grown by push from empty reserves 17 slots; most members keep one connection.
-      if (member.handles.length === 0) member.handles = [handle];
-      else member.handles.push(handle);
-      rooms.joined.set(name, handle);
+      member.connections = slotAdd(member.connections, connection);
+      rooms.set(name, member);
       this.delivery?.enter(connection, name);
     }
     if (parsed) {
       member.meta = parsed.value;
-      member.metaJson = parsed.json;
     }
     member.view = undefined;
     const count = room.clientCount;
     const listed = count <= this.options.memberLimit;
     const batch = room.batch as Batch;
     batch.newcomers.set(connection, { index: batch.log.length, listed, count });
-    if (occupied) this.emitSafely('room-occupied', { room: name });
+    if (occupied && !this.hooks.announcesEvents) this.emitSafely('room-occupied', { room: name });
     return { room: name, count, members: listed ? this.list(room, shownToClients) : null };
   }
 
   /** A connection of the same device back within its grace takes the closed one's place: no leave, no join. */
   private adoptHeld(member: Member, connection: C): void {
-    const held = member.handles.findIndex((handle) => !handle.live && handle.connection.sessionId === connection.sessionId);
-    if (held < 0) return;
-    const [handle] = member.handles.splice(held, 1) as [Handle];
-    const old = handle.connection as C;
+    const held = slotItems(member.connections).find((candidate) => !this.isLive(candidate) && candidate.sessionId === connection.sessionId);
+    if (!held) return;
+    member.connections = slotRemove(member.connections, held);
+    const old = held as C;
     const oldRooms = this.connections.get(old);
     if (!oldRooms) return;
-    oldRooms.joined.delete(member.room.name);
-    if (oldRooms.joined.size === 0) {
+    oldRooms.delete(member.room.name);
+    if (oldRooms.size === 0) {
       if (oldRooms.holdTimer !== undefined) this.options.clock.clearTimeout(oldRooms.holdTimer);
       this.connections.delete(old);
     }
@@ -355,12 +463,12 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   leave(connection: C, roomName: string): void {
     const name = checkRoomName(roomName);
     const rooms = this.connections.get(connection);
-    const entry = rooms?.joined.get(name);
+    const entry = rooms?.get(name);
     if (!rooms || !entry) return;
-    rooms.joined.delete(name);
-    if (entry instanceof Handle) {
-      if (entry.live) this.delivery?.exit(connection, name);
-      this.removeHandle(entry);
+    rooms.delete(name);
+    if (entry instanceof Member) {
+      if (!rooms.closed) this.delivery?.exit(connection, name);
+      this.removeConnection(entry, connection);
     }
     this.dropConnectionIfIdle(connection, rooms);
   }
@@ -369,13 +477,13 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   update(connection: C, roomName: string, meta: unknown): void {
     const name = checkRoomName(roomName);
     const parsed = parseMeta(meta);
-    const entry = this.connections.get(connection)?.joined.get(name);
-    if (!(entry instanceof Handle) || !entry.live) throw new RoomError('BAD_REQUEST', `this connection is not in room ${JSON.stringify(name)}; join it first`);
-    const member = entry.member;
+    const rooms = this.connections.get(connection);
+    const member = rooms?.get(name);
+    if (!(member instanceof Member) || rooms!.closed)
+      throw new RoomError('BAD_REQUEST', `this connection is not in room ${JSON.stringify(name)}; join it first`);
     if (member.metaJson === parsed.json) return;
     this.touch(member.room, member.user.userId, member);
     member.meta = parsed.value;
-    member.metaJson = parsed.json;
     member.view = undefined;
   }
 
@@ -388,14 +496,15 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const rooms = this.connections.get(connection);
     if (!rooms || rooms.closed) return;
     rooms.closed = true;
-    for (const [name, entry] of [...rooms.joined]) {
-      if (entry instanceof Pending) rooms.joined.delete(name);
+    for (const [name, entry] of rooms.entries()) {
+      if (entry instanceof Pending) rooms.delete(name);
       else if (holdMs <= 0) {
-        rooms.joined.delete(name);
-        this.removeHandle(entry);
-      } else entry.live = false;
+        rooms.delete(name);
+        this.removeConnection(entry, connection);
+      }
+      // Otherwise held: `rooms.closed` marks the membership as waiting for the connection's return.
     }
-    if (rooms.joined.size === 0 || holdMs <= 0) {
+    if (rooms.size === 0 || holdMs <= 0) {
       this.connections.delete(connection);
       return;
     }
@@ -408,24 +517,24 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const rooms = this.connections.get(connection);
     if (!rooms) return;
     this.connections.delete(connection);
-    for (const entry of rooms.joined.values()) if (entry instanceof Handle) this.removeHandle(entry);
+    for (const [, entry] of rooms.entries()) if (entry instanceof Member) this.removeConnection(entry, connection);
   }
 
   /** The engine ended the device (kick, logout, PushOnline): memberships held for its return leave now. */
   deviceGone(userId: string, instanceId: string): void {
     const user = this.users.get(userId);
     if (!user) return;
-    for (const member of [...user.members]) {
-      for (const handle of [...member.handles]) {
-        if (handle.live || handle.connection.instanceId !== instanceId) continue;
-        const connection = handle.connection as C;
+    for (const member of slotItems(user.members)) {
+      for (const held of slotItems(member.connections)) {
+        if (this.isLive(held) || held.instanceId !== instanceId) continue;
+        const connection = held as C;
         const rooms = this.connections.get(connection);
-        rooms?.joined.delete(member.room.name);
-        if (rooms && rooms.joined.size === 0) {
+        rooms?.delete(member.room.name);
+        if (rooms && rooms.size === 0) {
           if (rooms.holdTimer !== undefined) this.options.clock.clearTimeout(rooms.holdTimer);
           this.connections.delete(connection);
         }
-        this.removeHandle(handle);
+        this.removeConnection(member, connection);
       }
     }
   }
@@ -440,12 +549,13 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const known = user.known;
     user.known = true;
     if (known && status === user.status && customStatus === user.customStatus && availability === user.availability) return;
-    for (const member of user.members) this.touch(member.room, userId, member);
+    const members = slotItems(user.members);
+    for (const member of members) this.touch(member.room, userId, member);
     const invisibleDelta = (availability === 'invisible' ? 1 : 0) - (user.availability === 'invisible' ? 1 : 0);
     user.status = status;
     user.customStatus = customStatus;
     user.availability = availability;
-    for (const member of user.members) {
+    for (const member of members) {
       member.view = undefined;
       member.room.invisible += invisibleDelta;
     }
@@ -477,8 +587,35 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     return { members, count: room.members.size, nextCursor: i < order.length && last ? String(last.seq) : null };
   }
 
+  /** The connections (live or held) of the user in the room, local and otherwise. */
+  connectionsIn(roomName: string, userId: string): C[] {
+    const member = this.rooms.get(roomName)?.members.get(userId);
+    return member ? (slotItems(member.connections) as C[]) : [];
+  }
+
+  /** The user ids of the room's members. */
+  membersOf(roomName: string): string[] {
+    return [...(this.rooms.get(roomName)?.members.keys() ?? [])];
+  }
+
+  /** The member's meta as JSON, or undefined when the user is not in the room. */
+  metaOf(roomName: string, userId: string): string | undefined {
+    return this.rooms.get(roomName)?.members.get(userId)?.metaJson;
+  }
+
+  /** Whether the user is in (or joining) any room here. */
+  hasUser(userId: string): boolean {
+    return this.users.has(userId);
+  }
+
+  /** A backend event, announced by the hooks: listeners that throw are logged. */
+  announce<K extends keyof RoomEvents>(name: K, payload: RoomEvents[K][0]): void {
+    if (!this.closed) this.emitSafely(name, payload);
+  }
+
   /** Stops every timer; no event or message follows. */
   close(): void {
+    this.hooks.close?.();
     this.closed = true;
     for (const room of this.rooms.values()) if (room.batch?.timer !== undefined) this.options.clock.clearTimeout(room.batch.timer);
     for (const rooms of this.connections.values()) if (rooms.holdTimer !== undefined) this.options.clock.clearTimeout(rooms.holdTimer);
@@ -497,39 +634,40 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   }
 
   private dropUserIfIdle(user: UserRecord): void {
-    if (user.joining === 0 && user.members.length === 0 && this.users.get(user.userId) === user) this.users.delete(user.userId);
+    if (user.joining === 0 && user.members === undefined && this.users.get(user.userId) === user) this.users.delete(user.userId);
   }
 
   private dropConnectionIfIdle(connection: C, rooms: ConnectionRooms): void {
-    if (rooms.joined.size === 0 && rooms.holdTimer === undefined && this.connections.get(connection) === rooms) this.connections.delete(connection);
+    if (rooms.size === 0 && rooms.holdTimer === undefined && this.connections.get(connection) === rooms) this.connections.delete(connection);
   }
 
-  private removeHandle(handle: Handle): void {
-    const member = handle.member;
-    const index = member.handles.indexOf(handle);
-    if (index < 0) return;
+  /** Whether the connection is open (not closed and held for its grace). */
+  private isLive(connection: RoomConnection): boolean {
+    return this.connections.get(connection as C)?.closed === false;
+  }
+
+  private removeConnection(member: Member, connection: RoomConnection): void {
+    if (!slotHas(member.connections, connection)) return;
     const room = member.room;
     this.touch(room, member.user.userId, member);
-    member.handles.splice(index, 1);
+    member.connections = slotRemove(member.connections, connection);
     member.view = undefined;
-    if (member.handles.length > 0) return;
+    if (member.connections !== undefined) return;
     room.members.delete(member.user.userId);
     if (member.user.availability === 'invisible') room.invisible--;
-    member.removed = true;
     room.removedInOrder++;
     if (room.removedInOrder > 32 && room.removedInOrder * 2 > room.order.length) {
       room.order = room.order.filter((kept) => !kept.removed);
       room.removedInOrder = 0;
     }
-    const members = member.user.members;
-    const at = members.indexOf(member);
-    if (at >= 0) members.splice(at, 1);
+    member.user.members = slotRemove(member.user.members, member);
     this.dropUserIfIdle(member.user);
-    if (room.members.size === 0) this.emitSafely('room-vacated', { room: room.name });
+    if (room.members.size === 0 && !this.hooks.announcesEvents) this.emitSafely('room-vacated', { room: room.name });
   }
 
   /** Notes the member's state before a change, opening the room's batch if none is open. */
   private touch(room: Room, userId: string, member: Member | undefined): void {
+    this.hooks.touched?.(room.name, userId);
     let batch = room.batch;
     if (!batch) {
       batch = room.batch = new Batch(room.clientCount);
@@ -543,15 +681,15 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
   private view(member: Member): RoomMember {
     if (member.view) return member.view;
     let devices: RoomDevice[];
-    const handles = member.handles;
-    if (handles.length === 1) {
+    const connections = member.connections;
+    if (connections === undefined) devices = [];
+    else if (!Array.isArray(connections)) {
       // The common case as a literal: exactly one slot.
-      const { instanceId, platform } = handles[0]!.connection;
+      const { instanceId, platform } = connections;
       devices = [{ platform, instanceId }];
     } else {
       devices = [];
-      for (const handle of handles) {
-        const { instanceId, platform } = handle.connection;
+      for (const { instanceId, platform } of connections) {
         if (!devices.some((device) => device.instanceId === instanceId)) devices.push({ platform, instanceId });
       }
     }
@@ -601,7 +739,8 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     if (!batch || this.closed) return;
     room.batch = undefined;
     const truth = this.diffSince(room, batch.log, 0, (member) => member);
-    if (!isEmpty(truth)) this.emitSafely('room-change', { room: room.name, ...truth, count: room.members.size } satisfies RoomChange);
+    if (!isEmpty(truth) && !this.hooks.announcesEvents)
+      this.emitSafely('room-change', { room: room.name, ...truth, count: room.members.size } satisfies RoomChange);
     // What clients are told leaves invisible members out, their count too.
     const count = room.clientCount;
 
@@ -614,8 +753,8 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       const except: C[] = [];
       const personal: [C, RoomMessage][] = [];
       for (const [connection, newcomer] of batch.newcomers as Map<C, Newcomer>) {
-        const entry = this.connections.get(connection)?.joined.get(room.name);
-        if (!(entry instanceof Handle) || !entry.live) continue;
+        const rooms = this.connections.get(connection);
+        if (!rooms || rooms.closed || !(rooms.get(room.name) instanceof Member)) continue;
         except.push(connection);
         if (!listed) {
           if (newcomer.listed || newcomer.count !== count) personal.push([connection, countOnly]);

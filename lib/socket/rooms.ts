@@ -69,24 +69,26 @@ export class SocketRooms implements RoomDelivery<SocketRoomConnection> {
     this.namespaces.add(nsp);
   }
 
+  // Rooms shared across processes hold other processes' devices as connections without a socket here (RemoteConnection): nothing to deliver to them.
   enter(connection: SocketRoomConnection, room: string): void {
-    void connection.socket.join(ROOM_PREFIX + room);
+    if (connection instanceof SocketRoomConnection) void connection.socket.join(ROOM_PREFIX + room);
   }
 
   exit(connection: SocketRoomConnection, room: string): void {
-    void connection.socket.leave(ROOM_PREFIX + room);
+    if (connection instanceof SocketRoomConnection) void connection.socket.leave(ROOM_PREFIX + room);
   }
 
   broadcast(room: string, message: RoomMessage, except: readonly SocketRoomConnection[]): void {
+    const ids = except.filter((connection) => connection instanceof SocketRoomConnection).map((connection) => connection.socket.id);
     // `local`: with a cluster adapter another process's sockets in a room of the same name are its own rooms' members, not these.
     for (const nsp of this.namespaces) {
       const target = nsp.local.to(ROOM_PREFIX + room);
-      (except.length === 0 ? target : target.except(except.map((connection) => connection.socket.id))).emit('presence:room', message);
+      (ids.length === 0 ? target : target.except(ids)).emit('presence:room', message);
     }
   }
 
   send(connection: SocketRoomConnection, message: RoomMessage): void {
-    connection.socket.emit('presence:room', message);
+    if (connection instanceof SocketRoomConnection) connection.socket.emit('presence:room', message);
   }
 
   /**

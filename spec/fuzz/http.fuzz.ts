@@ -27,6 +27,7 @@ import {
   type RecordingLogger,
   type Tally,
 } from './common.js';
+import type { RoomRegistry } from '../../lib/rooms/index.js';
 
 const MOUNT = '/api/presence';
 const ADMIN = 'Bearer admin';
@@ -43,14 +44,27 @@ const RESEED_EVERY = 25;
 /** Requests in flight at once, over as many keep-alive connections: each property run sends one batch. */
 const BATCH = 8;
 
-type Kind = 'querystate' | 'sourceKick' | 'getUser' | 'usersQuery' | 'kickUser' | 'stats' | 'metrics';
+type Kind = 'querystate' | 'sourceKick' | 'getUser' | 'usersQuery' | 'kickUser' | 'stats' | 'metrics' | 'getRoom' | 'roomsQuery' | 'memberNum';
+
+/** Longest room name, in characters. */
+const MAX_ROOM_LENGTH = 128;
+/** The rooms seeded once before the run, their members in join order (pages run by it). */
+const SEEDED_ROOMS: Readonly<Record<string, readonly string[]>> = Object.fromEntries([
+  ['lobby', SEEDED_USERS],
+  ['query', ['u1', 'u2']],
+  // A room named like a prototype key (fromEntries defines it as an own key).
+  ['__proto__', ['constructor']],
+  ['a/b', ['u3', 'u4', 'query']],
+]);
+const ROOM_NAMES = [...Object.keys(SEEDED_ROOMS), 'empty', 'constructor', 'toString'];
+const seededMembers = (room: string): readonly string[] => (Object.prototype.hasOwnProperty.call(SEEDED_ROOMS, room) ? SEEDED_ROOMS[room]! : []);
 
 interface Target {
   name: string;
   family: 'source' | 'plain';
   kind: Kind;
   method: 'GET' | 'POST';
-  /** The path under the mount, with `:userId` where the case puts its user segment. */
+  /** The path under the mount, with `:userId` (or `:room`) where the case puts its segment. */
   path: string;
 }
 
@@ -63,7 +77,22 @@ const TARGETS: readonly Target[] = [
   { name: 'POST /users/:userId/kick', family: 'plain', kind: 'kickUser', method: 'POST', path: '/users/:userId/kick' },
   { name: 'GET /stats', family: 'plain', kind: 'stats', method: 'GET', path: '/stats' },
   { name: 'GET /metrics', family: 'plain', kind: 'metrics', method: 'GET', path: '/metrics' },
+  { name: 'GET /rooms/:room', family: 'plain', kind: 'getRoom', method: 'GET', path: '/rooms/:room' },
+  { name: 'POST /rooms/query', family: 'plain', kind: 'roomsQuery', method: 'POST', path: '/rooms/query' },
+  {
+    name: 'POST /v4/group_open_http_svc/get_online_member_num',
+    family: 'source',
+    kind: 'memberNum',
+    method: 'POST',
+    path: '/v4/group_open_http_svc/get_online_member_num',
+  },
 ];
+/** FUZZ_TARGETS=rooms (or any substring of target names, comma separated) runs only those targets. */
+const CHOSEN = (process.env.FUZZ_TARGETS ?? '')
+  .split(',')
+  .map((part) => part.trim())
+  .filter(Boolean);
+const chosen = (name: string): boolean => CHOSEN.length === 0 || CHOSEN.some((part) => name.includes(part));
 
 /** One generated request. */
 interface HttpCase {
@@ -112,6 +141,24 @@ const idList: fc.Arbitrary<unknown> = fc.oneof(
   { weight: 2, arbitrary: jsonJunk },
 );
 
+/** Room names: the seeded ones, id-like strings, names around the length limit. */
+const roomLike: fc.Arbitrary<string> = fc.oneof(
+  { weight: 4, arbitrary: fc.constantFrom(...ROOM_NAMES) },
+  { weight: 3, arbitrary: idLike },
+  { weight: 1, arbitrary: aroundLength(MAX_ROOM_LENGTH) },
+);
+
+/** A list of rooms for POST /rooms/query: mostly right, a bad name among them, or a length around 500. */
+const roomList: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 5, arbitrary: fc.array(roomLike, { maxLength: 8 }) },
+  { weight: 2, arbitrary: fc.array(fc.oneof(roomLike, jsonJunk), { maxLength: 6 }) },
+  {
+    weight: 1,
+    arbitrary: fc.integer({ min: MAX_IDS - 2, max: MAX_IDS + 2 }).map((length) => Array.from({ length }, (_, i) => ROOM_NAMES[i % ROOM_NAMES.length])),
+  },
+  { weight: 2, arbitrary: jsonJunk },
+);
+
 const flagValue = fc.oneof({ weight: 3, arbitrary: fc.constantFrom(0, 1, true, false, null) }, { weight: 1, arbitrary: jsonJunk });
 
 /** Extra fields: prototype keys, near misses of real names, anything. */
@@ -145,6 +192,13 @@ function nearValidEntries(kind: Kind): fc.Arbitrary<Entries> {
           instanceId: fc.oneof({ weight: 3, arbitrary: fc.constantFrom('a-u1', 'w-u1', 'd-u1', 'a-u2') }, idLike, jsonJunk),
         }),
         1,
+      );
+    case 'roomsQuery':
+      return withExtras(entries({ rooms: roomList }), 1);
+    case 'memberNum':
+      return withExtras(
+        entries({ GroupId: fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...ROOM_NAMES) }, { weight: 2, arbitrary: roomLike }, jsonJunk) }),
+        3,
       );
     default:
       return fc.constant([]);
@@ -199,6 +253,38 @@ const anySegment = fc.oneof(
 /** Cut to 8 KB: past Node's 16 KB header limit, Node itself answers 431 before any middleware runs. */
 const userSegment = anySegment.map((segment) => segment.slice(0, 8192));
 
+/** The room segment of `GET /rooms/:room`: encoded names (a `/` as %2F), broken percent-encoding. */
+const roomSegment = fc
+  .oneof(
+    { weight: 6, arbitrary: roomLike.filter((room) => room.length > 0).map(encodeSegment) },
+    { weight: 1, arbitrary: fc.constantFrom('%', '%zz', '%E0%A4%A', '%FF', 'a%2Fb', '%00', '%25', 'query', '..', '.') },
+  )
+  .map((segment) => segment.slice(0, 8192));
+
+/** The query of `GET /rooms/:room`: limits and cursors around their bounds, unknown parameters, junk. */
+const roomQuery = fc.oneof(
+  { weight: 3, arbitrary: fc.constant('') },
+  {
+    weight: 8,
+    arbitrary: fc
+      .record(
+        {
+          limit: fc.constantFrom('1', '2', '3', '100', '1000', '1001', '0', '-1', '1.5', 'abc', '', '0003', '99999999999999999999', '%31'),
+          cursor: fc.constantFrom('', '0', '1', '2', '5', '999999999999999', '1234567890123456', 'x', '-1', '1e3'),
+        },
+        { requiredKeys: [] },
+      )
+      .map(
+        (params) =>
+          '?' +
+          Object.entries(params)
+            .map(([key, value]) => `${key}=${value}`)
+            .join('&'),
+      ),
+  },
+  { weight: 1, arbitrary: fc.constantFrom('?', '?x=1', '?a=%zz&b', '?limit=2&limit=x', '?__proto__[x]=1', '?Limit=2') },
+);
+
 function caseFor(target: Target): fc.Arbitrary<HttpCase> {
   const otherMethods = target.method === 'GET' ? ['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] : ['GET', 'HEAD', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
   return fc.record({
@@ -207,12 +293,15 @@ function caseFor(target: Target): fc.Arbitrary<HttpCase> {
       { weight: target.method === 'GET' ? 1 : 0, arbitrary: fc.constant('HEAD') },
       { weight: 1, arbitrary: fc.constantFrom(...otherMethods) },
     ),
-    userSegment: target.path.includes(':userId') ? userSegment : fc.constant(''),
+    userSegment: target.path.includes(':userId') ? userSegment : target.path.includes(':room') ? roomSegment : fc.constant(''),
     trailingSlash: fc.boolean(),
-    query: fc.oneof(
-      { weight: 9, arbitrary: fc.constant('') },
-      { weight: 1, arbitrary: fc.constantFrom('?', '?x=1', '?a=%zz&b', '?To_Account=u1', '?__proto__[x]=1') },
-    ),
+    query:
+      target.kind === 'getRoom'
+        ? roomQuery
+        : fc.oneof(
+            { weight: 9, arbitrary: fc.constant('') },
+            { weight: 1, arbitrary: fc.constantFrom('?', '?x=1', '?a=%zz&b', '?To_Account=u1', '?__proto__[x]=1') },
+          ),
     auth: fc.oneof(
       { weight: 17, arbitrary: fc.constant('admin' as const) },
       { weight: 1, arbitrary: fc.constantFrom('none' as const, 'wrong' as const, 'cookie' as const) },
@@ -392,9 +481,62 @@ function modelGetUser(userId: string): Expected {
   };
 }
 
+function validRoom(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= MAX_ROOM_LENGTH;
+}
+
+/** GET /rooms/:room: parameters limit and cursor only; the page from the seeded join order. */
+function modelGetRoom(room: string, query: string): Expected {
+  const params = new URLSearchParams(query.startsWith('?') ? query.slice(1) : query);
+  if ([...params.keys()].some((key) => key !== 'limit' && key !== 'cursor')) return { status: 400 };
+  const limitText = params.get('limit');
+  const limit = limitText === null ? 100 : /^\d+$/.test(limitText) ? Number(limitText) : NaN;
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) return { status: 400 };
+  const cursorText = params.get('cursor');
+  if (cursorText !== null && cursorText !== '' && !/^\d{1,15}$/.test(cursorText)) return { status: 400 };
+  const after = cursorText === null || cursorText === '' ? -1 : Number(cursorText);
+  const members = seededMembers(room);
+  // Seeded members have join positions 0, 1, 2, ...: a page is those after the cursor.
+  const page = members.slice(after + 1, after + 1 + limit);
+  const more = after + 1 + limit < members.length;
+  return {
+    status: 200,
+    check(answer) {
+      expect(answer.room).to.equal(room);
+      expect(answer.count).to.equal(members.length);
+      expect((answer.members as Record<string, unknown>[]).map((member) => member.userId)).to.deep.equal(page);
+      for (const member of answer.members as Record<string, unknown>[]) {
+        expect(STATUSES).to.include(member.status);
+        expect(member.devices).to.be.an('array').with.lengthOf(1);
+      }
+      expect(answer.nextCursor).to.equal(more ? String(after + page.length) : null);
+    },
+  };
+}
+
+/** POST /rooms/query: `{ rooms }` only, at most 500 valid names; each distinct room's count in order. */
+function modelRoomsQuery(parsed: Parsed): Expected {
+  if (parsed.kind !== 'json' || !isObject(parsed.value)) return { status: 400 };
+  const body = parsed.value;
+  if (Object.keys(body).some((key) => key !== 'rooms')) return { status: 400 };
+  const rooms = own(body, 'rooms');
+  if (!Array.isArray(rooms) || rooms.length > MAX_IDS || !rooms.every(validRoom)) return { status: 400 };
+  const expected = distinct(rooms as string[]).map((room) => ({ room, count: seededMembers(room).length }));
+  return { status: 200, check: (answer) => expect(answer.rooms).to.deep.equal(expected) };
+}
+
+/** get_online_member_num: `GroupId` names the room (other fields ignored); refusals are 90001. */
+function modelMemberNum(parsed: Parsed): Expected {
+  if (parsed.kind !== 'json' || !isObject(parsed.value)) return bad(90001);
+  const group = own(parsed.value, 'GroupId');
+  if (!validRoom(group)) return bad(90001);
+  return { status: 200, check: (answer) => expect(answer.OnlineMemberNum).to.equal(seededMembers(group).length) };
+}
+
 /** The routes at the request's path: `/users/query` is both the batch query (POST) and the user named "query" (GET). */
 function routesAt(target: Target, request: HttpCase): { GET?: Kind; POST?: Kind } {
   if (target.kind === 'usersQuery' || (target.kind === 'getUser' && request.userSegment === 'query')) return { GET: 'getUser', POST: 'usersQuery' };
+  if (target.kind === 'roomsQuery' || (target.kind === 'getRoom' && request.userSegment === 'query')) return { GET: 'getRoom', POST: 'roomsQuery' };
   return { [target.method]: target.kind };
 }
 
@@ -420,7 +562,20 @@ function model(target: Target, request: HttpCase): Expected {
       if (!validId(userId)) return { status: 400, code: 90001 };
     }
   }
-  const readsBody = kind === 'querystate' || kind === 'sourceKick' || kind === 'usersQuery' || kind === 'kickUser';
+  let room = '';
+  if (kind === 'getRoom') {
+    if (target.kind === 'roomsQuery') room = 'query';
+    else {
+      try {
+        room = decodeURIComponent(request.userSegment);
+      } catch {
+        return { status: 400 };
+      }
+      if (!validRoom(room)) return { status: 400 };
+    }
+  }
+  const readsBody =
+    kind === 'querystate' || kind === 'sourceKick' || kind === 'usersQuery' || kind === 'kickUser' || kind === 'roomsQuery' || kind === 'memberNum';
   let parsed: Parsed = { kind: 'empty' };
   if (readsBody) {
     const size = request.body?.length ?? 0;
@@ -454,6 +609,12 @@ function model(target: Target, request: HttpCase): Expected {
       };
     case 'metrics':
       return { status: 200 };
+    case 'getRoom':
+      return modelGetRoom(room, request.query);
+    case 'roomsQuery':
+      return modelRoomsQuery(parsed);
+    case 'memberNum':
+      return modelMemberNum(parsed);
     default: {
       const unknownKind: never = kind;
       throw new Error(`no model for ${String(unknownKind)}`);
@@ -470,7 +631,7 @@ interface Answer {
 }
 
 function urlOf(target: Target, request: HttpCase): string {
-  const path = target.path.replace(':userId', request.userSegment);
+  const path = target.path.replace(':userId', request.userSegment).replace(':room', request.userSegment);
   return MOUNT + path + (request.trailingSlash ? '/' : '') + request.query;
 }
 
@@ -588,6 +749,11 @@ describe(`fuzz: HTTP routes (${RUNS} inputs per route)`, () => {
     logger = recordingLogger();
     presence = createPresence({ loginPolicy: 'multi', logger, authorize: (req) => req.headers.authorization === ADMIN });
     await seed(presence);
+    // Rooms straight in the core (no sockets here): one plain connection object per member, never changed during the run.
+    for (const [room, members] of Object.entries(SEEDED_ROOMS)) {
+      const core = presence.rooms as unknown as RoomRegistry;
+      for (const userId of members) await core.join({ userId, sessionId: `rs-${userId}`, instanceId: `r-${userId}`, platform: 'Web' }, room, { seat: userId });
+    }
     const app = express();
     app.use(MOUNT, presence.router());
     app.use((_req, res) => {
@@ -608,7 +774,7 @@ describe(`fuzz: HTTP routes (${RUNS} inputs per route)`, () => {
     await presence.close();
   });
 
-  for (const target of TARGETS) {
+  for (const target of TARGETS.filter((candidate) => chosen(candidate.name))) {
     it(`${target.name}: no 5xx, no crash, every answer as modelled and every refusal in the documented shape`, async function () {
       this.timeout(timeoutFor(RUNS, 25));
       const counts: Tally = tally('HTTP', target.name);

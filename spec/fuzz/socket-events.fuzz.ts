@@ -2,7 +2,7 @@
 
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { PLATFORMS, type Platform, type SessionPayload } from '../../lib/index.js';
+import { PLATFORMS, type Platform, type Presence, type SessionPayload } from '../../lib/index.js';
 import { startHarness, type Harness } from '../fixtures/socket-harness.js';
 import {
   anyString,
@@ -29,7 +29,14 @@ const MAX_ID_LENGTH = 128;
 const MAX_STATUS_BYTES = 100;
 /** Socket.IO's default maxHttpBufferSize: a bigger message closes the connection before presence sees it. */
 const MAX_MESSAGE = 1e6;
-const CODES = ['BAD_REQUEST', 'TOO_MANY_SUBSCRIPTIONS', 'NOT_LOGGED_IN', 'SERVER_ERROR'];
+const CODES = ['BAD_REQUEST', 'TOO_MANY_SUBSCRIPTIONS', 'NOT_LOGGED_IN', 'SERVER_ERROR', 'FORBIDDEN', 'TOO_MANY_ROOMS'];
+/** Rooms one connection may be in here (small, so TOO_MANY_ROOMS is reached). */
+const MAX_ROOMS = 6;
+const MAX_ROOM_LENGTH = 128;
+const MAX_META_BYTES = 1024;
+/** Rooms the cases name: a small pool, so join, update and leave meet; canJoin refuses the `deny-` ones. */
+const ROOM_POOL = ['r0', 'r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7', 'deny-1', '__proto__', 'constructor'];
+const canJoin = (_userId: string, room: string): boolean => !room.startsWith('deny-');
 /** Users the subscriptions name: a small pool, so subscribe and unsubscribe meet. */
 const WATCHED = Array.from({ length: 40 }, (_, i) => `w${i}`);
 /** One in this many logouts first tries to resume the logged-out session, which must be refused. */
@@ -45,7 +52,10 @@ type EventName =
   | 'presence:unsubscribe'
   | 'presence:set-status'
   | 'presence:set-availability'
-  | 'presence:activity';
+  | 'presence:activity'
+  | 'presence:join'
+  | 'presence:leave'
+  | 'presence:room-update';
 
 interface EventCase {
   /** Arguments after the event name; the payload is the first. */
@@ -126,6 +136,50 @@ const ttl = fc.oneof(
 );
 const statusWithTtl = fc.tuple(customStatus, ttl).map(([value, given]) => [{ customStatus: value, ttl: given }]);
 
+/** A room name: pool names mostly, any string, names around 128 characters, junk. */
+const roomName: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 10, arbitrary: fc.constantFrom(...ROOM_POOL) },
+  { weight: 2, arbitrary: anyString },
+  { weight: 1, arbitrary: aroundLength(MAX_ROOM_LENGTH) },
+  { weight: 2, arbitrary: socketJunk },
+);
+
+/** Meta: small JSON, values around 1 KB encoded (in 1- to 4-byte characters), anything. */
+const metaValue: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 4, arbitrary: fc.constantFrom({ seat: 1 }, 'writing', 7, true, null, [], { a: [1, { b: 'c' }] }) },
+  {
+    weight: 3,
+    arbitrary: fc
+      .tuple(fc.integer({ min: MAX_META_BYTES - 8, max: MAX_META_BYTES + 4 }), fc.constantFrom('a', 'é', '€', '😀', '"'))
+      // The string's JSON is its characters plus two quotes (a `"` is escaped to two bytes).
+      .map(([bytes, char]) => char.repeat(Math.max(1, Math.round((bytes - 2) / (char === '"' ? 2 : Buffer.byteLength(char)))))),
+  },
+  { weight: 3, arbitrary: socketJunk },
+);
+
+const joinPayload = fc.oneof(
+  {
+    weight: 10,
+    arbitrary: fc.record({ room: roomName, meta: metaValue }, { requiredKeys: ['room'] }).map((payload) => [payload]),
+  },
+  { weight: 1, arbitrary: fc.tuple(roomName, metaValue, extras).map(([room, meta, more]) => [Object.assign(more, { room, meta })]) },
+  { weight: 3, arbitrary: noPayload },
+);
+
+const leavePayload = fc.oneof(
+  { weight: 10, arbitrary: roomName.map((room) => [{ room }]) },
+  { weight: 1, arbitrary: fc.tuple(roomName, extras).map(([room, more]) => [Object.assign(more, { room })]) },
+  { weight: 3, arbitrary: noPayload },
+);
+
+const updatePayload = fc.oneof(
+  {
+    weight: 10,
+    arbitrary: fc.record({ room: roomName, meta: metaValue }, { requiredKeys: ['room'] }).map((payload) => [payload]),
+  },
+  { weight: 3, arbitrary: noPayload },
+);
+
 function caseFor(event: EventName): fc.Arbitrary<EventCase> {
   const payload =
     event === 'presence:subscribe' || event === 'presence:unsubscribe'
@@ -134,7 +188,13 @@ function caseFor(event: EventName): fc.Arbitrary<EventCase> {
         ? fc.oneof({ weight: 4, arbitrary: statusPayload }, { weight: 1, arbitrary: statusWithTtl })
         : event === 'presence:set-availability'
           ? availabilityPayload
-          : noPayload;
+          : event === 'presence:join'
+            ? joinPayload
+            : event === 'presence:leave'
+              ? leavePayload
+              : event === 'presence:room-update'
+                ? updatePayload
+                : noPayload;
   return fc.record({
     // Arguments past the payload, which every event ignores.
     args: fc
@@ -151,9 +211,10 @@ type Expected =
   | { kind: 'answer'; ok: false; code: string }
   | { kind: 'closed' };
 
-/** What the model keeps of the connection: the users it watches. */
+/** What the model keeps of the connection: the users it watches, and its rooms with the meta (as JSON) its member carries there. */
 interface ConnectionModel {
   watching: Set<string>;
+  rooms: Map<string, string>;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -182,6 +243,18 @@ function validId(value: unknown): value is string {
 }
 
 const refused = (code: string): Expected => ({ kind: 'answer', ok: false, code });
+
+function validRoom(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= MAX_ROOM_LENGTH;
+}
+
+/** Meta as the contract reads it: absent or null is none; otherwise JSON of at most 1024 bytes. Undefined when refused. */
+function metaJson(meta: unknown): string | undefined {
+  if (meta === undefined || meta === null) return 'null';
+  const json = JSON.stringify(meta) as string | undefined;
+  if (json === undefined || Buffer.byteLength(json, 'utf8') > MAX_META_BYTES) return undefined;
+  return json;
+}
 
 /** Events that take no payload accept none, null or an object (binary included); anything else is BAD_REQUEST. */
 function noPayloadAccepted(payload: unknown): boolean {
@@ -270,6 +343,47 @@ function model(event: EventName, hasPayload: boolean, payload: unknown, state: C
     }
     case 'presence:activity':
       return noPayloadAccepted(value) ? { kind: 'answer', ok: true } : refused('BAD_REQUEST');
+    case 'presence:join': {
+      if (!isObject(value)) return refused('BAD_REQUEST');
+      const room = own(value, 'room');
+      if (!validRoom(room)) return refused('BAD_REQUEST');
+      const given = own(value, 'meta');
+      const json = metaJson(given);
+      if (json === undefined) return refused('BAD_REQUEST');
+      const joined = state.rooms.has(room);
+      if (!joined && state.rooms.size >= MAX_ROOMS) return refused('TOO_MANY_ROOMS');
+      if (!canJoin('', room)) return refused('FORBIDDEN');
+      // No meta keeps the member's meta; a new member without it has none.
+      const expectedMeta = given === undefined ? (state.rooms.get(room) ?? 'null') : json;
+      state.rooms.set(room, expectedMeta);
+      return {
+        kind: 'answer',
+        ok: true,
+        check(answer) {
+          const members = answer.members as Record<string, unknown>[];
+          const context = (): string => JSON.stringify(answer).slice(0, 300);
+          must(answer.room === room && answer.count === 1, 'a join answered another room or count', context);
+          must(Array.isArray(members) && members.length === 1, 'a join answered other members than this one', context);
+          must(JSON.stringify(members[0]!.meta) === expectedMeta, `the member's meta is not ${expectedMeta.slice(0, 60)}`, context);
+        },
+      };
+    }
+    case 'presence:leave': {
+      if (!isObject(value)) return refused('BAD_REQUEST');
+      const room = own(value, 'room');
+      if (!validRoom(room)) return refused('BAD_REQUEST');
+      state.rooms.delete(room);
+      return { kind: 'answer', ok: true };
+    }
+    case 'presence:room-update': {
+      if (!isObject(value) || !Object.prototype.hasOwnProperty.call(value, 'meta')) return refused('BAD_REQUEST');
+      const room = own(value, 'room');
+      if (!validRoom(room)) return refused('BAD_REQUEST');
+      const json = metaJson(value.meta);
+      if (json === undefined || !state.rooms.has(room)) return refused('BAD_REQUEST');
+      state.rooms.set(room, json);
+      return { kind: 'answer', ok: true };
+    }
     default: {
       const unknownEvent: never = event;
       throw new Error(`no model for ${String(unknownEvent)}`);
@@ -287,7 +401,7 @@ function model(event: EventName, hasPayload: boolean, payload: unknown, state: C
 class FuzzDevice {
   line: Line | undefined;
   session: SessionPayload | undefined;
-  readonly state: ConnectionModel = { watching: new Set() };
+  readonly state: ConnectionModel = { watching: new Set(), rooms: new Map() };
   logins = 0;
   private logouts = 0;
 
@@ -295,6 +409,10 @@ class FuzzDevice {
     readonly url: string,
     readonly userId: string,
     readonly platforms: readonly Platform[],
+    /** The server's presence, to see the rooms of a closed connection left. */
+    readonly presence?: Presence,
+    /** Rooms joined after each login. */
+    readonly startRooms: readonly string[] = [],
   ) {}
 
   get socket(): Line['presence'] {
@@ -313,6 +431,8 @@ class FuzzDevice {
     const previous = this.session;
     const auth: Record<string, unknown> = { token: `tok:${this.userId}`, platform };
     if (resume && previous) Object.assign(auth, { platform: previous.platform, instanceId: previous.instanceId, sessionId: previous.sessionId });
+    // The last connection's rooms are left (no reconnect grace here); its leave may still be on its way.
+    await this.roomsLeft();
     const login = await this.line.login(auth);
     if (login.kind !== 'session') throw new Error(`login refused: ${login.message} ${JSON.stringify(login.data)}`);
     expect(login.session.userId).to.equal(this.userId);
@@ -320,7 +440,28 @@ class FuzzDevice {
     if (resume && previous && MOBILE.includes(previous.platform)) expect(login.session.sessionId, 'the session was resumed').to.equal(previous.sessionId);
     this.session = login.session;
     this.state.watching.clear();
+    this.state.rooms.clear();
     this.logins++;
+    // Updates and leaves need rooms to act on: each login starts in a few.
+    for (const room of this.startRooms) {
+      const joined = await ask(this.socket, 'presence:join', [{ room }]);
+      expect(joined.kind === 'answer' && joined.answer.ok, `joining ${room} to start with`).to.equal(true);
+      this.state.rooms.set(room, 'null');
+    }
+  }
+
+  /** Waits until the server holds this user in none of the rooms the model had them in. */
+  private async roomsLeft(): Promise<void> {
+    const presence = this.presence;
+    if (!presence || this.state.rooms.size === 0) return;
+    const rooms = [...this.state.rooms.keys()];
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const counts = await Promise.all(rooms.map((room) => presence.room(room).count()));
+      if (counts.every((count) => count === 0)) return;
+      if (Date.now() > deadline) throw new Error(`the closed connection's rooms were not left: ${rooms.join(', ')} count ${counts.join(', ')}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
   }
 
   /** After a logout: now and then, check the logged-out session cannot be resumed; then log in afresh. */
@@ -356,7 +497,15 @@ const TARGETS: readonly { event: EventName; platforms: readonly Platform[] }[] =
   { event: 'presence:set-status', platforms: ['Windows', 'iPhone'] },
   { event: 'presence:set-availability', platforms: ['Web', 'Mac'] },
   { event: 'presence:activity', platforms: ['Web', 'Android'] },
+  { event: 'presence:join', platforms: ['Web', 'Android'] },
+  { event: 'presence:leave', platforms: ['Web', 'Mac'] },
+  { event: 'presence:room-update', platforms: ['Web', 'iPhone'] },
 ];
+/** FUZZ_TARGETS=presence:join,... (substrings of event names, comma separated) runs only those targets. */
+const CHOSEN = (process.env.FUZZ_TARGETS ?? '')
+  .split(',')
+  .map((part) => part.trim())
+  .filter(Boolean);
 
 /** What one case came to: its outcome for the tally, and whether it ended the login or the connection. */
 interface CaseResult {
@@ -431,7 +580,13 @@ describe(`fuzz: client events (${RUNS} inputs per event)`, () => {
 
   before(async () => {
     // Thousands of events back to back: the rate limit is off here (spec/socket-fair-use.spec.ts covers it).
-    harness = await startHarness({ authenticate: fuzzAuthenticate, maxSubscriptions: MAX_SUBSCRIPTIONS, eventRateLimit: false });
+    harness = await startHarness({
+      authenticate: fuzzAuthenticate,
+      maxSubscriptions: MAX_SUBSCRIPTIONS,
+      eventRateLimit: false,
+      canJoin,
+      maxRoomsPerConnection: MAX_ROOMS,
+    });
     serveKeepalive(harness.io);
     fingerprint = prototypeFingerprint();
     faults.start();
@@ -442,16 +597,25 @@ describe(`fuzz: client events (${RUNS} inputs per event)`, () => {
     await harness.close();
   });
 
-  for (const { event, platforms } of TARGETS) {
+  for (const { event, platforms } of TARGETS.filter((target) => CHOSEN.length === 0 || CHOSEN.some((part) => target.event.includes(part)))) {
     it(`${event}: no crash, every answer as modelled, every refusal { ok: false, code, message } with a known code`, async function () {
       this.timeout(timeoutFor(RUNS, 20));
       const counts: Tally = tally('event', event);
-      const device = new FuzzDevice(harness.url, `fuzz-${event.slice('presence:'.length)}`, platforms);
+      const startRooms = event === 'presence:leave' || event === 'presence:room-update' ? ['r0', 'r1', 'r2', 'r3', 'r4', '__proto__'] : [];
+      const device = new FuzzDevice(harness.url, `fuzz-${event.slice('presence:'.length)}`, platforms, harness.presence, startRooms);
       try {
         await device.ensure(false);
         await fc.assert(
-          fc.asyncProperty(caseFor(event), async (request) => {
+          fc.asyncProperty(caseFor(event), fc.nat(3), async (request, roll) => {
             harness.errors.length = 0;
+            // Joins fill the connection up to maxRoomsPerConnection; now and then one is left, so joins keep reaching canJoin.
+            const rooms = device.state.rooms;
+            if (event === 'presence:join' && roll === 0 && rooms.size > 0) {
+              const room = [...rooms.keys()][rooms.size - 1]!;
+              const left = await ask(device.socket, 'presence:leave', [{ room }]);
+              must(left.kind === 'answer' && left.answer.ok === true, `leaving ${room} failed`, () => JSON.stringify(left));
+              rooms.delete(room);
+            }
             const result = await runCase(device, event, request);
             counts.add(result.outcome);
             must(harness.errors.length === 0, `logged: ${describeLogged(harness.errors)}`, () => `${event} ${JSON.stringify(request.args)?.slice(0, 300)}`);
@@ -468,6 +632,16 @@ describe(`fuzz: client events (${RUNS} inputs per event)`, () => {
         const heartbeat = await ask(device.socket, 'presence:heartbeat', []);
         expect(heartbeat.kind === 'answer' && heartbeat.answer.ok).to.equal(true);
         expect(await harness.status(device.userId)).to.equal('Online');
+        // The rooms the server holds this user in are the model's, with the model's meta.
+        for (const room of ROOM_POOL) {
+          const page = await harness.presence.room(room).members({ limit: 1000 });
+          const mine = page.members.filter((member) => member.userId === device.userId);
+          const modelled = device.state.rooms.get(room);
+          expect(
+            mine.map((member) => JSON.stringify(member.meta)),
+            `${device.userId} in ${room}`,
+          ).to.deep.equal(modelled === undefined ? [] : [modelled]);
+        }
         const fresh = await harness.connect({ token: `tok:sentinel-${event}`, platform: 'Web' });
         expect(fresh.session.userId).to.equal(`sentinel-${event}`);
         fresh.socket.disconnect();
