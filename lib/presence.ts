@@ -206,9 +206,13 @@ export class Presence implements HttpService, SocketService {
    * before it resolves is delivered or handed to `callback-failed`.
    */
   async close(): Promise<void> {
-    await this.rooms.shared?.close();
+    // All three begin before the first await: a login arriving once close() was called is refused at once.
+    // Shared rooms stop first, so the ends close() makes are not published as leaves (the others reap after the handover).
+    const shared = this.rooms.shared?.close();
     this.rooms.close();
-    await this.engine.close();
+    const engine = this.engine.close();
+    await shared;
+    await engine;
     await this.callbacks?.close();
     this.metrics.close();
   }

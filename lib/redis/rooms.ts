@@ -317,13 +317,19 @@ export class RedisRooms implements SharedRoomsBackend {
     this.subscriber?.disconnect();
     this.subscriber = undefined;
     const lease = this.ownerKey(this.owner, 'room-lease');
+    // A graceful handover keeps this process's parts for the grace (devices resuming elsewhere rejoin meanwhile: no leave); then the others reap them.
+    const write = holdMs > 0 ? this.options.client.set(lease, '1', 'PX', holdMs) : this.options.client.del(lease);
+    // Redis away: the lease runs out by itself, so close() does not wait on Redis coming back for longer than a lease.
+    let timer: NodeJS.Timeout | undefined;
+    const givenUp = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(this.options.leaseTtl, 2000)).unref()));
     try {
-      // A graceful handover keeps this process's parts for the grace (devices resuming elsewhere rejoin meanwhile: no leave); then the others reap them.
-      if (holdMs > 0) await this.options.client.set(lease, '1', 'PX', holdMs);
-      else await this.options.client.del(lease);
+      await Promise.race([write, givenUp]);
     } catch {
-      // Redis away: the lease runs out by itself.
+      // Redis refused: the lease runs out by itself.
+    } finally {
+      clearTimeout(timer);
     }
+    write.catch(() => {});
   }
 
   private async renewLease(): Promise<void> {

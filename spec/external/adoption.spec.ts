@@ -82,7 +82,9 @@ describe('an existing app adopting the packed tarball', function () {
     expect(results.notAdmin).to.deep.include({ status: 403 });
     // The host's express.json() parsed the body first; the router uses what it parsed.
     expect(results.before).to.deep.include({ status: 200 });
-    expect((results.before as { body: unknown }).body).to.deep.include({ QueryResult: [{ To_Account: 'alice', Status: 'Offline', Detail: [] }] });
+    expect((results.before as { body: unknown }).body).to.deep.include({
+      QueryResult: [{ To_Account: 'alice', Status: 'Offline', Availability: 'available', Detail: [] }],
+    });
     expect(results.session).to.deep.equal({ userId: 'alice', platform: 'Web' });
     expect(results.ownEvent).to.equal('pong hi for alice');
     const after = (results.after as { body: { QueryResult: { To_Account: string; Status: string; Detail: { Platform: string }[] }[] } }).body;

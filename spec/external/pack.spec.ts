@@ -143,6 +143,32 @@ describe('the packed tarball', function () {
       .and.satisfy((paths: string[]) => paths.every((path) => path.includes('dist/esm')));
   });
 
+  it('ships the store conformance kit (express-presence/testing): node:test runs it against MemoryStore, and a store that loses data fails it', function () {
+    const suite = (store: string) =>
+      `import { describe, it, afterEach } from 'node:test';\nimport { MemoryStore } from 'express-presence';\nimport { storeConformance } from 'express-presence/testing';\n${store}\n`;
+    const dir = project(
+      'kit',
+      { type: 'module' },
+      {
+        'good.test.js': suite(`storeConformance('MemoryStore', { create: (limits) => new MemoryStore(limits) }, { describe, it, afterEach });`),
+        // A store that forgets a user's custom status: the kit must say so.
+        'bad.test.js': suite(
+          `class Forgetful extends MemoryStore { async setCustomStatus(userId, _status, at, options) { return super.setCustomStatus(userId, null, at, options); } }\nstoreConformance('Forgetful', { create: (limits) => new Forgetful(limits) }, { describe, it, afterEach });`,
+        ),
+      },
+    );
+    const good = run(process.execPath, ['--test', '--test-reporter=tap', 'good.test.js'], dir);
+    expect(good).to.match(/# fail 0/);
+    expect(Number(/# pass (\d+)/.exec(good)?.[1]), 'cases the kit ran').to.be.greaterThan(15);
+    let bad = '';
+    try {
+      run(process.execPath, ['--test', '--test-reporter=tap', 'bad.test.js'], dir);
+    } catch (error) {
+      bad = String((error as { stdout?: unknown }).stdout ?? error);
+    }
+    expect(bad, 'the kit passed a store that forgets custom statuses').to.match(/# fail [1-9]/);
+  });
+
   it('type-checks and runs from TypeScript', function () {
     const typed = USAGE.replace('const changes = [];', 'const changes: string[] = [];')
       .replace('const [user] =', 'const [user] =')
