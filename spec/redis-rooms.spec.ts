@@ -92,6 +92,29 @@ describe('Redis mode: rooms across three mounts', function () {
     ]);
   });
 
+  it('a member going invisible on one mount is a left (and the count one less) on the others; the backend still lists them, marked', async () => {
+    const [a, b, c] = mounts as [Harness, Harness, Harness];
+    const ghost = await a.connect(auth('ghost', 'Web'));
+    const bob = await b.connect(auth('bob', 'Web'));
+    await join(ghost, 'den', 'here');
+    const { view } = await join(bob, 'den');
+    expect(view.userIds).to.deep.equal(['bob', 'ghost']);
+    expect(await emit(ghost, 'presence:set-availability', { availability: 'invisible' })).to.deep.equal({ ok: true, availability: 'invisible' });
+    await waitFor(() => !view.members.has('ghost') && view.count === 1, 'bob to see ghost leave and a count of 1');
+    // A join on a third mount is told nothing of the invisible member either.
+    const carol = await c.connect(auth('carol', 'Web'));
+    const { answer } = await join(carol, 'den');
+    expect(answer.members!.map((member) => member.userId)).to.deep.equal(['bob', 'carol']);
+    expect(answer.count).to.equal(2);
+    // The backend sees the truth, on any mount.
+    const page = await b.presence.room('den').members();
+    expect(page.members.find((member) => member.userId === 'ghost')).to.deep.include({ availability: 'invisible' });
+    expect(await b.presence.room('den').count()).to.equal(3);
+    await emit(ghost, 'presence:set-availability', { availability: 'available' });
+    await waitFor(() => view.members.has('ghost') && view.count === 3, 'bob to see ghost join again');
+    expect(view.members.get('ghost')).to.deep.include({ meta: 'here', availability: 'available' });
+  });
+
   it('leaving, disconnecting and logging out on one mount are a left on the others; counts follow everywhere', async () => {
     const [a, b, c] = mounts as [Harness, Harness, Harness];
     const watcher = await a.connect(auth('watcher', 'Web'));

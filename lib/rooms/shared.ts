@@ -2,7 +2,7 @@
 
 import type { PresenceEngine } from '../engine/engine.js';
 import type { Platform } from '../core/platforms.js';
-import { deriveUserStatus } from '../core/store.js';
+import type { UserTruth } from '../core/availability.js';
 import type { RoomConnection, RoomRegistry } from './registry.js';
 import type { JsonValue, RoomMember, RoomPage } from './types.js';
 import type { SharedOwners, SharedRoomMessage, SharedRoomsBackend } from '../core/shared-rooms.js';
@@ -119,6 +119,8 @@ export class SharedRooms<C extends RoomConnection> {
     };
     engine.on('change', (change) => statusChanged(change.userId));
     engine.on('custom-status', (change) => statusChanged(change.userId));
+    // Availability too: the other processes must leave an invisible member out of what their clients are told.
+    engine.on('user-state', (truth) => statusChanged(truth.userId));
   }
 
   count(room: string): Promise<number> {
@@ -129,7 +131,7 @@ export class SharedRooms<C extends RoomConnection> {
   async page(room: string, limit: number, after: number): Promise<RoomPage> {
     const { users, count, more } = await this.backend.page(room, limit, after);
     // In order: one answer per user asked.
-    const found = await this.engine.lookup(users.map((user) => user.userId));
+    const found = await this.engine.truths(users.map((user) => user.userId));
     const members: RoomMember[] = users.map((user, i) => {
       const stored = found[i];
       const devices: { platform: Platform; instanceId: string }[] = [];
@@ -138,8 +140,9 @@ export class SharedRooms<C extends RoomConnection> {
       }
       return {
         userId: user.userId,
-        status: stored ? deriveUserStatus(stored.instances) : 'Offline',
-        availability: 'available',
+        status: stored?.status ?? 'Offline',
+        // The backend's view: the truth, an invisible member marked so.
+        availability: stored?.availability ?? 'available',
         customStatus: stored?.customStatus ?? null,
         meta: parseMetaJson(user.meta),
         devices,
@@ -335,8 +338,12 @@ export class SharedRooms<C extends RoomConnection> {
 
   private async refreshStatus(userId: string): Promise<void> {
     try {
-      const [user] = await this.engine.lookup([userId]);
-      this.registry.userChanged(userId, { status: user ? deriveUserStatus(user.instances) : 'Offline', customStatus: user?.customStatus ?? null });
+      const [truth] = await this.engine.truths([userId]);
+      this.registry.userChanged(userId, {
+        status: truth?.status ?? 'Offline',
+        customStatus: truth?.customStatus ?? null,
+        availability: truth?.availability ?? 'available',
+      });
     } catch (error) {
       this.engine.config.logger.error('express-presence: refreshing a room member status failed', error);
     }
@@ -359,15 +366,15 @@ export class SharedRooms<C extends RoomConnection> {
   }
 
   private async memberOf(message: SharedRoomMessage): Promise<RoomMember> {
-    const [user] = await this.engine.lookup([message.userId]).catch(() => []);
+    const [user] = await this.engine.truths([message.userId]).catch((): UserTruth[] => []);
     const devices: { platform: Platform; instanceId: string }[] = [];
     for (const list of Object.values(message.owners ?? {})) {
       for (const [platform, instanceId] of list) if (!devices.some((device) => device.instanceId === instanceId)) devices.push({ platform, instanceId });
     }
     return {
       userId: message.userId,
-      status: user ? deriveUserStatus(user.instances) : 'Offline',
-      availability: 'available',
+      status: user?.status ?? 'Offline',
+      availability: user?.availability ?? 'available',
       customStatus: user?.customStatus ?? null,
       meta: parseMetaJson(message.meta),
       devices,
