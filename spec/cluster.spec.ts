@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { io as ioc } from 'socket.io-client';
 import type { StateChangeCallbackBody, UserPresence } from '../lib/index.js';
-import { deleteKeys, REDIS_URL, redisClient, uniquePrefix } from './helpers/redis.js';
+import { REDIS_URL, deleteKeys, layoutOf, leaseListed, ownedBy, redisClient, uniquePrefix } from './helpers/redis.js';
 import {
   callbackReceiver,
   connectDevice,
@@ -46,7 +46,7 @@ function storedUser(text: string | null): { s: number; i: string[][] } | undefin
  * clock) one more Seq per change, each once, up to the store's own last sequence number of the user.
  */
 async function expectOneCallbackPerChange(admin: Redis, prefix: string, receiver: CallbackReceiver, userId: string): Promise<StateChangeCallbackBody[]> {
-  const last = storedUser(await admin.get(`${prefix}u:${userId}`))?.s ?? 0;
+  const last = storedUser(await admin.get(layoutOf(prefix).user(userId)))?.s ?? 0;
   expect(last, `${userId} changed`).to.be.greaterThan(0);
   const bodies = await waitFor(
     () => receiver.of(userId).some((body) => body.Seq === last) && receiver.of(userId),
@@ -316,7 +316,7 @@ describe('cluster: logins racing on two processes', function () {
 
   /** The platforms of each user's stored devices, read straight from Redis. */
   async function storedPlatforms(keyPrefix: string, userIds: string[]): Promise<string[][]> {
-    const texts = await admin.mget(userIds.map((userId) => `${keyPrefix}u:${userId}`));
+    const texts = await admin.mget(userIds.map((userId) => layoutOf(keyPrefix).user(userId)));
     return texts.map((text) => storedUser(text)?.i.map((instance) => instance[1] as string) ?? []);
   }
 
@@ -503,8 +503,8 @@ describe('cluster: a process killed with SIGKILL', function () {
     // No ghost: the cluster counts exactly the live devices as Online, and the dead process's bookkeeping is gone.
     const stats = await a.http<{ instances: { Online: number; PushOnline: number } }>('/stats');
     expect(stats.body.instances).to.deep.equal({ Online: 2, PushOnline: 2 });
-    expect(await admin.sismember(`${prefix}procs`, c.owner)).to.equal(0);
-    expect(await admin.exists(`${prefix}owned:${c.owner}`)).to.equal(0);
+    expect((await leaseListed(admin, prefix, c.owner)) ? 1 : 0).to.equal(0);
+    expect(await ownedBy(admin, prefix, c.owner)).to.deep.equal([]);
     for (const device of survivors) expect(device.socket.connected).to.equal(true);
     for (const node of [a, b]) expect(node.errors(), node.name).to.deep.equal([]);
   });

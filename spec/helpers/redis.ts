@@ -1,6 +1,7 @@
 // Redis for tests: REDIS_URL (default 127.0.0.1:6379), a Redis Cluster at REDIS_CLUSTER_NODES, unique key prefixes, and cleanup.
 
 import { Cluster, Redis } from 'ioredis';
+import { BUCKETS, RedisLayout } from '../../lib/redis/layout.js';
 import { skipBecause } from './skip.js';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -50,4 +51,51 @@ export async function deleteKeys(client: Redis | Cluster, prefix: string): Promi
       for (const key of keys) await node.del(key);
     } while (cursor !== '0');
   }
+}
+
+/** The layout's key names for a test's prefix. */
+export function layoutOf(prefix: string): RedisLayout {
+  return new RedisLayout(prefix);
+}
+
+/** Whether any bucket still lists the process among the leases (it renewed, or its devices are not all reaped yet). */
+export async function leaseListed(client: Redis | Cluster, prefix: string, owner: string): Promise<boolean> {
+  const layout = new RedisLayout(prefix);
+  for (let bucket = 0; bucket < BUCKETS; bucket++) if ((await client.zscore(layout.shared(bucket)[3], owner)) !== null) return true;
+  return false;
+}
+
+/** As if the process's lease ran out now (a stall): every bucket's entry of it is made past due. */
+export async function expireLease(client: Redis | Cluster, prefix: string, owner: string): Promise<void> {
+  const layout = new RedisLayout(prefix);
+  // All at once (sent together), so that the process's next renewal does not come in between.
+  await Promise.all(Array.from({ length: BUCKETS }, (_, bucket) => client.zadd(layout.shared(bucket)[3], 'XX', 0, owner)));
+}
+
+/** Whether the process's lease is live in every bucket. */
+export async function leaseLive(client: Redis | Cluster, prefix: string, owner: string): Promise<boolean> {
+  const layout = new RedisLayout(prefix);
+  for (let bucket = 0; bucket < BUCKETS; bucket++) {
+    const until = await client.zscore(layout.shared(bucket)[3], owner);
+    if (until === null || Number(until) <= Date.now()) return false;
+  }
+  return true;
+}
+
+/** The devices a process holds, as [userId, instanceId, sessionId], over every bucket. */
+export async function ownedBy(client: Redis | Cluster, prefix: string, owner: string): Promise<[string, string, string][]> {
+  const layout = new RedisLayout(prefix);
+  const owned: [string, string, string][] = [];
+  for (let bucket = 0; bucket < BUCKETS; bucket++) {
+    for (const member of await client.zrangebylex(layout.shared(bucket)[2], `[${owner}\0`, `(${owner}\x01`))
+      owned.push(JSON.parse(member.slice(owner.length + 1)) as [string, string, string]);
+  }
+  return owned;
+}
+
+/** Whether any bucket notes the process gone (a handover or a reap under way). */
+export async function notedGone(client: Redis | Cluster, prefix: string, owner: string): Promise<boolean> {
+  const layout = new RedisLayout(prefix);
+  for (let bucket = 0; bucket < BUCKETS; bucket++) if ((await client.hexists(layout.shared(bucket)[4], `${owner}:at`)) === 1) return true;
+  return false;
 }
