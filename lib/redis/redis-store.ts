@@ -141,7 +141,7 @@ const SOURCES: Record<ScriptName, string> = {
 const BUCKET_SLOTS = BUCKET_TAGS.map(slotOf);
 const ALL_BUCKETS = Array.from({ length: BUCKETS }, (_, bucket) => bucket);
 /** Devices handled by one reaping or expiry script: each call stays well under 5 ms of Redis time. */
-const SLICE = 64;
+const SLICE = 32;
 /** The default prefix: 0.1 used 'presence:' in the older layout. */
 const DEFAULT_PREFIX = 'presence:v2:';
 const PREVIOUS_DEFAULT_PREFIX = 'presence:';
