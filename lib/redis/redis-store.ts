@@ -234,6 +234,7 @@ export class RedisStore implements PresenceStore {
   private subscriber: Redis | Cluster | undefined;
   /** The layout check, once: a refusal (StoreLayoutError) is kept and given to every call. */
   private layoutChecked: Promise<void> | undefined;
+  private layoutReported = false;
   private readonly leaseTtl: number;
   private readonly sweepInterval: number;
   private readonly offlineTtl: number;
@@ -755,6 +756,12 @@ export class RedisStore implements PresenceStore {
 
   /** Logs the first error of an outage; the rest of the episode is quiet. */
   private report(error: unknown): void {
+    if (error instanceof StoreLayoutError) {
+      // Not an outage: Redis answers, but holds data this version must not touch. Said once; every call refuses with it.
+      if (!this.layoutReported) this.context?.logger.error(`express-presence: ${error.message}`);
+      this.layoutReported = true;
+      return;
+    }
     if (this.down || this.closed) return;
     this.down = true;
     this.context?.logger.error('express-presence: Redis is unreachable; presence keeps local connections and will reconcile when it is back', error);
