@@ -21,6 +21,7 @@ import { deleteKeys } from '../spec/helpers/redis.js';
 import { report, type Figure } from './report.js';
 import { devicesOf } from './fixtures.js';
 import { storeBenchmark } from './store.part.js';
+import { RedisLayout } from '../lib/redis/layout.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** Each side is measured for ROUNDS slices of SLICE_MS, alternating, so a shared machine's load falls on both alike. */
@@ -64,7 +65,8 @@ async function queryBenchmark(prefix: string): Promise<Figure[]> {
       }
     }
     const accounts = Array.from({ length: ACCOUNTS }, (_, i) => `user${i}`);
-    const keys = accounts.map((userId) => `${prefix}u:${userId}`);
+    const layout = new RedisLayout(prefix);
+    const keys = accounts.map((userId) => layout.user(userId));
     // The floors: the least a client can do to fetch the same records (one MGET, strings as ioredis gives them),
     // and to have them as data (each record through JSON.parse).
     const floor = () => rawClient.mget(keys);
