@@ -59,7 +59,11 @@ async function measure(
   return { perSecond: done / seconds, cpuPer: used.reduce((a, b) => a + b, 0) / done, commandPer, perShard: used.map((u) => u / 1e6 / seconds) };
 }
 
-async function pairs(client: Redis | Cluster, nodes: Redis[], prefix: string): Promise<{ perSecond: number; cpuPer: number; commandPer: number; perShard: number[] }> {
+async function pairs(
+  client: Redis | Cluster,
+  nodes: Redis[],
+  prefix: string,
+): Promise<{ perSecond: number; cpuPer: number; commandPer: number; perShard: number[] }> {
   const presence = createPresence({ loginPolicy: 'multi', store: new RedisStore({ client, prefix }) });
   // Warm: the scripts loaded, the layout checked.
   await presence.engine.logout((await presence.engine.connect({ userId: 'warm', platform: 'Web', instanceId: 'w' }, noop)).connection);
