@@ -23,6 +23,8 @@ import {
 import { deleteKeys } from '../spec/helpers/redis.js';
 import { report, type Figure } from './report.js';
 import { devicesOf } from './fixtures.js';
+import { storeBenchmark } from './store.part.js';
+import { RedisLayout } from '../lib/redis/layout.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** Each side is measured for ROUNDS slices of SLICE_MS, alternating, so a shared machine's load falls on both alike. */
@@ -66,7 +68,8 @@ async function queryBenchmark(prefix: string): Promise<Figure[]> {
       }
     }
     const accounts = Array.from({ length: ACCOUNTS }, (_, i) => `user${i}`);
-    const keys = accounts.map((userId) => `${prefix}u:${userId}`);
+    const layout = new RedisLayout(prefix);
+    const keys = accounts.map((userId) => layout.user(userId));
     // The floors: the least a client can do to fetch the same records (one MGET, strings as ioredis gives them),
     // and to have them as data (each record through JSON.parse).
     const floor = () => rawClient.mget(keys);
@@ -573,12 +576,13 @@ async function deployBenchmark(prefix: string): Promise<Figure[]> {
 }
 
 const run = `bench:cluster:${process.pid}:${Date.now().toString(36)}:`;
-/** BENCH_CLUSTER_PARTS=query,kick,pause,deploy (the default: all) picks the parts to run. */
-const parts = new Set((process.env.BENCH_CLUSTER_PARTS ?? 'query,kick,pause,deploy').split(','));
+/** BENCH_CLUSTER_PARTS=query,kick,pause,deploy,store (the default: all) picks the parts to run. */
+const parts = new Set((process.env.BENCH_CLUSTER_PARTS ?? 'query,kick,pause,deploy,store').split(','));
 const figures = [
   ...(parts.has('query') ? await queryBenchmark(`${run}query:`) : []),
   ...(parts.has('kick') ? await kickBenchmark(`${run}kick:`) : []),
   ...(parts.has('pause') ? await redisPauseBenchmark(`${run}pause:`) : []),
   ...(parts.has('deploy') ? await deployBenchmark(`${run}deploy:`) : []),
+  ...(parts.has('store') ? await storeBenchmark(REDIS_URL, `${run}store:`) : []),
 ];
 report('cluster (Redis mode)', figures);

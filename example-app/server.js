@@ -75,6 +75,15 @@ for (const key of Object.keys(demoOptions)) if (demoOptions[key] === undefined) 
 const port = readNumber('PORT') ?? 3000;
 if (typeof port !== 'number') fail(`PORT must be a port number; got ${JSON.stringify(port)}`);
 const redisUrl = env.REDIS_URL || undefined;
+/** REDIS_CLUSTER=host:port,...: a Redis Cluster instead of one Redis (an ioredis Cluster and the sharded adapter). */
+const redisCluster = env.REDIS_CLUSTER
+  ? env.REDIS_CLUSTER.split(',').map((node) => {
+      const [host, portText] = node.trim().split(':');
+      const clusterPort = Number(portText);
+      if (!host || !Number.isInteger(clusterPort)) fail(`REDIS_CLUSTER must be host:port,host:port,...; got ${JSON.stringify(env.REDIS_CLUSTER)}`);
+      return { host, port: clusterPort };
+    })
+  : undefined;
 /** Other processes of `npm run example:cluster`, offered on the page as servers a device may connect to. */
 const peers = (env.PEERS ?? '')
   .split(',')
@@ -87,7 +96,7 @@ const peers = (env.PEERS ?? '')
 const DEMO_ADMIN_TOKEN = env.DEMO_ADMIN_TOKEN || 'demo-admin-token';
 
 // ---------------------------------------------------------------------------------------------
-// The store: in memory by default; with REDIS_URL, shared by every process through Redis.
+// The store: in memory by default; with REDIS_URL (or REDIS_CLUSTER), shared by every process through Redis.
 // ---------------------------------------------------------------------------------------------
 
 /** Everything opened for Redis mode, closed on shutdown. */
@@ -95,12 +104,20 @@ const redisClients = [];
 
 async function redisMode(io) {
   // Imported only here: a single-process app never loads a Redis client.
-  const [{ Redis }, { createAdapter }, { RedisStore }] = await Promise.all([
+  const [{ Redis, Cluster }, { createAdapter, createShardedAdapter }, { RedisStore }] = await Promise.all([
     import('ioredis'),
     import('@socket.io/redis-adapter'),
     import('express-presence/redis'),
   ]);
   const prefix = env.REDIS_PREFIX || 'presence-demo:';
+  if (redisCluster) {
+    // ioredis needs shardedSubscribers for sharded pub/sub: without it the adapter's MOVED errors crash the process.
+    const cluster = new Cluster(redisCluster, { shardedSubscribers: true });
+    const adapterSub = cluster.duplicate();
+    redisClients.push(cluster, adapterSub);
+    io.adapter(createShardedAdapter(cluster, adapterSub, { channelPrefix: `${prefix}socket.io` }));
+    return new RedisStore({ client: cluster, prefix });
+  }
   const client = new Redis(redisUrl);
   const adapterPub = client.duplicate();
   const adapterSub = client.duplicate();
@@ -127,7 +144,7 @@ let presence;
 try {
   presence = createPresence({
     ...demoOptions,
-    ...(redisUrl ? { store: await redisMode(io) } : {}),
+    ...(redisUrl || redisCluster ? { store: await redisMode(io) } : {}),
 
     // DEMO ONLY: whoever connects says who they are in `auth.user`, so the page can play any user.
     // A real app checks its own credential here (a session cookie, a JWT in `auth.token`) and
@@ -181,7 +198,7 @@ app.get('/config', (_req, res) => {
     idleTimeout: config.idleTimeout,
     platforms: PLATFORMS,
     platformClasses: Object.fromEntries(PLATFORMS.map((platform) => [platform, platformClass(platform)])),
-    store: redisUrl ? 'redis' : 'memory',
+    store: redisCluster ? 'redis-cluster' : redisUrl ? 'redis' : 'memory',
     server: { pid: process.pid, port: httpServer.address()?.port },
     peers,
     // DEMO ONLY (see DEMO_ADMIN_TOKEN above).
@@ -224,7 +241,9 @@ httpServer.listen(port, () => {
   const seconds = (ms) => (ms === 0 ? 'never' : `${ms / 1000} s`);
   const perClass = (value) =>
     `mobile ${seconds(value.mobile)}, desktop ${seconds(value.desktop)}, web ${seconds(value.web)}, miniProgram ${seconds(value.miniProgram)}`;
-  console.log(`express-presence demo (pid ${process.pid}, ${redisUrl ? `Redis at ${redisUrl}` : 'in-memory store'})`);
+  console.log(
+    `express-presence demo (pid ${process.pid}, ${redisCluster ? `Redis Cluster at ${env.REDIS_CLUSTER}` : redisUrl ? `Redis at ${redisUrl}` : 'in-memory store'})`,
+  );
   console.log(`  login policy ${config.loginPolicy}; ${config.maxInstancesPerPlatform} per platform, ${config.maxWebInstances} across Web + MiniProgram`);
   console.log(`  heartbeat every ${seconds(config.heartbeatInterval)}; timeout ${perClass(config.heartbeatTimeout)}`);
   console.log(`  background timeout ${perClass(config.backgroundTimeout)}; PushOnline kept ${seconds(config.pushOnlineTtl)}`);

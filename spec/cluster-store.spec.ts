@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { createPresence, ManualClock, type Presence, type PresenceChange, type PresenceOptions } from '../lib/index.js';
 import { RedisStore } from '../lib/redis/index.js';
-import { deleteKeys, redisClient, uniquePrefix } from './helpers/redis.js';
+import { deleteKeys, expireLease, layoutOf, redisClient, uniquePrefix } from './helpers/redis.js';
 import { delay, PrivateRedis, waitFor } from './fixtures/cluster-harness.js';
 
 const noop = () => {};
@@ -64,14 +64,14 @@ describe('cluster: RedisStore in one process', function () {
     const prefix = uniquePrefix('layout');
     const { presence } = open({ prefix, offlineTtl: 60_000 });
     const web = await presence.engine.connect({ userId: 'u', platform: 'Web', instanceId: 'tab' }, noop);
-    expect(await admin.type(`${prefix}u:u`)).to.equal('string');
-    expect(await admin.pttl(`${prefix}u:u`)).to.equal(-1);
+    expect(await admin.type(layoutOf(prefix).user('u'))).to.equal('string');
+    expect(await admin.pttl(layoutOf(prefix).user('u'))).to.equal(-1);
     await presence.engine.logout(web.connection);
-    const ttl = await admin.pttl(`${prefix}u:u`);
+    const ttl = await admin.pttl(layoutOf(prefix).user('u'));
     expect(ttl).to.be.greaterThan(55_000).and.at.most(60_000);
     // Logged in again: kept for good again.
     await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'phone' }, noop);
-    expect(await admin.pttl(`${prefix}u:u`)).to.equal(-1);
+    expect(await admin.pttl(layoutOf(prefix).user('u'))).to.equal(-1);
   });
 
   it('answers ids, versions and custom statuses of any characters, and times to the millisecond, as given', async function () {
@@ -96,7 +96,7 @@ describe('cluster: RedisStore in one process', function () {
     const prefix = uniquePrefix('clear');
     const { presence } = open({ prefix });
     await presence.setCustomStatus('ghost', null);
-    expect(await admin.exists(`${prefix}u:ghost`)).to.equal(0);
+    expect(await admin.exists(layoutOf(prefix).user('ghost'))).to.equal(0);
     expect(await presence.query(['ghost'])).to.deep.equal([
       { userId: 'ghost', status: 'Offline', lastSeen: null, customStatus: null, availability: 'available', idleSince: null, instances: [] },
     ]);
@@ -109,11 +109,11 @@ describe('cluster: RedisStore in one process', function () {
     await stalled.presence.engine.connect({ userId: 'p', platform: 'Android', instanceId: 'phone' }, noop);
     await stalled.presence.engine.connect({ userId: 'w', platform: 'Windows', instanceId: 'pc' }, noop);
     // Both subscribed, and the check of live devices that follows the first subscription over (it renews the lease).
-    await waitFor(async () => ((await admin.pubsub('NUMSUB', `${prefix}ended`)) as [string, number])[1] === 2, 'both stores to subscribe');
+    await waitFor(async () => ((await admin.pubsub('NUMSUB', layoutOf(prefix).endedChannel(0))) as [string, number])[1] === 2, 'both stores to subscribe');
     await delay(50);
     await waitFor(() => (stalled.presence.config.store as unknown as { reconciling?: unknown }).reconciling === undefined, 'the start-up check to end');
     // What a stall longer than the lease looks like to the others: the lease is gone.
-    await admin.del(`${prefix}lease:${stalled.presence.engine.owner}`);
+    await expireLease(admin, prefix, stalled.presence.engine.owner);
     await waitFor(() => other.changes.length === 2, 'the other process to reap the devices', 3000);
     expect(other.changes.map((c) => `${c.userId}:${c.action}/${c.reason}/${c.instanceStatus}`).sort()).to.deep.equal([
       'p:Disconnect/LinkClose/PushOnline',

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { createPresence, type Connection, type Presence, type PresenceChange, type PresenceOptions, type StateChangeCallbackBody } from '../lib/index.js';
 import { createPresenceClient, type PresenceClient } from '../lib/client/index.js';
 import { RedisStore } from '../lib/redis/index.js';
-import { deleteKeys, REDIS_URL, redisClient, uniquePrefix } from './helpers/redis.js';
+import { REDIS_URL, deleteKeys, expireLease, layoutOf, leaseListed, leaseLive, notedGone, ownedBy, redisClient, uniquePrefix } from './helpers/redis.js';
 import {
   callbackReceiver,
   connectDevice,
@@ -124,8 +124,9 @@ describe('deploys: in-process presences over one Redis', function () {
     expect(await statusOf('late')).to.equal('Online:Online');
     // A is forgotten once all its devices are settled.
     const owner = a.presence.engine.owner;
-    expect(await admin.sismember(`${prefix}procs`, owner)).to.equal(0);
-    expect(await admin.exists(`${prefix}gone:${owner}`, `${prefix}owned:${owner}`)).to.equal(0);
+    expect((await leaseListed(admin, prefix, owner)) ? 1 : 0).to.equal(0);
+    expect(await notedGone(admin, prefix, owner)).to.equal(false);
+    expect(await ownedBy(admin, prefix, owner)).to.deep.equal([]);
   });
 
   it("waits a class's reconnect grace when it is longer than the handover", async function () {
@@ -163,7 +164,7 @@ describe('deploys: in-process presences over one Redis', function () {
     expect(await statusOf('tab')).to.equal('Offline:');
     await delay(600);
     expect(b.changes).to.deep.equal([]);
-    expect(await admin.sismember(`${prefix}procs`, a.presence.engine.owner)).to.equal(0);
+    expect((await leaseListed(admin, prefix, a.presence.engine.owner)) ? 1 : 0).to.equal(0);
   });
 
   it('a process whose lease lapsed (stalled) takes back, when it renews, a device another process took over meanwhile', async function () {
@@ -172,12 +173,12 @@ describe('deploys: in-process presences over one Redis', function () {
     const b = open({ reconnectGrace: '10s' }, 3000);
     const tab1 = await connect(a, 'u', 'Web', 'w');
     // A's lease written (so that a renewal finding it gone is a lapse, not its first), and its start-up reconciliation over.
-    await waitFor(async () => (await admin.exists(`${prefix}lease:${a.presence.engine.owner}`)) === 1, "A's lease");
+    await waitFor(async () => await leaseLive(admin, prefix, a.presence.engine.owner), "A's lease");
     await delay(200);
     // What a stall past the lease looks like to the others; a tab of the device then resumes on B and takes it over.
-    await admin.del(`${prefix}lease:${a.presence.engine.owner}`);
+    await expireLease(admin, prefix, a.presence.engine.owner);
     const tab2 = await connect(b, 'u', 'Web', 'w', tab1.connection.sessionId);
-    const owners = async () => (JSON.parse((await admin.get(`${prefix}u:u`)) as string) as { i: unknown[][] }).i[0]?.[6];
+    const owners = async () => (JSON.parse((await admin.get(layoutOf(prefix).user('u'))) as string) as { i: unknown[][] }).i[0]?.[6];
     expect(await owners()).to.equal(b.presence.engine.owner);
     // A renews its lease (every leaseTtl / 3), hears that it was gone, and holds its device again.
     await waitFor(() => a.warnings.some((message) => /lease ran out/.test(message)), 'A to notice', 3000);

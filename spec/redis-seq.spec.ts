@@ -6,6 +6,7 @@ import { createPresence, StoreUnavailableError, type Connection, type Presence, 
 import { RedisStore } from '../lib/redis/index.js';
 import { callbackReceiver, delay, PrivateRedis, waitFor, type CallbackReceiver } from './fixtures/cluster-harness.js';
 import { random } from './chaos/model.js';
+import { expireLease } from './helpers/redis.js';
 
 const LEASE_TTL = 1500;
 const PREFIX = 'seq:';
@@ -174,7 +175,7 @@ describe('Redis: sequence numbers across empty restarts', function () {
     await waitFor(
       async () => {
         if (b.changes.length >= 2) return true;
-        await admin.del(`${PREFIX}lease:${a.presence.engine.owner}`);
+        await expireLease(admin, PREFIX, a.presence.engine.owner);
         return false;
       },
       "b's reap of a's devices",

@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { createPresence, type Connection, type EndNotice, type Presence, type PresenceChange, type PresenceOptions } from '../lib/index.js';
 import { RedisStore } from '../lib/redis/index.js';
-import { deleteKeys, REDIS_URL, redisClient, uniquePrefix } from './helpers/redis.js';
+import { REDIS_URL, deleteKeys, layoutOf, leaseListed, ownedBy, redisClient, uniquePrefix } from './helpers/redis.js';
 import {
   callbackReceiver,
   connectDevice,
@@ -37,7 +37,7 @@ interface Proc {
 
 /** The device records of a user as the scripts keep them (lib/redis/scripts.ts): [instanceId, platform, status, ..., owner(s), version]. */
 async function rawDevices(admin: Redis, prefix: string, userId: string): Promise<unknown[][]> {
-  const text = await admin.get(`${prefix}u:${userId}`);
+  const text = await admin.get(layoutOf(prefix).user(userId));
   if (text === null) return [];
   const record = JSON.parse(text) as { i: unknown[][] | Record<string, never> };
   return Array.isArray(record.i) ? record.i : [];
@@ -52,7 +52,11 @@ describe('Redis: tabs of one device on two processes', function () {
 
   /** Waits until `count` stores listen on the ended channel. */
   async function subscribed(count: number): Promise<void> {
-    await waitFor(async () => ((await admin.pubsub('NUMSUB', `${prefix}ended`)) as [string, number])[1] >= count, 'the stores to subscribe', 3000);
+    await waitFor(
+      async () => ((await admin.pubsub('NUMSUB', layoutOf(prefix).endedChannel(0))) as [string, number])[1] >= count,
+      'the stores to subscribe',
+      3000,
+    );
   }
 
   function open(name: string, options: Partial<PresenceOptions> = {}): Proc {
@@ -152,8 +156,8 @@ describe('Redis: tabs of one device on two processes', function () {
     expect((await rawDevices(admin, prefix, 'u'))[0]?.[6]).to.have.members([ownerA, ownerB]);
     a.presence.engine.disconnect(tab1.connection, 'closed');
     await waitFor(async () => (await rawDevices(admin, prefix, 'u'))[0]?.[6] === ownerB, 'B the only holder');
-    expect(await admin.sismember(`${prefix}owned:${ownerA}`, JSON.stringify(['u', 'w', tab1.sessionId]))).to.equal(0);
-    expect(await admin.sismember(`${prefix}owned:${ownerB}`, JSON.stringify(['u', 'w', tab1.sessionId]))).to.equal(1);
+    expect((await ownedBy(admin, prefix, ownerA)).some((d) => JSON.stringify(d) === JSON.stringify(['u', 'w', tab1.sessionId]))).to.equal(false);
+    expect((await ownedBy(admin, prefix, ownerB)).some((d) => JSON.stringify(d) === JSON.stringify(['u', 'w', tab1.sessionId]))).to.equal(true);
     b.presence.engine.disconnect(tab2.connection, 'closed');
     await waitFor(async () => (await status('u')) === 'Offline:', 'u Offline');
   });
@@ -165,7 +169,7 @@ describe('Redis: tabs of one device on two processes', function () {
     // What the previous scripts wrote for a Windows held by A; A holds it live.
     const tab1 = await a.connect('u', 'Windows', 'pc');
     const sid = tab1.sessionId;
-    const text = (await admin.get(`${prefix}u:u`)) as string;
+    const text = (await admin.get(layoutOf(prefix).user('u'))) as string;
     expect(JSON.parse(text).i[0]).to.deep.equal(['pc', 'Windows', 'Online', JSON.parse(text).i[0][3], 1, sid, ownerA, '']);
     const tab2 = await b.connect('u', 'Windows', 'pc', sid);
     expect(tab2.resumed).to.equal(true);
@@ -208,7 +212,7 @@ describe('Redis: tabs of one device on two processes', function () {
     const tab2 = await b.connect('u', 'Linux', 'lx', tab1.sessionId);
     // A goes away (its lease given up and handed over: B reaps it at its first sweep after the handover).
     await a.presence.close();
-    await waitFor(async () => (await admin.sismember(`${prefix}procs`, a.presence.engine.owner)) === 0, 'A reaped');
+    await waitFor(async () => ((await leaseListed(admin, prefix, a.presence.engine.owner)) ? 1 : 0) === 0, 'A reaped');
     expect(await status('u')).to.equal('Online:lx/Online');
     expect(tab2.connection.open).to.equal(true);
     expect((await rawDevices(admin, prefix, 'u'))[0]?.[6]).to.equal(b.presence.engine.owner);
@@ -374,7 +378,7 @@ describe('cluster: tabs of one device on two processes (real sockets)', function
     const killed = b.owner;
     await b.kill('SIGKILL');
     nodes = nodes.filter((node) => node !== b);
-    await waitFor(async () => (await admin.sismember(`${prefix}procs`, killed)) === 0, 'B reaped', LEASE_TTL + 5000);
+    await waitFor(async () => ((await leaseListed(admin, prefix, killed)) ? 1 : 0) === 0, 'B reaped', LEASE_TTL + 5000);
     expect(await statusOn(a, userId)).to.equal('Online:pc/Online');
     expect(two.socket.connected).to.equal(true);
     expect(callbacksOf(userId)).to.deep.equal(['Login/Register']);

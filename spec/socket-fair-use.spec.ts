@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import { ManualClock, type ChangedPayload, type StateChangeCallbackBody } from '../lib/index.js';
 import { RedisStore } from '../lib/redis/index.js';
-import { deleteKeys, redisClient, uniquePrefix } from './helpers/redis.js';
+import { deleteKeys, layoutOf, redisClient, uniquePrefix } from './helpers/redis.js';
 import { auth, delay, startHarness, waitFor, type Device, type Harness, type HarnessOptions } from './fixtures/socket-harness.js';
 
 type Answer = { ok: true; [key: string]: unknown } | { ok: false; code: string; message: string };
@@ -295,17 +295,15 @@ describe('socket: fair use', () => {
       expect(newPhone.socket.connected).to.equal(true);
 
       const admin = clients[0]!;
-      expect(await admin.zcard(`${prefix}rvu:churner`)).to.equal(5);
-      expect(await admin.zcard(`${prefix}rvu:victim`)).to.equal(1);
-      const revokedKeys: string[] = [];
-      let cursor = '0';
-      do {
-        const [nextCursor, keys] = await admin.scan(cursor, 'MATCH', `${prefix}rv:*`, 'COUNT', 1000);
-        cursor = nextCursor;
-        revokedKeys.push(...keys);
-      } while (cursor !== '0');
-      expect(revokedKeys, 'five of the churner, one of the victim').to.have.length(6);
-      expect(await admin.pttl(`${prefix}rvu:churner`)).to.be.above(0);
+      // Revocations live with their user (lib/redis/scripts.ts): a hash of notices and a sorted set of their times.
+      const [, churnerNotices, churnerTimes] = layoutOf(prefix).userKeys('churner');
+      const [, victimNotices, victimTimes] = layoutOf(prefix).userKeys('victim');
+      expect(await admin.zcard(churnerTimes)).to.equal(5);
+      expect(await admin.hlen(churnerNotices), "the churner's notices").to.equal(5);
+      expect(await admin.zcard(victimTimes)).to.equal(1);
+      expect(await admin.hlen(victimNotices), "the victim's notice").to.equal(1);
+      expect(await admin.pttl(churnerTimes)).to.be.above(0);
+      expect(await admin.pttl(churnerNotices)).to.be.above(0);
     });
   });
 });

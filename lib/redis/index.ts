@@ -1,3 +1,3 @@
 // express-presence/redis: the Redis-backed store for running many processes.
 
-export { RedisStore, type RedisStoreOptions } from './redis-store.js';
+export { RedisStore, StoreLayoutError, type RedisStoreOptions } from './redis-store.js';

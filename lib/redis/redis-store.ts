@@ -1,8 +1,8 @@
-// RedisStore: presence shared by many processes through Redis, with atomic scripts, leases and pub/sub.
+// RedisStore: presence shared by many processes through Redis or a Redis Cluster, with atomic scripts, leases and pub/sub.
 
 import { createHash } from 'node:crypto';
 import createDebug from 'debug';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { PLATFORMS, type Platform } from '../core/platforms.js';
 import type { EndNotice, InstanceStatus, PresenceStats, UserStatus } from '../core/types.js';
@@ -23,7 +23,21 @@ import type {
   StoreUserState,
 } from '../core/store.js';
 import type { Availability } from '../core/availability.js';
-import { EXPIRE_DUE, KICK, LINK_LOST, LOGIN, REAP, REAPPLY_ENDS, REMOVE, SET_AVAILABILITY, SET_CUSTOM_STATUS, withRevocationCap } from './scripts.js';
+import {
+  EXPIRE_DUE,
+  KICK,
+  LEAVE,
+  LINK_LOST,
+  LOGIN,
+  REAP,
+  REAPPLY_ENDS,
+  REMOVE,
+  RENEW,
+  SET_AVAILABILITY,
+  SET_CUSTOM_STATUS,
+  withRevocationCap,
+} from './scripts.js';
+import { BUCKETS, BUCKET_TAGS, LAYOUT_VERSION, RedisLayout, bucketOf, slotOf } from './layout.js';
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import { isStoreUnavailable, StoreUnavailableError } from '../core/errors.js';
@@ -34,9 +48,15 @@ const debug = createDebug('express-presence:redis');
 const ADMIN_KICK = JSON.stringify({ reason: 'AdminKick' });
 
 export interface RedisStoreOptions {
-  /** An ioredis client (`new Redis(url)`); the store also makes one duplicate of it for pub/sub. Required. */
-  client: Redis;
-  /** Prefix of every key and channel. Defaults to `'presence:'`. */
+  /**
+   * An ioredis client: `new Redis(url)` for one Redis, or `new Cluster(nodes)` for a Redis Cluster. The store also makes one
+   * duplicate of it for pub/sub (sharded pub/sub on a cluster). Required.
+   */
+  client: Redis | Cluster;
+  /**
+   * Prefix of every key and channel; no braces (the store adds its own hash tags). Defaults to `'presence:v2:'` (0.1 kept its
+   * data under `'presence:'` in a layout this version does not read: README "Upgrading from 0.1").
+   */
   prefix?: string;
   /**
    * How long a process's lease lasts without renewal (renewed every third of it); a dead process's devices are closed within about this plus
@@ -98,7 +118,7 @@ const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READON
  * lost, ioredis giving up its retries) is a StoreUnavailableError, so routes refuse with 503 instead of failing with 500.
  */
 function storeError(error: unknown): unknown {
-  if (isStoreUnavailable(error)) return error;
+  if (isStoreUnavailable(error) || error instanceof StoreLayoutError) return error;
   const isReply = error instanceof Error && error.name === 'ReplyError';
   if (isReply && !UNAVAILABLE_REPLY.test(error.message)) return error;
   const detail = error instanceof Error ? error.message : String(error);
@@ -121,7 +141,7 @@ const REAPPLY_BATCH = 500;
 /** How long (in leases) an end is remembered after it was last applied, and an admin kick's mark kept in Redis. */
 const END_MEMORY_LEASES = 3;
 
-type ScriptName = 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'setAvailability' | 'expireDue' | 'reap' | 'reapplyEnds';
+type ScriptName = 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'setAvailability' | 'expireDue' | 'reap' | 'reapplyEnds' | 'renew' | 'leave';
 
 const SOURCES: Record<ScriptName, string> = {
   login: LOGIN,
@@ -133,7 +153,27 @@ const SOURCES: Record<ScriptName, string> = {
   expireDue: EXPIRE_DUE,
   reap: REAP,
   reapplyEnds: REAPPLY_ENDS,
+  renew: RENEW,
+  leave: LEAVE,
 };
+
+/** The Redis Cluster slot of each bucket. */
+const BUCKET_SLOTS = BUCKET_TAGS.map(slotOf);
+const ALL_BUCKETS = Array.from({ length: BUCKETS }, (_, bucket) => bucket);
+/** Devices handled by one reaping or expiry script: each call stays well under 5 ms of Redis time. */
+const SLICE = 32;
+/** The default prefix: 0.1 used 'presence:' in the older layout. */
+const DEFAULT_PREFIX = 'presence:v2:';
+const PREVIOUS_DEFAULT_PREFIX = 'presence:';
+
+/** The data under the prefix was written by a version with another key layout: every call is refused with what to do. */
+export class StoreLayoutError extends Error {
+  readonly code = 'ERR_PRESENCE_REDIS_LAYOUT';
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreLayoutError';
+  }
+}
 
 /** What the scripts encode: cjson writes empty arrays as {} and nil as false; seq is a decimal string (cjson rounds numbers to 14 digits). */
 interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customStatus' | 'seq' | 'availability' | 'idleSince'> {
@@ -252,8 +292,15 @@ function toStoredUser(userId: string, record: UserRecord, now: number): StoredUs
  */
 export class RedisStore implements PresenceStore {
   readonly prefix: string;
-  private readonly client: Redis;
-  private subscriber: Redis | undefined;
+  /** Key names (lib/redis/layout.ts). */
+  readonly layout: RedisLayout;
+  private readonly client: Redis | Cluster;
+  /** True on a Redis Cluster: sharded pub/sub, and pipelines grouped by node. */
+  private readonly isCluster: boolean;
+  private subscriber: Redis | Cluster | undefined;
+  /** The layout check, once: a refusal (StoreLayoutError) is kept and given to every call. */
+  private layoutChecked: Promise<void> | undefined;
+  private layoutReported = false;
   private readonly leaseTtl: number;
   private readonly sweepInterval: number;
   private readonly offlineTtl: number;
@@ -301,8 +348,12 @@ export class RedisStore implements PresenceStore {
     }
     if (options.prefix !== undefined && (typeof options.prefix !== 'string' || options.prefix.length > 100))
       throw new TypeError('RedisStore: prefix must be a string of at most 100 characters');
+    if (options.prefix?.includes('{') || options.prefix?.includes('}'))
+      throw new TypeError(`RedisStore: prefix must not contain braces (the store adds its own hash tags); got ${JSON.stringify(options.prefix)}`);
     this.client = options.client;
-    this.prefix = options.prefix ?? 'presence:';
+    this.isCluster = (options.client as { isCluster?: unknown }).isCluster === true;
+    this.prefix = options.prefix ?? DEFAULT_PREFIX;
+    this.layout = new RedisLayout(this.prefix);
     this.leaseTtl = positiveInteger('RedisStore', 'leaseTtl', options.leaseTtl, 10_000, 'milliseconds');
     this.sweepInterval = positiveInteger('RedisStore', 'sweepInterval', options.sweepInterval, 1000, 'milliseconds');
     this.offlineTtl = positiveInteger('RedisStore', 'offlineTtl', options.offlineTtl, 30 * 24 * 3600 * 1000, 'milliseconds');
@@ -339,16 +390,23 @@ export class RedisStore implements PresenceStore {
     this.client.on('error', this.onError);
     this.client.on('ready', this.onReady);
     this.client.on('close', this.onClose);
-    this.subscriber = this.client.duplicate();
-    this.subscriber.on('error', () => {}); // reported once through the main client's episode
-    this.subscriber.on('message', (_channel: string, message: string) => this.onEnded(message));
+    // On a cluster, sharded pub/sub (each channel served by its slot's node; ioredis needs shardedSubscribers for it).
+    const subscriber = this.isCluster ? (this.client as Cluster).duplicate(undefined, { shardedSubscribers: true }) : (this.client as Redis).duplicate();
+    this.subscriber = subscriber;
+    subscriber.on('error', () => {}); // reported once through the main client's episode
+    subscriber.on(this.isCluster ? 'smessage' : 'message', (_channel: string, message: string) => this.onEnded(message));
     // Kicks published while the subscriber was away were missed: re-asserting the live devices finds them revoked.
     let subscribed = false;
-    this.subscriber.on('ready', () => {
+    subscriber.on('ready', () => {
       if (subscribed) this.reconcile();
       subscribed = true;
     });
-    this.subscriber.subscribe(`${this.prefix}ended`).then(
+    // Each bucket's channel of ends aimed at this process, and the one for ends nobody is known to hold.
+    const channels = (bucket: number) => [this.layout.endedChannel(bucket, context.owner), this.layout.endedChannel(bucket)];
+    const subscriptions = this.isCluster
+      ? ALL_BUCKETS.map((bucket) => (subscriber as Cluster).ssubscribe(...channels(bucket)))
+      : [(subscriber as Redis).subscribe(...ALL_BUCKETS.flatMap(channels))];
+    Promise.all(subscriptions).then(
       () => (this.subscribedOnce = true),
       (error: unknown) => this.report(error),
     );
@@ -402,7 +460,7 @@ export class RedisStore implements PresenceStore {
    * to an admin kick made after `takenUpAt` (when this process took it up) that did not find it in Redis.
    */
   private async loginScript(request: StoreLoginRequest, reassert: boolean, takenUpAt?: number): Promise<StoreLoginResult & { quiet?: true }> {
-    const raw = await this.run('login', [
+    const raw = await this.runForUser('login', request.userId, [
       request.userId,
       request.platform,
       request.instanceId,
@@ -448,7 +506,7 @@ export class RedisStore implements PresenceStore {
   }
 
   markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number, owner?: string): Promise<StoreChange | null> {
-    return this.durable(async () => this.single(await this.run('linkLost', [userId, instanceId, sessionId, lastSeen, owner ?? ''], at)));
+    return this.durable(async () => this.single(await this.runForUser('linkLost', userId, [userId, instanceId, sessionId, lastSeen, owner ?? ''], at)));
   }
 
   remove(
@@ -459,7 +517,9 @@ export class RedisStore implements PresenceStore {
     options: { revoke: boolean; lastSeen: number; owner?: string | undefined },
   ): Promise<StoreChange | null> {
     return this.durable(async () =>
-      this.single(await this.run('remove', [userId, instanceId, sessionId ?? '', options.lastSeen, options.revoke ? '1' : '0', options.owner ?? ''], at)),
+      this.single(
+        await this.runForUser('remove', userId, [userId, instanceId, sessionId ?? '', options.lastSeen, options.revoke ? '1' : '0', options.owner ?? ''], at),
+      ),
     );
   }
 
@@ -497,7 +557,7 @@ export class RedisStore implements PresenceStore {
     const instanceId = filter.instanceId ?? '';
     const context = this.context;
     const now = context ? context.clock.now() : at;
-    const changes = toChanges(await this.run('kick', [userId, platform, instanceId, at, this.endMemory], Math.max(now, at)));
+    const changes = toChanges(await this.runForUser('kick', userId, [userId, platform, instanceId, at, this.endMemory], Math.max(now, at)));
     this.rememberKick({ userId, platform, instanceId, at, until: now + this.endMemory });
     for (const change of changes) this.rememberEnd(change.sessionId, userId, change.instanceId, ADMIN_KICK);
     return changes;
@@ -505,8 +565,9 @@ export class RedisStore implements PresenceStore {
 
   async setCustomStatus(userId: string, customStatus: string | null, at: number, options: StoreCustomStatusOptions = {}): Promise<StoreUserState | null> {
     if (this.down) throw redisAway();
-    const raw = await this.run(
+    const raw = await this.runForUser(
       'setCustomStatus',
+      userId,
       [userId, customStatus ?? '', customStatus === null ? '1' : '0', options.expiresAt ?? '', options.ifExpiresAt ?? ''],
       at,
     );
@@ -516,7 +577,7 @@ export class RedisStore implements PresenceStore {
   async setAvailability(request: StoreAvailabilityRequest): Promise<StoreAvailabilityResult | null> {
     if (this.down) throw redisAway();
     const arg = request.kind === 'set' ? request.availability : request.kind === 'idle' ? request.idleSince : '';
-    const raw = await this.run('setAvailability', [request.userId, request.kind, arg], request.at);
+    const raw = await this.runForUser('setAvailability', request.userId, [request.userId, request.kind, arg], request.at);
     if (raw === null || raw === false) return null;
     const answer = JSON.parse(raw as string) as { state: RawState; previous: Availability; previousIdle: number | false };
     return {
@@ -526,48 +587,71 @@ export class RedisStore implements PresenceStore {
     };
   }
 
-  /** One MGET for all the users, and one JSON.parse for all their records. */
+  /** One MGET for all the users (on a cluster, one per slot, pipelined per node), and one JSON.parse for all their records. */
   async get(userIds: readonly string[]): Promise<(StoredUser | undefined)[]> {
     // Refused rather than guessed: a copy from before the outage would call users connected meanwhile Offline.
     if (this.down) throw redisAway();
     if (userIds.length === 0) return [];
-    const keys: string[] = new Array(userIds.length);
-    for (let i = 0; i < userIds.length; i++) keys[i] = `${this.prefix}u:${userIds[i] as string}`;
     let records: (UserRecord | 0)[];
     try {
-      const texts = await this.client.mget(keys);
+      await this.checkLayout();
+      const texts = await this.readRecords(userIds);
       let joined = '[';
       for (let i = 0; i < texts.length; i++) joined += (i === 0 ? '' : ',') + (texts[i] ?? '0');
       records = JSON.parse(joined + ']') as (UserRecord | 0)[];
     } catch (error) {
-      this.report(error);
+      if (!(error instanceof StoreLayoutError)) this.report(error);
       throw storeError(error);
     }
     const users: (StoredUser | undefined)[] = new Array(userIds.length);
     const now = this.context ? this.context.clock.now() : Date.now();
     for (let i = 0; i < userIds.length; i++) {
-      const userId = userIds[i] as string;
       const record = records[i];
-      if (record) {
-        const user = toStoredUser(userId, record, now);
-        users[i] = user;
-      } else {
-        users[i] = undefined;
-      }
+      users[i] = record ? toStoredUser(userIds[i] as string, record, now) : undefined;
     }
     return users;
   }
 
+  /** The users' records as stored, in order (null: none). */
+  private async readRecords(userIds: readonly string[]): Promise<(string | null)[]> {
+    if (!this.isCluster) return (this.client as Redis).mget(userIds.map((userId) => this.layout.user(userId)));
+    const byBucket = new Map<number, number[]>();
+    for (let i = 0; i < userIds.length; i++) {
+      const bucket = bucketOf(userIds[i] as string);
+      const indexes = byBucket.get(bucket);
+      if (indexes) indexes.push(i);
+      else byBucket.set(bucket, [i]);
+    }
+    const buckets = [...byBucket.keys()];
+    const replies = await this.pipelined(buckets, (pipeline, bucket) =>
+      pipeline.mget((byBucket.get(bucket) as number[]).map((i) => this.layout.user(userIds[i] as string))),
+    );
+    const texts: (string | null)[] = new Array(userIds.length);
+    buckets.forEach((bucket, j) => {
+      const [error, reply] = replies[j] as [Error | null, unknown];
+      if (error) throw error;
+      const indexes = byBucket.get(bucket) as number[];
+      for (let k = 0; k < indexes.length; k++) texts[indexes[k] as number] = (reply as (string | null)[])[k] ?? null;
+    });
+    return texts;
+  }
+
   async stats(): Promise<PresenceStats> {
     if (this.down) throw redisAway();
-    let hash: Record<string, string>;
+    // Each bucket counts its own users; one HGETALL per bucket, pipelined per node.
+    const totals = new Map<string, number>();
     try {
-      hash = await this.client.hgetall(`${this.prefix}stats`);
+      await this.checkLayout();
+      const replies = await this.pipelined(ALL_BUCKETS, (pipeline, bucket) => pipeline.hgetall(this.layout.shared(bucket)[0]));
+      for (const [error, hash] of replies) {
+        if (error) throw error;
+        for (const [field, value] of Object.entries(hash as Record<string, string>)) totals.set(field, (totals.get(field) ?? 0) + Number(value));
+      }
     } catch (error) {
-      this.report(error);
+      if (!(error instanceof StoreLayoutError)) this.report(error);
       throw storeError(error);
     }
-    const read = (field: string) => Number(hash[field] ?? 0);
+    const read = (field: string) => totals.get(field) ?? 0;
     const platforms = {} as Record<Platform, Record<InstanceStatus, number>>;
     const instances = { Online: 0, PushOnline: 0 };
     for (const platform of PLATFORMS) {
@@ -617,19 +701,8 @@ export class RedisStore implements PresenceStore {
     const busy = [...this.running, ...(this.reconciling ? [this.reconciling] : [])];
     if (busy.length > 0) await within(Promise.allSettled(busy), this.leaseTtl);
     if (this.client.status !== 'ready') return;
-    const lease = `${this.prefix}lease:${this.owner}`;
-    const context = this.context;
-    if (this.handoverUntil === undefined || !context) {
-      await this.client.del(lease).catch(() => undefined);
-      return;
-    }
-    // One step: no sweep sees the lease gone without the handover (REAP).
-    await this.client
-      .multi()
-      .hset(`${this.prefix}gone:${this.owner}`, 'at', context.clock.now(), 'until', this.handoverUntil)
-      .del(lease)
-      .exec()
-      .catch(() => undefined);
+    // One step per bucket: no sweep sees the lease gone without the handover (REAP).
+    await this.runInBuckets('leave', ALL_BUCKETS, [this.owner, this.handoverUntil ?? '']).catch(() => undefined);
   }
 
   private get owner(): string {
@@ -637,19 +710,132 @@ export class RedisStore implements PresenceStore {
     return this.context.owner;
   }
 
-  /** Runs a script by its SHA, loading it once when Redis does not know it. */
-  private async run(name: ScriptName, args: (string | number)[], at?: number): Promise<unknown> {
+  /**
+   * The layout check, once per store: data of another key layout under this prefix refuses every call (StoreLayoutError, with
+   * what to do); an unreachable Redis is checked again at the next call.
+   */
+  private checkLayout(): Promise<void> {
+    this.layoutChecked ??= this.checkLayoutOnce().catch((error: unknown) => {
+      if (!(error instanceof StoreLayoutError)) this.layoutChecked = undefined;
+      throw storeError(error);
+    });
+    return this.layoutChecked;
+  }
+
+  private async checkLayoutOnce(): Promise<void> {
+    const client = this.client;
+    const key = this.layout.layout;
+    let version = await client.get(key);
+    if (version === null) {
+      // 0.1 kept one statistics hash and one process set right under the prefix, with no layout key.
+      const old = (await client.exists(`${this.prefix}stats`)) + (await client.exists(`${this.prefix}procs`));
+      if (old > 0) {
+        throw new StoreLayoutError(
+          `RedisStore: the keys under prefix ${JSON.stringify(this.prefix)} were written by express-presence 0.1, in a key layout this ` +
+            `version does not read; give this version its own prefix (the default is now ${JSON.stringify(DEFAULT_PREFIX)}), or stop every ` +
+            `process of the old version and delete its keys (README "Upgrading from 0.1")`,
+        );
+      }
+      await client.set(key, LAYOUT_VERSION, 'NX');
+      version = await client.get(key);
+    }
+    if (version !== LAYOUT_VERSION) {
+      throw new StoreLayoutError(
+        `RedisStore: the keys under prefix ${JSON.stringify(this.prefix)} use key layout ${JSON.stringify(version)}; this version reads ` +
+          `layout ${LAYOUT_VERSION}: run it under another prefix, or with the version that wrote them`,
+      );
+    }
+    if (this.prefix === DEFAULT_PREFIX && (await client.exists(`${PREVIOUS_DEFAULT_PREFIX}procs`)) === 1) {
+      this.context?.logger.warn(
+        `express-presence: Redis also holds presence data of express-presence 0.1 (prefix ${JSON.stringify(PREVIOUS_DEFAULT_PREFIX)}); ` +
+          `this version keeps its own under ${JSON.stringify(DEFAULT_PREFIX)}, so processes of the two versions do not see each other's devices ` +
+          `(README "Upgrading from 0.1")`,
+      );
+    }
+  }
+
+  /** ARGV[1..5] of every script in a bucket: see scripts.ts. */
+  private commonArgs(bucket: number, at: number | undefined): (string | number)[] {
     const context = this.context;
     if (!context) throw new Error('RedisStore used before createPresence() initialised it');
-    const argv = [this.prefix, at ?? context.clock.now(), context.pushOnlineTtl, this.offlineTtl, ...args];
+    return [this.layout.endedChannel(bucket), at ?? context.clock.now(), context.pushOnlineTtl, this.offlineTtl, this.isCluster ? 'SPUBLISH' : 'PUBLISH'];
+  }
+
+  /** KEYS of a script in a bucket: its shared keys, then each user's. */
+  private scriptKeys(bucket: number, userIds: readonly string[]): string[] {
+    const keys: string[] = this.layout.shared(bucket);
+    for (const userId of userIds) keys.push(...this.layout.userKeys(userId));
+    return keys;
+  }
+
+  /** Runs a script on one user's slot. */
+  private runForUser(name: ScriptName, userId: string, args: (string | number)[], at?: number): Promise<unknown> {
+    return this.run(name, bucketOf(userId), [userId], args, at);
+  }
+
+  /** Runs a script by its SHA on a bucket's slot, loading it when Redis does not know it (a new node, a promoted replica). */
+  private async run(name: ScriptName, bucket: number, userIds: readonly string[], args: (string | number)[], at?: number): Promise<unknown> {
+    await this.checkLayout();
+    const keys = this.scriptKeys(bucket, userIds);
+    const argv = [...this.commonArgs(bucket, at), ...args];
     try {
-      return await this.client.evalsha(this.shas.get(name) as string, 0, ...argv);
+      return await this.client.evalsha(this.shas.get(name) as string, keys.length, ...keys, ...argv);
     } catch (error) {
       if (!(error instanceof Error) || !error.message.includes('NOSCRIPT')) throw storeError(error);
-      return this.client.eval(this.sources.get(name) as string, 0, ...argv).catch((retried: unknown) => {
+      return this.client.eval(this.sources.get(name) as string, keys.length, ...keys, ...argv).catch((retried: unknown) => {
         throw storeError(retried);
       });
     }
+  }
+
+  /** Runs a script in each of `buckets` (no users), pipelined per node; answers each bucket's reply, or throws the first error. */
+  private async runInBuckets(name: ScriptName, buckets: readonly number[], args: (string | number)[]): Promise<unknown[]> {
+    await this.checkLayout();
+    const sha = this.shas.get(name) as string;
+    const replies = await this.pipelined(buckets, (pipeline, bucket) => {
+      const keys = this.scriptKeys(bucket, []);
+      pipeline.evalsha(sha, keys.length, ...keys, ...this.commonArgs(bucket, undefined), ...args);
+    });
+    return Promise.all(
+      replies.map(([error, reply], i) => {
+        if (!error) return reply;
+        if (error.message.includes('NOSCRIPT')) return this.run(name, buckets[i] as number, [], args);
+        throw storeError(error);
+      }),
+    );
+  }
+
+  /** The node serving a bucket ('' on one Redis): pipelines on a cluster go to one node each. */
+  private nodeOf(bucket: number): string {
+    if (!this.isCluster) return '';
+    return (this.client as Cluster).slots[BUCKET_SLOTS[bucket] as number]?.join(',') ?? '';
+  }
+
+  /** One command per item (a bucket), pipelined per node; answers [error, reply] per item, in order. */
+  private async pipelined(buckets: readonly number[], add: (pipeline: ChainableCommander, bucket: number) => void): Promise<[Error | null, unknown][]> {
+    const groups = new Map<string, number[]>();
+    for (let i = 0; i < buckets.length; i++) {
+      const node = this.nodeOf(buckets[i] as number);
+      const group = groups.get(node);
+      if (group) group.push(i);
+      else groups.set(node, [i]);
+    }
+    const replies: [Error | null, unknown][] = new Array(buckets.length);
+    await Promise.all(
+      [...groups.values()].map(async (indexes) => {
+        const pipeline = this.client.pipeline();
+        for (const i of indexes) add(pipeline, buckets[i] as number);
+        let results: [Error | null, unknown][] | null;
+        try {
+          results = await pipeline.exec();
+        } catch (error) {
+          throw storeError(error);
+        }
+        if (!results) throw new StoreUnavailableError('Redis discarded a pipeline; try again shortly');
+        for (let j = 0; j < indexes.length; j++) replies[indexes[j] as number] = results[j] ?? [new Error('no reply'), null];
+      }),
+    );
+    return replies;
   }
 
   private single(raw: unknown): StoreChange | null {
@@ -674,6 +860,12 @@ export class RedisStore implements PresenceStore {
 
   /** Logs the first error of an outage; the rest of the episode is quiet. */
   private report(error: unknown): void {
+    if (error instanceof StoreLayoutError) {
+      // Not an outage: Redis answers, but holds data this version must not touch. Said once; every call refuses with it.
+      if (!this.layoutReported) this.context?.logger.error(`express-presence: ${error.message}`);
+      this.layoutReported = true;
+      return;
+    }
     if (this.down || this.closed) return;
     this.down = true;
     this.context?.logger.error('express-presence: Redis is unreachable; presence keeps local connections and will reconcile when it is back', error);
@@ -812,14 +1004,28 @@ export class RedisStore implements PresenceStore {
     const now = context.clock.now();
     this.forgetOldEnds(now);
     if (this.recentEnds.size === 0 && this.recentKicks.length === 0) return;
-    const ends = [...this.recentEnds].map(([sessionId, end]) => [end.userId, end.instanceId, sessionId, end.notice]);
-    const kicks = this.recentKicks.map((kick) => [kick.userId, kick.platform, kick.instanceId, kick.at]);
-    for (let start = 0; start < Math.max(ends.length, kicks.length); start += REAPPLY_BATCH) {
-      await this.run('reapplyEnds', [
-        this.endMemory,
-        JSON.stringify(ends.slice(start, start + REAPPLY_BATCH)),
-        JSON.stringify(kicks.slice(start, start + REAPPLY_BATCH)),
-      ]);
+    // By bucket (one script touches one slot), at most REAPPLY_BATCH of each per script.
+    const byBucket = new Map<number, { ends: [string, string, string, string][]; kicks: [string, string, string, number][] }>();
+    const entry = (userId: string) => {
+      const bucket = bucketOf(userId);
+      let lists = byBucket.get(bucket);
+      if (!lists) byBucket.set(bucket, (lists = { ends: [], kicks: [] }));
+      return lists;
+    };
+    for (const [sessionId, end] of this.recentEnds) entry(end.userId).ends.push([end.userId, end.instanceId, sessionId, end.notice]);
+    for (const kick of this.recentKicks) entry(kick.userId).kicks.push([kick.userId, kick.platform, kick.instanceId, kick.at]);
+    for (const [bucket, { ends, kicks }] of byBucket) {
+      for (let start = 0; start < Math.max(ends.length, kicks.length); start += REAPPLY_BATCH) {
+        const users = new Map<string, number>();
+        const indexOf = (userId: string) => {
+          let index = users.get(userId);
+          if (index === undefined) users.set(userId, (index = users.size + 1));
+          return index;
+        };
+        const endList = ends.slice(start, start + REAPPLY_BATCH).map((end) => [indexOf(end[0]), ...end]);
+        const kickList = kicks.slice(start, start + REAPPLY_BATCH).map((kick) => [indexOf(kick[0]), ...kick]);
+        await this.run('reapplyEnds', bucket, [...users.keys()], [this.endMemory, JSON.stringify(endList), JSON.stringify(kickList)]);
+      }
     }
     const until = context.clock.now() + this.endMemory;
     for (const end of this.recentEnds.values()) end.until = until;
@@ -856,18 +1062,8 @@ export class RedisStore implements PresenceStore {
    * devices, or taken some over), or when this process was not listed among the live ones (first lease, or reaped since).
    */
   private async renewLease(): Promise<boolean> {
-    const replies = await this.client
-      .multi()
-      .set(`${this.prefix}lease:${this.owner}`, '1', 'PX', this.leaseTtl)
-      .sadd(`${this.prefix}procs`, this.owner)
-      .del(`${this.prefix}gone:${this.owner}`)
-      .exec();
-    const [setReply, addReply, goneReply] = replies ?? [];
-    if (setReply?.[0]) throw setReply[0];
-    if (addReply?.[0]) throw addReply[0];
-    if (goneReply?.[0]) throw goneReply[0];
-    const added = addReply?.[1] === 1 || goneReply?.[1] === 1;
-    const lost = added && this.leaseHeld;
+    const replies = await this.runInBuckets('renew', ALL_BUCKETS, [this.owner, this.context!.clock.now() + this.leaseTtl]);
+    const lost = replies.some((reply) => reply === 1) && this.leaseHeld;
     this.leaseHeld = true;
     return lost;
   }
@@ -896,28 +1092,96 @@ export class RedisStore implements PresenceStore {
     }
   }
 
-  /** Takes due PushOnline expiries and closes the devices of processes whose lease is gone, once their grace is over. */
+  /**
+   * Takes due PushOnline expiries and closes the devices of processes whose lease is gone, once their grace is over. One probe
+   * per bucket (two range reads, pipelined per node) finds both; the work is done in slices of SLICE devices, each one short
+   * script, so no call blocks Redis for long whatever a dead process held.
+   */
   private async sweep(): Promise<void> {
     const context = this.context;
     if (!context || this.closed || this.client.status !== 'ready') return;
     try {
-      for (;;) {
-        const expired = toChanges(await this.run('expireDue', [500]));
-        for (const change of expired) context.expired(change);
-        if (expired.length < 500) break;
-      }
-      const owners = await this.client.smembers(`${this.prefix}procs`);
-      for (const owner of owners) {
-        if (owner === context.owner) continue;
-        if ((await this.client.exists(`${this.prefix}lease:${owner}`)) === 1) continue;
-        const grace = context.reconnectGrace;
-        const changes = toChanges(await this.run('reap', [owner, grace.mobile, grace.desktop, grace.web, grace.miniProgram]));
-        if (changes.length > 0) debug('reaped %d devices of process %s', changes.length, owner);
-        for (const change of changes) context.changed(change, 'Disconnect', 'LinkClose');
+      await this.checkLayout();
+      const now = context.clock.now();
+      const probe = ALL_BUCKETS.flatMap((bucket) => [bucket, bucket]);
+      const probed = new Set<number>();
+      const replies = await this.pipelined(probe, (pipeline, bucket) => {
+        const [, expiry, , leases] = this.layout.shared(bucket);
+        // Called twice per bucket, in order: the expiry queue, then the leases.
+        if (!probed.has(bucket)) {
+          probed.add(bucket);
+          pipeline.zrangebyscore(expiry, '-inf', now, 'LIMIT', 0, SLICE);
+        } else {
+          pipeline.zrangebyscore(leases, '-inf', now, 'LIMIT', 0, 16);
+        }
+      });
+      for (let i = 0; i < probe.length; i += 2) {
+        const bucket = probe[i] as number;
+        const [expiryError, due] = replies[i] as [Error | null, string[]];
+        const [leasesError, dead] = replies[i + 1] as [Error | null, string[]];
+        if (expiryError) throw expiryError;
+        if (leasesError) throw leasesError;
+        if (due.length > 0) await this.expireBucket(context, bucket, due);
+        for (const owner of dead) if (owner !== context.owner && !this.closed) await this.reapBucket(context, bucket, owner);
       }
     } catch (error) {
       this.report(error);
     }
+  }
+
+  /** The bucket's due PushOnline expiries, a slice at a time. */
+  private async expireBucket(context: StoreContext, bucket: number, due: string[]): Promise<void> {
+    const expiry = this.layout.shared(bucket)[1];
+    for (;;) {
+      const { users, list } = this.slice(due);
+      const changes = toChanges(await this.run('expireDue', bucket, users, [JSON.stringify(list)]));
+      for (const change of changes) context.expired(change);
+      if (due.length < SLICE || this.closed) return;
+      due = await this.client.zrangebyscore(expiry, '-inf', context.clock.now(), 'LIMIT', 0, SLICE);
+      if (due.length === 0) return;
+    }
+  }
+
+  /** Reaps a dead process's devices in a bucket, a slice at a time, once their grace is over. */
+  private async reapBucket(context: StoreContext, bucket: number, owner: string): Promise<void> {
+    const grace = context.reconnectGrace;
+    const args = [owner, grace.mobile, grace.desktop, grace.web, grace.miniProgram];
+    const started = JSON.parse((await this.run('reap', bucket, [], [...args, '1', '[]'])) as string) as { state: string };
+    if (started.state !== 'go') return;
+    const owned = this.layout.shared(bucket)[2];
+    let from = `[${owner}\0`;
+    let reaped = 0;
+    for (;;) {
+      const members = await this.client.zrangebylex(owned, from, `(${owner}\x01`, 'LIMIT', 0, SLICE);
+      const { users, list } = this.slice(members.map((member) => member.slice(owner.length + 1)));
+      const result = JSON.parse((await this.run('reap', bucket, users, [...args, '0', JSON.stringify(list)])) as string) as {
+        state: string;
+        changes: RawChange[] | Record<string, never>;
+      };
+      const changes = Array.isArray(result.changes) ? result.changes.map(toChange) : [];
+      reaped += changes.length;
+      for (const change of changes) context.changed(change, 'Disconnect', 'LinkClose');
+      if (result.state !== 'go' || members.length < SLICE || this.closed) break;
+      from = `(${members[members.length - 1] as string}`;
+    }
+    if (reaped > 0) debug('reaped %d devices of process %s in bucket %d', reaped, owner, bucket);
+  }
+
+  /** Devices as the scripts take them: each user's keys once, and [user's index, userId, instanceId, sid] per device. */
+  private slice(members: readonly string[]): { users: string[]; list: [number, string, string, string][] } {
+    const users: string[] = [];
+    const indexes = new Map<string, number>();
+    const list: [number, string, string, string][] = [];
+    for (const member of members) {
+      const [userId, instanceId, sessionId] = JSON.parse(member) as [string, string, string];
+      let index = indexes.get(userId);
+      if (index === undefined) {
+        users.push(userId);
+        indexes.set(userId, (index = users.length));
+      }
+      list.push([index, userId, instanceId, sessionId]);
+    }
+    return { users, list };
   }
 
   private onEnded(message: string): void {

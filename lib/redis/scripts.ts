@@ -1,32 +1,39 @@
-// The Lua scripts behind RedisStore: each store operation is one script, so each is atomic across processes.
+// The Lua scripts behind RedisStore: each store operation is one script on one hash slot, so each is atomic across processes.
 
 /*
- * Layout (P is the key prefix):
- *   P u:<userId>     string, the whole user as JSON, read and written whole by each script (so that a
- *                    query of 500 users is one MGET): {"s": seq (a decimal string: cjson keeps only 14 digits of a
- *                    number; a number in older versions), "e"?: the Redis run that last numbered it (8 hex digits of its
- *                    run_id), "g"?: sessions a reap ended lately, "o": order, "l"?: last seen (ms),
- *                    "c"?: custom status, "x"?: when it expires (ms), "a"?: availability {"v": chosen, "i"?: idleSince,
- *                    "t"?: last activity, "f"?: frozen last seen, "fc"?: frozen custom status (while invisible)},
- *                    "i": [[instanceId, platform, status, since, order, sessionId, owners, version], ...]}
- *                    ("i" is {} when empty, as cjson writes an empty table); kept offlineTtl once the user is Offline.
- *                    owners: the processes holding the device live (each with a connection to it: tabs of one device
- *                    can sit on several): '' none (PushOnline), the owner itself when one holds it (the usual case, and
- *                    what older versions always wrote), a list of owners only while several do.
- *   P stats          hash: u:Online, u:PushOnline, i:<platform>:<status>
- *   P expiry         sorted set of PushOnline devices by due time; member cjson [userId, instanceId, sessionId]
- *   P owned:<owner>  set of the Online devices a process holds (is among the owners of); member cjson [userId, instanceId, sessionId]
- *   P lease:<owner>  a process's lease (PX expiry); P procs: set of owners that ever held one
- *   P gone:<owner>   hash, once a process's lease is gone and until its devices are all reaped: at (when it went: its close, or
- *                    when a sweep first found its lease gone), until (the end of the handover a closing process asked for),
- *                    next (when its next device is due). A process that renews its lease again deletes it.
- *   P rv:<sessionId> a revoked session (PX: the PushOnline TTL); its value is the end notice as JSON, {reason, by?}
- *                    (what a re-asserted device that missed its `ended` message is told); '1' (older versions) = AdminKick
- *   P rvu:<userId>   sorted set of the user's revoked sessions by revocation time (PX: the PushOnline TTL): at most
- *                    maxRevokedSessionsPerUser; beyond it the user's oldest rv: key is deleted (never another user's)
- *   P kk:<userId>    recent admin kicks of the user (PX: the store's end memory): cjson [[platform, instanceId, at], ...]
+ * Layout (lib/redis/layout.ts; P is the key prefix, T the tag of the user's bucket, one of BUCKETS):
+ *   P{T}:u:<userId>  string, the whole user as JSON, read and written whole by each script (so that a query of 500 users is an
+ *                    MGET per slot): {"s": seq (a decimal string: cjson keeps only 14 digits of a number), "e"?: the Redis run
+ *                    that last numbered it (8 hex digits of its run_id), "g"?: sessions a reap ended lately, "o": order,
+ *                    "l"?: last seen (ms), "c"?: custom status, "x"?: when it expires (ms), "a"?: availability {"v": chosen,
+ *                    "i"?: idleSince, "t"?: last activity, "f"?: frozen last seen, "fc"?: frozen custom status (while
+ *                    invisible)}, "i": [[instanceId, platform, status, since, order, sessionId, owners, version], ...]} ("i" is {} when empty, as cjson writes an empty table); fields this version does
+ *                    not know are kept as they are. Kept offlineTtl once the user is Offline.
+ *                    owners: the processes holding the device live (each with a connection to it: tabs of one device can sit
+ *                    on several): '' none (PushOnline), the owner itself when one holds it (the usual case), a list only while
+ *                    several do.
+ *   P{T}:r:<userId>  hash: the user's revoked sessions, sid -> the end notice as JSON, {reason, by?} (what a re-asserted device
+ *                    that missed its `ended` message is told); P{T}:rt:<userId> sorted set of the same sids by revocation time.
+ *                    A revocation lasts the PushOnline TTL; at most maxRevokedSessionsPerUser per user (the oldest forgotten).
+ *   P{T}:kk:<userId> recent admin kicks of the user (PX: the store's end memory): cjson [[platform, instanceId, at], ...]
  *                    ('' for any); a device re-asserted later that was taken up at or before `at` and matches yields
- *   P ended          pub/sub channel: {sid, reason, by?} for sessions ended by kicks and logouts, so every process tells its sockets
+ *   P{T}:stats       hash: u:Online, u:PushOnline, i:<platform>:<status> of the bucket's users (stats() adds the buckets up)
+ *   P{T}:expiry      sorted set of the bucket's PushOnline devices by due time; member cjson [userId, instanceId, sessionId]
+ *   P{T}:owned       sorted set (all scores 0, read by lex range): "<owner>\0<cjson [userId, instanceId, sessionId]>" for each
+ *                    Online device of the bucket a process holds
+ *   P{T}:leases      sorted set: owner -> when its lease ends (ms); each process renews its entry in every bucket, and the
+ *                    bucket's devices of an owner whose entry ran out are reaped (in slices) by whichever process sweeps first
+ *   P{T}:gone        hash, once an owner's lease ran out and until its devices of the bucket are all reaped: <owner>:at (when
+ *                    it went: its close, or when a sweep first found its lease gone), <owner>:until (the end of the handover a
+ *                    closing process asked for), <owner>:next (when its next device is due). A renewal deletes them.
+ *   P{T}:ended:<owner>  channel: {sid, reason, by?} for sessions of the bucket ended by kicks and logouts, sent to the processes
+ *                    holding the device (SPUBLISH on a Redis Cluster, PUBLISH on one Redis); P{T}:ended: the same for sessions no
+ *                    process is known to hold (every process hears it)
+ *   P layout         the layout version (lib/redis/layout.ts LAYOUT_VERSION)
+ *
+ * Every script takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone), then 4 keys per user it touches
+ * (record, revoked, revoked times, kicks), and ARGV[1..5]: the bucket's ended channel, now, the PushOnline TTL, offlineTtl, and
+ * the publish command.
  */
 
 /** Stands for the store's `maxRevokedSessionsPerUser` in the scripts' source (see withRevocationCap). */
@@ -37,16 +44,33 @@ export function withRevocationCap(source: string, maxRevokedSessionsPerUser: num
   return source.replace(MAX_REVOKED_PER_USER_MARK, String(maxRevokedSessionsPerUser));
 }
 
+/** KEYS and ARGV every script starts with. */
+export const SHARED_KEYS = 5;
+export const USER_KEYS = 4;
+export const COMMON_ARGS = 5;
+
 const COMMON = `
-local P = ARGV[1]
+local STATS, EXPIRY, OWNED, LEASES, GONE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local CHANNEL = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local TTL = tonumber(ARGV[3])
 local OFFLINE_TTL = tonumber(ARGV[4])
+local PUBLISH = ARGV[5]
 
-local function ukey(userId) return P .. 'u:' .. userId end
+-- The keys of the n-th user a script touches.
+local function userKeys(n)
+  local k = ${5} + (n - 1) * ${4}
+  return {u = KEYS[k + 1], r = KEYS[k + 2], rt = KEYS[k + 3], kk = KEYS[k + 4]}
+end
 local function member(userId, instanceId, sid) return cjson.encode({userId, instanceId, sid}) end
+local function ownedMember(owner, userId, instanceId, sid) return owner .. '\\0' .. member(userId, instanceId, sid) end
 
 local function isMobile(p) return p == 'Android' or p == 'iPhone' or p == 'iPad' end
+
+local function leaseAlive(owner)
+  local ends = redis.call('ZSCORE', LEASES, owner)
+  return ends and tonumber(ends) > NOW
+end
 
 -- A device's owners as stored ('', one owner, or a list of them) and back: see the layout above.
 local function ownersOf(stored)
@@ -64,39 +88,41 @@ local function holds(r, owner)
   return false
 end
 -- The process takes the device up (a login, a resume, a re-assertion): one more holder.
-local function hold(userId, r, owner)
+local function hold(user, r, owner)
   if not holds(r, owner) then table.insert(r.owners, owner) end
-  redis.call('SADD', P .. 'owned:' .. owner, member(userId, r.id, r.sid))
+  redis.call('ZADD', OWNED, 0, ownedMember(owner, user.id, r.id, r.sid))
 end
-local function unhold(userId, r, owner)
+local function unhold(user, r, owner)
   for i, o in ipairs(r.owners) do if o == owner then table.remove(r.owners, i) break end end
-  redis.call('SREM', P .. 'owned:' .. owner, member(userId, r.id, r.sid))
+  redis.call('ZREM', OWNED, ownedMember(owner, user.id, r.id, r.sid))
 end
 -- A device resumed by \`owner\` that processes without a lease (closed, dead) still hold moves to it: their handover or reaping
 -- no longer ends it. Each is noted gone (if not yet), so that one that was only frozen re-asserts its devices when it renews.
-local function takeOver(userId, r, owner)
+local function takeOver(user, r, owner)
   for i = #r.owners, 1, -1 do
     local o = r.owners[i]
-    if o ~= owner and redis.call('EXISTS', P .. 'lease:' .. o) == 0 then
+    if o ~= owner and not leaseAlive(o) then
       table.remove(r.owners, i)
-      redis.call('SREM', P .. 'owned:' .. o, member(userId, r.id, r.sid))
-      if redis.call('SISMEMBER', P .. 'procs', o) == 1 then redis.call('HSETNX', P .. 'gone:' .. o, 'at', NOW) end
+      redis.call('ZREM', OWNED, ownedMember(o, user.id, r.id, r.sid))
+      if redis.call('ZSCORE', LEASES, o) then redis.call('HSETNX', GONE, o .. ':at', NOW) end
     end
   end
 end
-local function unholdAll(userId, r)
-  for _, o in ipairs(r.owners) do redis.call('SREM', P .. 'owned:' .. o, member(userId, r.id, r.sid)) end
+local function unholdAll(user, r)
+  for _, o in ipairs(r.owners) do redis.call('ZREM', OWNED, ownedMember(o, user.id, r.id, r.sid)) end
   r.owners = {}
 end
 
 -- The user: a list of device records, plus sequence (and the run that numbered it), order, last seen, custom status, and the
 -- sessions a reap ended lately. found: false when Redis has no record of the user (new, forgotten, or lost with an empty restart).
-local function load(userId)
-  local user = {instances = {}, seq = 0, run = nil, reaped = {}, order = 0, ls = nil, cs = nil, found = false}
-  local text = redis.call('GET', ukey(userId))
+-- stored: the record as read, so that fields this version does not know are written back untouched.
+local function load(userId, keys)
+  local user = {id = userId, keys = keys, instances = {}, seq = 0, run = nil, reaped = {}, order = 0, ls = nil, cs = nil, found = false, stored = {}}
+  local text = redis.call('GET', keys.u)
   if not text then return user end
   local stored = cjson.decode(text)
   user.found = true
+  user.stored = stored
   user.seq, user.run, user.order, user.ls, user.cs = tonumber(stored.s) or 0, stored.e, stored.o, stored.l, stored.c
   user.cx, user.av = stored.x, stored.a
   if type(stored.g) == 'table' then user.reaped = stored.g end
@@ -116,17 +142,19 @@ local function status(user)
 end
 
 -- Writes the user back whole; an Offline user is kept OFFLINE_TTL (for its last seen, custom status and sequence).
-local function save(userId, user)
+local function save(user)
   local list = {}
   for i, r in ipairs(user.instances) do list[i] = {r.id, r.platform, r.status, r.since, r.order, r.sid, packOwners(r.owners), r.version} end
   local g = nil
   if #user.reaped > 0 then g = user.reaped end
-  local text = cjson.encode({s = string.format('%d', user.seq), e = user.run, g = g, o = user.order, l = user.ls, c = user.cs, x = user.cx, a = user.av, i = list})
-  if status(user) == 'Offline' then redis.call('SET', ukey(userId), text, 'PX', OFFLINE_TTL)
-  else redis.call('SET', ukey(userId), text) end
+  local out = user.stored
+  out.s, out.e, out.g, out.o, out.l, out.c, out.x, out.a, out.i = string.format('%d', user.seq), user.run, g, user.order, user.ls, user.cs, user.cx, user.av, list
+  local text = cjson.encode(out)
+  if status(user) == 'Offline' then redis.call('SET', user.keys.u, text, 'PX', OFFLINE_TTL)
+  else redis.call('SET', user.keys.u, text) end
 end
 
-local function count(field, delta) redis.call('HINCRBY', P .. 'stats', field, delta) end
+local function count(field, delta) redis.call('HINCRBY', STATS, field, delta) end
 local function countInstance(r, delta) count('i:' .. r.platform .. ':' .. r.status, delta) end
 local function countUser(s, delta) if s ~= 'Offline' then count('u:' .. s, delta) end end
 
@@ -137,10 +165,10 @@ local function dropFromList(user, r)
 end
 
 -- Takes a device out of every index and the user's list (written back by the caller).
-local function detach(userId, user, r)
+local function detach(user, r)
   countInstance(r, -1)
-  if r.status == 'PushOnline' then redis.call('ZREM', P .. 'expiry', member(userId, r.id, r.sid)) end
-  unholdAll(userId, r)
+  if r.status == 'PushOnline' then redis.call('ZREM', EXPIRY, member(user.id, r.id, r.sid)) end
+  unholdAll(user, r)
   dropFromList(user, r)
 end
 
@@ -183,14 +211,14 @@ local function wasReaped(user, sid)
 end
 
 -- Bumps the user's sequence, writes the user back, keeps counts, and describes the change.
-local function change(userId, user, r, instanceStatus, previous, kicked)
+local function change(user, r, instanceStatus, previous, kicked)
   user.seq = nextSeq(user)
   local now = status(user)
-  save(userId, user)
+  save(user)
   countUser(previous, -1)
   countUser(now, 1)
   return {
-    userId = userId, instanceId = r.id, platform = r.platform, sessionId = r.sid,
+    userId = user.id, instanceId = r.id, platform = r.platform, sessionId = r.sid,
     instanceStatus = instanceStatus, userStatus = now, previousUserStatus = previous,
     seq = string.format('%d', user.seq), at = NOW, kicked = kicked or {}, version = r.version,
     lastSeen = user.ls or false, customStatus = user.cs or false,
@@ -201,28 +229,43 @@ end
 -- notice: the end as JSON ({reason, by?}), kept so that a device that missed its 'ended' message is told what ended it.
 -- Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own memory).
 local MAX_REVOKED_PER_USER = ${MAX_REVOKED_PER_USER_MARK}
-local function revoke(userId, sid, notice)
-  redis.call('SET', P .. 'rv:' .. sid, notice, 'PX', TTL)
-  local index = P .. 'rvu:' .. userId
+local function revoke(user, sid, notice)
+  local notices, times = user.keys.r, user.keys.rt
+  redis.call('HSET', notices, sid, notice)
   -- Scored by revocation time, kept strictly increasing so that ties within a millisecond still forget the oldest first.
   local score = NOW
-  local newest = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  local newest = redis.call('ZRANGE', times, -1, -1, 'WITHSCORES')
   if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
-  redis.call('ZADD', index, score, sid)
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', NOW - TTL)
-  local over = redis.call('ZCARD', index) - MAX_REVOKED_PER_USER
-  if over > 0 then
-    for _, old in ipairs(redis.call('ZRANGE', index, 0, over - 1)) do redis.call('DEL', P .. 'rv:' .. old) end
-    redis.call('ZREMRANGEBYRANK', index, 0, over - 1)
+  redis.call('ZADD', times, score, sid)
+  local old = redis.call('ZRANGEBYSCORE', times, '-inf', NOW - TTL)
+  if #old > 0 then
+    redis.call('HDEL', notices, unpack(old))
+    redis.call('ZREMRANGEBYSCORE', times, '-inf', NOW - TTL)
   end
-  redis.call('PEXPIRE', index, TTL)
+  local over = redis.call('ZCARD', times) - MAX_REVOKED_PER_USER
+  if over > 0 then
+    redis.call('HDEL', notices, unpack(redis.call('ZRANGE', times, 0, over - 1)))
+    redis.call('ZREMRANGEBYRANK', times, 0, over - 1)
+  end
+  redis.call('PEXPIRE', notices, TTL)
+  redis.call('PEXPIRE', times, TTL)
 end
 local ADMIN_KICK = '{"reason":"AdminKick"}'
-local function revokedNotice(sid)
-  local value = redis.call('GET', P .. 'rv:' .. sid)
+local function revokedNotice(user, sid)
+  local value = redis.call('HGET', user.keys.r, sid)
   if not value then return nil end
-  if value == '1' then return ADMIN_KICK end
+  local at = redis.call('ZSCORE', user.keys.rt, sid)
+  if not at or tonumber(at) <= NOW - TTL then return nil end
   return value
+end
+
+-- An end goes to the processes holding the device; one nobody is known to hold, to every process.
+local function publishEnd(owners, message)
+  if #owners == 0 then
+    redis.call(PUBLISH, CHANNEL, message)
+    return
+  end
+  for _, o in ipairs(owners) do redis.call(PUBLISH, CHANNEL .. ':' .. o, message) end
 end
 
 local function find(user, instanceId, sid, owner)
@@ -233,60 +276,62 @@ local function find(user, instanceId, sid, owner)
 end
 
 -- Online -> PushOnline (mobile) or gone (others): the transport's end of a device.
-local function linkLost(userId, user, r, lastSeen)
+local function linkLost(user, r, lastSeen)
   local previous = status(user)
   if r.status == 'Online' then noteLastSeen(user, lastSeen) end
   if isMobile(r.platform) then
-    unholdAll(userId, r)
+    unholdAll(user, r)
     countInstance(r, -1)
     r.status = 'PushOnline'
     r.since = NOW
     countInstance(r, 1)
-    redis.call('ZADD', P .. 'expiry', NOW + TTL, member(userId, r.id, r.sid))
-    return change(userId, user, r, 'PushOnline', previous)
+    redis.call('ZADD', EXPIRY, NOW + TTL, member(user.id, r.id, r.sid))
+    return change(user, r, 'PushOnline', previous)
   end
-  detach(userId, user, r)
-  return change(userId, user, r, 'Offline', previous)
+  detach(user, r)
+  return change(user, r, 'Offline', previous)
 end
 
 -- A process lets go of an Online device it holds (its last connection there closed or timed out, or the process died). Answers
 -- true when other processes still hold it: it stays Online for their connections (written back here, its last seen noted), and
 -- only the last holder's end is the device's (the caller's linkLost).
-local function release(userId, user, r, owner, lastSeen)
-  unhold(userId, r, owner)
+local function release(user, r, owner, lastSeen)
+  unhold(user, r, owner)
   if #r.owners == 0 then return false end
   noteLastSeen(user, lastSeen)
-  save(userId, user)
+  save(user)
   return true
 end
 `;
 
 /**
- * ARGV: common, userId, platform, instanceId, resumeSid, newSid, version, policy, maxPerPlatform, maxWeb, owner, reassert (0/1),
- * takenUpAt (a re-asserted device: when its process took it up, ms; '' unknown). A revoked session answers the notice it was ended with.
+ * KEYS: bucket, user. ARGV: common, userId, platform, instanceId, resumeSid, newSid, version, policy, maxPerPlatform, maxWeb,
+ * owner, reassert (0/1), takenUpAt (a re-asserted device: when its process took it up, ms; '' unknown). A revoked session
+ * answers the notice it was ended with.
  */
 export const LOGIN = `${COMMON}
-local userId, platform, instanceId, resumeSid, newSid, version = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-local policy, maxPer, maxWeb, owner, reassert = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14], ARGV[15] == '1'
-local takenUpAt = tonumber(ARGV[16]) or 0
+local userId, platform, instanceId, resumeSid, newSid, version = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local policy, maxPer, maxWeb, owner, reassert = ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15], ARGV[16] == '1'
+local takenUpAt = tonumber(ARGV[17]) or 0
+local keys = userKeys(1)
 
 if resumeSid ~= '' then
-  local notice = revokedNotice(resumeSid)
+  local notice = revokedNotice({keys = keys}, resumeSid)
   if notice then return cjson.encode({outcome = 'revoked', notice = notice}) end
 end
 -- A device coming back after an outage that an admin kick made meanwhile should have ended (it was not in Redis to be found then).
 if reassert then
-  local kicks = redis.call('GET', P .. 'kk:' .. userId)
+  local kicks = redis.call('GET', keys.kk)
   if kicks then
     for _, k in ipairs(cjson.decode(kicks)) do
       if (k[1] == '' or k[1] == platform) and (k[2] == '' or k[2] == instanceId) and takenUpAt <= k[3] then
-        revoke(userId, newSid, ADMIN_KICK)
+        revoke({keys = keys}, newSid, ADMIN_KICK)
         return cjson.encode({outcome = 'revoked', notice = ADMIN_KICK})
       end
     end
   end
 end
-local user = load(userId)
+local user = load(userId, keys)
 local previous = status(user)
 local existing = nil
 for _, r in ipairs(user.instances) do if r.id == instanceId then existing = r end end
@@ -296,13 +341,13 @@ local quiet = reassert and not wasReaped(user, resumeSid)
 
 if existing and resumeSid ~= '' and existing.sid == resumeSid and existing.platform == platform then
   -- Online: another tab of the device, here or on another process (or a re-assertion): this process holds it too.
-  takeOver(userId, existing, owner)
-  hold(userId, existing, owner)
+  takeOver(user, existing, owner)
+  hold(user, existing, owner)
   if existing.status == 'Online' then
-    save(userId, user)
+    save(user)
     return cjson.encode({outcome = 'resumed', sessionId = existing.sid})
   end
-  redis.call('ZREM', P .. 'expiry', member(userId, existing.id, existing.sid))
+  redis.call('ZREM', EXPIRY, member(userId, existing.id, existing.sid))
   countInstance(existing, -1)
   existing.status = 'Online'
   existing.since = NOW
@@ -310,7 +355,7 @@ if existing and resumeSid ~= '' and existing.sid == resumeSid and existing.platf
   existing.order = user.order
   countInstance(existing, 1)
   user.ls = NOW
-  return cjson.encode({outcome = 'resumed', sessionId = existing.sid, change = change(userId, user, existing, 'Online', previous)})
+  return cjson.encode({outcome = 'resumed', sessionId = existing.sid, change = change(user, existing, 'Online', previous)})
 end
 
 -- The policy, as lib/core/policy.ts decides it.
@@ -346,7 +391,7 @@ if reassert and (#displaced > 0 or existing) then
   local newest = existing
   for _, r in ipairs(displaced) do if newest == nil or r.order > newest.order then newest = r end end
   local notice = cjson.encode({reason = 'LoginElsewhere', by = {platform = newest.platform, instanceId = newest.id}})
-  revoke(userId, newSid, notice)
+  revoke(user, newSid, notice)
   return cjson.encode({outcome = 'revoked', notice = notice})
 end
 -- Kicks are listed oldest first, the device's own earlier session among them.
@@ -357,74 +402,80 @@ local kicked = {}
 local by = {platform = platform, instanceId = instanceId}
 local kickNotice = cjson.encode({reason = 'LoginElsewhere', by = by})
 for _, r in ipairs(displaced) do
-  detach(userId, user, r)
-  revoke(userId, r.sid, kickNotice)
+  local holders = r.owners
+  detach(user, r)
+  revoke(user, r.sid, kickNotice)
   table.insert(kicked, {platform = r.platform, instanceId = r.id, sessionId = r.sid})
-  redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'LoginElsewhere', by = by}))
+  publishEnd(holders, cjson.encode({sid = r.sid, reason = 'LoginElsewhere', by = by}))
 end
 user.order = user.order + 1
 local r = {id = instanceId, platform = platform, status = 'Online', since = NOW, order = user.order, sid = newSid, owners = {}, version = version}
 table.insert(user.instances, r)
 countInstance(r, 1)
-hold(userId, r, owner)
+hold(user, r, owner)
 user.ls = NOW
-return cjson.encode({outcome = 'created', sessionId = newSid, change = change(userId, user, r, 'Online', previous, kicked), quiet = quiet})
+return cjson.encode({outcome = 'created', sessionId = newSid, change = change(user, r, 'Online', previous, kicked), quiet = quiet})
 `;
 
 /**
- * The transport lost a device on one process. ARGV: common, userId, instanceId, sid, lastSeen, owner ('' any: every holder).
- * While other processes still hold it, only this one lets go of it.
+ * The transport lost a device on one process. KEYS: bucket, user. ARGV: common, userId, instanceId, sid, lastSeen, owner ('' any:
+ * every holder). While other processes still hold it, only this one lets go of it.
  */
 export const LINK_LOST = `${COMMON}
-local userId, instanceId, sid, lastSeen, owner = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9]
-local user = load(userId)
+local userId, instanceId, sid, lastSeen, owner = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
+local user = load(userId, userKeys(1))
 local r = find(user, instanceId, sid, owner)
 if r == nil or r.status ~= 'Online' then return false end
-if owner ~= '' and release(userId, user, r, owner, lastSeen) then return false end
-return cjson.encode(linkLost(userId, user, r, lastSeen))
+if owner ~= '' and release(user, r, owner, lastSeen) then return false end
+return cjson.encode(linkLost(user, r, lastSeen))
 `;
 
 /**
- * A device is gone (logout, or a non-mobile link lost). ARGV: common, userId, instanceId, sid ('' any), lastSeen, revoke (0/1),
- * owner ('' any). A link lost on one process (owner given, no revoke) while others still hold the device only lets go of it there.
- * A logout (revoke) ends the session on every process, even one that took it up again just before (another tab, a resume):
- * revoked, and published on the ended channel, found here or not (a holder that re-asserts it later is refused).
+ * A device is gone (logout, or a non-mobile link lost). KEYS: bucket, user. ARGV: common, userId, instanceId, sid ('' any),
+ * lastSeen, revoke (0/1), owner ('' any). A link lost on one process (owner given, no revoke) while others still hold the device
+ * only lets go of it there. A logout (revoke) ends the session on every process, even one that took it up again just before
+ * (another tab, a resume): revoked, and published to its holders (to every process when none is known), found here or not (a
+ * holder that re-asserts it later is refused).
  */
 export const REMOVE = `${COMMON}
-local userId, instanceId, sid, lastSeen, doRevoke, owner = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10]
-local user = load(userId)
+local userId, instanceId, sid, lastSeen, doRevoke, owner = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10] == '1', ARGV[11]
+local user = load(userId, userKeys(1))
 local r = find(user, instanceId, sid, owner)
 if doRevoke and sid ~= '' then
-  revoke(userId, sid, '{"reason":"Logout"}')
-  redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = sid, reason = 'Logout'}))
+  revoke(user, sid, '{"reason":"Logout"}')
+  local holders = {}
+  for _, x in ipairs(user.instances) do if x.sid == sid then holders = x.owners end end
+  publishEnd(holders, cjson.encode({sid = sid, reason = 'Logout'}))
 end
 if r == nil then return false end
-if owner ~= '' and not doRevoke and r.status == 'Online' and release(userId, user, r, owner, lastSeen) then return false end
+if owner ~= '' and not doRevoke and r.status == 'Online' and release(user, r, owner, lastSeen) then return false end
 local previous = status(user)
 if r.status == 'Online' then noteLastSeen(user, lastSeen) end
-detach(userId, user, r)
+local holders = r.owners
+detach(user, r)
 if doRevoke and sid == '' then
-  revoke(userId, r.sid, '{"reason":"Logout"}')
-  redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'Logout'}))
+  revoke(user, r.sid, '{"reason":"Logout"}')
+  publishEnd(holders, cjson.encode({sid = r.sid, reason = 'Logout'}))
 end
-return cjson.encode(change(userId, user, r, 'Offline', previous))
+return cjson.encode(change(user, r, 'Offline', previous))
 `;
 
 /**
- * Admin kick. ARGV: common, userId, platform ('' any), instanceId ('' any), kickAt (when it was asked, ms), memory (ms).
- * It also leaves a mark for `memory` ms, so that a matching device re-asserted later (one that was not in Redis, restarted empty,
- * when the kick ran) yields instead of coming back.
+ * Admin kick. KEYS: bucket, user. ARGV: common, userId, platform ('' any), instanceId ('' any), kickAt (when it was asked, ms),
+ * memory (ms). It also leaves a mark for `memory` ms, so that a matching device re-asserted later (one that was not in Redis,
+ * restarted empty, when the kick ran) yields instead of coming back.
  */
 export const KICK = `${COMMON}
-local userId, platform, instanceId, kickAt, memory = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+local userId, platform, instanceId, kickAt, memory = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local keys = userKeys(1)
 local marks = {}
-local text = redis.call('GET', P .. 'kk:' .. userId)
+local text = redis.call('GET', keys.kk)
 if text then
   for _, k in ipairs(cjson.decode(text)) do if k[3] >= NOW - memory and #marks < 31 then table.insert(marks, k) end end
 end
 table.insert(marks, {platform, instanceId, kickAt})
-redis.call('SET', P .. 'kk:' .. userId, cjson.encode(marks), 'PX', memory)
-local user = load(userId)
+redis.call('SET', keys.kk, cjson.encode(marks), 'PX', memory)
+local user = load(userId, keys)
 local targets = {}
 for _, r in ipairs(user.instances) do
   if (platform == '' or r.platform == platform) and (instanceId == '' or r.id == instanceId) then table.insert(targets, r) end
@@ -433,10 +484,11 @@ local changes = {}
 for _, r in ipairs(targets) do
   local previous = status(user)
   if r.status == 'Online' then noteLastSeen(user, NOW) end
-  detach(userId, user, r)
-  revoke(userId, r.sid, ADMIN_KICK)
-  redis.call('PUBLISH', P .. 'ended', cjson.encode({sid = r.sid, reason = 'AdminKick'}))
-  table.insert(changes, change(userId, user, r, 'Offline', previous))
+  local holders = r.owners
+  detach(user, r)
+  revoke(user, r.sid, ADMIN_KICK)
+  publishEnd(holders, cjson.encode({sid = r.sid, reason = 'AdminKick'}))
+  table.insert(changes, change(user, r, 'Offline', previous))
 end
 return cjson.encode(changes)
 `;
@@ -451,29 +503,29 @@ end
 `;
 
 /**
- * ARGV: common, userId, customStatus, clear (0/1), expiresAt ('' none), ifExpiresAt ('' any). Answers the user's state as
+ * KEYS: bucket, user. ARGV: common, userId, customStatus, clear (0/1), expiresAt ('' none), ifExpiresAt ('' any). Answers the user's state as
  * JSON; false when ifExpiresAt is given and the status does not expire then (a newer one replaced it).
  */
 export const SET_CUSTOM_STATUS = `${COMMON}${STATE_OF}
-local userId, text, clear, expiresAt, ifExpiresAt = ARGV[5], ARGV[6], ARGV[7] == '1', tonumber(ARGV[8]), tonumber(ARGV[9])
-local user = load(userId)
+local userId, text, clear, expiresAt, ifExpiresAt = ARGV[6], ARGV[7], ARGV[8] == '1', tonumber(ARGV[9]), tonumber(ARGV[10])
+local user = load(userId, userKeys(1))
 if ifExpiresAt ~= nil and user.cx ~= ifExpiresAt then return false end
 -- Clearing what was never set leaves nothing behind for a user never seen.
 if not (clear and user.cs == nil) then
   if clear then user.cs, user.cx = nil, nil else user.cs, user.cx = text, expiresAt end
-  save(userId, user)
+  save(user)
 end
 return cjson.encode(stateOf(user))
 `;
 
 /**
- * ARGV: common, userId, kind ('set' | 'activity' | 'idle'), availability (set) or idleSince (idle). The rules of
- * StoreAvailabilityRequest (lib/store/types.ts). Answers {state, previous, previousIdle} as JSON, or false when nothing
+ * KEYS: bucket, user. ARGV: common, userId, kind ('set' | 'activity' | 'idle'), availability (set) or idleSince (idle). The rules of
+ * StoreAvailabilityRequest (lib/core/store.ts). Answers {state, previous, previousIdle} as JSON, or false when nothing
  * shown changed.
  */
 export const SET_AVAILABILITY = `${COMMON}${STATE_OF}
-local userId, kind, arg = ARGV[5], ARGV[6], ARGV[7]
-local user = load(userId)
+local userId, kind, arg = ARGV[6], ARGV[7], ARGV[8]
+local user = load(userId, userKeys(1))
 if kind == 'idle' and not user.found then return false end
 local av = user.av or {v = 'available'}
 local function shown(a) if a.v == 'available' and a.i ~= nil then return 'away' end return a.v end
@@ -495,44 +547,59 @@ else
   av.i = since
 end
 user.av = av
-save(userId, user)
+save(user)
 if shown(av) == previous and av.i == previousIdle then return false end
 return cjson.encode({state = stateOf(user), previous = previous, previousIdle = previousIdle or false})
 `;
 
-/** PushOnline devices past their TTL, at most ARGV[5] of them; each is taken by exactly one caller. */
+/**
+ * PushOnline devices of the bucket past their TTL, as the caller found them in the expiry queue: each is taken by exactly one
+ * caller (still queued and due). KEYS: bucket, the users. ARGV: common, cjson [[user's index in KEYS, userId, instanceId, sid], ...].
+ */
 export const EXPIRE_DUE = `${COMMON}
-local limit = tonumber(ARGV[5])
-local due = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', NOW, 'LIMIT', 0, limit)
 local changes = {}
-for _, m in ipairs(due) do
-  redis.call('ZREM', P .. 'expiry', m)
-  local ids = cjson.decode(m)
-  local user = load(ids[1])
-  local r = find(user, ids[2], ids[3], '')
-  if r ~= nil and r.status == 'PushOnline' then
-    local previous = status(user)
-    detach(ids[1], user, r)
-    table.insert(changes, change(ids[1], user, r, 'Offline', previous))
+for _, e in ipairs(cjson.decode(ARGV[6])) do
+  local userId, instanceId, sid = e[2], e[3], e[4]
+  local m = member(userId, instanceId, sid)
+  local due = redis.call('ZSCORE', EXPIRY, m)
+  if due and tonumber(due) <= NOW then
+    redis.call('ZREM', EXPIRY, m)
+    local user = load(userId, userKeys(e[1]))
+    local r = find(user, instanceId, sid, '')
+    if r ~= nil and r.status == 'PushOnline' then
+      local previous = status(user)
+      detach(user, r)
+      table.insert(changes, change(user, r, 'Offline', previous))
+    end
   end
 end
 return cjson.encode(changes)
 `;
 
 /**
- * The devices of a process whose lease is gone lose their link, once each (those it was the last holder of), when their grace is
- * over: each class's reconnect grace from when the process went (its close, or when a sweep first found its lease gone), and not
- * before the end of the handover a closing process asked for. A device resumed elsewhere meanwhile moved there (takeOver) and is
- * not among them. ARGV: common, owner, the reconnect grace (ms) of mobile, desktop, web and miniProgram.
+ * One slice of reaping the bucket's devices of a process whose lease ran out: each loses its link, once (those it was the last
+ * holder of), when its grace is over: each class's reconnect grace from when the process went (its close, or when a sweep first
+ * found its lease gone), and not before the end of the handover a closing process asked for. A device resumed elsewhere
+ * meanwhile moved there (takeOver) and is not among them. KEYS: bucket, the users. ARGV: common, owner, the reconnect grace
+ * (ms) of mobile, desktop, web and miniProgram, start (1: the first call of a pass, with no devices: answers whether any is
+ * due), cjson [[user's index in KEYS, userId, instanceId, sid], ...] (a slice the caller read from the owned set).
+ * Answers {state = 'alive' | 'done' | 'wait' | 'go', changes}.
  */
 export const REAP = `${COMMON}
-local owner = ARGV[5]
-local grace = {mobile = tonumber(ARGV[6]), desktop = tonumber(ARGV[7]), web = tonumber(ARGV[8]), miniProgram = tonumber(ARGV[9])}
-if redis.call('EXISTS', P .. 'lease:' .. owner) == 1 then return cjson.encode({}) end
-local gone = P .. 'gone:' .. owner
-redis.call('HSETNX', gone, 'at', NOW)
-local at = tonumber(redis.call('HGET', gone, 'at'))
-local handover = tonumber(redis.call('HGET', gone, 'until')) or 0
+local owner = ARGV[6]
+local grace = {mobile = tonumber(ARGV[7]), desktop = tonumber(ARGV[8]), web = tonumber(ARGV[9]), miniProgram = tonumber(ARGV[10])}
+local start = ARGV[11] == '1'
+if leaseAlive(owner) then return '{"state":"alive","changes":[]}' end
+local atField, untilField, nextField = owner .. ':at', owner .. ':until', owner .. ':next'
+local function finished()
+  if #redis.call('ZRANGEBYLEX', OWNED, '[' .. owner .. '\\0', '(' .. owner .. '\\1', 'LIMIT', 0, 1) > 0 then return false end
+  redis.call('ZREM', LEASES, owner)
+  redis.call('HDEL', GONE, atField, untilField, nextField)
+  return true
+end
+redis.call('HSETNX', GONE, atField, NOW)
+local at = tonumber(redis.call('HGET', GONE, atField))
+local handover = tonumber(redis.call('HGET', GONE, untilField)) or 0
 local function dueOf(cls) return math.max(handover, at + grace[cls]) end
 local function classOf(p)
   if isMobile(p) then return 'mobile' end
@@ -540,78 +607,120 @@ local function classOf(p)
   if p == 'MiniProgram' then return 'miniProgram' end
   return 'web'
 end
--- Until the first device is due, a sweep costs three commands, however many devices wait.
-local firstDue = tonumber(redis.call('HGET', gone, 'next'))
-if firstDue == nil then
-  firstDue = math.huge
-  for cls in pairs(grace) do firstDue = math.min(firstDue, dueOf(cls)) end
+if start then
+  if finished() then return '{"state":"done","changes":[]}' end
+  -- Until the first device is due, a sweep costs a few commands, however many devices wait.
+  local firstDue = tonumber(redis.call('HGET', GONE, nextField))
+  if firstDue == nil then
+    firstDue = math.huge
+    for cls in pairs(grace) do firstDue = math.min(firstDue, dueOf(cls)) end
+  end
+  if NOW < firstDue then
+    redis.call('HSET', GONE, nextField, firstDue)
+    return '{"state":"wait","changes":[]}'
+  end
+  redis.call('HDEL', GONE, nextField)
+  return '{"state":"go","changes":[]}'
 end
-if NOW < firstDue then return cjson.encode({}) end
 local changes, later = {}, nil
-for _, m in ipairs(redis.call('SMEMBERS', P .. 'owned:' .. owner)) do
-  local ids = cjson.decode(m)
-  local user = load(ids[1])
-  local r = find(user, ids[2], ids[3], owner)
-  if r == nil or r.status ~= 'Online' then
-    redis.call('SREM', P .. 'owned:' .. owner, m)
-  else
-    local due = dueOf(classOf(r.platform))
-    if due > NOW then
-      if later == nil or due < later then later = due end
-    -- A device other processes hold too stays Online for them; the process gone only lets go of it. Last seen: when it went.
-    elseif not release(ids[1], user, r, owner, at) then
-      noteReaped(user, r.sid)
-      table.insert(changes, linkLost(ids[1], user, r, at))
+for _, e in ipairs(cjson.decode(ARGV[12])) do
+  local userId, instanceId, sid = e[2], e[3], e[4]
+  local m = ownedMember(owner, userId, instanceId, sid)
+  if redis.call('ZSCORE', OWNED, m) then
+    local user = load(userId, userKeys(e[1]))
+    local r = find(user, instanceId, sid, owner)
+    if r == nil or r.status ~= 'Online' then
+      redis.call('ZREM', OWNED, m)
+    else
+      local due = dueOf(classOf(r.platform))
+      if due > NOW then
+        if later == nil or due < later then later = due end
+      -- A device other processes hold too stays Online for them; the process gone only lets go of it. Last seen: when it went.
+      elseif not release(user, r, owner, at) then
+        noteReaped(user, r.sid)
+        table.insert(changes, linkLost(user, r, at))
+      end
     end
   end
 end
-if later == nil then
-  redis.call('DEL', P .. 'owned:' .. owner, gone)
-  redis.call('SREM', P .. 'procs', owner)
-else
-  redis.call('HSET', gone, 'next', later)
+if later ~= nil then
+  local next = tonumber(redis.call('HGET', GONE, nextField))
+  if next == nil or later < next then redis.call('HSET', GONE, nextField, later) end
 end
-return cjson.encode(changes)
+local state = 'go'
+if finished() then state = 'done' end
+return cjson.encode({state = state, changes = changes})
 `;
 
 /**
- * Ends this process made recently, applied again after it reconnects (Redis may have restarted empty since, and the holder of a
- * device may have missed the `ended` message): each session is revoked again, removed if its holder re-asserted it meanwhile,
- * and published again; each admin kick's mark is written again. ARGV: common, memory (ms), cjson ends [[userId, instanceId,
- * sid, notice], ...], cjson kicks [[userId, platform, instanceId, at], ...]. Answers the devices removed.
+ * A process renews its lease in the bucket. KEYS: bucket. ARGV: common, owner, until (ms). Answers 1 when others found it gone
+ * since it was last written (they may have reaped its devices, or taken some over), or when it was not listed (first lease, or
+ * reaped since).
+ */
+export const RENEW = `${COMMON}
+local owner = ARGV[6]
+local had = redis.call('ZSCORE', LEASES, owner)
+redis.call('ZADD', LEASES, ARGV[7], owner)
+local noted = redis.call('HDEL', GONE, owner .. ':at', owner .. ':until', owner .. ':next')
+if had == false or noted > 0 then return 1 end
+return 0
+`;
+
+/**
+ * A process gives up its lease in the bucket (close): its devices there are reaped once their grace is over, counted from now,
+ * and not before the handover's end. KEYS: bucket. ARGV: common, owner, handover until (ms; '' none).
+ */
+export const LEAVE = `${COMMON}
+local owner = ARGV[6]
+if not redis.call('ZSCORE', LEASES, owner) then return 0 end
+redis.call('ZADD', LEASES, 0, owner)
+redis.call('HSET', GONE, owner .. ':at', NOW)
+if ARGV[7] ~= '' then redis.call('HSET', GONE, owner .. ':until', ARGV[7]) end
+return 1
+`;
+
+/**
+ * Ends this process made recently in the bucket, applied again after it reconnects (Redis may have restarted empty since, and
+ * the holder of a device may have missed the \`ended\` message): each session is revoked again, removed if its holder
+ * re-asserted it meanwhile, and published again; each admin kick's mark is written again. KEYS: bucket, the users. ARGV:
+ * common, memory (ms), cjson ends [[user's index, userId, instanceId, sid, notice], ...], cjson kicks [[user's index, userId,
+ * platform, instanceId, at], ...]. Answers the devices removed.
  */
 export const REAPPLY_ENDS = `${COMMON}
-local memory = tonumber(ARGV[5])
+local memory = tonumber(ARGV[6])
 local changes = {}
-for _, e in ipairs(cjson.decode(ARGV[6])) do
-  local userId, instanceId, sid, notice = e[1], e[2], e[3], e[4]
-  revoke(userId, sid, notice)
-  local user = load(userId)
+for _, e in ipairs(cjson.decode(ARGV[7])) do
+  local keys, userId, instanceId, sid, notice = userKeys(e[1]), e[2], e[3], e[4], e[5]
+  local user = load(userId, keys)
+  revoke(user, sid, notice)
   local r = find(user, instanceId, sid, '')
+  local holders = {}
   if r ~= nil then
+    holders = r.owners
     local previous = status(user)
     if r.status == 'Online' then noteLastSeen(user, NOW) end
-    detach(userId, user, r)
-    table.insert(changes, change(userId, user, r, 'Offline', previous))
+    detach(user, r)
+    table.insert(changes, change(user, r, 'Offline', previous))
   end
   local message = cjson.decode(notice)
   message.sid = sid
-  redis.call('PUBLISH', P .. 'ended', cjson.encode(message))
+  publishEnd(holders, cjson.encode(message))
 end
-local byUser = {}
-for _, k in ipairs(cjson.decode(ARGV[7])) do
-  local userId = k[1]
+local byUser, keysOf = {}, {}
+for _, k in ipairs(cjson.decode(ARGV[8])) do
+  local userId = k[2]
   if byUser[userId] == nil then
     byUser[userId] = {}
-    local text = redis.call('GET', P .. 'kk:' .. userId)
+    keysOf[userId] = userKeys(k[1])
+    local text = redis.call('GET', keysOf[userId].kk)
     if text then
       for _, m in ipairs(cjson.decode(text)) do if m[3] >= NOW - memory then table.insert(byUser[userId], m) end end
     end
   end
   local marks, known = byUser[userId], false
-  for _, m in ipairs(marks) do if m[1] == k[2] and m[2] == k[3] and m[3] == k[4] then known = true end end
-  if not known and #marks < 32 then table.insert(marks, {k[2], k[3], k[4]}) end
+  for _, m in ipairs(marks) do if m[1] == k[3] and m[2] == k[4] and m[3] == k[5] then known = true end end
+  if not known and #marks < 32 then table.insert(marks, {k[3], k[4], k[5]}) end
 end
-for userId, marks in pairs(byUser) do redis.call('SET', P .. 'kk:' .. userId, cjson.encode(marks), 'PX', memory) end
+for userId, marks in pairs(byUser) do redis.call('SET', keysOf[userId].kk, cjson.encode(marks), 'PX', memory) end
 return cjson.encode(changes)
 `;
