@@ -51,7 +51,8 @@ async function coreFigures(): Promise<Figure[]> {
   });
   registry.deliverWith({ enter() {}, exit() {}, broadcast() {}, send() {} });
   const connections: RoomConnection[] = [];
-  for (let i = 0; i < COUNT_MEMBERS; i++) connections.push({ userId: `user-${i}`, sessionId: `s${i}`, instanceId: `i${i}`, platform: 'Web' });
+  for (let i = 0; i < COUNT_MEMBERS; i++)
+    connections.push({ userId: `user-${i}`, sessionId: `s${i}`, instanceId: `i${i}`, platform: 'Web', roomState: undefined });
   gc();
   const before = process.memoryUsage().heapUsed;
   for (let i = 0; i < connections.length; i++) {
