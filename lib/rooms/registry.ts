@@ -606,9 +606,9 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
 
   /** The grace ran out: the held memberships leave. */
   private releaseHeld(connection: C, rooms: ConnectionRooms): void {
-    if (stateOf(connection) !== rooms) return;
     this.holding.delete(rooms);
     rooms.holdTimer = undefined;
+    if (stateOf(connection) !== rooms) return;
     connection.roomState = CLOSED;
     for (const [, entry] of rooms.entries()) if (entry instanceof Member) this.removeConnection(entry, connection);
   }
