@@ -1,4 +1,4 @@
-// `npm run bench:rooms`: a join and a leave delivered to a big room against a bare io.to(room).emit of the same size, count() at 100,000 members, heap per membership.
+// `npm run bench:rooms`: a join and a leave delivered to a big room against a bare io.to(room).emit of the same size, count() at 100,000 members, heap per membership, a burst of 1,000 joins in one second.
 
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -22,6 +22,9 @@ const MEMBERS = Number(process.env.ROOMS_BENCH_MEMBERS ?? 10_000);
 const COUNT_MEMBERS = 100_000;
 const ROUNDS = Number(process.env.ROOMS_BENCH_ROUNDS ?? 20);
 const BATCH = 50;
+/** The join burst: members joining one room, spread evenly over BURST_MS. */
+const BURST_MEMBERS = Number(process.env.ROOMS_BENCH_BURST ?? 1000);
+const BURST_MS = 1000;
 
 function now(): number {
   return Number(process.hrtime.bigint()) / 1e6;
@@ -51,7 +54,8 @@ async function coreFigures(): Promise<Figure[]> {
   });
   registry.deliverWith({ enter() {}, exit() {}, broadcast() {}, send() {} });
   const connections: RoomConnection[] = [];
-  for (let i = 0; i < COUNT_MEMBERS; i++) connections.push({ userId: `user-${i}`, sessionId: `s${i}`, instanceId: `i${i}`, platform: 'Web' });
+  for (let i = 0; i < COUNT_MEMBERS; i++)
+    connections.push({ userId: `user-${i}`, sessionId: `s${i}`, instanceId: `i${i}`, platform: 'Web', roomState: undefined });
   gc();
   const before = process.memoryUsage().heapUsed;
   for (let i = 0; i < connections.length; i++) {
@@ -85,7 +89,7 @@ async function coreFigures(): Promise<Figure[]> {
       unit: 'bytes',
       higherIsBetter: false,
       target: '≤ 150 bytes',
-      note: 'one user, one connection, one room; user record and member included',
+      note: 'one user, one connection, one room; all the core keeps for it but the connection object (which holds an 8-byte roomState field)',
     },
   ];
 }
@@ -272,6 +276,70 @@ async function redisCountFigure(): Promise<Figure[]> {
   ];
 }
 
+/**
+ * BURST_MEMBERS client sockets (in a child process) join one room, their joins spread evenly over
+ * BURST_MS, at the defaults (roomBatchInterval 50 ms, roomMemberLimit 1000): the presence:room
+ * messages each member gets after its join answer, against one message per join, where each member
+ * would hear of every later join (n − 1 − i for the i-th joiner: (n − 1) / 2 on average, n − 1 for
+ * the first). Every client must end holding the full count.
+ */
+async function burstFigures(): Promise<Figure[]> {
+  const http = createServer();
+  const io = new Server(http, { transports: ['websocket'] });
+  const presence = createPresence({
+    store: new MemoryStore(),
+    loginPolicy: 'multi',
+    canJoin: () => true,
+    authenticate: (handshake) => ({ userId: String(handshake.auth.token) }),
+  });
+  presence.attach(io);
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  const child = fork(new URL('./room-clients.ts', import.meta.url), [url, String(BURST_MEMBERS), 'burst-'], {
+    execArgv: ['--import', 'tsx'],
+    stdio: 'inherit',
+  });
+  const next = <T>(type: string): Promise<T> =>
+    new Promise((resolve) => {
+      const onMessage = (message: { type: string } & T): void => {
+        if (message.type !== type) return;
+        child.off('message', onMessage);
+        resolve(message);
+      };
+      child.on('message', onMessage);
+    });
+  await next('ready');
+  const start = now();
+  const joined = next<{ refused: number; emitted: number }>('joined');
+  child.send({ type: 'join-spread', room: 'burst', ms: BURST_MS });
+  const { refused, emitted } = await joined;
+  const spread = now() - start;
+  if (refused > 0) throw new Error(`${refused} joins of the burst were refused`);
+  // Two batches more for the last diffs.
+  await new Promise((resolve) => setTimeout(resolve, 4 * BATCH));
+  const stats = next<{ messages: number[]; counts: number[] }>('burst-stats');
+  child.send({ type: 'burst-stats' });
+  const { messages, counts } = await stats;
+  await stopChild(child);
+  await presence.close();
+  await new Promise<void>((resolve) => io.close(() => resolve()));
+  const behind = counts.filter((count) => count !== BURST_MEMBERS).length;
+  if (behind > 0) throw new Error(`${behind} of ${BURST_MEMBERS} clients hold a count other than ${BURST_MEMBERS} after the burst`);
+  const total = messages.reduce((sum, count) => sum + count, 0);
+  const perJoin = (BURST_MEMBERS * (BURST_MEMBERS - 1)) / 2;
+  return [
+    {
+      name: `${BURST_MEMBERS.toLocaleString('en-US')} members joining within one second: presence:room messages per member`,
+      value: total / BURST_MEMBERS,
+      unit: 'messages',
+      higherIsBetter: false,
+      baseline: perJoin / BURST_MEMBERS,
+      baselineName: 'one message per join, computed',
+      note: `${total.toLocaleString('en-US')} messages in all against ${perJoin.toLocaleString('en-US')}; at most ${Math.max(...messages)} to one member against ${BURST_MEMBERS - 1}; joins sent over ${Math.round(emitted)} ms, all answered ${Math.round(spread)} ms after the burst began; every client ends at count ${BURST_MEMBERS}`,
+    },
+  ];
+}
+
 function stopChild(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     child.once('exit', () => resolve());
@@ -279,6 +347,12 @@ function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-const figures = [...(await coreFigures()), ...(process.env.ROOMS_BENCH_REDIS === '0' ? [] : await redisCountFigure()), ...(await deliveryFigures())];
+const only = process.env.ROOMS_BENCH_ONLY;
+const figures = [
+  ...(only && only !== 'core' ? [] : await coreFigures()),
+  ...(process.env.ROOMS_BENCH_REDIS === '0' || (only && only !== 'redis') ? [] : await redisCountFigure()),
+  ...(only && only !== 'burst' ? [] : await burstFigures()),
+  ...(only && only !== 'delivery' ? [] : await deliveryFigures()),
+];
 report('rooms', figures);
 process.exit(0);

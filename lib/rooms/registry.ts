@@ -15,6 +15,12 @@ export interface RoomConnection {
   readonly sessionId: string;
   readonly instanceId: string;
   readonly platform: Platform;
+  /**
+   * The core's state for this connection (its rooms), kept on the adapter's object rather than in
+   * a registry Map keyed by connection: adapters declare the field (`roomState: unknown =
+   * undefined`) and never touch it. A connection object belongs to one registry.
+   */
+  roomState?: unknown;
 }
 
 /** How an adapter reaches connections: the core decides what to send, the adapter sends it. */
@@ -126,7 +132,11 @@ function slotItems<T extends object>(slot: Slot<T>): T[] {
   return slot === undefined ? [] : Array.isArray(slot) ? [...slot] : [slot];
 }
 
-/** A user who is in (or joining) at least one room: what all their memberships share. */
+/**
+ * A user joining a room or in several: what their memberships share. A user resting in one room
+ * has none (the registry's user index holds their member, which carries the status itself): a
+ * record cost 80 bytes a membership.
+ */
 class UserRecord {
   status: UserStatus = 'Online';
   customStatus: string | null = null;
@@ -140,7 +150,7 @@ class UserRecord {
   constructor(readonly userId: string) {}
 }
 
-/** One user in one room. */
+/** One user in one room. Their status is copied into each of their members (userChanged updates every copy). */
 class Member {
   meta: JsonValue = null;
   /**
@@ -149,6 +159,17 @@ class Member {
    * bytes a membership.
    */
   connections: Slot<RoomConnection> = undefined;
+  /** The member as shown, built when first asked for and dropped at each change. */
+  view: RoomMember | undefined = undefined;
+  constructor(
+    readonly userId: string,
+    readonly room: Room,
+    /** Its place in the room's join order: pages run by it. */
+    readonly seq: number,
+    public status: UserStatus,
+    public customStatus: string | null,
+    public availability: Availability,
+  ) {}
   /** Out of the room (its last connection left); it stays in the room's order until swept. No field of its own: a member always has a connection while in. */
   get removed(): boolean {
     return this.connections === undefined;
@@ -157,18 +178,14 @@ class Member {
   get metaJson(): string {
     return JSON.stringify(this.meta);
   }
-  /** The member as shown, built when first asked for and dropped at each change. */
-  view: RoomMember | undefined = undefined;
-  constructor(
-    readonly user: UserRecord,
-    readonly room: Room,
-    /** Its place in the room's join order: pages run by it. */
-    readonly seq: number,
-  ) {}
 }
 
 /** A join waiting for canJoin or the store: it holds a place so concurrent joins cannot overshoot maxRoomsPerConnection. */
-class Pending {}
+class Pending {
+  /** Set when its connection closed while it waited. */
+  closed = false;
+  constructor(readonly name: string) {}
+}
 
 /** One touched user of a batch: their state before that touch. */
 interface LogEntry {
@@ -194,7 +211,8 @@ class Batch {
 }
 
 class Room {
-  readonly members = new Map<string, Member>();
+  /** Members in the room (removed ones not counted). Found by user through the registry's user index: a Map of them per room cost ~37 bytes a membership. */
+  size = 0;
   /** Members in join order, with removed ones left in place (and swept once they are half). */
   order: Member[] = [];
   removedInOrder = 0;
@@ -208,13 +226,15 @@ class Room {
 
   /** The count clients are told: invisible members left out. */
   get clientCount(): number {
-    return this.members.size - this.invisible;
+    return this.size - this.invisible;
   }
 }
 
 /**
- * The rooms of one connection, by name. The first room is kept in two fields and a Map made only
- * for a second: a Map of one entry costs about 180 bytes, and most connections are in one room.
+ * The rooms of one connection, by name, once it is in two or closed (a connection live in one room
+ * holds its member, or its pending join, in its own `roomState`: this object cost 64 bytes). The
+ * first room is kept in two fields and a Map made only for a third: a Map of one entry costs about
+ * 180 bytes.
  */
 class ConnectionRooms {
   private firstName: string | undefined = undefined;
@@ -263,6 +283,72 @@ class ConnectionRooms {
   }
 }
 
+type Entry = Member | Pending;
+
+/** A connection's `roomState`: nothing, its one room's entry while live, or its ConnectionRooms. */
+type ConnectionState = Entry | ConnectionRooms | undefined;
+
+/** A connection that closed with nothing held (or whose held rooms all went): joins in flight on it are refused. */
+const CLOSED = new ConnectionRooms();
+CLOSED.closed = true;
+
+function entryName(entry: Entry): string {
+  return entry instanceof Member ? entry.room.name : entry.name;
+}
+
+function stateOf(connection: RoomConnection): ConnectionState {
+  return connection.roomState as ConnectionState;
+}
+
+function roomCount(connection: RoomConnection): number {
+  const state = stateOf(connection);
+  return state === undefined ? 0 : state instanceof ConnectionRooms ? state.size : 1;
+}
+
+function entryOf(connection: RoomConnection, name: string): Entry | undefined {
+  const state = stateOf(connection);
+  if (state === undefined) return undefined;
+  if (state instanceof ConnectionRooms) return state.get(name);
+  return entryName(state) === name ? state : undefined;
+}
+
+/** The connection's ConnectionRooms, made from its single entry if need be. */
+function expanded(connection: RoomConnection): ConnectionRooms {
+  const state = stateOf(connection);
+  if (state instanceof ConnectionRooms && state !== CLOSED) return state;
+  const rooms = new ConnectionRooms();
+  if (state instanceof ConnectionRooms) rooms.closed = true;
+  else if (state !== undefined) rooms.set(entryName(state), state);
+  connection.roomState = rooms;
+  return rooms;
+}
+
+function setEntry(connection: RoomConnection, name: string, entry: Entry): void {
+  const state = stateOf(connection);
+  if (state === undefined || (!(state instanceof ConnectionRooms) && entryName(state) === name)) connection.roomState = entry;
+  else expanded(connection).set(name, entry);
+}
+
+/** A live connection back to one room (or none) holds it in its own field again. */
+function compact(connection: RoomConnection): void {
+  const state = stateOf(connection);
+  if (!(state instanceof ConnectionRooms) || state.closed || state.holdTimer !== undefined || state.size > 1) return;
+  connection.roomState = state.size === 0 ? undefined : state.entries()[0]![1];
+}
+
+function deleteEntry(connection: RoomConnection, name: string): void {
+  const state = stateOf(connection);
+  if (state instanceof ConnectionRooms) {
+    state.delete(name);
+    compact(connection);
+  } else if (state !== undefined && entryName(state) === name) connection.roomState = undefined;
+}
+
+function isClosed(connection: RoomConnection): boolean {
+  const state = stateOf(connection);
+  return state instanceof ConnectionRooms && state.closed;
+}
+
 interface Diff {
   joined: RoomMember[];
   left: string[];
@@ -296,8 +382,10 @@ function isEmpty(diff: Diff): boolean {
  */
 export class RoomRegistry<C extends RoomConnection = RoomConnection> extends EventEmitter<RoomEvents> {
   private readonly rooms = new Map<string, Room>();
-  private readonly users = new Map<string, UserRecord>();
-  private readonly connections = new Map<C, ConnectionRooms>();
+  /** Each user in (or joining) a room here: their member while they rest in one room, else their record. */
+  private readonly users = new Map<string, UserRecord | Member>();
+  /** Connections whose rooms are held for their grace: their timers, for close(). */
+  private readonly holding = new Set<ConnectionRooms>();
   private delivery: RoomDelivery<C> | undefined;
   private closed = false;
   /** Set by a layer sharing rooms across processes. */
@@ -316,13 +404,13 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
 
   /** Members of the room; 0 for a room nobody is in. */
   count(room: string): number {
-    return this.rooms.get(room)?.members.size ?? 0;
+    return this.rooms.get(room)?.size ?? 0;
   }
 
   /** The rooms with at least one member. */
   get size(): number {
     let occupied = 0;
-    for (const room of this.rooms.values()) if (room.members.size > 0) occupied++;
+    for (const room of this.rooms.values()) if (room.size > 0) occupied++;
     return occupied;
   }
 
@@ -335,7 +423,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
 
   /** Rooms the connection is in (or joining). */
   roomsOf(connection: C): number {
-    return this.connections.get(connection)?.size ?? 0;
+    return roomCount(connection);
   }
 
   /**
@@ -347,23 +435,19 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const name = checkRoomName(roomName);
     const parsed = meta === undefined ? undefined : parseMeta(meta);
     if (this.closed) throw new RoomError('NOT_LOGGED_IN', 'this presence was closed');
-    let rooms = this.connections.get(connection);
-    if (!rooms) {
-      rooms = new ConnectionRooms();
-      this.connections.set(connection, rooms);
-    }
-    if (rooms.closed) throw new RoomError('NOT_LOGGED_IN', 'this connection is closed');
-    const existing = rooms.get(name);
+    // Closed with nothing held: a connection like a new one (as when the registry forgot it).
+    if (stateOf(connection) === CLOSED) connection.roomState = undefined;
+    if (isClosed(connection)) throw new RoomError('NOT_LOGGED_IN', 'this connection is closed');
+    const existing = entryOf(connection, name);
     if (existing instanceof Pending) throw new RoomError('BAD_REQUEST', `a join of room ${JSON.stringify(name)} is already in progress on this connection`);
-    if (!existing && rooms.size >= this.options.maxRoomsPerConnection) {
-      this.dropConnectionIfIdle(connection, rooms);
+    if (!existing && roomCount(connection) >= this.options.maxRoomsPerConnection) {
       throw new RoomError(
         'TOO_MANY_ROOMS',
         `a connection may be in at most ${this.options.maxRoomsPerConnection} rooms (maxRoomsPerConnection); leave one first`,
       );
     }
-    const placeholder = existing ?? new Pending();
-    if (!existing) rooms.set(name, placeholder);
+    const placeholder = existing ?? new Pending(name);
+    if (!existing) setEntry(connection, name, placeholder);
     const user = this.userRecord(connection.userId);
     user.joining++;
     const hooks = this.hooks;
@@ -387,25 +471,26 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     } catch (error) {
       if (hooked) hooks.afterJoin?.(connection, name);
       user.joining--;
-      if (rooms.get(name) === placeholder && placeholder instanceof Pending) rooms.delete(name);
+      if (entryOf(connection, name) === placeholder && placeholder instanceof Pending) deleteEntry(connection, name);
       this.dropUserIfIdle(user);
-      this.dropConnectionIfIdle(connection, rooms);
       throw error;
     }
     user.joining--;
     if (hooked) queueMicrotask(() => hooks.afterJoin?.(connection, name));
-    if (rooms.closed || this.closed || rooms.get(name) !== placeholder) {
+    const closed = isClosed(connection) || (placeholder instanceof Pending && placeholder.closed);
+    if (closed || this.closed || entryOf(connection, name) !== placeholder) {
       this.dropUserIfIdle(user);
-      if (rooms.closed || this.closed) throw new RoomError('NOT_LOGGED_IN', 'the connection closed before the join completed');
+      if (closed || this.closed) throw new RoomError('NOT_LOGGED_IN', 'the connection closed before the join completed');
       throw new RoomError('BAD_REQUEST', `room ${JSON.stringify(name)} was left before the join completed`);
     }
-    return this.enter(connection, rooms, name, user, placeholder, parsed);
+    const snapshot = this.enter(connection, name, user, placeholder, parsed);
+    this.dropUserIfIdle(user);
+    return snapshot;
   }
 
   /** The synchronous half of a join: nothing can come between the change and the answer. */
   private enter(
     connection: C,
-    rooms: ConnectionRooms,
     name: string,
     user: UserRecord,
     placeholder: Member | Pending,
@@ -416,20 +501,20 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       room = new Room(name);
       this.rooms.set(name, room);
     }
-    let member = room.members.get(user.userId);
-    const occupied = room.members.size === 0;
+    let member = this.memberIn(room, user.userId);
+    const occupied = room.size === 0;
     this.touch(room, user.userId, member);
     if (!member) {
-      member = new Member(user, room, room.nextSeq++);
-      room.members.set(user.userId, member);
-      if (user.availability === 'invisible') room.invisible++;
+      member = new Member(user.userId, room, room.nextSeq++, user.status, user.customStatus, user.availability);
+      room.size++;
+      if (member.availability === 'invisible') room.invisible++;
       room.order.push(member);
       user.members = slotAdd(user.members, member);
     }
     if (placeholder instanceof Pending) {
       this.adoptHeld(member, connection);
       member.connections = slotAdd(member.connections, connection);
-      rooms.set(name, member);
+      setEntry(connection, name, member);
       this.delivery?.enter(connection, name);
     }
     if (parsed) {
@@ -449,40 +534,44 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     const held = slotItems(member.connections).find((candidate) => !this.isLive(candidate) && candidate.sessionId === connection.sessionId);
     if (!held) return;
     member.connections = slotRemove(member.connections, held);
-    const old = held as C;
-    const oldRooms = this.connections.get(old);
-    if (!oldRooms) return;
-    oldRooms.delete(member.room.name);
-    if (oldRooms.size === 0) {
-      if (oldRooms.holdTimer !== undefined) this.options.clock.clearTimeout(oldRooms.holdTimer);
-      this.connections.delete(old);
-    }
+    this.forgetHeld(held, member.room.name);
+  }
+
+  /** A held membership of a closed connection goes; the connection is forgotten once it holds none. */
+  private forgetHeld(connection: RoomConnection, name: string): void {
+    const rooms = stateOf(connection);
+    if (!(rooms instanceof ConnectionRooms) || rooms === CLOSED) return;
+    rooms.delete(name);
+    if (rooms.size > 0) return;
+    if (rooms.holdTimer !== undefined) this.options.clock.clearTimeout(rooms.holdTimer);
+    rooms.holdTimer = undefined;
+    this.holding.delete(rooms);
+    connection.roomState = CLOSED;
   }
 
   /** Takes the connection out of the room (nothing if it is not in it). */
   leave(connection: C, roomName: string): void {
     const name = checkRoomName(roomName);
-    const rooms = this.connections.get(connection);
-    const entry = rooms?.get(name);
-    if (!rooms || !entry) return;
-    rooms.delete(name);
+    const entry = entryOf(connection, name);
+    if (!entry) return;
+    const closed = isClosed(connection);
+    if (closed) this.forgetHeld(connection, name);
+    else deleteEntry(connection, name);
     if (entry instanceof Member) {
-      if (!rooms.closed) this.delivery?.exit(connection, name);
+      if (!closed) this.delivery?.exit(connection, name);
       this.removeConnection(entry, connection);
     }
-    this.dropConnectionIfIdle(connection, rooms);
   }
 
   /** Sets the member's meta (latest wins): an update, never a leave and a join. */
   update(connection: C, roomName: string, meta: unknown): void {
     const name = checkRoomName(roomName);
     const parsed = parseMeta(meta);
-    const rooms = this.connections.get(connection);
-    const member = rooms?.get(name);
-    if (!(member instanceof Member) || rooms!.closed)
+    const member = entryOf(connection, name);
+    if (!(member instanceof Member) || isClosed(connection))
       throw new RoomError('BAD_REQUEST', `this connection is not in room ${JSON.stringify(name)}; join it first`);
     if (member.metaJson === parsed.json) return;
-    this.touch(member.room, member.user.userId, member);
+    this.touch(member.room, member.userId, member);
     member.meta = parsed.value;
     member.view = undefined;
   }
@@ -493,56 +582,67 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
    * (a kick, logout, timeout, or no grace).
    */
   connectionClosed(connection: C, holdMs: number): void {
-    const rooms = this.connections.get(connection);
-    if (!rooms || rooms.closed) return;
+    if (stateOf(connection) === undefined || isClosed(connection)) return;
+    const rooms = expanded(connection);
     rooms.closed = true;
     for (const [name, entry] of rooms.entries()) {
-      if (entry instanceof Pending) rooms.delete(name);
-      else if (holdMs <= 0) {
+      if (entry instanceof Pending) {
+        entry.closed = true;
+        rooms.delete(name);
+      } else if (holdMs <= 0) {
         rooms.delete(name);
         this.removeConnection(entry, connection);
       }
       // Otherwise held: `rooms.closed` marks the membership as waiting for the connection's return.
     }
     if (rooms.size === 0 || holdMs <= 0) {
-      this.connections.delete(connection);
+      connection.roomState = CLOSED;
       return;
     }
-    rooms.holdTimer = this.options.clock.setTimeout(() => this.releaseHeld(connection), holdMs);
+    rooms.holdTimer = this.options.clock.setTimeout(() => this.releaseHeld(connection, rooms), holdMs);
     rooms.holdTimer.unref?.();
+    this.holding.add(rooms);
   }
 
   /** The grace ran out: the held memberships leave. */
-  private releaseHeld(connection: C): void {
-    const rooms = this.connections.get(connection);
-    if (!rooms) return;
-    this.connections.delete(connection);
+  private releaseHeld(connection: C, rooms: ConnectionRooms): void {
+    this.holding.delete(rooms);
+    rooms.holdTimer = undefined;
+    if (stateOf(connection) !== rooms) return;
+    connection.roomState = CLOSED;
     for (const [, entry] of rooms.entries()) if (entry instanceof Member) this.removeConnection(entry, connection);
   }
 
   /** The engine ended the device (kick, logout, PushOnline): memberships held for its return leave now. */
   deviceGone(userId: string, instanceId: string): void {
-    const user = this.users.get(userId);
-    if (!user) return;
-    for (const member of slotItems(user.members)) {
+    for (const member of this.membersOfUser(userId)) {
       for (const held of slotItems(member.connections)) {
         if (this.isLive(held) || held.instanceId !== instanceId) continue;
-        const connection = held as C;
-        const rooms = this.connections.get(connection);
-        rooms?.delete(member.room.name);
-        if (rooms && rooms.size === 0) {
-          if (rooms.holdTimer !== undefined) this.options.clock.clearTimeout(rooms.holdTimer);
-          this.connections.delete(connection);
-        }
-        this.removeConnection(member, connection);
+        this.forgetHeld(held, member.room.name);
+        this.removeConnection(member, held);
       }
     }
   }
 
   /** The user's status, availability or custom status changed: an `updated` in each of their rooms (for clients, a `left` or `joined` when invisibility changed). */
   userChanged(userId: string, change: { status?: UserStatus; customStatus?: string | null; availability?: Availability }): void {
-    const user = this.users.get(userId);
-    if (!user) return;
+    const entry = this.users.get(userId);
+    if (!entry) return;
+    if (entry instanceof Member) {
+      // At rest in one room: the member's status is the truth (its join read it).
+      const status = change.status ?? entry.status;
+      const customStatus = change.customStatus === undefined ? entry.customStatus : change.customStatus;
+      const availability = change.availability ?? entry.availability;
+      if (status === entry.status && customStatus === entry.customStatus && availability === entry.availability) return;
+      this.touch(entry.room, userId, entry);
+      entry.room.invisible += (availability === 'invisible' ? 1 : 0) - (entry.availability === 'invisible' ? 1 : 0);
+      entry.status = status;
+      entry.customStatus = customStatus;
+      entry.availability = availability;
+      entry.view = undefined;
+      return;
+    }
+    const user = entry;
     const status = change.status ?? user.status;
     const customStatus = change.customStatus === undefined ? user.customStatus : change.customStatus;
     const availability = change.availability ?? user.availability;
@@ -551,13 +651,17 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     if (known && status === user.status && customStatus === user.customStatus && availability === user.availability) return;
     const members = slotItems(user.members);
     for (const member of members) this.touch(member.room, userId, member);
-    const invisibleDelta = (availability === 'invisible' ? 1 : 0) - (user.availability === 'invisible' ? 1 : 0);
+    // A member's copy may be provisional (a record made before the store answered): each one's own state counts.
+    const invisibleDelta = availability === 'invisible' ? 1 : 0;
     user.status = status;
     user.customStatus = customStatus;
     user.availability = availability;
     for (const member of members) {
       member.view = undefined;
-      member.room.invisible += invisibleDelta;
+      member.room.invisible += invisibleDelta - (member.availability === 'invisible' ? 1 : 0);
+      member.status = status;
+      member.customStatus = customStatus;
+      member.availability = availability;
     }
   }
 
@@ -584,23 +688,26 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       last = member;
     }
     while (i < order.length && order[i]!.removed) i++;
-    return { members, count: room.members.size, nextCursor: i < order.length && last ? String(last.seq) : null };
+    return { members, count: room.size, nextCursor: i < order.length && last ? String(last.seq) : null };
   }
 
   /** The connections (live or held) of the user in the room, local and otherwise. */
   connectionsIn(roomName: string, userId: string): C[] {
-    const member = this.rooms.get(roomName)?.members.get(userId);
+    const room = this.rooms.get(roomName);
+    const member = room && this.memberIn(room, userId);
     return member ? (slotItems(member.connections) as C[]) : [];
   }
 
   /** The user ids of the room's members. */
   membersOf(roomName: string): string[] {
-    return [...(this.rooms.get(roomName)?.members.keys() ?? [])];
+    const room = this.rooms.get(roomName);
+    return room ? room.order.filter((member) => !member.removed).map((member) => member.userId) : [];
   }
 
   /** The member's meta as JSON, or undefined when the user is not in the room. */
   metaOf(roomName: string, userId: string): string | undefined {
-    return this.rooms.get(roomName)?.members.get(userId)?.metaJson;
+    const room = this.rooms.get(roomName);
+    return room && this.memberIn(room, userId)?.metaJson;
   }
 
   /** Whether the user is in (or joining) any room here. */
@@ -618,51 +725,79 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     this.hooks.close?.();
     this.closed = true;
     for (const room of this.rooms.values()) if (room.batch?.timer !== undefined) this.options.clock.clearTimeout(room.batch.timer);
-    for (const rooms of this.connections.values()) if (rooms.holdTimer !== undefined) this.options.clock.clearTimeout(rooms.holdTimer);
+    for (const rooms of this.holding) if (rooms.holdTimer !== undefined) this.options.clock.clearTimeout(rooms.holdTimer);
     this.rooms.clear();
     this.users.clear();
-    this.connections.clear();
+    this.holding.clear();
   }
 
+  /** The user's record, made (from their one member, if they rest in a room) for a join to wait on. */
   private userRecord(userId: string): UserRecord {
-    let user = this.users.get(userId);
-    if (!user) {
-      user = new UserRecord(userId);
-      this.users.set(userId, user);
+    const entry = this.users.get(userId);
+    if (entry instanceof UserRecord) return entry;
+    const user = new UserRecord(userId);
+    if (entry) {
+      user.status = entry.status;
+      user.customStatus = entry.customStatus;
+      user.availability = entry.availability;
+      user.known = true;
+      user.members = entry;
     }
+    this.users.set(userId, user);
     return user;
   }
 
+  /** A record no join waits on goes: the user is forgotten when in no room, and held by their member when in one. */
   private dropUserIfIdle(user: UserRecord): void {
-    if (user.joining === 0 && user.members === undefined && this.users.get(user.userId) === user) this.users.delete(user.userId);
+    if (user.joining !== 0 || this.users.get(user.userId) !== user) return;
+    const members = user.members;
+    if (members === undefined) this.users.delete(user.userId);
+    else if (!Array.isArray(members)) this.users.set(user.userId, members);
   }
 
-  private dropConnectionIfIdle(connection: C, rooms: ConnectionRooms): void {
-    if (rooms.size === 0 && rooms.holdTimer === undefined && this.connections.get(connection) === rooms) this.connections.delete(connection);
+  /** The user's members, one per room. */
+  private membersOfUser(userId: string): Member[] {
+    const entry = this.users.get(userId);
+    return entry === undefined ? [] : entry instanceof Member ? [entry] : slotItems(entry.members);
+  }
+
+  /** The user's member in the room, if they are in it. */
+  private memberIn(room: Room, userId: string): Member | undefined {
+    const entry = this.users.get(userId);
+    if (entry === undefined) return undefined;
+    const members = entry instanceof Member ? entry : entry.members;
+    if (members === undefined) return undefined;
+    if (!Array.isArray(members)) return members.room === room ? members : undefined;
+    for (const member of members) if (member.room === room) return member;
+    return undefined;
   }
 
   /** Whether the connection is open (not closed and held for its grace). */
   private isLive(connection: RoomConnection): boolean {
-    return this.connections.get(connection as C)?.closed === false;
+    return stateOf(connection) !== undefined && !isClosed(connection);
   }
 
   private removeConnection(member: Member, connection: RoomConnection): void {
     if (!slotHas(member.connections, connection)) return;
     const room = member.room;
-    this.touch(room, member.user.userId, member);
+    this.touch(room, member.userId, member);
     member.connections = slotRemove(member.connections, connection);
     member.view = undefined;
     if (member.connections !== undefined) return;
-    room.members.delete(member.user.userId);
-    if (member.user.availability === 'invisible') room.invisible--;
+    room.size--;
+    if (member.availability === 'invisible') room.invisible--;
     room.removedInOrder++;
     if (room.removedInOrder > 32 && room.removedInOrder * 2 > room.order.length) {
       room.order = room.order.filter((kept) => !kept.removed);
       room.removedInOrder = 0;
     }
-    member.user.members = slotRemove(member.user.members, member);
-    this.dropUserIfIdle(member.user);
-    if (room.members.size === 0 && !this.hooks.announcesEvents) this.emitSafely('room-vacated', { room: room.name });
+    const user = this.users.get(member.userId);
+    if (user === member) this.users.delete(member.userId);
+    else if (user instanceof UserRecord) {
+      user.members = slotRemove(user.members, member);
+      this.dropUserIfIdle(user);
+    }
+    if (room.size === 0 && !this.hooks.announcesEvents) this.emitSafely('room-vacated', { room: room.name });
   }
 
   /** Notes the member's state before a change, opening the room's batch if none is open. */
@@ -693,12 +828,11 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
         if (!devices.some((device) => device.instanceId === instanceId)) devices.push({ platform, instanceId });
       }
     }
-    const user = member.user;
     member.view = Object.freeze({
-      userId: user.userId,
-      status: user.status,
-      availability: user.availability,
-      customStatus: user.customStatus,
+      userId: member.userId,
+      status: member.status,
+      availability: member.availability,
+      customStatus: member.customStatus,
       meta: member.meta,
       devices: Object.freeze(devices),
     });
@@ -723,7 +857,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       const entry = log[i]!;
       if (seen.has(entry.userId)) continue;
       seen.add(entry.userId);
-      const member = room.members.get(entry.userId);
+      const member = this.memberIn(room, entry.userId);
       const before = project(entry.before);
       const now = project(member ? this.view(member) : null);
       if (!before && now) diff.joined.push(now);
@@ -739,8 +873,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     if (!batch || this.closed) return;
     room.batch = undefined;
     const truth = this.diffSince(room, batch.log, 0, (member) => member);
-    if (!isEmpty(truth) && !this.hooks.announcesEvents)
-      this.emitSafely('room-change', { room: room.name, ...truth, count: room.members.size } satisfies RoomChange);
+    if (!isEmpty(truth) && !this.hooks.announcesEvents) this.emitSafely('room-change', { room: room.name, ...truth, count: room.size } satisfies RoomChange);
     // What clients are told leaves invisible members out, their count too.
     const count = room.clientCount;
 
@@ -753,8 +886,7 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
       const except: C[] = [];
       const personal: [C, RoomMessage][] = [];
       for (const [connection, newcomer] of batch.newcomers as Map<C, Newcomer>) {
-        const rooms = this.connections.get(connection);
-        if (!rooms || rooms.closed || !(rooms.get(room.name) instanceof Member)) continue;
+        if (isClosed(connection) || !(entryOf(connection, room.name) instanceof Member)) continue;
         except.push(connection);
         if (!listed) {
           if (newcomer.listed || newcomer.count !== count) personal.push([connection, countOnly]);
@@ -782,10 +914,10 @@ export class RoomRegistry<C extends RoomConnection = RoomConnection> extends Eve
     }
     // Built views go with their batch: kept, they would cost every member of a quiet room a copy of itself.
     for (const entry of batch.log) {
-      const member = room.members.get(entry.userId);
+      const member = this.memberIn(room, entry.userId);
       if (member) member.view = undefined;
     }
-    if (room.members.size === 0 && !room.batch && this.rooms.get(room.name) === room) this.rooms.delete(room.name);
+    if (room.size === 0 && !room.batch && this.rooms.get(room.name) === room) this.rooms.delete(room.name);
   }
 
   /** Emits to every listener; one that throws is logged and stops neither the others nor the rooms. */

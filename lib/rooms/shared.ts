@@ -20,6 +20,8 @@ export type {
 /** A member's device on another process, as this process's registry holds it: a connection of its own. */
 export class RemoteConnection implements RoomConnection {
   readonly sessionId: string;
+  /** The room core's state for this device (RoomConnection.roomState). */
+  roomState: unknown = undefined;
   constructor(
     readonly owner: string,
     readonly userId: string,

@@ -16,6 +16,8 @@ export const ROOM_PREFIX = 'presence:room:';
 
 /** One socket as the room core sees it. */
 export class SocketRoomConnection {
+  /** The room core's state for this socket (RoomConnection.roomState). */
+  roomState: unknown = undefined;
   constructor(
     readonly socket: PresenceSocket,
     readonly state: SocketPresence,
