@@ -44,6 +44,8 @@ describe('Redis: kicks across empty restarts and outages', function () {
     const presence = createPresence({
       loginPolicy: 'multi',
       store,
+      // A login waits for Redis up to the lease; the engine's own bound is not the shorter one.
+      storeTimeout: Math.max(2000, leaseTtl),
       logger: { warn: (message: string) => logs.push(`warn: ${message}`), error: (message: string) => logs.push(`error: ${message}`) },
     });
     const changes: PresenceChange[] = [];
@@ -247,7 +249,8 @@ describe('Redis: kicks across empty restarts and outages', function () {
 
   it('a device re-asserted into a Redis a newer login reached first is told LoginElsewhere by that login', async function () {
     const slow = open('A', 800);
-    const other = open('B', 50);
+    // Its login waits out the restart (a loaded machine can take more than a second to start redis-server again).
+    const other = open('B', 50, 5000);
     await slow.connect('y', 'MiniProgram', 'mini');
     await redis.kill();
     await waitFor(() => other.logs.length > 0, 'the outage to be noticed');
