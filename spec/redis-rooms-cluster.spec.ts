@@ -63,10 +63,28 @@ describe('Redis mode: rooms over three processes', function () {
   let nodes: Node[];
   const sockets: TestSocket[] = [];
 
-  const connect = async (node: Node, userId: string, platform = 'Web'): Promise<Device> => {
-    const socket: TestSocket = ioc(node.url, { forceNew: true, transports: ['websocket'], reconnection: false, auth: auth(userId, platform) });
+  /** A device logging in on `node`; with `resume` ({ instanceId, sessionId }) it resumes that session there. */
+  const connect = async (node: Node, userId: string, platform = 'Web', resume?: { instanceId: string; sessionId: string }): Promise<Device> => {
+    const socket: TestSocket = ioc(node.url, {
+      forceNew: true,
+      transports: ['websocket'],
+      reconnection: false,
+      auth: auth(userId, platform, resume),
+    });
     sockets.push(socket);
     return device(socket);
+  };
+  /** Nothing left and nothing joined in what the view was told since message `before`. */
+  const expectNoLeaveNoJoin = (view: View, before: number): void => {
+    const after = view.messages.slice(before);
+    expect(
+      after.flatMap((message) => message.left),
+      'no leave',
+    ).to.deep.equal([]);
+    expect(
+      after.flatMap((message) => message.joined),
+      'no join',
+    ).to.deep.equal([]);
   };
   /** The count as each process's router answers it, by its three routes. */
   const countsEverywhere = async (room: string): Promise<number[]> => {
@@ -203,28 +221,12 @@ describe('Redis mode: rooms over three processes', function () {
     await stopNode(b);
     // Longer than a sweep, shorter than the grace: without the hold the part would be reaped (a leave) before the device is back.
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    const resumed = await device(
-      ioc(c.url, {
-        forceNew: true,
-        transports: ['websocket'],
-        reconnection: false,
-        auth: auth('mover', 'Web', { instanceId: mover.session.instanceId, sessionId: mover.session.sessionId }),
-      }) as TestSocket,
-    );
-    sockets.push(resumed.socket);
+    const resumed = await connect(c, 'mover', 'Web', { instanceId: mover.session.instanceId, sessionId: mover.session.sessionId });
     expect(resumed.session.resumed, 'the session was resumed').to.equal(true);
     await join(resumed, 'handover');
     // Past the handover grace, the lease and a sweep: the closed process's part is reaped by now.
     await new Promise((resolve) => setTimeout(resolve, HANDOVER + LEASE_TTL + SWEEP_INTERVAL + 500));
-    const after = view.messages.slice(before);
-    expect(
-      after.flatMap((message) => message.left),
-      'no leave',
-    ).to.deep.equal([]);
-    expect(
-      after.flatMap((message) => message.joined),
-      'no join',
-    ).to.deep.equal([]);
+    expectNoLeaveNoJoin(view, before);
     expect(view.members.get('mover')).to.deep.include({ meta: { seat: 7 }, devices: [{ platform: 'Web', instanceId: mover.session.instanceId }] });
     expect(await countsEverywhere('handover')).to.deep.equal(Array(6).fill(2));
     nodes = [a, c];
@@ -244,26 +246,10 @@ describe('Redis mode: rooms over three processes', function () {
     // Past the lease bound (where without a grace the member would have left), within the grace.
     await new Promise((resolve) => setTimeout(resolve, LEASE_TTL + SWEEP_INTERVAL + 500));
     expect(view.members.has('mover'), 'still a member within the grace').to.equal(true);
-    const resumed = await device(
-      ioc(c.url, {
-        forceNew: true,
-        transports: ['websocket'],
-        reconnection: false,
-        auth: auth('mover', 'Web', { instanceId: mover.session.instanceId, sessionId: mover.session.sessionId }),
-      }) as TestSocket,
-    );
-    sockets.push(resumed.socket);
+    const resumed = await connect(c, 'mover', 'Web', { instanceId: mover.session.instanceId, sessionId: mover.session.sessionId });
     await join(resumed, 'grace');
     await new Promise((resolve) => setTimeout(resolve, GRACE + SWEEP_INTERVAL + 500));
-    const after = view.messages.slice(before);
-    expect(
-      after.flatMap((message) => message.left),
-      'no leave',
-    ).to.deep.equal([]);
-    expect(
-      after.flatMap((message) => message.joined),
-      'no join',
-    ).to.deep.equal([]);
+    expectNoLeaveNoJoin(view, before);
     expect(view.members.get('mover')).to.deep.include({ meta: { seat: 9 } });
     expect(await countsEverywhere('grace')).to.deep.equal(Array(6).fill(2));
     nodes = [a, c];
