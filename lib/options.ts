@@ -17,7 +17,7 @@ import { systemClock } from './core/clock.js';
 import { PLATFORM_CLASSES, type Platform, type PlatformClass } from './core/platforms.js';
 import type { Logger, LoginPolicy } from './core/types.js';
 import type { LastSeenVisibility } from './core/availability.js';
-import type { PresenceStore } from './core/store.js';
+import { MULTI_PROCESS_METHODS, STORE_CORE_METHODS, type PresenceStore } from './core/store.js';
 import type { EngineConfig } from './engine/config.js';
 
 export type { Logger } from './core/types.js';
@@ -422,11 +422,23 @@ function resolveCallback(value: unknown): ResolvedConfig['callback'] {
 
 function resolveStore(value: unknown): PresenceStore {
   if (value === undefined) return new MemoryStore();
-  const required = ['login', 'markPushOnline', 'remove', 'kick', 'setCustomStatus', 'get', 'stats'] as const;
   if (typeof value !== 'object' || value === null) refuse('store', 'a store such as new MemoryStore() or new RedisStore({ client })', value);
-  const missing = required.filter((method) => typeof (value as Record<string, unknown>)[method] !== 'function');
+  const store = value as Record<string, unknown>;
+  const lacking = (methods: readonly string[]) => methods.filter((method) => typeof store[method] !== 'function');
+  const missing = lacking(STORE_CORE_METHODS);
   if (missing.length > 0) {
-    throw new TypeError(`store must implement ${required.map((m) => `${m}()`).join(', ')}; the given store lacks ${missing.map((m) => `${m}()`).join(', ')}`);
+    throw new TypeError(
+      `store must implement ${STORE_CORE_METHODS.map((m) => `${m}()`).join(', ')}; the given store lacks ${missing.map((m) => `${m}()`).join(', ')}`,
+    );
+  }
+  const multi = lacking(MULTI_PROCESS_METHODS);
+  if (multi.length === 1) {
+    const [absent] = multi;
+    const present = MULTI_PROCESS_METHODS.find((method) => method !== absent);
+    throw new TypeError(`store implements ${present}() but not ${absent}(): a store shared by several processes implements both (docs/STORES.md)`);
+  }
+  for (const optional of ['init', 'close', 'setAvailability', 'sharedRooms'] as const) {
+    if (store[optional] !== undefined && typeof store[optional] !== 'function') refuse(`store.${optional}`, 'a function or absent', store[optional]);
   }
   return value as PresenceStore;
 }

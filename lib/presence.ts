@@ -102,6 +102,15 @@ export class Presence implements HttpService, SocketService {
     return this;
   }
 
+  /**
+   * Resolves once the store is ready: at once for the MemoryStore, after loading for one with `persistence`, when its `init`
+   * promise settles for a store that starts asynchronously. Rejects with StoreUnavailableError if the store failed to start.
+   * Nothing needs to wait for it (calls made before are held back), but a server can await it before it listens.
+   */
+  ready(): Promise<void> {
+    return this.engine.ready();
+  }
+
   /** The presence of each user, in order, with each device unless `{ detail: false }`. */
   query(userIds: readonly string[], options?: { detail?: boolean }): Promise<UserPresence[]> {
     return this.engine.query(userIds, options);

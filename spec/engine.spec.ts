@@ -1040,6 +1040,8 @@ describe('PresenceEngine', () => {
             };
           }
           if (key === 'handOver') return options.handOver;
+          // The multi-process part comes whole: a store that hands over also says when it may miss ends (never, here).
+          if (key === 'mayMissEnds') return options.handOver && (() => false);
           const value: unknown = Reflect.get(target, key, target);
           return typeof value === 'function' ? value.bind(target) : value;
         },

@@ -154,10 +154,10 @@ describe('http: rooms', () => {
     const shared: PresenceStore = {
       init: (context) => memory.init(context),
       login: (req) => memory.login(req),
-      markPushOnline: (userId, instanceId, sessionId, at, lastSeen) => memory.markPushOnline(userId, instanceId, sessionId, at, lastSeen),
-      remove: (...args) => memory.remove(...args),
-      kick: (...args) => memory.kick(...args),
-      setCustomStatus: (...args) => memory.setCustomStatus(...args),
+      markPushOnline: (request) => memory.markPushOnline(request),
+      remove: (request) => memory.remove(request),
+      kick: (request) => memory.kick(request),
+      setCustomStatus: (request) => memory.setCustomStatus(request),
       get: (userIds) => memory.get(userIds),
       stats: () => memory.stats(),
     };

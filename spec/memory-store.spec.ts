@@ -136,14 +136,14 @@ describe('MemoryStore', () => {
       const old = await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a' }, () => {});
       const fresh = await presence.engine.connect({ userId: 'u', platform: 'Android', instanceId: 'a' }, () => {});
       const at = clock.now();
-      expect(await store.markPushOnline('u', 'a', old.connection.sessionId, at, at)).to.equal(null);
-      expect(await store.remove('u', 'a', old.connection.sessionId, at, { revoke: false, lastSeen: at })).to.equal(null);
-      expect(await store.markPushOnline('nobody', 'a', fresh.connection.sessionId, at, at)).to.equal(null);
+      expect(await store.markPushOnline({ userId: 'u', instanceId: 'a', sessionId: old.connection.sessionId, at, lastSeen: at })).to.equal(null);
+      expect(await store.remove({ userId: 'u', instanceId: 'a', sessionId: old.connection.sessionId, at, lastSeen: at, revoke: false })).to.equal(null);
+      expect(await store.markPushOnline({ userId: 'nobody', instanceId: 'a', sessionId: fresh.connection.sessionId, at, lastSeen: at })).to.equal(null);
       const [user] = await store.get(['u']);
       expect(user?.instances.map((i) => [i.instanceId, i.sessionId, i.status])).to.deep.equal([['a', fresh.connection.sessionId, 'Online']]);
       // Marking an already PushOnline device again changes nothing.
-      expect(await store.markPushOnline('u', 'a', fresh.connection.sessionId, at, at)).to.not.equal(null);
-      expect(await store.markPushOnline('u', 'a', fresh.connection.sessionId, at, at)).to.equal(null);
+      expect(await store.markPushOnline({ userId: 'u', instanceId: 'a', sessionId: fresh.connection.sessionId, at, lastSeen: at })).to.not.equal(null);
+      expect(await store.markPushOnline({ userId: 'u', instanceId: 'a', sessionId: fresh.connection.sessionId, at, lastSeen: at })).to.equal(null);
       expect(await store.get(['nobody'])).to.deep.equal([undefined]);
       await presence.close();
     });

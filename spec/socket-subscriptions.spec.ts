@@ -5,7 +5,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Server } from 'socket.io';
 import type { Adapter } from 'socket.io-adapter';
-import { createPresence, MemoryStore, type ChangedPayload, type SubscribeResult } from '../lib/index.js';
+import { createPresence, MemoryStore, type ChangedPayload, type StoreCustomStatusRequest, type SubscribeResult } from '../lib/index.js';
 import {
   auth,
   delay,
@@ -90,8 +90,8 @@ describe('socket: subscriptions', () => {
     const store = new MemoryStore();
     const full = store.setCustomStatus.bind(store);
     // Answers the user's status alone, as stores written before availability do.
-    (store as unknown as { setCustomStatus: (userId: string, text: string | null, at: number) => unknown }).setCustomStatus = (userId, text, at) => {
-      const answer = full(userId, text, at);
+    (store as unknown as { setCustomStatus: (request: StoreCustomStatusRequest) => unknown }).setCustomStatus = (request) => {
+      const answer = full(request);
       return answer instanceof Promise ? answer.then((state) => state?.userStatus) : answer?.userStatus;
     };
     const h = await start({ store });

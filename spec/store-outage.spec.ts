@@ -8,7 +8,8 @@ import {
   MemoryStore,
   StoreTimeoutError,
   StoreUnavailableError,
-  type KickFilter,
+  type StoreCustomStatusRequest,
+  type StoreKickRequest,
   type Presence,
   type PresenceChange,
   type StoreLoginRequest,
@@ -54,14 +55,14 @@ class StallingStore extends MemoryStore {
   override get(userIds: readonly string[]) {
     return this.gate(() => super.get(userIds));
   }
-  override kick(userId: string, filter: KickFilter, at: number) {
-    return this.gate(() => super.kick(userId, filter, at));
+  override kick(request: StoreKickRequest) {
+    return this.gate(() => super.kick(request));
   }
   override stats() {
     return this.gate(() => super.stats());
   }
-  override setCustomStatus(userId: string, customStatus: string | null, at: number) {
-    return this.gate(() => super.setCustomStatus(userId, customStatus, at));
+  override setCustomStatus(request: StoreCustomStatusRequest) {
+    return this.gate(() => super.setCustomStatus(request));
   }
 }
 

@@ -70,8 +70,14 @@ export interface StoreAvailabilityResult {
   readonly previousIdleSince: number | null;
 }
 
-/** `setCustomStatus` options: `expiresAt` (ms) when it runs out; `ifExpiresAt` clears only the status that ran out then. */
-export interface StoreCustomStatusOptions {
+/**
+ * Sets (customStatus a string) or clears (null) the user's custom status. `expiresAt` (ms): when it runs out (null or absent:
+ * never). `ifExpiresAt`: clear only a status whose expiry is exactly that (a timer clearing what ran out), answering null otherwise.
+ */
+export interface StoreCustomStatusRequest {
+  readonly userId: string;
+  readonly customStatus: string | null;
+  readonly at: number;
   readonly expiresAt?: number | null;
   readonly ifExpiresAt?: number;
 }
@@ -128,6 +134,43 @@ export type StoreLoginResult =
   | { readonly outcome: 'resumed'; readonly sessionId: string; readonly change: StoreChange | null }
   | { readonly outcome: 'created'; readonly sessionId: string; readonly change: StoreChange };
 
+/**
+ * A mobile device lost its connection: Online → PushOnline, if it still holds `sessionId` (and, when `owner` is given, is still
+ * held by that process: a device that moved to another process is not touched by its old process's late close).
+ */
+export interface StorePushOnlineRequest {
+  readonly userId: string;
+  readonly instanceId: string;
+  readonly sessionId: string;
+  readonly at: number;
+  /** When the device was last heard (ms): the user's last seen if it was Online. */
+  readonly lastSeen: number;
+  readonly owner?: string | undefined;
+}
+
+/**
+ * A device is gone (logout, closed, timed out), if it still holds `sessionId` (any session when absent). `revoke` (a logout)
+ * refuses later resumes of the session. With `owner`, a device other processes still hold only loses this process as a holder.
+ */
+export interface StoreRemoveRequest {
+  readonly userId: string;
+  readonly instanceId: string;
+  readonly sessionId?: string | undefined;
+  readonly at: number;
+  /** When the device was last heard (ms). */
+  readonly lastSeen: number;
+  readonly revoke: boolean;
+  readonly owner?: string | undefined;
+}
+
+/** Admin kick: removes and revokes the user's devices matching `platform` and `instanceId` (every device without either). */
+export interface StoreKickRequest {
+  readonly userId: string;
+  readonly platform?: Platform | undefined;
+  readonly instanceId?: string | undefined;
+  readonly at: number;
+}
+
 /** A device with a live connection to this process, as the engine reports it to its store. */
 export interface LiveInstance {
   readonly userId: string;
@@ -139,7 +182,10 @@ export interface LiveInstance {
   readonly takenUpAt?: number;
 }
 
-/** What `createPresence` hands its store before first use. */
+/**
+ * What `createPresence` hands its store before first use. A single-process store needs the clock, the TTL and `expired`; the
+ * rest serves the multi-process part.
+ */
 export interface StoreContext {
   readonly clock: Clock;
   readonly pushOnlineTtl: number;
@@ -160,81 +206,85 @@ export interface StoreContext {
   readonly liveInstances: () => Iterable<LiveInstance>;
 }
 
-export interface KickFilter {
-  readonly platform?: Platform | undefined;
-  readonly instanceId?: string | undefined;
-}
+/** Which of a user's devices an admin kick ends (every device without either). */
+export type KickFilter = Pick<StoreKickRequest, 'platform' | 'instanceId'>;
 
 /**
- * Where presence lives. Every method may answer a value or a promise. Each method is one atomic
- * step: `login` decides the policy's kicks and applies them together, so two racing logins (even
- * on two processes) never leave more devices than the policy allows.
+ * The required core of a store: where presence lives. Every method may answer a value or a promise, and is one atomic step for
+ * the user it touches: `login` decides the policy's kicks and applies them together, so two racing logins (even on two
+ * processes) never leave more devices than the policy allows.
  */
-export interface PresenceStore {
-  /**
-   * How this store supports rooms: `'in-process'` when every connection it knows is in this
-   * process (the MemoryStore), so rooms kept by the mount are exact; `'shared'` when it shares
-   * them with the other processes through `sharedRooms()` (RedisStore). A store without it refuses
-   * room joins and `presence.room()` rather than answer for one process as if for all.
-   */
-  readonly rooms?: 'in-process' | 'shared';
-  /**
-   * With `rooms: 'shared'`: the binding that shares rooms with the other processes (called once
-   * by createPresence). See SharedRoomsBackend in lib/core/shared-rooms.ts.
-   */
-  sharedRooms?(): SharedRoomsBackend;
-  /** Called once by createPresence. */
-  init?(context: StoreContext): void;
+export interface PresenceStoreCore {
   login(request: StoreLoginRequest): MaybePromise<StoreLoginResult>;
+  markPushOnline(request: StorePushOnlineRequest): MaybePromise<StoreChange | null>;
+  remove(request: StoreRemoveRequest): MaybePromise<StoreChange | null>;
+  kick(request: StoreKickRequest): MaybePromise<StoreChange[]>;
   /**
-   * A mobile device lost its connection: Online → PushOnline, if it still holds `sessionId` (and,
-   * when `owner` is given, is still owned by that process: a device that moved to another process
-   * is not touched by its old process's late close).
+   * Answers the user's state after the write, or (a store without availability) only the user's status; null when `ifExpiresAt`
+   * did not match.
    */
-  markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number, owner?: string): MaybePromise<StoreChange | null>;
-  /**
-   * The device is gone (logout, closed, timed out), if it still holds `sessionId` (any session if
-   * undefined). `revoke` refuses later resumes of the session. `lastSeen` is when it was last heard.
-   */
-  remove(
-    userId: string,
-    instanceId: string,
-    sessionId: string | undefined,
-    at: number,
-    options: { readonly revoke: boolean; readonly lastSeen: number; readonly owner?: string | undefined },
-  ): MaybePromise<StoreChange | null>;
-  /** Admin kick: removes and revokes the user's devices matching `filter` (all without one). */
-  kick(userId: string, filter: KickFilter, at: number): MaybePromise<StoreChange[]>;
-  /**
-   * Sets (or with null clears) the user's custom status; answers the user's status, or (stores with availability) their
-   * whole state. With `options.ifExpiresAt` it clears only a status whose expiry is exactly that, answering null otherwise.
-   */
-  setCustomStatus(
-    userId: string,
-    customStatus: string | null,
-    at: number,
-    options?: StoreCustomStatusOptions,
-  ): MaybePromise<UserStatus | StoreUserState | null>;
-  /** Availability (optional: without it `setAvailability` and idleness are refused). Answers null when nothing changed. */
-  setAvailability?(request: StoreAvailabilityRequest): MaybePromise<StoreAvailabilityResult | null>;
+  setCustomStatus(request: StoreCustomStatusRequest): MaybePromise<UserStatus | StoreUserState | null>;
   /** The users asked for, in order; undefined for users never seen (or forgotten). */
   get(userIds: readonly string[]): MaybePromise<readonly (StoredUser | undefined)[]>;
   stats(): MaybePromise<PresenceStats>;
+}
+
+/**
+ * The multi-process part: a store shared by several processes implements both methods (createPresence refuses one without the
+ * other). A single-process store implements neither.
+ */
+export interface MultiProcessStore {
   /**
-   * Multi-process stores: closes the store like `close()`, but leaves this process's live devices to be resumed on
-   * other processes until `until` (ms; each class's reconnect grace from now, if later). One not resumed by then is
-   * ended as a closed connection by whichever process sweeps, once. Without it, `close()` of the presence ends them.
+   * Closes the store like `close()`, but leaves this process's live devices to be resumed on other processes until `until` (ms;
+   * each class's reconnect grace from now, if later). One not resumed by then is ended as a closed connection by whichever
+   * process sweeps, once. Without it, `close()` of the presence ends them.
    */
-  handOver?(until: number): MaybePromise<void>;
-  /** Stops timers and releases resources. */
-  close?(): MaybePromise<void>;
+  handOver(until: number): MaybePromise<void>;
   /**
    * True while this process may not have heard of ends made elsewhere (RedisStore: its subscription to them is not in place
    * yet, or it is reconciling after a reconnection). The engine then checks a new connection of a session live here with the
    * store rather than joining it locally, so that a session kicked meanwhile is refused.
    */
-  mayMissEnds?(): boolean;
+  mayMissEnds(): boolean;
 }
+
+/**
+ * A store: the required core, the optional parts (init, close, availability, rooms), and for stores shared by several processes
+ * the multi-process part. docs/STORES.md says what each must do; `express-presence/testing` checks it.
+ */
+export interface PresenceStore extends PresenceStoreCore, Partial<MultiProcessStore> {
+  /**
+   * Called once by createPresence, before any other call. A promise holds every store call back until it resolves (a store
+   * loading its state, connecting, checking its data); a rejection fails them with StoreUnavailableError and fails
+   * `presence.ready()`.
+   */
+  init?(context: StoreContext): MaybePromise<void>;
+  /** Stops timers and releases resources. */
+  close?(): MaybePromise<void>;
+  /** Availability (without it `setAvailability` and idleness are refused). Answers null when nothing changed. */
+  setAvailability?(request: StoreAvailabilityRequest): MaybePromise<StoreAvailabilityResult | null>;
+  /**
+   * How this store supports rooms: `'in-process'` when every connection it knows is in this process (the MemoryStore), so rooms
+   * kept by the mount are exact; `'shared'` when it shares them with the other processes through `sharedRooms()` (RedisStore).
+   * A store without it refuses room joins and `presence.room()` rather than answer for one process as if for all.
+   */
+  readonly rooms?: 'in-process' | 'shared';
+  /** With `rooms: 'shared'`: the binding that shares rooms with the other processes (called once by createPresence). */
+  sharedRooms?(): SharedRoomsBackend;
+}
+
+/** The methods of the required core, for stores and checks that list them. */
+export const STORE_CORE_METHODS = [
+  'login',
+  'markPushOnline',
+  'remove',
+  'kick',
+  'setCustomStatus',
+  'get',
+  'stats',
+] as const satisfies readonly (keyof PresenceStoreCore)[];
+/** The methods of the multi-process part. */
+export const MULTI_PROCESS_METHODS = ['handOver', 'mayMissEnds'] as const satisfies readonly (keyof MultiProcessStore)[];
 
 /** The user's status derived from their devices. */
 export function deriveUserStatus(instances: readonly { readonly status: InstanceStatus }[]): UserStatus {

@@ -3,20 +3,13 @@
 import { EventEmitter } from 'node:events';
 import { randomFillSync } from 'node:crypto';
 import createDebug from 'debug';
-import type {
-  KickFilter,
-  StoreAvailabilityRequest,
-  StoreAvailabilityResult,
-  StoreChange,
-  StoreLoginResult,
-  StoredUser,
-  StoreUserState,
-} from '../core/store.js';
-import { deriveUserStatus, isPromiseLike, type MaybePromise } from '../core/store.js';
+import type { StoreAvailabilityRequest, StoreAvailabilityResult, StoreChange, StoreLoginResult, StoredUser, StoreUserState } from '../core/store.js';
+import { deriveUserStatus, isPromiseLike, type MaybePromise, type PresenceStore } from '../core/store.js';
 import { StoreTimeoutError } from '../core/errors.js';
 import { parsePlatform, platformClass, hasPushOnline, PLATFORM_NAMES_FOR_ERRORS, type Platform, type PlatformClass } from '../core/platforms.js';
 import { Scheduler, type Scheduled } from '../core/scheduler.js';
 import type { EngineConfig } from './config.js';
+import { gateUntilReady } from './store-gate.js';
 import { isoTime } from '../util/iso-time.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import { effectiveAvailability, parseAvailability, type Availability, type UserTruth } from '../core/availability.js';
@@ -352,6 +345,9 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   private closing: Promise<void> | undefined;
   /** Names this process to the store, so a device's late close here cannot undo its login elsewhere. */
   readonly owner = newId();
+  /** The store, held back behind its init while that runs (see store-gate.ts). */
+  readonly store: PresenceStore;
+  private readonly storeReady: Promise<void>;
 
   constructor(readonly config: EngineConfig) {
     super();
@@ -368,7 +364,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     const idleTimeouts = Object.values(config.idleTimeout).filter((ms) => ms > 0);
     this.idleOn = idleTimeouts.length > 0;
     this.activityWriteEvery = this.idleOn ? Math.max(1, Math.floor(Math.min(...idleTimeouts) / 4)) : Infinity;
-    config.store.init?.({
+    const ready = config.store.init?.({
       clock: config.clock,
       pushOnlineTtl: config.pushOnlineTtl,
       reconnectGrace: config.reconnectGrace,
@@ -380,6 +376,20 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       ended: (sessionId, notice) => this.endLocal(sessionId, notice),
       liveInstances: () => this.local.values(),
     });
+    if (isPromiseLike(ready)) {
+      const gated = gateUntilReady(config.store, ready);
+      this.store = gated.store;
+      this.storeReady = gated.ready;
+      this.storeReady.catch((error: unknown) => config.logger.error('express-presence: the store failed to start; every store call is refused', error));
+    } else {
+      this.store = config.store;
+      this.storeReady = Promise.resolve();
+    }
+  }
+
+  /** Resolves once the store is ready (its init done: at once for a store whose init is synchronous); rejects if it failed. */
+  ready(): Promise<void> {
+    return this.storeReady;
   }
 
   /** Logs a device in (or resumes its session) for one new connection. Throws a PresenceError to refuse. */
@@ -402,7 +412,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     // Another connection of a device that is live here (a second tab), or one back within its grace; asked of the store instead
     // while this process may have missed an end of it made elsewhere.
     const live = sessionId === undefined ? undefined : this.local.get(sessionId);
-    if (live && live.userId === request.userId && live.instanceId === instanceId && live.platform === platform && !this.config.store.mayMissEnds?.()) {
+    if (live && live.userId === request.userId && live.instanceId === instanceId && live.platform === platform && !this.store.mayMissEnds?.()) {
       const now = this.config.clock.now();
       live.lastActivity = now;
       // A login is activity (a second tab, or a return within the grace).
@@ -442,7 +452,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       answer.outcome === 'revoked' ? undefined : this.loginsInFlight.get(answer.sessionId)?.ended;
     let answer: MaybePromise<StoreLoginResult>;
     try {
-      answer = this.config.store.login({
+      answer = this.store.login({
         userId: request.userId,
         platform,
         instanceId,
@@ -669,8 +679,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     this.assertOpen();
     checkUserId(userId);
     const value = parseAvailability(availability);
-    const store = this.config.store;
-    if (typeof store.setAvailability !== 'function') throw new Error(`${storeName(store)} does not support availability (it has no setAvailability())`);
+    if (typeof this.store.setAvailability !== 'function')
+      throw new Error(`${storeName(this.config.store)} does not support availability (it has no setAvailability())`);
     const now = this.config.clock.now();
     if (from) {
       const instance = (from as LocalConnection).instance;
@@ -691,7 +701,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   /** One availability write; its change, if any, is emitted. */
   private async writeAvailability(request: StoreAvailabilityRequest, reason: AvailabilityChange['reason']): Promise<AvailabilityChange | null> {
-    const store = this.config.store;
+    const store = this.store;
     if (typeof store.setAvailability !== 'function') return null;
     const written = store.setAvailability(request);
     const report = (result: StoreAvailabilityResult | null): AvailabilityChange | null => (result ? this.emitAvailability(result, reason, request.at) : null);
@@ -859,7 +869,14 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     conn.open = false;
     this.endLocal(instance.sessionId, { reason: 'Logout' });
     const now = this.config.clock.now();
-    const removed = this.config.store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: true, lastSeen: now });
+    const removed = this.store.remove({
+      userId: instance.userId,
+      instanceId: instance.instanceId,
+      sessionId: instance.sessionId,
+      at: now,
+      lastSeen: now,
+      revoke: true,
+    });
     const report = (change: StoreChange | null): void => {
       if (change) this.emitChange(change, 'Logout', 'Unregister', instance.clientIp);
     };
@@ -887,14 +904,13 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     if (filter.instanceId !== undefined && (typeof filter.instanceId !== 'string' || filter.instanceId === '' || filter.instanceId.length > MAX_ID_LENGTH)) {
       throw new TypeError(`instanceId must be a non-empty string of at most ${MAX_ID_LENGTH} characters`);
     }
-    const storeFilter: KickFilter = { platform, instanceId: filter.instanceId as string | undefined };
     const report = (changes: StoreChange[]): InstanceRef[] =>
       changes.map((change) => {
         this.endLocal(change.sessionId, { reason: 'AdminKick' });
         this.emitChange(change, 'Logout', 'Kicked', undefined);
         return { platform: change.platform, instanceId: change.instanceId };
       });
-    const kicked = this.config.store.kick(userId, storeFilter, this.config.clock.now());
+    const kicked = this.store.kick({ userId, platform, instanceId: filter.instanceId as string | undefined, at: this.config.clock.now() });
     if (!isPromiseLike(kicked)) return report(kicked);
     // A kick the store makes after the caller stopped waiting (storeTimeout) still ends its sockets and is reported; close() waits for it.
     this.pendingWrites++;
@@ -951,7 +967,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
           (error: unknown) => this.config.logger.error('express-presence: could not read a user to relay a custom status change', error),
         );
     };
-    const stored = this.config.store.setCustomStatus(userId, text, at, options);
+    const stored = this.store.setCustomStatus({ userId, customStatus: text, at, ...options });
     if (!isPromiseLike(stored)) return report(stored);
     this.pendingWrites++;
     await this.bounded(
@@ -999,7 +1015,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
     try {
       if (!Array.isArray(userIds)) throw new TypeError(`userIds must be an array of user ids; got ${typeof userIds}`);
       for (let i = 0; i < userIds.length; i++) checkUserId(userIds[i], `userIds[${i}]`);
-      return Promise.resolve(this.bounded('get', this.config.store.get(userIds)));
+      return Promise.resolve(this.bounded('get', this.store.get(userIds)));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -1014,7 +1030,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   }
 
   async stats(): Promise<PresenceStats> {
-    return this.bounded('stats', this.config.store.stats());
+    return this.bounded('stats', this.store.stats());
   }
 
   /** Devices with a live connection to this process. */
@@ -1051,7 +1067,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       else this.endByTransport(instance, 'LinkClose', instance.graceSince >= 0 ? instance.graceSince : this.config.clock.now());
     }
     this.local.clear();
-    const store = this.config.store;
+    const store = this.store;
     if (handOver) await store.handOver?.(at + this.config.handoverGrace);
     // After the ends were sent: a store closing gives up those still waiting for it (an outage), which settles them.
     await store.close?.();
@@ -1060,7 +1076,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
 
   /** Whether close() (and a shutdown's disconnects) leave devices to other processes rather than end them. */
   private handsOver(): boolean {
-    return this.config.handoverGrace > 0 && typeof this.config.store.handOver === 'function';
+    return this.config.handoverGrace > 0 && typeof this.store.handOver === 'function';
   }
 
   private writeSettled(): void {
@@ -1156,10 +1172,8 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
   private endByTransport(instance: LocalInstance, reason: 'LinkClose' | 'TimeOut', lastSeen: number): void {
     this.forget(instance);
     const now = this.config.clock.now();
-    const store = this.config.store;
-    const result = hasPushOnline(instance.platform)
-      ? store.markPushOnline(instance.userId, instance.instanceId, instance.sessionId, now, lastSeen, this.owner)
-      : store.remove(instance.userId, instance.instanceId, instance.sessionId, now, { revoke: false, lastSeen, owner: this.owner });
+    const request = { userId: instance.userId, instanceId: instance.instanceId, sessionId: instance.sessionId, at: now, lastSeen, owner: this.owner };
+    const result = hasPushOnline(instance.platform) ? this.store.markPushOnline(request) : this.store.remove({ ...request, revoke: false });
     // A synchronous store (the memory store) answers at once: no closure per device on a mass expiry.
     if (isPromiseLike(result)) {
       this.pendingWrites++;

@@ -7,7 +7,6 @@ import type { Clock, TimerHandle } from '../core/clock.js';
 import { PLATFORMS, type Platform } from '../core/platforms.js';
 import type { EndNotice, InstanceStatus, PresenceStats, UserStatus } from '../core/types.js';
 import type {
-  KickFilter,
   LiveInstance,
   PresenceStore,
   StoreChange,
@@ -19,7 +18,10 @@ import type {
   StoredUser,
   StoreAvailabilityRequest,
   StoreAvailabilityResult,
-  StoreCustomStatusOptions,
+  StoreCustomStatusRequest,
+  StoreKickRequest,
+  StorePushOnlineRequest,
+  StoreRemoveRequest,
   StoreUserState,
 } from '../core/store.js';
 import type { Availability } from '../core/availability.js';
@@ -505,21 +507,15 @@ export class RedisStore implements PresenceStore {
     return !this.subscribedOnce || this.subscriber?.status !== 'ready' || this.reconciling !== undefined;
   }
 
-  markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number, owner?: string): Promise<StoreChange | null> {
+  markPushOnline(request: StorePushOnlineRequest): Promise<StoreChange | null> {
+    const { userId, instanceId, sessionId, at, lastSeen, owner } = request;
     return this.durable(async () => this.single(await this.runForUser('linkLost', userId, [userId, instanceId, sessionId, lastSeen, owner ?? ''], at)));
   }
 
-  remove(
-    userId: string,
-    instanceId: string,
-    sessionId: string | undefined,
-    at: number,
-    options: { revoke: boolean; lastSeen: number; owner?: string | undefined },
-  ): Promise<StoreChange | null> {
+  remove(request: StoreRemoveRequest): Promise<StoreChange | null> {
+    const { userId, instanceId, sessionId, at, lastSeen, revoke, owner } = request;
     return this.durable(async () =>
-      this.single(
-        await this.runForUser('remove', userId, [userId, instanceId, sessionId ?? '', options.lastSeen, options.revoke ? '1' : '0', options.owner ?? ''], at),
-      ),
+      this.single(await this.runForUser('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at)),
     );
   }
 
@@ -528,8 +524,8 @@ export class RedisStore implements PresenceStore {
    * this process has re-asserted its live devices: it finds them, and leaves a mark that devices other processes re-assert
    * later yield to. `at` is when it was asked: devices taken up after it are not its targets.
    */
-  kick(userId: string, filter: KickFilter, at: number): Promise<StoreChange[]> {
-    const run = () => this.kickScript(userId, filter, at);
+  kick(request: StoreKickRequest): Promise<StoreChange[]> {
+    const run = () => this.kickScript(request);
     if (!this.down && this.client.status === 'ready' && !this.reconciling && this.pending.length === 0 && this.waitingKicks.length === 0) return run();
     const { waitLimit, waitLimitText } = this;
     return new Promise((resolve, reject) => {
@@ -552,9 +548,10 @@ export class RedisStore implements PresenceStore {
     });
   }
 
-  private async kickScript(userId: string, filter: KickFilter, at: number): Promise<StoreChange[]> {
-    const platform = filter.platform ?? '';
-    const instanceId = filter.instanceId ?? '';
+  private async kickScript(request: StoreKickRequest): Promise<StoreChange[]> {
+    const { userId, at } = request;
+    const platform = request.platform ?? '';
+    const instanceId = request.instanceId ?? '';
     const context = this.context;
     const now = context ? context.clock.now() : at;
     const changes = toChanges(await this.runForUser('kick', userId, [userId, platform, instanceId, at, this.endMemory], Math.max(now, at)));
@@ -563,12 +560,13 @@ export class RedisStore implements PresenceStore {
     return changes;
   }
 
-  async setCustomStatus(userId: string, customStatus: string | null, at: number, options: StoreCustomStatusOptions = {}): Promise<StoreUserState | null> {
+  async setCustomStatus(request: StoreCustomStatusRequest): Promise<StoreUserState | null> {
     if (this.down) throw redisAway();
+    const { userId, customStatus, at } = request;
     const raw = await this.runForUser(
       'setCustomStatus',
       userId,
-      [userId, customStatus ?? '', customStatus === null ? '1' : '0', options.expiresAt ?? '', options.ifExpiresAt ?? ''],
+      [userId, customStatus ?? '', customStatus === null ? '1' : '0', request.expiresAt ?? '', request.ifExpiresAt ?? ''],
       at,
     );
     return raw === null || raw === false ? null : toState(userId, JSON.parse(raw as string) as RawState);

@@ -11,13 +11,15 @@ import type { PersistedRevokedSession, PersistedState, PersistedUser, Persistenc
 import { Revocations } from './revocations.js';
 import { effectiveAvailability, type Availability } from '../core/availability.js';
 import type {
-  KickFilter,
   MaybePromise,
   PresenceStore,
   StoreAvailabilityRequest,
   StoreAvailabilityResult,
   StoreChange,
-  StoreCustomStatusOptions,
+  StoreCustomStatusRequest,
+  StoreKickRequest,
+  StorePushOnlineRequest,
+  StoreRemoveRequest,
   StoreUserState,
   StoreContext,
   StoreKicked,
@@ -133,7 +135,8 @@ export class MemoryStore implements PresenceStore {
     this.maxRevokedSessionsPerUser = positiveInteger('MemoryStore', 'maxRevokedSessionsPerUser', options.maxRevokedSessionsPerUser, 1000);
   }
 
-  init(context: StoreContext): void {
+  /** With persistence, answers the loading of the saved state: createPresence holds every call back until it is done. */
+  init(context: StoreContext): Promise<void> | undefined {
     if (this.context) throw new Error('this MemoryStore is already used by another createPresence(); give each its own store');
     this.context = context;
     this.clock = context.clock;
@@ -157,6 +160,7 @@ export class MemoryStore implements PresenceStore {
           this.scheduleFlush();
         });
     }
+    return this.loading;
   }
 
   /** Resolves once the persisted state is loaded (at once without persistence). */
@@ -164,16 +168,7 @@ export class MemoryStore implements PresenceStore {
     return this.loading ?? Promise.resolve();
   }
 
-  /** Runs `operation` now, or after loading when that is still under way. */
-  private afterLoad<T>(operation: () => T): MaybePromise<T> {
-    return this.loading ? this.loading.then(operation) : operation();
-  }
-
   login(request: StoreLoginRequest): MaybePromise<StoreLoginResult> {
-    return this.afterLoad(() => this.loginNow(request));
-  }
-
-  private loginNow(request: StoreLoginRequest): StoreLoginResult {
     const { userId, instanceId, resumeSessionId, at } = request;
     if (resumeSessionId !== undefined && this.isRevoked(resumeSessionId)) return { outcome: 'revoked' };
     const user = this.userFor(userId);
@@ -211,13 +206,11 @@ export class MemoryStore implements PresenceStore {
     return { outcome: 'created', sessionId: entry.sessionId, change };
   }
 
-  markPushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): MaybePromise<StoreChange | null> {
-    // Not through afterLoad: once loaded (always, without persistence) no closure per call, as on a mass timeout.
-    if (this.loading) return this.loading.then(() => this.markPushOnlineNow(userId, instanceId, sessionId, at, lastSeen));
-    return this.markPushOnlineNow(userId, instanceId, sessionId, at, lastSeen);
+  markPushOnline(request: StorePushOnlineRequest): MaybePromise<StoreChange | null> {
+    return this.pushOnline(request.userId, request.instanceId, request.sessionId, request.at, request.lastSeen);
   }
 
-  private markPushOnlineNow(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): StoreChange | null {
+  private pushOnline(userId: string, instanceId: string, sessionId: string, at: number, lastSeen: number): StoreChange | null {
     const user = this.users.get(userId);
     const entry = user === undefined ? undefined : findInstance(user, instanceId, sessionId);
     if (!user || !entry || entry.status !== 'Online') return null;
@@ -227,66 +220,37 @@ export class MemoryStore implements PresenceStore {
     return this.change(user, entry, 'PushOnline', previousUserStatus, at, EMPTY_KICKS);
   }
 
-  remove(
-    userId: string,
-    instanceId: string,
-    sessionId: string | undefined,
-    at: number,
-    options: { revoke: boolean; lastSeen: number },
-  ): MaybePromise<StoreChange | null> {
-    if (this.loading) return this.loading.then(() => this.removeNow(userId, instanceId, sessionId, at, options));
-    return this.removeNow(userId, instanceId, sessionId, at, options);
-  }
-
-  private removeNow(
-    userId: string,
-    instanceId: string,
-    sessionId: string | undefined,
-    at: number,
-    options: { revoke: boolean; lastSeen: number },
-  ): StoreChange | null {
-    const user = this.users.get(userId);
-    const entry = user === undefined ? undefined : findInstance(user, instanceId, sessionId);
+  remove(request: StoreRemoveRequest): MaybePromise<StoreChange | null> {
+    const user = this.users.get(request.userId);
+    const entry = user === undefined ? undefined : findInstance(user, request.instanceId, request.sessionId);
     if (!user || !entry) return null;
-    return this.removeEntry(user, entry, at, options.revoke, options.lastSeen);
+    return this.removeEntry(user, entry, request.at, request.revoke, request.lastSeen);
   }
 
-  kick(userId: string, filter: KickFilter, at: number): MaybePromise<StoreChange[]> {
-    return this.afterLoad(() => this.kickNow(userId, filter, at));
-  }
-
-  private kickNow(userId: string, filter: KickFilter, at: number): StoreChange[] {
-    const user = this.users.get(userId);
+  kick(request: StoreKickRequest): MaybePromise<StoreChange[]> {
+    const { platform, instanceId, at } = request;
+    const user = this.users.get(request.userId);
     if (!user) return [];
     const targets = user.instances.filter(
-      (instance) =>
-        (filter.platform === undefined || instance.platform === filter.platform) &&
-        (filter.instanceId === undefined || instance.instanceId === filter.instanceId),
+      (instance) => (platform === undefined || instance.platform === platform) && (instanceId === undefined || instance.instanceId === instanceId),
     );
     return targets.map((entry) => this.removeEntry(user, entry, at, true, at));
   }
 
-  setCustomStatus(userId: string, customStatus: string | null, at: number, options: StoreCustomStatusOptions = {}): MaybePromise<StoreUserState | null> {
-    return this.afterLoad(() => this.setCustomStatusNow(userId, customStatus, at, options));
-  }
-
-  private setCustomStatusNow(userId: string, customStatus: string | null, _at: number, options: StoreCustomStatusOptions): StoreUserState | null {
-    if (options.ifExpiresAt !== undefined) {
+  setCustomStatus(request: StoreCustomStatusRequest): MaybePromise<StoreUserState | null> {
+    const { userId, customStatus, ifExpiresAt } = request;
+    if (ifExpiresAt !== undefined) {
       const user = this.users.get(userId) ?? this.offline.peek(userId);
-      if (!user || user.customStatusExpiresAt !== options.ifExpiresAt) return null;
+      if (!user || user.customStatusExpiresAt !== ifExpiresAt) return null;
     }
     this.dirty?.add(userId);
     const user = this.anyUser(userId);
     user.customStatus = customStatus;
-    user.customStatusExpiresAt = customStatus === null ? null : (options.expiresAt ?? null);
+    user.customStatusExpiresAt = customStatus === null ? null : (request.expiresAt ?? null);
     return stateOf(user);
   }
 
   setAvailability(request: StoreAvailabilityRequest): MaybePromise<StoreAvailabilityResult | null> {
-    return this.afterLoad(() => this.setAvailabilityNow(request));
-  }
-
-  private setAvailabilityNow(request: StoreAvailabilityRequest): StoreAvailabilityResult | null {
     const { userId, at } = request;
     const known = this.users.get(userId) ?? this.offline.peek(userId);
     // Idleness of a user the store does not know changes nothing.
@@ -335,10 +299,6 @@ export class MemoryStore implements PresenceStore {
   }
 
   get(userIds: readonly string[]): MaybePromise<(StoredUser | undefined)[]> {
-    return this.loading ? this.loading.then(() => this.getNow(userIds)) : this.getNow(userIds);
-  }
-
-  private getNow(userIds: readonly string[]): (StoredUser | undefined)[] {
     const found: (StoredUser | undefined)[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) {
       const userId = userIds[i] as string;
@@ -350,10 +310,6 @@ export class MemoryStore implements PresenceStore {
   }
 
   stats(): MaybePromise<PresenceStats> {
-    return this.afterLoad(() => this.statsNow());
-  }
-
-  private statsNow(): PresenceStats {
     const platforms = {} as Record<Platform, Record<InstanceStatus, number>>;
     const instances = { Online: 0, PushOnline: 0 };
     for (const [platform, counts] of this.instanceCounts) {
@@ -451,7 +407,7 @@ export class MemoryStore implements PresenceStore {
       for (const entry of wasOnline) {
         closed.push(
           hasPushOnline(entry.platform)
-            ? (this.markPushOnlineNow(user.userId, entry.instanceId, entry.sessionId, now, now) as StoreChange)
+            ? (this.pushOnline(user.userId, entry.instanceId, entry.sessionId, now, now) as StoreChange)
             : this.removeEntry(user, entry, now, false, now),
         );
       }

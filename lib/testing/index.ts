@@ -372,17 +372,17 @@ export function storeConformance(name: string, factory: StoreFactory, functions?
       const { presence } = await open();
       const store = presence.config.store;
       const t = Date.now();
-      await store.setCustomStatus('u', 'short', t, { expiresAt: t + 150 });
+      await store.setCustomStatus({ userId: 'u', customStatus: 'short', at: t, expiresAt: t + 150 });
       expect((await store.get(['u']))[0]).to.include({ customStatus: 'short', customStatusExpiresAt: t + 150 });
-      expect(await store.setCustomStatus('u', null, t, { ifExpiresAt: t + 999 }), 'another expiry').to.equal(null);
-      await store.setCustomStatus('v', 'long', t, { expiresAt: t + 60_000 });
+      expect(await store.setCustomStatus({ userId: 'u', customStatus: null, at: t, ifExpiresAt: t + 999 }), 'another expiry').to.equal(null);
+      await store.setCustomStatus({ userId: 'v', customStatus: 'long', at: t, expiresAt: t + 60_000 });
       await new Promise((resolve) => setTimeout(resolve, 200));
       const [u, v] = await store.get(['u', 'v']);
       expect(u?.customStatus, 'expired').to.equal(null);
       expect(v?.customStatus).to.equal('long');
-      expect(await store.setCustomStatus('u', null, Date.now(), { ifExpiresAt: t + 150 })).to.not.equal(null);
+      expect(await store.setCustomStatus({ userId: 'u', customStatus: null, at: Date.now(), ifExpiresAt: t + 150 })).to.not.equal(null);
       // A new status without a ttl does not expire.
-      await store.setCustomStatus('v', 'kept', t);
+      await store.setCustomStatus({ userId: 'v', customStatus: 'kept', at: t });
       expect((await store.get(['v']))[0]?.customStatusExpiresAt ?? null).to.equal(null);
     });
 

@@ -153,7 +153,7 @@ describe('the packed tarball', function () {
         'good.test.js': suite(`storeConformance('MemoryStore', { create: (limits) => new MemoryStore(limits) }, { describe, it, afterEach });`),
         // A store that forgets a user's custom status: the kit must say so.
         'bad.test.js': suite(
-          `class Forgetful extends MemoryStore { async setCustomStatus(userId, _status, at, options) { return super.setCustomStatus(userId, null, at, options); } }\nstoreConformance('Forgetful', { create: (limits) => new Forgetful(limits) }, { describe, it, afterEach });`,
+          `class Forgetful extends MemoryStore { async setCustomStatus(request) { return super.setCustomStatus({ ...request, customStatus: null }); } }\nstoreConformance('Forgetful', { create: (limits) => new Forgetful(limits) }, { describe, it, afterEach });`,
         ),
       },
     );
