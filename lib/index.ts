@@ -28,6 +28,8 @@ export type * from './core/store.js';
 export { deriveUserStatus } from './core/store.js';
 export { kickOldestBeyondLimit, type PolicyInstance, type PolicyLimits } from './core/policy.js';
 export { StoreUnavailableError, StoreTimeoutError, isStoreUnavailable, type StoreUnavailableReason } from './core/errors.js';
+/** The protocol between processes, written once: extend it with a binding to your backend (docs/STORES.md), as RedisStore does. */
+export { SharedStore, type SharedStoreOptions, type SharedLoginResult, type RememberedEnd, type RememberedKick } from './store/shared-store.js';
 export type * from './store/persistence.js';
 export type {
   PresenceHandshakeAuth,

@@ -3,17 +3,13 @@
 import { createHash } from 'node:crypto';
 import createDebug from 'debug';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
-import type { Clock, TimerHandle } from '../core/clock.js';
 import { PLATFORMS, type Platform } from '../core/platforms.js';
 import type { EndNotice, InstanceStatus, PresenceStats, UserStatus } from '../core/types.js';
 import type {
-  LiveInstance,
-  PresenceStore,
   StoreChange,
   StoreContext,
   StoreKicked,
   StoreLoginRequest,
-  StoreLoginResult,
   StoredInstance,
   StoredUser,
   StoreAvailabilityRequest,
@@ -44,10 +40,9 @@ import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import { isStoreUnavailable, StoreUnavailableError } from '../core/errors.js';
 import { RedisRooms } from './rooms.js';
+import { SharedStore, type RememberedEnd, type RememberedKick, type SharedLoginResult } from '../store/shared-store.js';
 
 const debug = createDebug('express-presence:redis');
-
-const ADMIN_KICK = JSON.stringify({ reason: 'AdminKick' });
 
 export interface RedisStoreOptions {
   /**
@@ -76,42 +71,6 @@ export interface RedisStoreOptions {
   maxRevokedSessionsPerUser?: number;
 }
 
-/** Something that waited for Redis: replayed in order once it is back. */
-interface Deferred {
-  run(): Promise<unknown>;
-  fail(error: unknown): void;
-  attempts: number;
-  /** A login waiting for Redis: refused when the store closes (a transport end just stays unrecorded). */
-  login?: boolean;
-  /** A transport end given up at close: it settles unrecorded (other processes reap the device once the lease is gone). */
-  drop?: () => void;
-}
-
-/** An admin kick waiting for Redis (and for this process's re-assertion): run after it, in order. */
-interface WaitingKick {
-  run(): Promise<void>;
-  fail(error: unknown): void;
-  attempts: number;
-}
-
-/** A session this process ended (a login's kick, an admin kick), applied again after each reconnection while remembered. */
-interface RecentEnd {
-  readonly userId: string;
-  readonly instanceId: string;
-  /** The notice as JSON, {reason, by?}. */
-  readonly notice: string;
-  until: number;
-}
-
-/** An admin kick this process made: its mark in Redis is written again after each reconnection while remembered. */
-interface RecentKick {
-  readonly userId: string;
-  readonly platform: string;
-  readonly instanceId: string;
-  readonly at: number;
-  until: number;
-}
-
 /** Redis answers that mean it cannot serve now (loading after a restart, a failover, a busy script), not a refusal of the command. */
 const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS)\b/;
 
@@ -127,21 +86,8 @@ function storeError(error: unknown): unknown {
   return new StoreUnavailableError(`Redis cannot be reached (${detail.slice(0, 200)}); try again shortly`, { cause: error });
 }
 
-/** Refused at once while Redis is known to be away: nothing is answered from a stale copy. */
-function redisAway(): StoreUnavailableError {
-  return new StoreUnavailableError('Redis cannot be reached; presence refuses to answer from a stale copy; try again shortly');
-}
-
-/** Replays of one waiting operation before it is given up (Redis answers, but refuses it). */
-const MAX_REPLAYS = 3;
-/** Live devices re-asserted at once after an outage. */
-const REASSERT_BATCH = 100;
-/** Recent ends and admin kicks remembered at most (the oldest are forgotten first), and sent to Redis at once when applied again. */
-const MAX_RECENT_ENDS = 10_000;
-const MAX_RECENT_KICKS = 1000;
+/** Recent ends and admin kicks sent to Redis at once when applied again. */
 const REAPPLY_BATCH = 500;
-/** How long (in leases) an end is remembered after it was last applied, and an admin kick's mark kept in Redis. */
-const END_MEMORY_LEASES = 3;
 
 type ScriptName = 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'setAvailability' | 'expireDue' | 'reap' | 'reapplyEnds' | 'renew' | 'leave';
 
@@ -227,12 +173,6 @@ function toChange(raw: RawChange): StoreChange {
 }
 
 /** Settles when `work` does, or after `ms` at the latest. */
-async function within(work: Promise<unknown>, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
-  clearTimeout(timer);
-}
-
 function toChanges(raw: unknown): StoreChange[] {
   const list = JSON.parse(raw as string) as RawChange[] | Record<string, never>;
   return Array.isArray(list) ? list.map(toChange) : [];
@@ -290,9 +230,11 @@ function toStoredUser(userId: string, record: UserRecord, now: number): StoredUs
 /**
  * Presence in Redis, so that every process behind a load balancer shares it: queries answer for
  * all users, the login policy is decided atomically in a script, kicks reach sockets on every
- * process, and the devices of a process that died are closed once its lease runs out.
+ * process, and the devices of a process that died are closed once its lease runs out. The protocol
+ * between processes (outage queue, lease, sweeps, reconciliation, end memory) is SharedStore's; this
+ * class is its binding to Redis: the scripts, the key layout and the subscription to ends.
  */
-export class RedisStore implements PresenceStore {
+export class RedisStore extends SharedStore {
   readonly prefix: string;
   /** Key names (lib/redis/layout.ts). */
   readonly layout: RedisLayout;
@@ -303,42 +245,9 @@ export class RedisStore implements PresenceStore {
   /** The layout check, once: a refusal (StoreLayoutError) is kept and given to every call. */
   private layoutChecked: Promise<void> | undefined;
   private layoutReported = false;
-  private readonly leaseTtl: number;
-  private readonly sweepInterval: number;
   private readonly offlineTtl: number;
   private readonly shas = new Map<ScriptName, string>();
   private readonly sources = new Map<ScriptName, string>();
-  private context: StoreContext | undefined;
-  private readonly timers = new Set<TimerHandle>();
-  /** The periodic tasks (lease, sweep) running now: close waits for them, so the changes a sweep reports come before it resolves. */
-  private readonly running = new Set<Promise<void>>();
-  private closed = false;
-  private closing: Promise<void> | undefined;
-  /** Set by handOver: close leaves this process's devices to the others until then instead of at once. */
-  private handoverUntil: number | undefined;
-  private down = false;
-  /** Transport ends (and logins) that could not reach Redis, replayed in order once it is back. */
-  private pending: Deferred[] = [];
-  /** Admin kicks made while Redis was away or this process was reconciling: run once its live devices are re-asserted. */
-  private waitingKicks: WaitingKick[] = [];
-  /**
-   * Sessions this process ended and admin kicks it made lately, by session id (oldest first). A Redis restarted empty forgets
-   * them, and the process holding such a device may have missed the `ended` message (its subscriber reconnecting) and would
-   * re-assert it; so after each reconnection they are applied again, for `endMemory` ms after the last time.
-   */
-  private readonly recentEnds = new Map<string, RecentEnd>();
-  private readonly recentKicks: RecentKick[] = [];
-  /** How long an end is remembered after it was last applied (END_MEMORY_LEASES leases). */
-  readonly endMemory: number;
-  /** True once the first subscription to the ended channel is in place. */
-  private subscribedOnce = false;
-  /** True once this process's lease was written: a later renewal that finds it gone means other processes reaped us. */
-  private leaseHeld = false;
-  /** The reconciliation running now, and whether another was asked for meanwhile. */
-  private reconciling: Promise<void> | undefined;
-  private reconcileAgain = false;
-  /** The policy of the last login, for devices re-asserted after an outage. */
-  private limits: StoreLoginRequest['limits'] = { loginPolicy: 'single', maxInstancesPerPlatform: 1, maxWebInstances: 1 };
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError('RedisStore options must be an object { client, prefix? }');
@@ -352,14 +261,16 @@ export class RedisStore implements PresenceStore {
       throw new TypeError('RedisStore: prefix must be a string of at most 100 characters');
     if (options.prefix?.includes('{') || options.prefix?.includes('}'))
       throw new TypeError(`RedisStore: prefix must not contain braces (the store adds its own hash tags); got ${JSON.stringify(options.prefix)}`);
+    super({
+      backend: 'Redis',
+      leaseTtl: positiveInteger('RedisStore', 'leaseTtl', options.leaseTtl, 10_000, 'milliseconds'),
+      sweepInterval: positiveInteger('RedisStore', 'sweepInterval', options.sweepInterval, 1000, 'milliseconds'),
+    });
     this.client = options.client;
     this.isCluster = (options.client as { isCluster?: unknown }).isCluster === true;
     this.prefix = options.prefix ?? DEFAULT_PREFIX;
     this.layout = new RedisLayout(this.prefix);
-    this.leaseTtl = positiveInteger('RedisStore', 'leaseTtl', options.leaseTtl, 10_000, 'milliseconds');
-    this.sweepInterval = positiveInteger('RedisStore', 'sweepInterval', options.sweepInterval, 1000, 'milliseconds');
     this.offlineTtl = positiveInteger('RedisStore', 'offlineTtl', options.offlineTtl, 30 * 24 * 3600 * 1000, 'milliseconds');
-    this.endMemory = END_MEMORY_LEASES * this.leaseTtl;
     const maxRevokedSessionsPerUser = positiveInteger('RedisStore', 'maxRevokedSessionsPerUser', options.maxRevokedSessionsPerUser, 1000);
     for (const [name, template] of Object.entries(SOURCES)) {
       const source = withRevocationCap(template, maxRevokedSessionsPerUser);
@@ -386,9 +297,15 @@ export class RedisStore implements PresenceStore {
     });
   }
 
-  init(context: StoreContext): void {
-    if (this.context) throw new Error('this RedisStore is already used by another createPresence(); give each its own store');
-    this.context = context;
+  protected connected(): boolean {
+    return this.client.status === 'ready';
+  }
+
+  protected subscriptionUp(): boolean {
+    return this.subscriber?.status === 'ready';
+  }
+
+  protected open(context: StoreContext): void {
     this.client.on('error', this.onError);
     this.client.on('ready', this.onReady);
     this.client.on('close', this.onClose);
@@ -398,10 +315,10 @@ export class RedisStore implements PresenceStore {
     subscriber.on('error', () => {}); // reported once through the main client's episode
     subscriber.on(this.isCluster ? 'smessage' : 'message', (_channel: string, message: string) => this.onEnded(message));
     // Kicks published while the subscriber was away were missed: re-asserting the live devices finds them revoked.
-    let subscribed = false;
+    let subscribedBefore = false;
     subscriber.on('ready', () => {
-      if (subscribed) this.reconcile();
-      subscribed = true;
+      if (subscribedBefore) this.subscribed(false);
+      subscribedBefore = true;
     });
     // Each bucket's channel of ends aimed at this process, and the one for ends nobody is known to hold.
     const channels = (bucket: number) => [this.layout.endedChannel(bucket, context.owner), this.layout.endedChannel(bucket)];
@@ -409,59 +326,45 @@ export class RedisStore implements PresenceStore {
       ? ALL_BUCKETS.map((bucket) => (subscriber as Cluster).ssubscribe(...channels(bucket)))
       : [(subscriber as Redis).subscribe(...ALL_BUCKETS.flatMap(channels))];
     Promise.all(subscriptions).then(
-      () => (this.subscribedOnce = true),
+      () => this.subscribed(true),
       (error: unknown) => this.report(error),
     );
-    void this.keepLease();
-    this.every(Math.max(100, Math.floor(this.leaseTtl / 3)), () => this.keepLease());
-    this.every(this.sweepInterval, () => this.sweep());
   }
 
-  /** How long a login or admin kick waits for Redis to come back: no longer than the engine waits for it (storeTimeout). */
-  private get waitLimit(): number {
-    return Math.min(this.leaseTtl, this.context?.storeTimeout ?? this.leaseTtl);
+  protected shut(): void {
+    this.client.off('error', this.onError);
+    this.client.off('ready', this.onReady);
+    this.client.off('close', this.onClose);
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    if (subscriber) subscriber.disconnect();
   }
 
-  /** Names the wait in refusals: `400 ms (leaseTtl)`. */
-  private get waitLimitText(): string {
-    return `${this.waitLimit} ms (${this.waitLimit === this.leaseTtl ? 'leaseTtl' : 'storeTimeout'})`;
+  private readonly onError = (error: unknown): void => this.report(error);
+  private readonly onReady = (): void => this.backendReady();
+  private readonly onClose = (): void => this.backendClosed();
+
+  /** Layout refusals are not outages: Redis answers, but holds data this version must not touch. */
+  protected override isOutage(error: unknown): boolean {
+    return !(error instanceof StoreLayoutError);
   }
 
-  /**
-   * While Redis is away, a login waits for it (in order with the transport ends before it) for up to
-   * `storeTimeout` (at most `leaseTtl`): a short outage, such as a restart, delays logins instead of refusing them.
-   */
-  login(request: StoreLoginRequest): Promise<StoreLoginResult> {
-    this.limits = request.limits;
-    if (!this.down && this.pending.length === 0) return this.loginScript(request, false);
-    const { waitLimit, waitLimitText } = this;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const index = this.pending.indexOf(deferred);
-        if (index < 0) return;
-        this.pending.splice(index, 1);
-        // Taken out of the queue: a login nobody waits for any more is never made.
-        reject(new StoreUnavailableError(`Redis has not been reachable for ${waitLimitText}; the login was not made, try again shortly`));
-      }, waitLimit);
-      timer.unref?.();
-      const deferred: Deferred = {
-        run: () => {
-          clearTimeout(timer);
-          return this.loginScript(request, false).then(resolve);
-        },
-        fail: reject,
-        attempts: 0,
-        login: true,
-      };
-      this.pending.push(deferred);
-    });
+  /** Said once; every call refuses with it. */
+  protected override refused(error: unknown): void {
+    if (!(error instanceof StoreLayoutError)) return;
+    if (!this.layoutReported) this.context?.logger.error(`express-presence: ${error.message}`);
+    this.layoutReported = true;
+  }
+
+  protected override asStoreError(error: unknown): unknown {
+    return storeError(error);
   }
 
   /**
    * `reassert`: a device re-asserted after an outage yields (is revoked) rather than kick a login made meanwhile, and yields
    * to an admin kick made after `takenUpAt` (when this process took it up) that did not find it in Redis.
    */
-  private async loginScript(request: StoreLoginRequest, reassert: boolean, takenUpAt?: number): Promise<StoreLoginResult & { quiet?: true }> {
+  protected async loginStep(request: StoreLoginRequest, reassert: boolean, takenUpAt: number | undefined): Promise<SharedLoginResult> {
     const raw = await this.runForUser('login', request.userId, [
       request.userId,
       request.platform,
@@ -485,83 +388,28 @@ export class RedisStore implements PresenceStore {
     };
     if (result.outcome === 'revoked') return result.notice ? { outcome: 'revoked', notice: JSON.parse(result.notice) as EndNotice } : { outcome: 'revoked' };
     const change = result.change ? toChange(result.change) : null;
-    if (result.outcome === 'created') {
-      const created = change as StoreChange;
-      if (created.kicked.length > 0) {
-        const notice = JSON.stringify({ reason: 'LoginElsewhere', by: { platform: request.platform, instanceId: request.instanceId } });
-        for (const kicked of created.kicked) this.rememberEnd(kicked.sessionId, request.userId, kicked.instanceId, notice);
-      }
-      return { outcome: 'created', sessionId: result.sessionId, change: created, ...(result.quiet ? { quiet: true } : {}) };
-    }
+    if (result.outcome === 'created')
+      return { outcome: 'created', sessionId: result.sessionId, change: change as StoreChange, ...(result.quiet ? { quiet: true } : {}) };
     return { outcome: 'resumed', sessionId: result.sessionId, change };
   }
 
-  /**
-   * While Redis answers but this process may have missed `ended` messages (its subscription not in place yet, or a reconcile
-   * after a reconnection still looking for what it missed), a new connection of a session live here is checked in Redis (found
-   * by the chaos run: a kicked phone's session resumed as a second tab on a process whose subscriber was reconnecting). While
-   * Redis is away, nothing can be checked: it joins locally, and the reconcile ends it if it was revoked.
-   */
-  mayMissEnds(): boolean {
-    if (this.closed || this.down || this.client.status !== 'ready') return false;
-    return !this.subscribedOnce || this.subscriber?.status !== 'ready' || this.reconciling !== undefined;
-  }
-
-  markPushOnline(request: StorePushOnlineRequest): Promise<StoreChange | null> {
+  protected async pushOnlineStep(request: StorePushOnlineRequest): Promise<StoreChange | null> {
     const { userId, instanceId, sessionId, at, lastSeen, owner } = request;
-    return this.durable(async () => this.single(await this.runForUser('linkLost', userId, [userId, instanceId, sessionId, lastSeen, owner ?? ''], at)));
+    return this.single(await this.runForUser('linkLost', userId, [userId, instanceId, sessionId, lastSeen, owner ?? ''], at));
   }
 
-  remove(request: StoreRemoveRequest): Promise<StoreChange | null> {
+  protected async removeStep(request: StoreRemoveRequest): Promise<StoreChange | null> {
     const { userId, instanceId, sessionId, at, lastSeen, revoke, owner } = request;
-    return this.durable(async () =>
-      this.single(await this.runForUser('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at)),
-    );
+    return this.single(await this.runForUser('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at));
   }
 
-  /**
-   * While Redis is away (or this process is reconciling), an admin kick waits, like a login, for up to `leaseTtl`, and runs once
-   * this process has re-asserted its live devices: it finds them, and leaves a mark that devices other processes re-assert
-   * later yield to. `at` is when it was asked: devices taken up after it are not its targets.
-   */
-  kick(request: StoreKickRequest): Promise<StoreChange[]> {
-    const run = () => this.kickScript(request);
-    if (!this.down && this.client.status === 'ready' && !this.reconciling && this.pending.length === 0 && this.waitingKicks.length === 0) return run();
-    const { waitLimit, waitLimitText } = this;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const index = this.waitingKicks.indexOf(waiting);
-        if (index < 0) return;
-        this.waitingKicks.splice(index, 1);
-        reject(new StoreUnavailableError(`Redis has not been reachable for ${waitLimitText}; the kick was not made, try again shortly`));
-      }, waitLimit);
-      timer.unref?.();
-      const waiting: WaitingKick = {
-        run: () => {
-          clearTimeout(timer);
-          return run().then(resolve);
-        },
-        fail: reject,
-        attempts: 0,
-      };
-      this.waitingKicks.push(waiting);
-    });
-  }
-
-  private async kickScript(request: StoreKickRequest): Promise<StoreChange[]> {
+  protected async kickStep(request: StoreKickRequest, now: number): Promise<StoreChange[]> {
     const { userId, at } = request;
-    const platform = request.platform ?? '';
-    const instanceId = request.instanceId ?? '';
-    const context = this.context;
-    const now = context ? context.clock.now() : at;
-    const changes = toChanges(await this.runForUser('kick', userId, [userId, platform, instanceId, at, this.endMemory], Math.max(now, at)));
-    this.rememberKick({ userId, platform, instanceId, at, until: now + this.endMemory });
-    for (const change of changes) this.rememberEnd(change.sessionId, userId, change.instanceId, ADMIN_KICK);
-    return changes;
+    const args = [userId, request.platform ?? '', request.instanceId ?? '', at, this.endMemory];
+    return toChanges(await this.runForUser('kick', userId, args, Math.max(now, at)));
   }
 
-  async setCustomStatus(request: StoreCustomStatusRequest): Promise<StoreUserState | null> {
-    if (this.down) throw redisAway();
+  protected async setCustomStatusStep(request: StoreCustomStatusRequest): Promise<StoreUserState | null> {
     const { userId, customStatus, at } = request;
     const raw = await this.runForUser(
       'setCustomStatus',
@@ -572,8 +420,7 @@ export class RedisStore implements PresenceStore {
     return raw === null || raw === false ? null : toState(userId, JSON.parse(raw as string) as RawState);
   }
 
-  async setAvailability(request: StoreAvailabilityRequest): Promise<StoreAvailabilityResult | null> {
-    if (this.down) throw redisAway();
+  protected async setAvailabilityStep(request: StoreAvailabilityRequest): Promise<StoreAvailabilityResult | null> {
     const arg = request.kind === 'set' ? request.availability : request.kind === 'idle' ? request.idleSince : '';
     const raw = await this.runForUser('setAvailability', request.userId, [request.userId, request.kind, arg], request.at);
     if (raw === null || raw === false) return null;
@@ -586,21 +433,12 @@ export class RedisStore implements PresenceStore {
   }
 
   /** One MGET for all the users (on a cluster, one per slot, pipelined per node), and one JSON.parse for all their records. */
-  async get(userIds: readonly string[]): Promise<(StoredUser | undefined)[]> {
-    // Refused rather than guessed: a copy from before the outage would call users connected meanwhile Offline.
-    if (this.down) throw redisAway();
-    if (userIds.length === 0) return [];
-    let records: (UserRecord | 0)[];
-    try {
-      await this.checkLayout();
-      const texts = await this.readRecords(userIds);
-      let joined = '[';
-      for (let i = 0; i < texts.length; i++) joined += (i === 0 ? '' : ',') + (texts[i] ?? '0');
-      records = JSON.parse(joined + ']') as (UserRecord | 0)[];
-    } catch (error) {
-      if (!(error instanceof StoreLayoutError)) this.report(error);
-      throw storeError(error);
-    }
+  protected async getStep(userIds: readonly string[]): Promise<(StoredUser | undefined)[]> {
+    await this.checkLayout();
+    const texts = await this.readRecords(userIds);
+    let joined = '[';
+    for (let i = 0; i < texts.length; i++) joined += (i === 0 ? '' : ',') + (texts[i] ?? '0');
+    const records = JSON.parse(joined + ']') as (UserRecord | 0)[];
     const users: (StoredUser | undefined)[] = new Array(userIds.length);
     const now = this.context ? this.context.clock.now() : Date.now();
     for (let i = 0; i < userIds.length; i++) {
@@ -634,20 +472,14 @@ export class RedisStore implements PresenceStore {
     return texts;
   }
 
-  async stats(): Promise<PresenceStats> {
-    if (this.down) throw redisAway();
-    // Each bucket counts its own users; one HGETALL per bucket, pipelined per node.
+  /** Each bucket counts its own users; one HGETALL per bucket, pipelined per node. */
+  protected async statsStep(): Promise<PresenceStats> {
     const totals = new Map<string, number>();
-    try {
-      await this.checkLayout();
-      const replies = await this.pipelined(ALL_BUCKETS, (pipeline, bucket) => pipeline.hgetall(this.layout.shared(bucket)[0]));
-      for (const [error, hash] of replies) {
-        if (error) throw error;
-        for (const [field, value] of Object.entries(hash as Record<string, string>)) totals.set(field, (totals.get(field) ?? 0) + Number(value));
-      }
-    } catch (error) {
-      if (!(error instanceof StoreLayoutError)) this.report(error);
-      throw storeError(error);
+    await this.checkLayout();
+    const replies = await this.pipelined(ALL_BUCKETS, (pipeline, bucket) => pipeline.hgetall(this.layout.shared(bucket)[0]));
+    for (const [error, hash] of replies) {
+      if (error) throw error;
+      for (const [field, value] of Object.entries(hash as Record<string, string>)) totals.set(field, (totals.get(field) ?? 0) + Number(value));
     }
     const read = (field: string) => totals.get(field) ?? 0;
     const platforms = {} as Record<Platform, Record<InstanceStatus, number>>;
@@ -661,51 +493,75 @@ export class RedisStore implements PresenceStore {
     return { users: { Online: read('u:Online'), PushOnline: read('u:PushOnline'), Offline: 0 }, instances, platforms };
   }
 
-  /**
-   * Closes the store leaving this process's live devices to the others: its lease is given up and marked handed over until
-   * `until`, so that a device resumed on another process by then moves there with no transition, and the others are closed by
-   * whichever process sweeps once their grace is over (`until`, or their class's reconnect grace from now if later).
-   */
-  handOver(until: number): Promise<void> {
-    this.handoverUntil ??= until;
-    return this.close();
+  /** One step per bucket; answers true when some bucket did not list this process as live (first lease, or reaped since). */
+  protected async writeLease(until: number): Promise<boolean> {
+    const replies = await this.runInBuckets('renew', ALL_BUCKETS, [this.owner, until]);
+    return replies.some((reply) => reply === 1);
+  }
+
+  /** One step per bucket: no sweep sees the lease gone without the handover (REAP). */
+  protected async leave(handoverUntil: number | undefined): Promise<void> {
+    await this.runInBuckets('leave', ALL_BUCKETS, [this.owner, handoverUntil ?? '']);
   }
 
   /**
-   * Stops timers and gives up the lease, so that other processes close this one's remaining devices at their sweep once the
-   * reconnect grace of each (counted from now) is over.
+   * Revokes each session again, removes it if its holder re-asserted it, publishes its end again, and writes each admin kick's
+   * mark again: by bucket (one script touches one slot), at most REAPPLY_BATCH of each per script.
    */
-  close(): Promise<void> {
-    this.closing ??= this.closeOnce();
-    return this.closing;
-  }
-
-  private async closeOnce(): Promise<void> {
-    this.closed = true;
-    for (const timer of this.timers) this.context?.clock.clearTimeout(timer);
-    this.timers.clear();
-    this.client.off('error', this.onError);
-    this.client.off('ready', this.onReady);
-    this.client.off('close', this.onClose);
-    const subscriber = this.subscriber;
-    this.subscriber = undefined;
-    if (subscriber) subscriber.disconnect();
-    for (const deferred of this.pending.splice(0)) {
-      if (deferred.login) deferred.fail(new Error('express-presence: the presence was closed'));
-      else deferred.drop?.();
+  protected async reapply(ends: readonly RememberedEnd[], kicks: readonly RememberedKick[]): Promise<void> {
+    const byBucket = new Map<number, { ends: [string, string, string, string][]; kicks: [string, string, string, number][] }>();
+    const entry = (userId: string) => {
+      const bucket = bucketOf(userId);
+      let lists = byBucket.get(bucket);
+      if (!lists) byBucket.set(bucket, (lists = { ends: [], kicks: [] }));
+      return lists;
+    };
+    for (const end of ends) entry(end.userId).ends.push([end.userId, end.instanceId, end.sessionId, end.notice]);
+    for (const kick of kicks) entry(kick.userId).kicks.push([kick.userId, kick.platform, kick.instanceId, kick.at]);
+    for (const [bucket, lists] of byBucket) {
+      for (let start = 0; start < Math.max(lists.ends.length, lists.kicks.length); start += REAPPLY_BATCH) {
+        const users = new Map<string, number>();
+        const indexOf = (userId: string) => {
+          let index = users.get(userId);
+          if (index === undefined) users.set(userId, (index = users.size + 1));
+          return index;
+        };
+        const endList = lists.ends.slice(start, start + REAPPLY_BATCH).map((end) => [indexOf(end[0]), ...end]);
+        const kickList = lists.kicks.slice(start, start + REAPPLY_BATCH).map((kick) => [indexOf(kick[0]), ...kick]);
+        await this.run('reapplyEnds', bucket, [...users.keys()], [this.endMemory, JSON.stringify(endList), JSON.stringify(kickList)]);
+      }
     }
-    for (const waiting of this.waitingKicks.splice(0)) waiting.fail(new Error('express-presence: the presence was closed; the kick was not made'));
-    // What a sweep or a reconciliation under way reports is emitted before close resolves (bounded: Redis may be going away).
-    const busy = [...this.running, ...(this.reconciling ? [this.reconciling] : [])];
-    if (busy.length > 0) await within(Promise.allSettled(busy), this.leaseTtl);
-    if (this.client.status !== 'ready') return;
-    // One step per bucket: no sweep sees the lease gone without the handover (REAP).
-    await this.runInBuckets('leave', ALL_BUCKETS, [this.owner, this.handoverUntil ?? '']).catch(() => undefined);
   }
 
-  private get owner(): string {
-    if (!this.context) throw new Error('RedisStore used before createPresence() initialised it');
-    return this.context.owner;
+  /**
+   * Takes due PushOnline expiries and closes the devices of processes whose lease is gone, once their grace is over. One probe
+   * per bucket (two range reads, pipelined per node) finds both; the work is done in slices of SLICE devices, each one short
+   * script, so no call blocks Redis for long whatever a dead process held.
+   */
+  protected async sweepOnce(context: StoreContext): Promise<void> {
+    await this.checkLayout();
+    const now = context.clock.now();
+    const probe = ALL_BUCKETS.flatMap((bucket) => [bucket, bucket]);
+    const probed = new Set<number>();
+    const replies = await this.pipelined(probe, (pipeline, bucket) => {
+      const [, expiry, , leases] = this.layout.shared(bucket);
+      // Called twice per bucket, in order: the expiry queue, then the leases.
+      if (!probed.has(bucket)) {
+        probed.add(bucket);
+        pipeline.zrangebyscore(expiry, '-inf', now, 'LIMIT', 0, SLICE);
+      } else {
+        pipeline.zrangebyscore(leases, '-inf', now, 'LIMIT', 0, 16);
+      }
+    });
+    for (let i = 0; i < probe.length; i += 2) {
+      const bucket = probe[i] as number;
+      const [expiryError, due] = replies[i] as [Error | null, string[]];
+      const [leasesError, dead] = replies[i + 1] as [Error | null, string[]];
+      if (expiryError) throw expiryError;
+      if (leasesError) throw leasesError;
+      if (due.length > 0) await this.expireBucket(context, bucket, due);
+      for (const owner of dead) if (owner !== context.owner && !this.closed) await this.reapBucket(context, bucket, owner);
+    }
   }
 
   /**
@@ -840,293 +696,6 @@ export class RedisStore implements PresenceStore {
     return raw === null || raw === undefined || raw === false ? null : toChange(JSON.parse(raw as string) as RawChange);
   }
 
-  /** A transport end must not be lost: when Redis cannot take it now, it is replayed once Redis is back. */
-  private durable(operation: () => Promise<StoreChange | null>): Promise<StoreChange | null> {
-    const later = () =>
-      new Promise<StoreChange | null>((resolve, reject) => {
-        if (this.closed) resolve(null);
-        else this.pending.push({ run: () => operation().then(resolve), fail: reject, attempts: 0, drop: () => resolve(null) });
-      });
-    if (this.down || this.pending.length > 0) return later();
-    return operation().catch((error: unknown) => {
-      this.report(error);
-      return later();
-    });
-  }
-
-  private readonly onError = (error: unknown): void => this.report(error);
-
-  /** Logs the first error of an outage; the rest of the episode is quiet. */
-  private report(error: unknown): void {
-    if (error instanceof StoreLayoutError) {
-      // Not an outage: Redis answers, but holds data this version must not touch. Said once; every call refuses with it.
-      if (!this.layoutReported) this.context?.logger.error(`express-presence: ${error.message}`);
-      this.layoutReported = true;
-      return;
-    }
-    if (this.down || this.closed) return;
-    this.down = true;
-    this.context?.logger.error('express-presence: Redis is unreachable; presence keeps local connections and will reconcile when it is back', error);
-  }
-
-  /** Redis answers again: the episode is over. */
-  private recover(): void {
-    if (this.closed) return;
-    if (this.down) {
-      this.down = false;
-      this.context?.logger.warn('express-presence: Redis is back; reconciling');
-    }
-    this.reconcile();
-  }
-
-  private readonly onReady = (): void => this.recover();
-
-  /** The connection dropped: whatever happened to the lease meanwhile, the reconnection re-asserts everything. */
-  private readonly onClose = (): void => {
-    this.leaseHeld = false;
-  };
-
-  /** Runs one reconciliation at a time; one asked for meanwhile runs after it. */
-  private reconcile(): void {
-    if (this.closed) return;
-    if (this.reconciling) {
-      this.reconcileAgain = true;
-      return;
-    }
-    this.reconciling = (async () => {
-      do {
-        this.reconcileAgain = false;
-        await this.reconcileOnce();
-      } while (this.reconcileAgain && !this.closed && !this.down);
-    })().finally(() => {
-      this.reconciling = undefined;
-      // An admin kick that came after the last pass ran its waiting kicks: one more pass runs it.
-      if (this.waitingKicks.length > 0 && !this.down && !this.closed && this.client.status === 'ready') this.reconcile();
-    });
-  }
-
-  /**
-   * After an outage or a lost lease: renew the lease, replay what waited for Redis in order, apply
-   * again the ends this process made lately, re-assert every live device (Redis may have restarted
-   * empty, or other processes may have closed this one's devices while it could not renew its lease),
-   * then run the admin kicks that waited.
-   */
-  private async reconcileOnce(): Promise<void> {
-    const context = this.context;
-    if (!context || this.client.status !== 'ready') return;
-    try {
-      await this.renewLease();
-    } catch (error) {
-      this.report(error);
-      return;
-    }
-    while (this.pending.length > 0 && this.client.status === 'ready' && !this.closed) {
-      const deferred = this.pending[0] as Deferred;
-      try {
-        await deferred.run();
-        this.pending.shift();
-      } catch (error) {
-        // Tried again at the next recovery; an operation Redis keeps refusing is given up after a few tries.
-        if (++deferred.attempts >= MAX_REPLAYS) {
-          this.pending.shift();
-          deferred.fail(error);
-        }
-        this.report(error);
-        return;
-      }
-    }
-    // Before the re-assertions (here and, mostly, on the other processes): a device ended lately is then refused, not re-created.
-    try {
-      await this.reapplyEnds(context);
-    } catch (error) {
-      this.report(error);
-      return;
-    }
-    const live = [...context.liveInstances()];
-    for (let start = 0; start < live.length; start += REASSERT_BATCH) {
-      try {
-        await Promise.all(live.slice(start, start + REASSERT_BATCH).map((instance) => this.reassert(context, instance)));
-      } catch (error) {
-        this.report(error);
-        return;
-      }
-    }
-    while (this.waitingKicks.length > 0 && this.client.status === 'ready' && !this.closed) {
-      const waiting = this.waitingKicks[0] as WaitingKick;
-      try {
-        await waiting.run();
-        this.waitingKicks.shift();
-      } catch (error) {
-        if (++waiting.attempts >= MAX_REPLAYS) {
-          this.waitingKicks.shift();
-          waiting.fail(error);
-        }
-        this.report(error);
-        return;
-      }
-    }
-  }
-
-  /** Remembers a session this process ended (the newest last), for reapplyEnds. */
-  private rememberEnd(sessionId: string, userId: string, instanceId: string, notice: string): void {
-    const now = this.context?.clock.now() ?? Date.now();
-    this.forgetOldEnds(now);
-    this.recentEnds.delete(sessionId);
-    this.recentEnds.set(sessionId, { userId, instanceId, notice, until: now + this.endMemory });
-    if (this.recentEnds.size > MAX_RECENT_ENDS) this.recentEnds.delete(this.recentEnds.keys().next().value as string);
-  }
-
-  private rememberKick(kick: RecentKick): void {
-    this.forgetOldEnds(kick.until - this.endMemory);
-    this.recentKicks.push(kick);
-    if (this.recentKicks.length > MAX_RECENT_KICKS) this.recentKicks.shift();
-  }
-
-  /** Both lists are in the order of their `until` (each application sets every entry's to the same time). */
-  private forgetOldEnds(now: number): void {
-    for (const [sessionId, end] of this.recentEnds) {
-      if (end.until > now) break;
-      this.recentEnds.delete(sessionId);
-    }
-    while (this.recentKicks.length > 0 && (this.recentKicks[0] as RecentKick).until <= now) this.recentKicks.shift();
-  }
-
-  /**
-   * Applies again the ends this process made lately: revokes each session again, removes it if its holder re-asserted it,
-   * publishes its end again, and writes each admin kick's mark again. Each is then remembered for `endMemory` more: a Redis
-   * that restarts empty again soon, before a holder heard of the end, gets it once more. A removal here is not reported: the
-   * end was (the kick's own change), and the re-assertion it undoes was quiet (found by the chaos run: a second Logout/Kicked
-   * callback for a device kicked just before an empty restart).
-   */
-  private async reapplyEnds(context: StoreContext): Promise<void> {
-    const now = context.clock.now();
-    this.forgetOldEnds(now);
-    if (this.recentEnds.size === 0 && this.recentKicks.length === 0) return;
-    // By bucket (one script touches one slot), at most REAPPLY_BATCH of each per script.
-    const byBucket = new Map<number, { ends: [string, string, string, string][]; kicks: [string, string, string, number][] }>();
-    const entry = (userId: string) => {
-      const bucket = bucketOf(userId);
-      let lists = byBucket.get(bucket);
-      if (!lists) byBucket.set(bucket, (lists = { ends: [], kicks: [] }));
-      return lists;
-    };
-    for (const [sessionId, end] of this.recentEnds) entry(end.userId).ends.push([end.userId, end.instanceId, sessionId, end.notice]);
-    for (const kick of this.recentKicks) entry(kick.userId).kicks.push([kick.userId, kick.platform, kick.instanceId, kick.at]);
-    for (const [bucket, { ends, kicks }] of byBucket) {
-      for (let start = 0; start < Math.max(ends.length, kicks.length); start += REAPPLY_BATCH) {
-        const users = new Map<string, number>();
-        const indexOf = (userId: string) => {
-          let index = users.get(userId);
-          if (index === undefined) users.set(userId, (index = users.size + 1));
-          return index;
-        };
-        const endList = ends.slice(start, start + REAPPLY_BATCH).map((end) => [indexOf(end[0]), ...end]);
-        const kickList = kicks.slice(start, start + REAPPLY_BATCH).map((kick) => [indexOf(kick[0]), ...kick]);
-        await this.run('reapplyEnds', bucket, [...users.keys()], [this.endMemory, JSON.stringify(endList), JSON.stringify(kickList)]);
-      }
-    }
-    const until = context.clock.now() + this.endMemory;
-    for (const end of this.recentEnds.values()) end.until = until;
-    for (const kick of this.recentKicks) kick.until = until;
-  }
-
-  /**
-   * Logs a live device in again; one ended meanwhile (kicked, displaced by a newer login) is ended instead, and told why
-   * (the notice its revocation was stored with). One that Redis had lost (an empty restart) comes back quietly: it was Online
-   * all along, so there is no change event nor callback; one whose end was reported (reaped, PushOnline) is a login again.
-   */
-  private async reassert(context: StoreContext, live: LiveInstance): Promise<void> {
-    const result = await this.loginScript(
-      {
-        userId: live.userId,
-        platform: live.platform,
-        instanceId: live.instanceId,
-        resumeSessionId: live.sessionId,
-        newSessionId: live.sessionId,
-        version: live.version,
-        at: context.clock.now(),
-        limits: this.limits,
-        owner: context.owner,
-      },
-      true,
-      live.takenUpAt,
-    );
-    if (result.outcome === 'revoked') context.ended(live.sessionId, result.notice ?? { reason: 'AdminKick' });
-    else if (result.change && !result.quiet) context.changed(result.change, 'Login', 'Register');
-  }
-
-  /**
-   * Writes the lease; answers true when others found it gone since it was last written (they may have reaped this process's
-   * devices, or taken some over), or when this process was not listed among the live ones (first lease, or reaped since).
-   */
-  private async renewLease(): Promise<boolean> {
-    const replies = await this.runInBuckets('renew', ALL_BUCKETS, [this.owner, this.context!.clock.now() + this.leaseTtl]);
-    const lost = replies.some((reply) => reply === 1) && this.leaseHeld;
-    this.leaseHeld = true;
-    return lost;
-  }
-
-  /**
-   * The periodic renewal. It also ends an episode that no reconnection ends (a command failed while
-   * the connection stayed up), and notices a lease that ran out while this process was stalled (a
-   * long pause, a frozen event loop): the others closed its devices, so it re-asserts the live ones.
-   */
-  private async keepLease(): Promise<void> {
-    if (this.closed || this.client.status !== 'ready') return;
-    let lost: boolean;
-    try {
-      lost = await this.renewLease();
-    } catch (error) {
-      this.report(error);
-      return;
-    }
-    if (this.down) {
-      this.recover();
-    } else if (lost) {
-      this.context?.logger.warn(
-        `express-presence: this process's lease ran out (was it stalled for more than leaseTtl, ${this.leaseTtl} ms?); other processes closed its devices, which are re-asserted now`,
-      );
-      this.reconcile();
-    }
-  }
-
-  /**
-   * Takes due PushOnline expiries and closes the devices of processes whose lease is gone, once their grace is over. One probe
-   * per bucket (two range reads, pipelined per node) finds both; the work is done in slices of SLICE devices, each one short
-   * script, so no call blocks Redis for long whatever a dead process held.
-   */
-  private async sweep(): Promise<void> {
-    const context = this.context;
-    if (!context || this.closed || this.client.status !== 'ready') return;
-    try {
-      await this.checkLayout();
-      const now = context.clock.now();
-      const probe = ALL_BUCKETS.flatMap((bucket) => [bucket, bucket]);
-      const probed = new Set<number>();
-      const replies = await this.pipelined(probe, (pipeline, bucket) => {
-        const [, expiry, , leases] = this.layout.shared(bucket);
-        // Called twice per bucket, in order: the expiry queue, then the leases.
-        if (!probed.has(bucket)) {
-          probed.add(bucket);
-          pipeline.zrangebyscore(expiry, '-inf', now, 'LIMIT', 0, SLICE);
-        } else {
-          pipeline.zrangebyscore(leases, '-inf', now, 'LIMIT', 0, 16);
-        }
-      });
-      for (let i = 0; i < probe.length; i += 2) {
-        const bucket = probe[i] as number;
-        const [expiryError, due] = replies[i] as [Error | null, string[]];
-        const [leasesError, dead] = replies[i + 1] as [Error | null, string[]];
-        if (expiryError) throw expiryError;
-        if (leasesError) throw leasesError;
-        if (due.length > 0) await this.expireBucket(context, bucket, due);
-        for (const owner of dead) if (owner !== context.owner && !this.closed) await this.reapBucket(context, bucket, owner);
-      }
-    } catch (error) {
-      this.report(error);
-    }
-  }
-
   /** The bucket's due PushOnline expiries, a slice at a time. */
   private async expireBucket(context: StoreContext, bucket: number, due: string[]): Promise<void> {
     const expiry = this.layout.shared(bucket)[1];
@@ -1185,28 +754,9 @@ export class RedisStore implements PresenceStore {
   private onEnded(message: string): void {
     try {
       const { sid, reason, by } = JSON.parse(message) as { sid: string; reason: EndNotice['reason']; by?: EndNotice['by'] };
-      this.context?.ended(sid, by ? { reason, by } : { reason });
+      this.endHeard(sid, by ? { reason, by } : { reason });
     } catch (error) {
       this.context?.logger.warn('express-presence: ignored a malformed message on the ended channel', error);
     }
-  }
-
-  private every(ms: number, task: () => Promise<void>): void {
-    const clock = this.context?.clock as Clock;
-    let handle: TimerHandle;
-    const tick = () => {
-      this.timers.delete(handle);
-      if (this.closed) return;
-      const running = task();
-      this.running.add(running);
-      void running.finally(() => {
-        this.running.delete(running);
-        if (this.closed) return;
-        handle = clock.setTimeout(tick, ms);
-        this.timers.add(handle);
-      });
-    };
-    handle = clock.setTimeout(tick, ms);
-    this.timers.add(handle);
   }
 }
