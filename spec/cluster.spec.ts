@@ -44,6 +44,30 @@ async function startCluster(names: string[], config: Partial<ClusterNodeConfig> 
   );
 }
 
+/**
+ * The hooks every suite here shares: its nodes started before its cases (by `start`, which also sets up what the suite needs),
+ * its devices and nodes closed after them (then `release`), and each node's output printed when a case failed.
+ */
+function clusterHooks(suite: {
+  start: () => Promise<ClusterNode[]>;
+  devices: readonly ClusterDevice[];
+  release?: (nodes: readonly ClusterNode[]) => Promise<void>;
+}): void {
+  const held = { nodes: [] as ClusterNode[] };
+  before(async function () {
+    held.nodes = await suite.start();
+  });
+  after(async function () {
+    for (const device of suite.devices) device.socket.disconnect();
+    await Promise.all(held.nodes.map((node) => node.close()));
+    await suite.release?.(held.nodes);
+  });
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed')
+      for (const node of held.nodes) console.log(`--- ${node.name} output:\n${node.output}\n--- logs: ${JSON.stringify(node.logs)}`);
+  });
+}
+
 /** A user's record as RedisStore keeps it (lib/redis/scripts.ts): sequence, and devices as [instanceId, platform, status, ...]. */
 function storedUser(text: string | null): { s: number; i: string[][] } | undefined {
   if (text === null) return undefined;
@@ -195,24 +219,20 @@ for (const target of TARGETS) {
         });
       }
 
-      before(async function () {
-        admin = target.admin();
-        receiver = await callbackReceiver();
-        nodes = await startCluster(['A', 'B', 'C'], { ...target.config, prefix, callbackUrl: receiver.url });
-        [a, b, c] = nodes as [ClusterNode, ClusterNode, ClusterNode];
-      });
-
-      after(async function () {
-        for (const device of devices) device.socket.disconnect();
-        await Promise.all(nodes.map((node) => node.close()));
-        await receiver.close();
-        await deleteKeys(admin, prefix);
-        admin.disconnect();
-      });
-
-      afterEach(function () {
-        if (this.currentTest?.state === 'failed')
-          for (const node of nodes) console.log(`--- ${node.name} output:\n${node.output}\n--- logs: ${JSON.stringify(node.logs)}`);
+      clusterHooks({
+        devices,
+        start: async () => {
+          admin = target.admin();
+          receiver = await callbackReceiver();
+          nodes = await startCluster(['A', 'B', 'C'], { ...target.config, prefix, callbackUrl: receiver.url });
+          [a, b, c] = nodes as [ClusterNode, ClusterNode, ClusterNode];
+          return nodes;
+        },
+        release: async () => {
+          await receiver.close();
+          await deleteKeys(admin, prefix);
+          admin.disconnect();
+        },
       });
 
       it('a login on one process kicks a device on another; the kicked session is refused on every process', async function () {
@@ -343,31 +363,28 @@ for (const target of TARGETS) {
         },
       ];
 
-      before(async function () {
-        admin = target.admin();
-        nodes = await startCluster(['A', 'B'], { ...target.config, prefix, loginPolicy: 'single' });
-        for (const policy of policies) {
-          for (const node of nodes) {
-            await node.addEngine({
-              name: policy.name,
-              prefix: `${prefix}${policy.name}:`,
-              loginPolicy: policy.loginPolicy,
-              maxInstancesPerPlatform: policy.maxInstancesPerPlatform,
-              maxWebInstances: policy.maxWebInstances,
-            });
+      clusterHooks({
+        devices: [],
+        start: async () => {
+          admin = target.admin();
+          nodes = await startCluster(['A', 'B'], { ...target.config, prefix, loginPolicy: 'single' });
+          for (const policy of policies) {
+            for (const node of nodes) {
+              await node.addEngine({
+                name: policy.name,
+                prefix: `${prefix}${policy.name}:`,
+                loginPolicy: policy.loginPolicy,
+                maxInstancesPerPlatform: policy.maxInstancesPerPlatform,
+                maxWebInstances: policy.maxWebInstances,
+              });
+            }
           }
-        }
-      });
-
-      after(async function () {
-        await Promise.all(nodes.map((node) => node.close()));
-        await deleteKeys(admin, prefix);
-        admin.disconnect();
-      });
-
-      afterEach(function () {
-        if (this.currentTest?.state === 'failed')
-          for (const node of nodes) console.log(`--- ${node.name} output:\n${node.output}\n--- logs: ${JSON.stringify(node.logs)}`);
+          return nodes;
+        },
+        release: async () => {
+          await deleteKeys(admin, prefix);
+          admin.disconnect();
+        },
       });
 
       /** The platforms of each user's stored devices, read straight from Redis. */
@@ -490,23 +507,18 @@ for (const target of TARGETS) {
       let nodes: ClusterNode[] = [];
       const devices: ClusterDevice[] = [];
 
-      before(async function () {
-        admin = target.admin();
-        receiver = await callbackReceiver();
-        nodes = await startCluster(['A', 'B', 'C'], { ...target.config, prefix, callbackUrl: receiver.url });
-      });
-
-      after(async function () {
-        for (const device of devices) device.socket.disconnect();
-        await Promise.all(nodes.map((node) => node.close()));
-        await receiver.close();
-        await deleteKeys(admin, prefix);
-        admin.disconnect();
-      });
-
-      afterEach(function () {
-        if (this.currentTest?.state === 'failed')
-          for (const node of nodes) console.log(`--- ${node.name} output:\n${node.output}\n--- logs: ${JSON.stringify(node.logs)}`);
+      clusterHooks({
+        devices,
+        start: async () => {
+          admin = target.admin();
+          receiver = await callbackReceiver();
+          return (nodes = await startCluster(['A', 'B', 'C'], { ...target.config, prefix, callbackUrl: receiver.url }));
+        },
+        release: async () => {
+          await receiver.close();
+          await deleteKeys(admin, prefix);
+          admin.disconnect();
+        },
       });
 
       it('has its Online devices closed by another process within the lease bound, once each, and leaves no ghost Online', async function () {
@@ -581,25 +593,21 @@ describe('cluster: Redis paused mid-traffic (CLIENT PAUSE ALL)', function () {
   let nodes: ClusterNode[] = [];
   const devices: ClusterDevice[] = [];
 
-  before(async function () {
-    redis = await PrivateRedis.start();
-    admin = new Redis(redis.url);
-    receiver = await callbackReceiver();
-    // Logins wait out the pause here (storeTimeout above it): what is checked is the reconvergence, not the refusal.
-    nodes = await startCluster(['A', 'B', 'C'], { prefix, loginPolicy: 'multi', callbackUrl: receiver.url, redisUrl: redis.url, storeTimeout: PAUSE + 10_000 });
-  });
-
-  after(async function () {
-    for (const device of devices) device.socket.disconnect();
-    await Promise.all(nodes.map((node) => node.close()));
-    await receiver.close();
-    admin.disconnect();
-    await redis.kill();
-  });
-
-  afterEach(function () {
-    if (this.currentTest?.state === 'failed')
-      for (const node of nodes) console.log(`--- ${node.name} output:\n${node.output}\n--- logs: ${JSON.stringify(node.logs)}`);
+  clusterHooks({
+    devices,
+    start: async () => {
+      redis = await PrivateRedis.start();
+      admin = new Redis(redis.url);
+      receiver = await callbackReceiver();
+      // Logins wait out the pause here (storeTimeout above it): what is checked is the reconvergence, not the refusal.
+      const config = { prefix, loginPolicy: 'multi', callbackUrl: receiver.url, redisUrl: redis.url, storeTimeout: PAUSE + 10_000 } as const;
+      return (nodes = await startCluster(['A', 'B', 'C'], config));
+    },
+    release: async () => {
+      await receiver.close();
+      admin.disconnect();
+      await redis.kill();
+    },
   });
 
   it(`reconverges to what the sockets did during a ${PAUSE} ms pause (longer than the lease), on every process`, async function () {
@@ -661,25 +669,14 @@ describe('cluster: Redis restarted (empty) mid-traffic', function () {
   let nodes: ClusterNode[] = [];
   const devices: ClusterDevice[] = [];
 
-  before(async function () {
-    redis = await PrivateRedis.start();
-    nodes = await Promise.all(
-      ['A', 'B', 'C'].map((name) =>
-        // A login waits for Redis up to leaseTtl: 3 s leaves a loaded machine time to restart it.
-        startNode({ name, redisUrl: redis.url, prefix: 'restart:', loginPolicy: 'multi', leaseTtl: 3000, sweepInterval: SWEEP_INTERVAL }),
-      ),
-    );
-  });
-
-  after(async function () {
-    for (const device of devices) device.socket.disconnect();
-    await Promise.all(nodes.map((node) => node.close()));
-    await redis.kill();
-  });
-
-  afterEach(function () {
-    if (this.currentTest?.state === 'failed')
-      for (const node of nodes) console.log(`--- ${node.name} output:\n${node.output}\n--- logs: ${JSON.stringify(node.logs)}`);
+  clusterHooks({
+    devices,
+    start: async () => {
+      redis = await PrivateRedis.start();
+      // A login waits for Redis up to leaseTtl: 3 s leaves a loaded machine time to restart it.
+      return (nodes = await startCluster(['A', 'B', 'C'], { redisUrl: redis.url, prefix: 'restart:', loginPolicy: 'multi', leaseTtl: 3000 }));
+    },
+    release: () => redis.kill(),
   });
 
   /** Logs a device in, trying again while the server refuses it (as an app does on SERVER_ERROR). */
@@ -751,25 +748,23 @@ describe('cluster: a process frozen past its lease (SIGSTOP, then SIGCONT)', fun
   let nodes: ClusterNode[] = [];
   const devices: ClusterDevice[] = [];
 
-  before(async function () {
-    admin = redisClient();
-    receiver = await callbackReceiver();
-    nodes = await startCluster(['A', 'B'], { prefix, loginPolicy: 'multi', callbackUrl: receiver.url });
-  });
-
-  after(async function () {
-    for (const device of devices) device.socket.disconnect();
+  after(function () {
+    // Before the shared after hook closes the nodes: a node still frozen could not close.
     const frozen = nodes[1];
     if (frozen?.alive) frozen.child.kill('SIGCONT');
-    await Promise.all(nodes.map((node) => node.close()));
-    await receiver.close();
-    await deleteKeys(admin, prefix);
-    admin.disconnect();
   });
-
-  afterEach(function () {
-    if (this.currentTest?.state === 'failed')
-      for (const node of nodes) console.log(`--- ${node.name} output:\n${node.output}\n--- logs: ${JSON.stringify(node.logs)}`);
+  clusterHooks({
+    devices,
+    start: async () => {
+      admin = redisClient();
+      receiver = await callbackReceiver();
+      return (nodes = await startCluster(['A', 'B'], { prefix, loginPolicy: 'multi', callbackUrl: receiver.url }));
+    },
+    release: async () => {
+      await receiver.close();
+      await deleteKeys(admin, prefix);
+      admin.disconnect();
+    },
   });
 
   it('is reaped by the others while frozen, then re-asserts its live devices when it wakes', async function () {
