@@ -438,7 +438,8 @@ function resolveStore(value: unknown): PresenceStore {
     throw new TypeError(`store implements ${present}() but not ${absent}(): a store shared by several processes implements both (docs/STORES.md)`);
   }
   for (const optional of ['init', 'close', 'setAvailability', 'sharedRooms'] as const) {
-    if (store[optional] !== undefined && typeof store[optional] !== 'function') refuse(`store.${optional}`, 'a function or absent', store[optional]);
+    const member = store[optional];
+    if (member !== undefined && member !== null && typeof member !== 'function') refuse(`store.${optional}`, 'a function or absent', member);
   }
   return value as PresenceStore;
 }

@@ -377,7 +377,7 @@ export class PresenceEngine extends EventEmitter<PresenceEngineEvents> {
       liveInstances: () => this.local.values(),
     });
     if (isPromiseLike(ready)) {
-      const gated = gateUntilReady(config.store, ready);
+      const gated = gateUntilReady(config.store, ready, config.storeTimeout);
       this.store = gated.store;
       this.storeReady = gated.ready;
       this.storeReady.catch((error: unknown) => config.logger.error('express-presence: the store failed to start; every store call is refused', error));

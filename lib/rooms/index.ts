@@ -23,8 +23,8 @@ export * from './validate.js';
  * rather than answer for one process as if it were all of them.
  */
 export function roomsSupported(engine: PresenceEngine): boolean {
-  const rooms = engine.config.store.rooms;
-  return rooms === 'in-process' || (rooms === 'shared' && typeof engine.config.store.sharedRooms === 'function');
+  const rooms = engine.store.rooms;
+  return rooms === 'in-process' || (rooms === 'shared' && typeof engine.store.sharedRooms === 'function');
 }
 
 /** The message every refusal of rooms on a store without them carries. */
@@ -65,7 +65,8 @@ export function createRooms<C extends RoomConnection>(engine: PresenceEngine, se
   );
   // A store without state answers (a custom status only) still updates the members.
   engine.on('custom-status', (change) => rooms.userChanged(change.userId, { status: change.userStatus, customStatus: change.customStatus }));
-  const store = config.store;
+  // Through the engine's store: a store still starting holds the rooms binding back too.
+  const store = engine.store;
   if (store.rooms === 'shared' && typeof store.sharedRooms === 'function') rooms.shared = new SharedRooms(engine, rooms, store.sharedRooms());
   return rooms;
 }

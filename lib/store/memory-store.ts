@@ -100,7 +100,7 @@ export class MemoryStore implements PresenceStore {
   private onlineUsers = 0;
   private pushOnlineUsers = 0;
   private readonly persistence: Persistence | undefined;
-  /** Until the persisted state is loaded, every operation waits for it. */
+  /** Until the persisted state is loaded, every operation waits for it (createPresence's gate, and each method when called directly). */
   private loading: Promise<void> | undefined;
   /** Users changed since the last save (only with persistence). */
   private dirty: Set<string> | undefined;
@@ -152,7 +152,13 @@ export class MemoryStore implements PresenceStore {
       this.loading = Promise.resolve()
         .then(() => persistence.load())
         .then(
-          (state) => this.restore(state),
+          (state) => {
+            try {
+              this.restore(state);
+            } catch (error) {
+              context.logger.error('express-presence: restoring persisted presence failed part way; starting with what was restored', error);
+            }
+          },
           (error: unknown) => context.logger.error('express-presence: loading persisted presence failed; starting empty', error),
         )
         .finally(() => {
@@ -169,6 +175,7 @@ export class MemoryStore implements PresenceStore {
   }
 
   login(request: StoreLoginRequest): MaybePromise<StoreLoginResult> {
+    if (this.loading) return this.loading.then(() => this.login(request));
     const { userId, instanceId, resumeSessionId, at } = request;
     if (resumeSessionId !== undefined && this.isRevoked(resumeSessionId)) return { outcome: 'revoked' };
     const user = this.userFor(userId);
@@ -207,6 +214,7 @@ export class MemoryStore implements PresenceStore {
   }
 
   markPushOnline(request: StorePushOnlineRequest): MaybePromise<StoreChange | null> {
+    if (this.loading) return this.loading.then(() => this.markPushOnline(request));
     return this.pushOnline(request.userId, request.instanceId, request.sessionId, request.at, request.lastSeen);
   }
 
@@ -221,6 +229,7 @@ export class MemoryStore implements PresenceStore {
   }
 
   remove(request: StoreRemoveRequest): MaybePromise<StoreChange | null> {
+    if (this.loading) return this.loading.then(() => this.remove(request));
     const user = this.users.get(request.userId);
     const entry = user === undefined ? undefined : findInstance(user, request.instanceId, request.sessionId);
     if (!user || !entry) return null;
@@ -228,6 +237,7 @@ export class MemoryStore implements PresenceStore {
   }
 
   kick(request: StoreKickRequest): MaybePromise<StoreChange[]> {
+    if (this.loading) return this.loading.then(() => this.kick(request));
     const { platform, instanceId, at } = request;
     const user = this.users.get(request.userId);
     if (!user) return [];
@@ -238,6 +248,7 @@ export class MemoryStore implements PresenceStore {
   }
 
   setCustomStatus(request: StoreCustomStatusRequest): MaybePromise<StoreUserState | null> {
+    if (this.loading) return this.loading.then(() => this.setCustomStatus(request));
     const { userId, customStatus, ifExpiresAt } = request;
     if (ifExpiresAt !== undefined) {
       const user = this.users.get(userId) ?? this.offline.peek(userId);
@@ -251,6 +262,7 @@ export class MemoryStore implements PresenceStore {
   }
 
   setAvailability(request: StoreAvailabilityRequest): MaybePromise<StoreAvailabilityResult | null> {
+    if (this.loading) return this.loading.then(() => this.setAvailability(request));
     const { userId, at } = request;
     const known = this.users.get(userId) ?? this.offline.peek(userId);
     // Idleness of a user the store does not know changes nothing.
@@ -299,6 +311,7 @@ export class MemoryStore implements PresenceStore {
   }
 
   get(userIds: readonly string[]): MaybePromise<(StoredUser | undefined)[]> {
+    if (this.loading) return this.loading.then(() => this.get(userIds));
     const found: (StoredUser | undefined)[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) {
       const userId = userIds[i] as string;
@@ -310,6 +323,7 @@ export class MemoryStore implements PresenceStore {
   }
 
   stats(): MaybePromise<PresenceStats> {
+    if (this.loading) return this.loading.then(() => this.stats());
     const platforms = {} as Record<Platform, Record<InstanceStatus, number>>;
     const instances = { Online: 0, PushOnline: 0 };
     for (const [platform, counts] of this.instanceCounts) {

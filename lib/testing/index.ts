@@ -69,6 +69,8 @@ export function storeConformance(name: string, factory: StoreFactory, functions?
       const store = await factory.create(limits);
       const presence = createPresence({ ...options, store });
       opened.push(presence);
+      // A store that starts asynchronously is ready before a case calls it directly (presence.config.store).
+      await presence.ready();
       const changes: PresenceChange[] = [];
       presence.on('change', (change) => changes.push(change));
       return { presence, changes };
