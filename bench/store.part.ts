@@ -23,14 +23,14 @@ async function cpu(nodes: Redis[]): Promise<number[]> {
 }
 
 /**
- * Time Redis spent in scripts (µs, INFO commandstats of EVALSHA and EVAL) over the masters: no networking, no event loop. The
+ * Time Redis spent in scripts (µs, INFO commandstats of FCALL, EVALSHA and EVAL) over the masters: no networking, no event loop. The
  * commands a script calls are inside its time (and counted again under their own names, so those are not added).
  */
 async function commandTime(nodes: Redis[]): Promise<number> {
   let total = 0;
   for (const node of nodes) {
     const info = await node.info('commandstats');
-    for (const match of info.matchAll(/cmdstat_(?:evalsha|eval):calls=\d+,usec=(\d+)/g)) total += Number(match[1]);
+    for (const match of info.matchAll(/cmdstat_(?:evalsha|eval|fcall|fcall_ro):calls=\d+,usec=(\d+)/g)) total += Number(match[1]);
   }
   return total;
 }

@@ -1,6 +1,5 @@
 // RedisStore: presence shared by many processes through Redis or a Redis Cluster, with atomic scripts, leases and pub/sub.
 
-import { createHash } from 'node:crypto';
 import createDebug from 'debug';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import { PLATFORMS, type Platform } from '../core/platforms.js';
@@ -21,20 +20,7 @@ import type {
   StoreUserState,
 } from '../core/store.js';
 import type { Availability } from '../core/availability.js';
-import {
-  EXPIRE_DUE,
-  KICK,
-  LEAVE,
-  LINK_LOST,
-  LOGIN,
-  REAP,
-  REAPPLY_ENDS,
-  REMOVE,
-  RENEW,
-  SET_AVAILABILITY,
-  SET_CUSTOM_STATUS,
-  withRevocationCap,
-} from './scripts.js';
+import { presenceLibrary, type PresenceLibrary, type ScriptName } from './scripts.js';
 import { BUCKETS, BUCKET_TAGS, LAYOUT_VERSION, RedisLayout, bucketOf, slotOf } from './layout.js';
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
@@ -89,21 +75,8 @@ function storeError(error: unknown): unknown {
 /** Recent ends and admin kicks sent to Redis at once when applied again. */
 const REAPPLY_BATCH = 500;
 
-type ScriptName = 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'setAvailability' | 'expireDue' | 'reap' | 'reapplyEnds' | 'renew' | 'leave';
-
-const SOURCES: Record<ScriptName, string> = {
-  login: LOGIN,
-  linkLost: LINK_LOST,
-  remove: REMOVE,
-  kick: KICK,
-  setCustomStatus: SET_CUSTOM_STATUS,
-  setAvailability: SET_AVAILABILITY,
-  expireDue: EXPIRE_DUE,
-  reap: REAP,
-  reapplyEnds: REAPPLY_ENDS,
-  renew: RENEW,
-  leave: LEAVE,
-};
+/** A Redis that lost the library (restarted empty, a promoted replica, a new master) answers this to FCALL: loaded again. */
+const FUNCTION_MISSING = /Function not found/i;
 
 /** The Redis Cluster slot of each bucket. */
 const BUCKET_SLOTS = BUCKET_TAGS.map(slotOf);
@@ -246,8 +219,12 @@ export class RedisStore extends SharedStore {
   private layoutChecked: Promise<void> | undefined;
   private layoutReported = false;
   private readonly offlineTtl: number;
-  private readonly shas = new Map<ScriptName, string>();
-  private readonly sources = new Map<ScriptName, string>();
+  /** The function library (lib/redis/lua/presence.lua), loaded on each master at the first call and whenever one lost it. */
+  private readonly library: PresenceLibrary;
+  private readonly functions = new Map<ScriptName, string>();
+  /** The load under way (one at a time, however many calls found the library missing at once). */
+  private loadingLibrary: Promise<void> | undefined;
+  private readonly maxRevokedSessionsPerUser: number;
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError('RedisStore options must be an object { client, prefix? }');
@@ -271,12 +248,15 @@ export class RedisStore extends SharedStore {
     this.prefix = options.prefix ?? DEFAULT_PREFIX;
     this.layout = new RedisLayout(this.prefix);
     this.offlineTtl = positiveInteger('RedisStore', 'offlineTtl', options.offlineTtl, 30 * 24 * 3600 * 1000, 'milliseconds');
-    const maxRevokedSessionsPerUser = positiveInteger('RedisStore', 'maxRevokedSessionsPerUser', options.maxRevokedSessionsPerUser, 1000);
-    for (const [name, template] of Object.entries(SOURCES)) {
-      const source = withRevocationCap(template, maxRevokedSessionsPerUser);
-      this.sources.set(name as ScriptName, source);
-      this.shas.set(name as ScriptName, createHash('sha1').update(source).digest('hex'));
-    }
+    this.maxRevokedSessionsPerUser = positiveInteger('RedisStore', 'maxRevokedSessionsPerUser', options.maxRevokedSessionsPerUser, 1000);
+    this.library = presenceLibrary();
+  }
+
+  /** The Redis function of an operation (`<library>_<name>`). */
+  private functionOf(name: ScriptName): string {
+    let fn = this.functions.get(name);
+    if (fn === undefined) this.functions.set(name, (fn = `${this.library.name}_${name}`));
+    return fn;
   }
 
   /** Rooms are shared with the other processes through Redis (lib/redis/rooms.ts). */
@@ -577,6 +557,7 @@ export class RedisStore extends SharedStore {
   }
 
   private async checkLayoutOnce(): Promise<void> {
+    await this.loadLibrary();
     const client = this.client;
     const key = this.layout.layout;
     let version = await client.get(key);
@@ -608,11 +589,40 @@ export class RedisStore extends SharedStore {
     }
   }
 
-  /** ARGV[1..5] of every script in a bucket: see scripts.ts. */
+  /** ARGV[1..6] of every function in a bucket: see scripts.ts. */
   private commonArgs(bucket: number, at: number | undefined): (string | number)[] {
     const context = this.context;
     if (!context) throw new Error('RedisStore used before createPresence() initialised it');
-    return [this.layout.endedChannel(bucket), at ?? context.clock.now(), context.pushOnlineTtl, this.offlineTtl, this.isCluster ? 'SPUBLISH' : 'PUBLISH'];
+    return [
+      this.layout.endedChannel(bucket),
+      at ?? context.clock.now(),
+      context.pushOnlineTtl,
+      this.offlineTtl,
+      this.isCluster ? 'SPUBLISH' : 'PUBLISH',
+      this.maxRevokedSessionsPerUser,
+    ];
+  }
+
+  /**
+   * Loads the library (FUNCTION LOAD REPLACE) on the Redis, or on every master of a cluster: at the first call, and again when
+   * a call finds it missing (a Redis restarted empty, a replica promoted before it had it, a master added since). Concurrent
+   * calls share one load. A Redis older than 7.0 has no functions: refused for good, with what to do.
+   */
+  private loadLibrary(): Promise<void> {
+    this.loadingLibrary ??= (async () => {
+      const nodes = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis];
+      try {
+        await Promise.all(nodes.map((node) => node.call('FUNCTION', 'LOAD', 'REPLACE', this.library.code)));
+      } catch (error) {
+        if (error instanceof Error && error.name === 'ReplyError' && /unknown command/i.test(error.message)) {
+          throw new StoreLayoutError(
+            `RedisStore needs Redis 7.0 or later (it runs as a Redis function library, FUNCTION LOAD and FCALL); this Redis answered: ${error.message.slice(0, 200)}`,
+          );
+        }
+        throw error;
+      }
+    })().finally(() => (this.loadingLibrary = undefined));
+    return this.loadingLibrary;
   }
 
   /** KEYS of a script in a bucket: its shared keys, then each user's. */
@@ -627,33 +637,36 @@ export class RedisStore extends SharedStore {
     return this.run(name, bucketOf(userId), [userId], args, at);
   }
 
-  /** Runs a script by its SHA on a bucket's slot, loading it when Redis does not know it (a new node, a promoted replica). */
+  /** Calls a function on a bucket's slot, loading the library when Redis lost it (restarted empty, a new node, a promoted replica). */
   private async run(name: ScriptName, bucket: number, userIds: readonly string[], args: (string | number)[], at?: number): Promise<unknown> {
     await this.checkLayout();
     const keys = this.scriptKeys(bucket, userIds);
     const argv = [...this.commonArgs(bucket, at), ...args];
     try {
-      return await this.client.evalsha(this.shas.get(name) as string, keys.length, ...keys, ...argv);
+      return await this.client.fcall(this.functionOf(name), keys.length, ...keys, ...argv);
     } catch (error) {
-      if (!(error instanceof Error) || !error.message.includes('NOSCRIPT')) throw storeError(error);
-      return this.client.eval(this.sources.get(name) as string, keys.length, ...keys, ...argv).catch((retried: unknown) => {
+      if (!(error instanceof Error) || !FUNCTION_MISSING.test(error.message)) throw storeError(error);
+      try {
+        await this.loadLibrary();
+        return await this.client.fcall(this.functionOf(name), keys.length, ...keys, ...argv);
+      } catch (retried) {
         throw storeError(retried);
-      });
+      }
     }
   }
 
   /** Runs a script in each of `buckets` (no users), pipelined per node; answers each bucket's reply, or throws the first error. */
   private async runInBuckets(name: ScriptName, buckets: readonly number[], args: (string | number)[]): Promise<unknown[]> {
     await this.checkLayout();
-    const sha = this.shas.get(name) as string;
+    const fn = this.functionOf(name);
     const replies = await this.pipelined(buckets, (pipeline, bucket) => {
       const keys = this.scriptKeys(bucket, []);
-      pipeline.evalsha(sha, keys.length, ...keys, ...this.commonArgs(bucket, undefined), ...args);
+      pipeline.fcall(fn, keys.length, ...keys, ...this.commonArgs(bucket, undefined), ...args);
     });
     return Promise.all(
       replies.map(([error, reply], i) => {
         if (!error) return reply;
-        if (error.message.includes('NOSCRIPT')) return this.run(name, buckets[i] as number, [], args);
+        if (FUNCTION_MISSING.test(error.message)) return this.run(name, buckets[i] as number, [], args);
         throw storeError(error);
       }),
     );
