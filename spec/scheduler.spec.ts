@@ -266,12 +266,12 @@ describe('Scheduler', () => {
       const { handled } = massSetup(clock);
       clock.current += 1100;
       const slices: number[] = [];
-      let longest = 0;
+      const times: number[] = [];
       for (;;) {
         const before = handled.length;
         const started = performance.now();
         if (!clock.runNext()) break;
-        longest = Math.max(longest, performance.now() - started);
+        times.push(performance.now() - started);
         slices.push(handled.length - before);
       }
       expect(slices[0], 'the first slice yields before finishing').to.be.below(COUNT);
@@ -281,8 +281,11 @@ describe('Scheduler', () => {
       for (let i = 1; i < handled.length; i++) {
         if ((handled[i] as Item).dueAt < (handled[i - 1] as Item).dueAt) throw new Error(`out of order at ${i}`);
       }
-      // The budget is a few ms per slice; allow generous slack for a busy CI machine.
-      expect(longest, 'longest slice (ms)').to.be.below(50);
+      // The budget is a few ms per slice. Wall time on a shared machine: a slice preempted by another process can run long, so the
+      // typical slice is held to the budget (with slack) and at most one may overrun.
+      const sorted = [...times].sort((x, y) => x - y);
+      expect(sorted[Math.floor(sorted.length / 2)], 'median slice (ms)').to.be.below(20);
+      expect(times.filter((ms) => ms >= 50), 'slices of 50 ms or more').to.have.length.of.at.most(1);
     });
 
     it('lets other timers run between slices (ManualClock)', () => {
