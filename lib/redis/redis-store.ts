@@ -762,7 +762,7 @@ export class RedisStore implements PresenceStore {
       } catch (error) {
         if (error instanceof Error && error.name === 'ReplyError' && /unknown command/i.test(error.message)) {
           throw new StoreLayoutError(
-            `RedisStore needs Redis 7.0 or later (it runs as a Redis function library, FUNCTION LOAD and FCALL); this Redis answered: ${error.message.slice(0, 200)}`,
+            `RedisStore needs Redis 7.0 or later (it runs as a Redis function library, FUNCTION LOAD and FCALL); this Redis answered: ${error.message.split(',')[0]?.slice(0, 100)}`,
           );
         }
         throw error;
