@@ -703,7 +703,6 @@ export class RedisStore implements PresenceStore {
   }
 
   private async checkLayoutOnce(): Promise<void> {
-    await this.loadLibrary();
     const client = this.client;
     const key = this.layout.layout;
     let version = await client.get(key);
@@ -733,6 +732,8 @@ export class RedisStore implements PresenceStore {
           `(README "Upgrading from 0.1")`,
       );
     }
+    // After the reads above: a cluster client knows its masters by then.
+    await this.loadLibrary();
   }
 
   /** ARGV[1..6] of every function in a bucket: see scripts.ts. */
