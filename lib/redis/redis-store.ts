@@ -557,7 +557,6 @@ export class RedisStore extends SharedStore {
   }
 
   private async checkLayoutOnce(): Promise<void> {
-    await this.loadLibrary();
     const client = this.client;
     const key = this.layout.layout;
     let version = await client.get(key);
@@ -587,6 +586,8 @@ export class RedisStore extends SharedStore {
           `(README "Upgrading from 0.1")`,
       );
     }
+    // After the reads above: a cluster client knows its masters by then.
+    await this.loadLibrary();
   }
 
   /** ARGV[1..6] of every function in a bucket: see scripts.ts. */
@@ -616,7 +617,7 @@ export class RedisStore extends SharedStore {
       } catch (error) {
         if (error instanceof Error && error.name === 'ReplyError' && /unknown command/i.test(error.message)) {
           throw new StoreLayoutError(
-            `RedisStore needs Redis 7.0 or later (it runs as a Redis function library, FUNCTION LOAD and FCALL); this Redis answered: ${error.message.slice(0, 200)}`,
+            `RedisStore needs Redis 7.0 or later (it runs as a Redis function library, FUNCTION LOAD and FCALL); this Redis answered: ${error.message.split(',')[0]?.slice(0, 100)}`,
           );
         }
         throw error;

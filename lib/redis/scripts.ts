@@ -21,6 +21,8 @@ import { LUA_DIR } from './lua/dir.js';
  *   P{T}:r:<userId>  hash: the user's revoked sessions, sid -> the end notice as JSON, {reason, by?} (what a re-asserted device
  *                    that missed its `ended` message is told); P{T}:rt:<userId> sorted set of the same sids by revocation time.
  *                    A revocation lasts the PushOnline TTL; at most maxRevokedSessionsPerUser per user (the oldest forgotten).
+ *                    Trimmed only when over that cap (the expired first): until then an expired one lingers unanswered, and both
+ *                    keys expire the PushOnline TTL after the user's last revocation.
  *   P{T}:kk:<userId> recent admin kicks of the user (PX: the store's end memory): cjson [[platform, instanceId, at], ...]
  *                    ('' for any); a device re-asserted later that was taken up at or before `at` and matches yields
  *   P{T}:stats       hash: u:Online, u:PushOnline, i:<platform>:<status> of the bucket's users (stats() adds the buckets up)
