@@ -315,6 +315,12 @@ export class RedisStore implements PresenceStore {
   /** Set by handOver: close leaves this process's devices to the others until then instead of at once. */
   private handoverUntil: number | undefined;
   private down = false;
+  /**
+   * No other process's devices are reaped before this time: after an outage of this process's own, the others get one lease to
+   * renew theirs, which may have run out only because they could not reach Redis either (on a cluster, a renewal waits for every
+   * master: one master away stalls the renewals in the others' buckets too).
+   */
+  private reapNotBefore = 0;
   /** Transport ends (and logins) that could not reach Redis, replayed in order once it is back. */
   private pending: Deferred[] = [];
   /** Admin kicks made while Redis was away or this process was reconciling: run once its live devices are re-asserted. */
@@ -832,6 +838,11 @@ export class RedisStore implements PresenceStore {
           throw storeError(error);
         }
         if (!results) throw new StoreUnavailableError('Redis discarded a pipeline; try again shortly');
+        // ioredis follows a redirection in a pipeline only when every command got the same one, and then does not refresh its
+        // slots: a master that restarted (dropped from its pool) would be missed for good. Refreshing puts it back.
+        if (this.isCluster && results.some(([error]) => error !== null && /^(MOVED|ASK) /.test(error.message))) {
+          (this.client as Cluster).refreshSlotsCache();
+        }
         for (let j = 0; j < indexes.length; j++) replies[indexes[j] as number] = results[j] ?? [new Error('no reply'), null];
       }),
     );
@@ -876,6 +887,7 @@ export class RedisStore implements PresenceStore {
     if (this.closed) return;
     if (this.down) {
       this.down = false;
+      this.reapNotBefore = (this.context?.clock.now() ?? Date.now()) + this.leaseTtl;
       this.context?.logger.warn('express-presence: Redis is back; reconciling');
     }
     this.reconcile();
@@ -1122,7 +1134,9 @@ export class RedisStore implements PresenceStore {
         if (expiryError) throw expiryError;
         if (leasesError) throw leasesError;
         if (due.length > 0) await this.expireBucket(context, bucket, due);
-        for (const owner of dead) if (owner !== context.owner && !this.closed) await this.reapBucket(context, bucket, owner);
+        // Not while this process is (or was a moment ago) cut off from Redis: see reapNotBefore.
+        const reaps = !this.down && now >= this.reapNotBefore;
+        for (const owner of dead) if (owner !== context.owner && !this.closed && reaps) await this.reapBucket(context, bucket, owner);
       }
     } catch (error) {
       this.report(error);
