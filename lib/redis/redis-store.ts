@@ -316,11 +316,14 @@ export class RedisStore implements PresenceStore {
   private handoverUntil: number | undefined;
   private down = false;
   /**
-   * No other process's devices are reaped before this time: after an outage of this process's own, the others get one lease to
-   * renew theirs, which may have run out only because they could not reach Redis either (on a cluster, a renewal waits for every
-   * master: one master away stalls the renewals in the others' buckets too).
+   * No other process's devices are reaped before this time: after an outage of this process's own, or a renewal or sweep that
+   * Redis was slow to answer, the others get one lease to renew theirs, which may have run out only because they could not reach
+   * Redis either (on a cluster, a renewal waits for every master: one master away stalls the renewals in the others' buckets too,
+   * and ioredis may retry the commands until it is back rather than fail them).
    */
   private reapNotBefore = 0;
+  /** When the renewal under way was sent (undefined when none is). */
+  private renewingSince: number | undefined;
   /** Transport ends (and logins) that could not reach Redis, replayed in order once it is back. */
   private pending: Deferred[] = [];
   /** Admin kicks made while Redis was away or this process was reconciling: run once its live devices are re-asserted. */
@@ -1074,10 +1077,31 @@ export class RedisStore implements PresenceStore {
    * devices, or taken some over), or when this process was not listed among the live ones (first lease, or reaped since).
    */
   private async renewLease(): Promise<boolean> {
-    const replies = await this.runInBuckets('renew', ALL_BUCKETS, [this.owner, this.context!.clock.now() + this.leaseTtl]);
+    const clock = this.context!.clock;
+    const started = clock.now();
+    this.renewingSince = started;
+    let replies: unknown[];
+    try {
+      replies = await this.runInBuckets('renew', ALL_BUCKETS, [this.owner, started + this.leaseTtl]);
+    } finally {
+      this.renewingSince = undefined;
+      this.slowAnswer(started);
+    }
     const lost = replies.some((reply) => reply === 1) && this.leaseHeld;
     this.leaseHeld = true;
     return lost;
+  }
+
+  /** A call sent at `started` took longer than a renewal period: others' renewals may have stalled as well (see reapNotBefore). */
+  private slowAnswer(started: number): void {
+    const now = this.context?.clock.now() ?? Date.now();
+    if (now - started > this.leaseTtl / 3) this.reapNotBefore = Math.max(this.reapNotBefore, now + this.leaseTtl);
+  }
+
+  /** Whether this process may reap others' devices now (see reapNotBefore). */
+  private mayReap(now: number): boolean {
+    if (this.down || now < this.reapNotBefore) return false;
+    return this.renewingSince === undefined || now - this.renewingSince <= this.leaseTtl / 3;
   }
 
   /**
@@ -1127,6 +1151,7 @@ export class RedisStore implements PresenceStore {
           pipeline.zrangebyscore(leases, '-inf', now, 'LIMIT', 0, 16);
         }
       });
+      this.slowAnswer(now);
       for (let i = 0; i < probe.length; i += 2) {
         const bucket = probe[i] as number;
         const [expiryError, due] = replies[i] as [Error | null, string[]];
@@ -1134,8 +1159,8 @@ export class RedisStore implements PresenceStore {
         if (expiryError) throw expiryError;
         if (leasesError) throw leasesError;
         if (due.length > 0) await this.expireBucket(context, bucket, due);
-        // Not while this process is (or was a moment ago) cut off from Redis: see reapNotBefore.
-        const reaps = !this.down && now >= this.reapNotBefore;
+        // Not while this process is (or was a moment ago) cut off from Redis or slowed by it: see reapNotBefore.
+        const reaps = this.mayReap(context.clock.now());
         for (const owner of dead) if (owner !== context.owner && !this.closed && reaps) await this.reapBucket(context, bucket, owner);
       }
     } catch (error) {
