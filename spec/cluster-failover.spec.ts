@@ -224,6 +224,7 @@ describe('cluster: kicks across processes right before and right after failovers
     const running = cluster as PrivateRedisCluster;
     const [a, b] = nodes as [ClusterNode, ClusterNode];
     const figures: string[] = [];
+    let displaced = 0;
     for (let round = 0; round < ROUNDS; round++) {
       const userId = `k${round}`;
       const slot = slotOf(BUCKET_TAGS[bucketOf(userId)] as string);
@@ -269,7 +270,17 @@ describe('cluster: kicks across processes right before and right after failovers
         RECOVERY,
       );
       const endedAt = Date.now();
-      const expected = ['Android:b-phone:Online', 'Windows:b-pc:Online'];
+      // B's phone is held all along. Its computer too, unless a refused attempt ran in Redis after the answered one (ioredis
+      // retries each command on its own timer, so their order is not kept) and displaced it as the device's newer login: then
+      // B's computer connection is ended, told so, and the abandoned login closed (README "Store outages"). Either way the
+      // store must end up holding exactly what B holds open: no ghost, and no live device shown gone.
+      const kept = await b.call<{ open: string[]; ended: string[] }>('devices', { userId });
+      expect(kept.open, `round ${round}: B's devices of ${userId} (ended: ${kept.ended.join('; ')})`).to.include('Android:b-phone');
+      if (!kept.open.includes('Windows:b-pc')) {
+        expect(refused, `round ${round}: B's computer ended (${kept.ended.join('; ')}) with no refused attempt`).to.be.greaterThan(0);
+        displaced++;
+      }
+      const expected = kept.open.map((device) => `${device}:Online`);
       for (const node of [a, b]) {
         let shown: string[] | string | undefined;
         await waitFor(
@@ -286,10 +297,10 @@ describe('cluster: kicks across processes right before and right after failovers
           throw new Error(`${error.message}; it shows ${JSON.stringify(shown)}; ${node.name} logged ${JSON.stringify(node.logs.slice(-5))}`);
         });
       }
-      expect((await b.call<Record<string, number>>('open'))[userId], `round ${round}: B's live devices of ${userId}`).to.equal(2);
+      expect((await b.call<{ open: string[] }>('devices', { userId })).open, `round ${round}: B's devices of ${userId}, afterwards`).to.deep.equal(kept.open);
       figures.push(
         `round ${round}: replicated in ${lag} ms before the kill; the login after answered ${answeredAt - killedAt} ms after it (${refused} refused); ` +
-          `A's devices ended ${endedAt - killedAt} ms after it`,
+          `A's devices ended ${endedAt - killedAt} ms after it${kept.open.includes('Windows:b-pc') ? '' : "; B's computer displaced by a refused attempt"}`,
       );
       // The old master comes back as a replica of the promoted one: every master has a replica again for the next round.
       await running.startServer(master);
@@ -301,6 +312,7 @@ describe('cluster: kicks across processes right before and right after failovers
       );
     }
     console.log(figures.map((line) => `      ${line}`).join('\n'));
+    if (displaced > 0) console.log(`      B's computer displaced by its own refused attempt in ${displaced} of ${ROUNDS} rounds`);
     expect(a.errors().filter((entry) => !/unreachable/.test(entry.message))).to.deep.equal([]);
   });
 });
