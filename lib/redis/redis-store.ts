@@ -533,6 +533,7 @@ export class RedisStore extends SharedStore {
         pipeline.zrangebyscore(leases, '-inf', now, 'LIMIT', 0, 16);
       }
     });
+    this.slowAnswer(now);
     for (let i = 0; i < probe.length; i += 2) {
       const bucket = probe[i] as number;
       const [expiryError, due] = replies[i] as [Error | null, string[]];
@@ -540,7 +541,9 @@ export class RedisStore extends SharedStore {
       if (expiryError) throw expiryError;
       if (leasesError) throw leasesError;
       if (due.length > 0) await this.expireBucket(context, bucket, due);
-      for (const owner of dead) if (owner !== context.owner && !this.closed) await this.reapBucket(context, bucket, owner);
+      // Not while this process is (or was a moment ago) cut off from Redis or slowed by it (SharedStore.mayReap).
+      const reaps = this.mayReap(context.clock.now());
+      for (const owner of dead) if (owner !== context.owner && !this.closed && reaps) await this.reapBucket(context, bucket, owner);
     }
   }
 
@@ -700,6 +703,11 @@ export class RedisStore extends SharedStore {
           throw storeError(error);
         }
         if (!results) throw new StoreUnavailableError('Redis discarded a pipeline; try again shortly');
+        // ioredis follows a redirection in a pipeline only when every command got the same one, and then does not refresh its
+        // slots: a master that restarted (dropped from its pool) would be missed for good. Refreshing puts it back.
+        if (this.isCluster && results.some(([error]) => error !== null && /^(MOVED|ASK) /.test(error.message))) {
+          (this.client as Cluster).refreshSlotsCache();
+        }
         for (let j = 0; j < indexes.length; j++) replies[indexes[j] as number] = results[j] ?? [new Error('no reply'), null];
       }),
     );

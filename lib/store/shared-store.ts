@@ -119,6 +119,15 @@ export abstract class SharedStore implements PresenceStore, MultiProcessStore {
   /** The reconciliation running now, and whether another was asked for meanwhile. */
   private reconciling: Promise<void> | undefined;
   private reconcileAgain = false;
+  /**
+   * No other process's devices are reaped before this time: after an outage of this process's own, or a lease renewal or sweep
+   * the backend was slow to answer, the others get one lease to renew theirs, which may have run out only because they could not
+   * reach the backend either (on a Redis Cluster a renewal waits for every master: one master away stalls the renewals in the
+   * others' buckets too, and ioredis may retry the commands until it is back rather than fail them).
+   */
+  private reapNotBefore = 0;
+  /** When the lease renewal under way was sent (undefined when none is). */
+  private renewingSince: number | undefined;
   /** The policy of the last login, for devices re-asserted after an outage. */
   private limits: StoreLoginRequest['limits'] = { loginPolicy: 'single', maxInstancesPerPlatform: 1, maxWebInstances: 1 };
 
@@ -155,7 +164,10 @@ export abstract class SharedStore implements PresenceStore, MultiProcessStore {
   protected abstract leave(handoverUntil: number | undefined): Promise<void>;
   /** Applies again ends and kicks this process made: revoke again, remove a re-asserted device quietly, publish, mark again. */
   protected abstract reapply(ends: readonly RememberedEnd[], kicks: readonly RememberedKick[]): Promise<void>;
-  /** Ends due PushOnline devices (`context.expired`) and dead processes' devices past their grace (`context.changed`), in short steps. */
+  /**
+   * Ends due PushOnline devices (`context.expired`) and dead processes' devices past their grace (`context.changed`), in short
+   * steps; reaps only while `mayReap(now)`, and tells `slowAnswer(sent)` how long its probe took.
+   */
   protected abstract sweepOnce(context: StoreContext): Promise<void>;
 
   // Hooks the binding may override.
@@ -180,6 +192,7 @@ export abstract class SharedStore implements PresenceStore, MultiProcessStore {
     if (this.closed) return;
     if (this.down) {
       this.down = false;
+      this.reapNotBefore = (this.context?.clock.now() ?? Date.now()) + this.leaseTtl;
       this.context?.logger.warn(`express-presence: ${this.backend} is back; reconciling`);
     }
     this.reconcile();
@@ -207,6 +220,21 @@ export abstract class SharedStore implements PresenceStore, MultiProcessStore {
   /** A session this process may hold was ended elsewhere. */
   protected endHeard(sessionId: string, notice: EndNotice): void {
     this.context?.ended(sessionId, notice);
+  }
+
+  /** A backend call sent at `started` took longer than a renewal period: others' renewals may have stalled as well (see reapNotBefore). */
+  protected slowAnswer(started: number): void {
+    const now = this.context?.clock.now() ?? Date.now();
+    if (now - started > this.leaseTtl / 3) this.reapNotBefore = Math.max(this.reapNotBefore, now + this.leaseTtl);
+  }
+
+  /**
+   * Whether this process may reap other processes' devices now: not while it is (or was a moment ago) cut off from the backend
+   * or slowed by it, nor while its own renewal has been under way for more than a renewal period (see reapNotBefore).
+   */
+  protected mayReap(now: number): boolean {
+    if (this.down || now < this.reapNotBefore) return false;
+    return this.renewingSince === undefined || now - this.renewingSince <= this.leaseTtl / 3;
   }
 
   protected get owner(): string {
@@ -544,7 +572,16 @@ export abstract class SharedStore implements PresenceStore, MultiProcessStore {
 
   /** Writes the lease; answers true when others found it gone since it was last written. */
   private async renewLease(): Promise<boolean> {
-    const lost = (await this.writeLease((this.context as StoreContext).clock.now() + this.leaseTtl)) && this.leaseHeld;
+    const started = (this.context as StoreContext).clock.now();
+    this.renewingSince = started;
+    let found: boolean;
+    try {
+      found = await this.writeLease(started + this.leaseTtl);
+    } finally {
+      this.renewingSince = undefined;
+      this.slowAnswer(started);
+    }
+    const lost = found && this.leaseHeld;
     this.leaseHeld = true;
     return lost;
   }

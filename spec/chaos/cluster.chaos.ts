@@ -1,4 +1,5 @@
-// npm run test:chaos: a bounded chaos run over three processes on one Redis; CHAOS_MINUTES (default 2) bounds it, CHAOS_SEED replays one.
+// npm run test:chaos: a bounded chaos run over three processes on one Redis (CHAOS_REDIS=cluster: on a Redis Cluster of three
+// masters); CHAOS_MINUTES (default 2) bounds it, CHAOS_SEED replays one.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -13,6 +14,10 @@ const users = Number(process.env.CHAOS_USERS ?? 8);
 const slack = Number(process.env.CHAOS_SLACK_MS ?? 5000);
 // Least time between an empty Redis restart and the next: none by default (3 s was the workaround for a kick lost across two close restarts, fixed).
 const redisSpacing = Number(process.env.CHAOS_REDIS_SPACING_MS ?? 0);
+const redis = process.env.CHAOS_REDIS === 'cluster' ? 'cluster' : 'single';
+if (process.env.CHAOS_REDIS !== undefined && process.env.CHAOS_REDIS !== 'cluster' && process.env.CHAOS_REDIS !== 'single')
+  throw new Error(`CHAOS_REDIS=${process.env.CHAOS_REDIS}: expected single or cluster`);
+const where = redis === 'cluster' ? 'a private Redis Cluster (3 masters; a master restarted empty)' : 'a private Redis';
 
 function table(values: Record<string, number>): string {
   return Object.entries(values)
@@ -36,7 +41,7 @@ function gracefulLine(report: ChaosReport): string {
 
 function print(report: ChaosReport, lagMax: number): void {
   const lines = [
-    `seed ${report.seed} (replay: CHAOS_SEED=${report.seed}), policy ${report.policy}, ${report.users} users / ${report.devices} devices (${table(report.platforms)})`,
+    `seed ${report.seed} (replay: CHAOS_SEED=${report.seed}${report.redis === 'cluster' ? ' CHAOS_REDIS=cluster' : ''}), on ${where}, policy ${report.policy}, ${report.users} users / ${report.devices} devices (${table(report.platforms)})`,
     `steps: ${report.stepsTotal} (${table(report.steps)})`,
     `faults: ${report.faultsTotal} (${table(report.faults)}); of which ${table(report.faultVariants)}`,
     `admin kicks made while Redis was away: ${report.outageKicks.total} (${report.outageKicks.refused} refused after storeTimeout), ending ${report.outageKicks.listedDevices} devices listed in their answer and ${report.outageKicks.endedOnReassertion} more as their process re-asserted them`,
@@ -51,12 +56,12 @@ function print(report: ChaosReport, lagMax: number): void {
   console.log(`\n  chaos run\n${lines.map((line) => `    ${line}`).join('\n')}\n`);
 }
 
-describe(`chaos: three processes on a private Redis, ${minutes} min, seed ${seed}`, function () {
+describe(`chaos: three processes on ${where}, ${minutes} min, seed ${seed}`, function () {
   this.timeout(minutes * 60_000 + 120_000);
   let run: ChaosRun;
 
   before(async function () {
-    run = new ChaosRun({ seed, minutes, policy, users, slack, redisSpacing, log: (line) => console.log(`    ${line}`) });
+    run = new ChaosRun({ seed, minutes, policy, users, slack, redisSpacing, redis, log: (line) => console.log(`    ${line}`) });
     await run.start();
   });
 
@@ -67,7 +72,9 @@ describe(`chaos: three processes on a private Redis, ${minutes} min, seed ${seed
   it('after every quiet period, every live process answers what really happened (zero divergences)', async function () {
     const lag = monitorEventLoopDelay({ resolution: 10 });
     lag.enable();
-    console.log(`    seed ${seed}, policy ${run.policy}: replay with CHAOS_SEED=${seed}${policy ? '' : ` CHAOS_POLICY=${run.policy}`}`);
+    console.log(
+      `    seed ${seed}, policy ${run.policy}: replay with CHAOS_SEED=${seed}${policy ? '' : ` CHAOS_POLICY=${run.policy}`}${redis === 'cluster' ? ' CHAOS_REDIS=cluster' : ''}`,
+    );
     let report: ChaosReport;
     try {
       report = await run.run();

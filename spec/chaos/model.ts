@@ -91,6 +91,8 @@ export class PresenceModel {
   private readonly maybeRevoked = new Set<string>();
   /** What happened to each user, for a divergence's report. */
   private readonly history = new Map<string, string[]>();
+  /** The user of every session the run saw, so that a partial wipe (one master of a cluster) forgets only its users' revocations. */
+  private readonly sessionUsers = new Map<string, string>();
 
   constructor(
     readonly policy: Policy,
@@ -215,6 +217,7 @@ export class PresenceModel {
 
   /** SPEC.md "login (connect with valid auth)": Online, every class. */
   loggedInNow(slot: Slot, sessionId: string, what: string): void {
+    this.sessionUsers.set(sessionId, slot.userId);
     slot.state = 'Online';
     slot.sessionId = sessionId;
     slot.pendingUntil = 0;
@@ -319,12 +322,19 @@ export class PresenceModel {
    * A PushOnline device has no process to re-assert it: it is gone (as spec/cluster.spec.ts expects:
    * "Its PushOnline state, like everything else, goes with the empty Redis"), and so is a device
    * whose close or logout came during the outage (its replay finds nothing to change).
+   * On a Redis Cluster one master restarted empty loses only the buckets it serves: `users` names the users in them, the others
+   * (devices, revocations) are untouched.
    */
-  redisWiped(live: Set<Slot>, what: string): void {
-    for (const sessionId of this.kickRevoked) this.maybeRevoked.add(sessionId);
-    this.kickRevoked.clear();
-    this.revoked.clear();
+  redisWiped(live: Set<Slot>, what: string, users?: ReadonlySet<string>): void {
+    // One master of a cluster restarted empty: only the users whose bucket it serves lost anything (`users`).
+    const wiped = (sessionId: string) => users === undefined || users.has(this.sessionUsers.get(sessionId) ?? '');
+    for (const sessionId of [...this.kickRevoked].filter(wiped)) {
+      this.maybeRevoked.add(sessionId);
+      this.kickRevoked.delete(sessionId);
+    }
+    for (const sessionId of [...this.revoked].filter(wiped)) this.revoked.delete(sessionId);
     for (const slot of this.slots) {
+      if (users !== undefined && !users.has(slot.userId)) continue;
       if (live.has(slot) && slot.state === 'Online') continue;
       if (slot.state !== 'gone') this.note(slot.userId, `${what}: ${slot.platform}/${slot.instanceId} forgotten`);
       slot.state = 'gone';

@@ -5,9 +5,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { QueryStateResponse, SourceKickResponse, StateChangeCallbackBody, UserKickResponse, UsersQueryResponse } from '../../lib/index.js';
-import { ClusterNode, connectDevice, delay, PrivateRedis, type ClusterDevice } from '../fixtures/cluster-harness.js';
+import { ClusterNode, connectDevice, delay, PrivateRedis, PrivateRedisCluster, type ClusterDevice } from '../fixtures/cluster-harness.js';
 import { childDevice, type ChildDevice } from '../fixtures/socket-harness.js';
 import type { ClusterNodeConfig } from '../fixtures/cluster-protocol.js';
+import { bucketOf, BUCKET_TAGS, slotOf } from '../../lib/redis/layout.js';
 import { DESKTOP, MOBILE, PresenceModel, random, SeqModel, type Policy, type Slot, type Targets } from './model.js';
 
 const NODE_SCRIPT = fileURLToPath(new URL('../fixtures/cluster-node.ts', import.meta.url));
@@ -78,11 +79,19 @@ export interface ChaosOptions {
    * fixed since: the kicking process applies its recent ends again after each reconnection.
    */
   redisSpacing: number;
+  /**
+   * 'single' (the default): one private redis-server, restarted empty by the 'Redis restart' fault. 'cluster': a private Redis
+   * Cluster of three masters (no replicas), the nodes on an ioredis Cluster and the sharded Socket.IO adapter; the 'Redis restart'
+   * fault restarts one master empty (it rejoins with its slots), which loses the buckets it serves, and only those.
+   */
+  redis?: 'single' | 'cluster';
   log: (line: string) => void;
 }
 
 export interface ChaosReport {
   seed: number;
+  /** One redis-server, or a Redis Cluster of three masters. */
+  redis: 'single' | 'cluster';
   policy: Policy;
   users: number;
   devices: number;
@@ -219,7 +228,11 @@ export class ChaosRun {
   private readonly rng: () => number;
   readonly policy: Policy;
   readonly model: PresenceModel;
-  private redis!: PrivateRedis;
+  private redis: PrivateRedis | undefined;
+  private cluster: PrivateRedisCluster | undefined;
+  /** On a cluster: the port of the master serving each user's bucket (no replicas, so it never changes). */
+  private readonly masterOf = new Map<string, number>();
+  private masters: number[] = [];
   private readonly prefix = 'chaos:';
   private readonly names = ['A', 'B', 'C'];
   /** By index; undefined while a node is dead. */
@@ -302,7 +315,8 @@ export class ChaosRun {
   private async startNode(index: number): Promise<ClusterNode> {
     const config: ClusterNodeConfig = {
       name: `${this.names[index]}${this.retired.filter((node) => node.config.name.startsWith(this.names[index] ?? '?')).length || ''}`,
-      redisUrl: this.redis.url,
+      redisUrl: this.redis?.url ?? '',
+      ...(this.cluster ? { redisCluster: this.cluster.nodes } : {}),
       prefix: this.prefix,
       loginPolicy: this.policy,
       maxInstancesPerPlatform: 1,
@@ -372,7 +386,15 @@ export class ChaosRun {
     const server = this.callbackServer;
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     this.callbackUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/callback`;
-    this.redis = await PrivateRedis.start();
+    if (this.options.redis === 'cluster') {
+      this.cluster = await PrivateRedisCluster.start({ masters: 3 });
+      const owners = await this.cluster.slotOwners();
+      // The masters in the order of their slots (their ports are free ones, other each run), so that a seed picks the same one.
+      this.masters = [...new Set(owners)].filter((port): port is number => port !== undefined);
+      for (const userId of this.model.userIds) this.masterOf.set(userId, owners[slotOf(BUCKET_TAGS[bucketOf(userId)] as string)] as number);
+    } else {
+      this.redis = await PrivateRedis.start();
+    }
     await Promise.all(this.names.map((_, i) => this.startNode(i)));
   }
 
@@ -381,6 +403,7 @@ export class ChaosRun {
     for (const watcher of this.watchers) watcher?.device.socket.disconnect();
     await Promise.all(this.liveNodes.map((node) => node.close()));
     await this.redis?.kill();
+    await this.cluster?.stop();
     const server = this.callbackServer;
     if (server) {
       server.closeAllConnections();
@@ -446,6 +469,7 @@ export class ChaosRun {
     for (const slot of this.model.slots) this.count(platforms, slot.platform);
     return {
       seed: this.options.seed,
+      redis: this.cluster ? 'cluster' : 'single',
       policy: this.policy,
       users: this.options.users,
       devices: this.model.slots.length,
@@ -595,6 +619,8 @@ export class ChaosRun {
     for (const node of [...this.liveNodes, ...this.retired]) {
       const errors = node.logs.map((entry) => `${entry.level}: ${entry.message} ${entry.detail}`);
       if (errors.length > 0) lines.push(`${node.name} logged:`, ...errors.slice(-10).map((line) => `  ${line}`));
+      // With CHAOS_DEBUG (the nodes' DEBUG), what they printed last.
+      if (process.env.CHAOS_DEBUG) lines.push(`${node.name} printed (last 4000 characters):`, node.output.slice(-4000));
     }
     return lines.join('\n');
   }
@@ -1050,10 +1076,23 @@ ${node.output.slice(-2000)}`);
     const killedAt = Date.now();
     // Users with an end still due (a close just before the kill reaches the store around it), before the wipe clears it.
     const pending = new Set(this.model.slots.filter((slot) => slot.pendingUntil > killedAt).map((slot) => slot.userId));
-    await this.redis.kill();
-    this.model.redisWiped(live, 'Redis restarted empty');
-    this.pendingCause.clear();
-    const users = this.model.userIds.filter(() => this.rng() < 0.35).slice(0, 3);
+    // On a cluster, one master (and the users whose bucket it serves) of the three; every user on one Redis.
+    const masters = this.masters;
+    const master = this.cluster ? pick(this.rng, masters) : undefined;
+    const wiped = this.model.userIds.filter((userId) => master === undefined || this.masterOf.get(userId) === master);
+    if (this.cluster) {
+      this.count(this.variants, `Redis restart: one master of ${masters.length} restarted empty`);
+      this.count(this.variants, `Redis restart: users in the restarted master's buckets`, wiped.length);
+      await this.cluster.killServer(master as number);
+      this.model.redisWiped(live, `master :${master} restarted empty`, new Set(wiped));
+      for (const slot of this.pendingCause.keys()) if (wiped.includes(slot.userId)) this.pendingCause.delete(slot);
+    } else {
+      await (this.redis as PrivateRedis).kill();
+      this.model.redisWiped(live, 'Redis restarted empty');
+      this.pendingCause.clear();
+    }
+    // Steps during the outage only on users that lost their keys: on a cluster the others' steps are ordinary ones.
+    const users = wiped.filter(() => this.rng() < 0.35).slice(0, 3);
     // The others only have their live devices re-asserted, until the quiet check after the restart agrees: no callback.
     this.seqModel.openQuiet(
       this.model.userIds.filter((userId) => !users.includes(userId) && !pending.has(userId)),
@@ -1067,7 +1106,13 @@ ${node.output.slice(-2000)}`);
     }
     // Long enough for every node to see its closes before Redis is back.
     await delay(150 + Math.floor(this.rng() * 400));
-    await this.redis.start();
+    if (this.cluster) {
+      // Back once it serves its slots again: a restarted master refuses writes for Redis's rejoin delay (2 s) after it starts.
+      await this.cluster.startServer(master as number);
+      await this.cluster.waitHealthy(30_000);
+    } else {
+      await (this.redis as PrivateRedis).start();
+    }
     const backAt = Date.now();
     this.redisBackAt = backAt;
     for (const apply of await Promise.all(during)) {
