@@ -285,7 +285,10 @@ describe('Scheduler', () => {
       // typical slice is held to the budget (with slack) and at most one may overrun.
       const sorted = [...times].sort((x, y) => x - y);
       expect(sorted[Math.floor(sorted.length / 2)], 'median slice (ms)').to.be.below(20);
-      expect(times.filter((ms) => ms >= 50), 'slices of 50 ms or more').to.have.length.of.at.most(1);
+      expect(
+        times.filter((ms) => ms >= 50),
+        'slices of 50 ms or more',
+      ).to.have.length.of.at.most(1);
     });
 
     it('lets other timers run between slices (ManualClock)', () => {
