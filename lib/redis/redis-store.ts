@@ -358,7 +358,7 @@ export class RedisStore extends SharedStore {
       request.owner ?? this.owner,
       reassert ? '1' : '0',
       takenUpAt ?? '',
-    ]);
+    ], undefined, true);
     const result = JSON.parse(raw as string) as {
       outcome: 'revoked' | 'resumed' | 'created';
       sessionId: string;
@@ -380,13 +380,13 @@ export class RedisStore extends SharedStore {
 
   protected async removeStep(request: StoreRemoveRequest): Promise<StoreChange | null> {
     const { userId, instanceId, sessionId, at, lastSeen, revoke, owner } = request;
-    return this.single(await this.runForUser('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at));
+    return this.single(await this.runForUser('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at, revoke));
   }
 
   protected async kickStep(request: StoreKickRequest, now: number): Promise<StoreChange[]> {
     const { userId, at } = request;
     const args = [userId, request.platform ?? '', request.instanceId ?? '', at, this.endMemory];
-    return toChanges(await this.runForUser('kick', userId, args, Math.max(now, at)));
+    return toChanges(await this.runForUser('kick', userId, args, Math.max(now, at), true));
   }
 
   protected async setCustomStatusStep(request: StoreCustomStatusRequest): Promise<StoreUserState | null> {
@@ -590,17 +590,20 @@ export class RedisStore extends SharedStore {
     await this.loadLibrary();
   }
 
-  /** ARGV[1..6] of every function in a bucket: see scripts.ts. */
-  private commonArgs(bucket: number, at: number | undefined): (string | number)[] {
+  /**
+   * ARGV[1..6] of every function: see scripts.ts. `ownEnds`: the engine has ended this process's own connections of the sessions
+   * the call ends (a logout, the devices a login displaced, an admin kick), so they are not published to this process.
+   */
+  private commonArgs(at: number | undefined, ownEnds = false): (string | number)[] {
     const context = this.context;
     if (!context) throw new Error('RedisStore used before createPresence() initialised it');
     return [
-      this.layout.endedChannel(bucket),
       at ?? context.clock.now(),
       context.pushOnlineTtl,
       this.offlineTtl,
       this.isCluster ? 'SPUBLISH' : 'PUBLISH',
       this.maxRevokedSessionsPerUser,
+      ownEnds ? context.owner : '',
     ];
   }
 
@@ -634,15 +637,15 @@ export class RedisStore extends SharedStore {
   }
 
   /** Runs a script on one user's slot. */
-  private runForUser(name: ScriptName, userId: string, args: (string | number)[], at?: number): Promise<unknown> {
-    return this.run(name, bucketOf(userId), [userId], args, at);
+  private runForUser(name: ScriptName, userId: string, args: (string | number)[], at?: number, ownEnds = false): Promise<unknown> {
+    return this.run(name, bucketOf(userId), [userId], args, at, ownEnds);
   }
 
   /** Calls a function on a bucket's slot, loading the library when Redis lost it (restarted empty, a new node, a promoted replica). */
-  private async run(name: ScriptName, bucket: number, userIds: readonly string[], args: (string | number)[], at?: number): Promise<unknown> {
+  private async run(name: ScriptName, bucket: number, userIds: readonly string[], args: (string | number)[], at?: number, ownEnds = false): Promise<unknown> {
     await this.checkLayout();
     const keys = this.scriptKeys(bucket, userIds);
-    const argv = [...this.commonArgs(bucket, at), ...args];
+    const argv = [...this.commonArgs(at, ownEnds), ...args];
     try {
       return await this.client.fcall(this.functionOf(name), keys.length, ...keys, ...argv);
     } catch (error) {
@@ -662,7 +665,7 @@ export class RedisStore extends SharedStore {
     const fn = this.functionOf(name);
     const replies = await this.pipelined(buckets, (pipeline, bucket) => {
       const keys = this.scriptKeys(bucket, []);
-      pipeline.fcall(fn, keys.length, ...keys, ...this.commonArgs(bucket, undefined), ...args);
+      pipeline.fcall(fn, keys.length, ...keys, ...this.commonArgs(undefined), ...args);
     });
     return Promise.all(
       replies.map(([error, reply], i) => {

@@ -2,26 +2,27 @@
 -- RedisStore's Lua, loaded once per Redis as a function library (FUNCTION LOAD): these helpers are defined once per load, not
 -- per call. lib/redis/scripts.ts names the functions and documents the key layout and the arguments of each.
 --
--- Every function takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone), then 4 keys per user it touches
--- (record, revoked, revoked times, kicks), and ARGV[1..6]: the bucket's ended channel, now, the PushOnline TTL, offlineTtl, the
--- publish command, and the store's maxRevokedSessionsPerUser. A call runs alone (Redis runs one function at a time), so the
--- upvalues below are simply set again by each call (begin) before it reads them.
+-- Every function takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone), then 3 keys per user it touches
+-- (record, revoked, kicks), and ARGV[1..6]: now, the PushOnline TTL, offlineTtl, the publish command, the store's
+-- maxRevokedSessionsPerUser, and the calling process's owner when it has ended its own connections of the sessions the call
+-- ends ('' otherwise: every holder is told). A call runs alone (Redis runs one function at a time), so the upvalues below are
+-- simply set again by each call (begin) before it reads them.
 
 local KEYS, ARGV
 local STATS, EXPIRY, OWNED, LEASES, GONE
-local CHANNEL, NOW, TTL, OFFLINE_TTL, PUBLISH, MAX_REVOKED_PER_USER
+local NOW, TTL, OFFLINE_TTL, PUBLISH, MAX_REVOKED_PER_USER, CALLER
 
 local function begin(keys, args)
   KEYS, ARGV = keys, args
   STATS, EXPIRY, OWNED, LEASES, GONE = keys[1], keys[2], keys[3], keys[4], keys[5]
-  CHANNEL, NOW, TTL, OFFLINE_TTL, PUBLISH = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4]), args[5]
-  MAX_REVOKED_PER_USER = tonumber(args[6])
+  NOW, TTL, OFFLINE_TTL, PUBLISH = tonumber(args[1]), tonumber(args[2]), tonumber(args[3]), args[4]
+  MAX_REVOKED_PER_USER, CALLER = tonumber(args[5]), args[6]
 end
 
 -- The keys of the n-th user a script touches.
 local function userKeys(n)
-  local k = 5 + (n - 1) * 4
-  return {u = KEYS[k + 1], r = KEYS[k + 2], rt = KEYS[k + 3], kk = KEYS[k + 4]}
+  local k = 5 + (n - 1) * 3
+  return {u = KEYS[k + 1], r = KEYS[k + 2], kk = KEYS[k + 3]}
 end
 local function member(userId, instanceId, sid) return cjson.encode({userId, instanceId, sid}) end
 local function ownedMember(owner, userId, instanceId, sid) return owner .. '\0' .. member(userId, instanceId, sid) end
@@ -190,50 +191,55 @@ local function change(user, r, instanceStatus, previous, kicked)
   }
 end
 
--- notice: the end as JSON ({reason, by?}), kept so that a device that missed its 'ended' message is told what ended it.
+-- notice: the end as JSON ({reason, by?}), kept so that a device that missed its 'ended' message is told what ended it. Each
+-- is one field of the user's hash, "<revokedAt>|<notice>"; the hash lives the PushOnline TTL from the user's last revocation.
 -- Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own memory).
 local function revoke(user, sid, notice)
-  local notices, times = user.keys.r, user.keys.rt
-  redis.call('HSET', notices, sid, notice)
-  -- Scored by revocation time, kept strictly increasing so that ties within a millisecond still forget the oldest first.
-  local score = NOW
-  local newest = redis.call('ZRANGE', times, -1, -1, 'WITHSCORES')
-  if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
-  redis.call('ZADD', times, score, sid)
-  -- Trimmed only when over the cap: those past their time first (revokedNotice no longer answers them), then the oldest. Until
-  -- then an expired one just waits, and the whole user's memory goes with the keys' expiry.
-  local over = redis.call('ZCARD', times) - MAX_REVOKED_PER_USER
-  if over > 0 then
-    local old = redis.call('ZRANGEBYSCORE', times, '-inf', NOW - TTL)
-    if #old > 0 then
-      redis.call('HDEL', notices, unpack(old))
-      redis.call('ZREMRANGEBYSCORE', times, '-inf', NOW - TTL)
-      over = over - #old
+  local key = user.keys.r
+  redis.call('HSET', key, sid, string.format('%d', NOW) .. '|' .. notice)
+  redis.call('PEXPIRE', key, TTL)
+  local over = redis.call('HLEN', key) - MAX_REVOKED_PER_USER
+  if over <= 0 then return end
+  -- Over the cap: those past their time go first (revokedNotice no longer answers them), then the oldest, down to a tenth
+  -- under the cap, so that a user at the cap reads the whole hash once per tenth of it, not at each revocation. Until then an
+  -- expired one just waits, and the whole hash goes with its expiry.
+  over = over + math.floor(MAX_REVOKED_PER_USER / 10)
+  local all = redis.call('HGETALL', key)
+  local drop, live = {}, {}
+  for i = 1, #all, 2 do
+    local field = all[i]
+    if field ~= sid then
+      local at = tonumber(string.match(all[i + 1], '^(%d+)|')) or 0
+      if at + TTL <= NOW then table.insert(drop, field) else table.insert(live, {at, field}) end
     end
   end
-  if over > 0 then
-    redis.call('HDEL', notices, unpack(redis.call('ZRANGE', times, 0, over - 1)))
-    redis.call('ZREMRANGEBYRANK', times, 0, over - 1)
+  if #drop < over then
+    table.sort(live, function(a, b) return a[1] < b[1] end)
+    for i = 1, math.min(over - #drop, #live) do table.insert(drop, live[i][2]) end
   end
-  redis.call('PEXPIRE', notices, TTL)
-  redis.call('PEXPIRE', times, TTL)
+  for i = 1, #drop, 500 do redis.call('HDEL', key, unpack(drop, i, math.min(i + 499, #drop))) end
 end
 local ADMIN_KICK = '{"reason":"AdminKick"}'
+-- The notice of a session revoked less than the PushOnline TTL ago, or nil.
 local function revokedNotice(user, sid)
   local value = redis.call('HGET', user.keys.r, sid)
   if not value then return nil end
-  local at = redis.call('ZSCORE', user.keys.rt, sid)
-  if not at or tonumber(at) <= NOW - TTL then return nil end
-  return value
+  local bar = string.find(value, '|', 1, true)
+  if not bar or tonumber(string.sub(value, 1, bar - 1)) + TTL <= NOW then return nil end
+  return string.sub(value, bar + 1)
 end
 
--- An end goes to the processes holding the device; one nobody is known to hold, to every process.
+-- An end goes to the processes holding the device; one nobody is known to hold, to every process. The calling process
+-- (CALLER) has ended its own connections to it already: it is not told again (another holder still is).
 local function publishEnd(owners, message)
+  local channel = string.sub(STATS, 1, -6) .. 'ended'
   if #owners == 0 then
-    redis.call(PUBLISH, CHANNEL, message)
+    redis.call(PUBLISH, channel, message)
     return
   end
-  for _, o in ipairs(owners) do redis.call(PUBLISH, CHANNEL .. ':' .. o, message) end
+  for _, o in ipairs(owners) do
+    if o ~= CALLER then redis.call(PUBLISH, channel .. ':' .. o, message) end
+  end
 end
 
 local function find(user, instanceId, sid, owner)
