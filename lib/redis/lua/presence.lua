@@ -192,13 +192,15 @@ local function change(user, r, instanceStatus, previous, kicked)
 end
 
 -- notice: the end as JSON ({reason, by?}), kept so that a device that missed its 'ended' message is told what ended it. Each
--- is one field of the user's hash, "<revokedAt>|<notice>"; the hash lives the PushOnline TTL from the user's last revocation.
--- Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own memory).
+-- is one field of the user's hash, "<revokedAt>|<n>|<notice>" (n: the hash's count of revocations, its field '#', so that
+-- those of one millisecond are still forgotten oldest first); the hash lives the PushOnline TTL from the user's last
+-- revocation. Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own memory).
 local function revoke(user, sid, notice)
   local key = user.keys.r
-  redis.call('HSET', key, sid, string.format('%d', NOW) .. '|' .. notice)
+  local n = redis.call('HINCRBY', key, '#', 1)
+  redis.call('HSET', key, sid, string.format('%d', NOW) .. '|' .. n .. '|' .. notice)
   redis.call('PEXPIRE', key, TTL)
-  local over = redis.call('HLEN', key) - MAX_REVOKED_PER_USER
+  local over = redis.call('HLEN', key) - 1 - MAX_REVOKED_PER_USER
   if over <= 0 then return end
   -- Over the cap: those past their time go first (revokedNotice no longer answers them), then the oldest, down to a tenth
   -- under the cap, so that a user at the cap reads the whole hash once per tenth of it, not at each revocation. Until then an
@@ -208,14 +210,15 @@ local function revoke(user, sid, notice)
   local drop, live = {}, {}
   for i = 1, #all, 2 do
     local field = all[i]
-    if field ~= sid then
-      local at = tonumber(string.match(all[i + 1], '^(%d+)|')) or 0
-      if at + TTL <= NOW then table.insert(drop, field) else table.insert(live, {at, field}) end
+    if field ~= sid and field ~= '#' then
+      local at, k = string.match(all[i + 1], '^(%d+)|(%d+)|')
+      at, k = tonumber(at) or 0, tonumber(k) or 0
+      if at + TTL <= NOW then table.insert(drop, field) else table.insert(live, {at, k, field}) end
     end
   end
   if #drop < over then
-    table.sort(live, function(a, b) return a[1] < b[1] end)
-    for i = 1, math.min(over - #drop, #live) do table.insert(drop, live[i][2]) end
+    table.sort(live, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    for i = 1, math.min(over - #drop, #live) do table.insert(drop, live[i][3]) end
   end
   for i = 1, #drop, 500 do redis.call('HDEL', key, unpack(drop, i, math.min(i + 499, #drop))) end
 end
@@ -224,9 +227,9 @@ local ADMIN_KICK = '{"reason":"AdminKick"}'
 local function revokedNotice(user, sid)
   local value = redis.call('HGET', user.keys.r, sid)
   if not value then return nil end
-  local bar = string.find(value, '|', 1, true)
-  if not bar or tonumber(string.sub(value, 1, bar - 1)) + TTL <= NOW then return nil end
-  return string.sub(value, bar + 1)
+  local at, notice = string.match(value, '^(%d+)|%d+|(.*)$')
+  if not at or tonumber(at) + TTL <= NOW then return nil end
+  return notice
 end
 
 -- An end goes to the processes holding the device; one nobody is known to hold, to every process. The calling process
