@@ -175,13 +175,21 @@ local function wasReaped(user, sid)
   return false
 end
 
+-- A string as JSON (for the few messages built as text).
+local function js(v)
+  if string.find(v, '[%c"\\]') then return cjson.encode(v) end
+  return '"' .. v .. '"'
+end
+
 -- Bumps the user's sequence, writes the user back, keeps counts, and describes the change.
 local function change(user, r, instanceStatus, previous, kicked)
   user.seq = nextSeq(user)
   local now = status(user)
   save(user)
-  countUser(previous, -1)
-  countUser(now, 1)
+  if previous ~= now then
+    countUser(previous, -1)
+    countUser(now, 1)
+  end
   return {
     userId = user.id, instanceId = r.id, platform = r.platform, sessionId = r.sid,
     instanceStatus = instanceStatus, userStatus = now, previousUserStatus = previous,
@@ -222,7 +230,7 @@ local function revoke(user, sid, notice)
   end
   for i = 1, #drop, 500 do redis.call('HDEL', key, unpack(drop, i, math.min(i + 499, #drop))) end
 end
-local ADMIN_KICK = '{"reason":"AdminKick"}'
+local ADMIN_KICK, LOGOUT = '{"reason":"AdminKick"}', '{"reason":"Logout"}'
 -- The notice of a session revoked less than the PushOnline TTL ago, or nil.
 local function revokedNotice(user, sid)
   local value = redis.call('HGET', user.keys.r, sid)
@@ -233,15 +241,15 @@ local function revokedNotice(user, sid)
 end
 
 -- An end goes to the processes holding the device; one nobody is known to hold, to every process. The calling process
--- (CALLER) has ended its own connections to it already: it is not told again (another holder still is).
-local function publishEnd(owners, message)
-  local channel = string.sub(STATS, 1, -6) .. 'ended'
+-- (CALLER) has ended its own connections to it already: it is not told again (another holder still is). The message is
+-- {sid, reason, by?}: the notice (a JSON object) with the sid added.
+local function publishEnd(owners, sid, notice)
   if #owners == 0 then
-    redis.call(PUBLISH, channel, message)
+    redis.call(PUBLISH, string.sub(STATS, 1, -6) .. 'ended', '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2))
     return
   end
   for _, o in ipairs(owners) do
-    if o ~= CALLER then redis.call(PUBLISH, channel .. ':' .. o, message) end
+    if o ~= CALLER then redis.call(PUBLISH, string.sub(STATS, 1, -6) .. 'ended:' .. o, '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2)) end
   end
 end
 
@@ -286,6 +294,21 @@ local function stateOf(user)
     i = av.i or false, f = av.f or false, fc = av.fc or false}
 end
 
+
+-- The policy, as lib/core/policy.ts decides it.
+local function group(p) if p == 'Web' or p == 'MiniProgram' then return 'Web' end return p end
+local function class(p)
+  if isMobile(p) then return 'mobile' end
+  if p == 'Windows' or p == 'Mac' or p == 'Linux' then return 'desktop' end
+  return 'web'
+end
+local function category(policy, p)
+  if policy == 'single' then return 'any' end
+  if policy == 'dual' then if group(p) == 'Web' then return 'web' end return 'native' end
+  if policy == 'triple' then if group(p) == 'Web' then return 'web' end return class(p) end
+  return group(p)
+end
+local function byOrder(a, b) return a.order < b.order end
 
 -- KEYS: bucket, user. ARGV: common, userId, platform, instanceId, resumeSid, newSid, version, policy, maxPerPlatform, maxWeb,
 -- owner, reassert (0/1), takenUpAt (a re-asserted device: when its process took it up, ms; '' unknown). A revoked session
@@ -339,26 +362,12 @@ local function op_login()
     return cjson.encode({outcome = 'resumed', sessionId = existing.sid, change = change(user, existing, 'Online', previous)})
   end
 
-  -- The policy, as lib/core/policy.ts decides it.
-  local function group(p) if p == 'Web' or p == 'MiniProgram' then return 'Web' end return p end
-  local function class(p)
-    if isMobile(p) then return 'mobile' end
-    if p == 'Windows' or p == 'Mac' or p == 'Linux' then return 'desktop' end
-    return 'web'
-  end
-  local function category(p)
-    if policy == 'single' then return 'any' end
-    if policy == 'dual' then if group(p) == 'Web' then return 'web' end return 'native' end
-    if policy == 'triple' then if group(p) == 'Web' then return 'web' end return class(p) end
-    return group(p)
-  end
-  local byOrder = function(a, b) return a.order < b.order end
-  local own, ownCategory = group(platform), category(platform)
+  local own, ownCategory = group(platform), category(policy, platform)
   local displaced, same = {}, {}
   for _, r in ipairs(user.instances) do
     if r ~= existing then
       if group(r.platform) == own then table.insert(same, r)
-      elseif category(r.platform) == ownCategory then table.insert(displaced, r) end
+      elseif category(policy, r.platform) == ownCategory then table.insert(displaced, r) end
     end
   end
   local limit = maxPer
@@ -377,17 +386,18 @@ local function op_login()
   end
   -- Kicks are listed oldest first, the device's own earlier session among them.
   if existing then table.insert(displaced, existing) end
-  table.sort(displaced, byOrder)
-
   local kicked = {}
-  local by = {platform = platform, instanceId = instanceId}
-  local kickNotice = cjson.encode({reason = 'LoginElsewhere', by = by})
+  local kickNotice = nil
+  if #displaced > 0 then
+    table.sort(displaced, byOrder)
+    kickNotice = cjson.encode({reason = 'LoginElsewhere', by = {platform = platform, instanceId = instanceId}})
+  end
   for _, r in ipairs(displaced) do
     local holders = r.owners
     detach(user, r)
     revoke(user, r.sid, kickNotice)
     table.insert(kicked, {platform = r.platform, instanceId = r.id, sessionId = r.sid})
-    publishEnd(holders, cjson.encode({sid = r.sid, reason = 'LoginElsewhere', by = by}))
+    publishEnd(holders, r.sid, kickNotice)
   end
   user.order = user.order + 1
   local r = {id = instanceId, platform = platform, status = 'Online', since = NOW, order = user.order, sid = newSid, owners = {}, version = version}
@@ -419,10 +429,10 @@ local function op_remove()
   local user = load(userId, userKeys(1))
   local r = find(user, instanceId, sid, owner)
   if doRevoke and sid ~= '' then
-    revoke(user, sid, '{"reason":"Logout"}')
+    revoke(user, sid, LOGOUT)
     local holders = {}
     for _, x in ipairs(user.instances) do if x.sid == sid then holders = x.owners end end
-    publishEnd(holders, cjson.encode({sid = sid, reason = 'Logout'}))
+    publishEnd(holders, sid, LOGOUT)
   end
   if r == nil then return false end
   if owner ~= '' and not doRevoke and r.status == 'Online' and release(user, r, owner, lastSeen) then return false end
@@ -431,8 +441,8 @@ local function op_remove()
   local holders = r.owners
   detach(user, r)
   if doRevoke and sid == '' then
-    revoke(user, r.sid, '{"reason":"Logout"}')
-    publishEnd(holders, cjson.encode({sid = r.sid, reason = 'Logout'}))
+    revoke(user, r.sid, LOGOUT)
+    publishEnd(holders, r.sid, LOGOUT)
   end
   return cjson.encode(change(user, r, 'Offline', previous))
 end
@@ -462,7 +472,7 @@ local function op_kick()
     local holders = r.owners
     detach(user, r)
     revoke(user, r.sid, ADMIN_KICK)
-    publishEnd(holders, cjson.encode({sid = r.sid, reason = 'AdminKick'}))
+    publishEnd(holders, r.sid, ADMIN_KICK)
     table.insert(changes, change(user, r, 'Offline', previous))
   end
   return cjson.encode(changes)
@@ -632,9 +642,7 @@ local function op_reapplyEnds()
       detach(user, r)
       table.insert(changes, change(user, r, 'Offline', previous))
     end
-    local message = cjson.decode(notice)
-    message.sid = sid
-    publishEnd(holders, cjson.encode(message))
+    publishEnd(holders, sid, notice)
   end
   local byUser, keysOf = {}, {}
   for _, k in ipairs(cjson.decode(ARGV[9])) do
