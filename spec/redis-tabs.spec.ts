@@ -5,6 +5,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { createPresence, type Connection, type EndNotice, type Presence, type PresenceChange, type PresenceOptions } from '../lib/index.js';
 import { RedisStore } from '../lib/redis/index.js';
+import { bucketOf } from '../lib/redis/layout.js';
 import { REDIS_URL, deleteKeys, layoutOf, leaseListed, ownedBy, redisClient, uniquePrefix } from './helpers/redis.js';
 import {
   callbackReceiver,
@@ -238,6 +239,39 @@ describe('Redis: tabs of one device on two processes', function () {
     const refused = await b.connect('u', 'Web', 'w', tab1.sessionId).catch((error: { code?: string }) => error.code);
     expect(refused).to.equal('SESSION_REVOKED');
     expect(changesOf('u')).to.deep.equal(['Login/Register/Online', 'Logout/Unregister/Offline']);
+  });
+
+  it("publishes a logout's end to the device's other holders only, not to the process that made it (its engine ended it there)", async function () {
+    const a = open('A');
+    const b = open('B');
+    const shared = await a.connect('u', 'Web', 'shared');
+    const sharedOnB = await b.connect('u', 'Web', 'shared', shared.sessionId);
+    expect(sharedOnB.resumed).to.equal(true);
+    // Another device of the user, held by A alone (a Mac: the Web tab stays within the policy).
+    const alone = await a.connect('u', 'Mac', 'alone');
+    const layout = layoutOf(prefix);
+    const bucket = bucketOf('u');
+    const channels = {
+      [layout.endedChannel(bucket, a.presence.engine.owner)]: 'A',
+      [layout.endedChannel(bucket, b.presence.engine.owner)]: 'B',
+      [layout.endedChannel(bucket)]: 'all',
+    };
+    const listener = redisClient();
+    const heard: string[] = [];
+    listener.on('message', (channel: string, message: string) => heard.push(`${channels[channel]} ${(JSON.parse(message) as { sid: string }).sid}`));
+    try {
+      await listener.subscribe(...Object.keys(channels));
+      await a.presence.engine.logout(alone.connection);
+      await a.presence.engine.logout(shared.connection);
+      await waitFor(() => heard.length > 0, "B's channel told", 3000);
+      await delay(100);
+      expect(heard).to.deep.equal([`B ${shared.sessionId}`]);
+      expect(a.presence.engine.liveInstances).to.equal(0);
+      await waitFor(() => sharedOnB.told.length > 0, "B's tab told", 3000);
+      expect(sharedOnB.told).to.deep.equal([{ reason: 'Logout' }]);
+    } finally {
+      listener.disconnect();
+    }
   });
 
   it('a resume racing a logout on another process is refused or ended right after, never left open (50 rounds)', async function () {

@@ -295,15 +295,13 @@ describe('socket: fair use', () => {
       expect(newPhone.socket.connected).to.equal(true);
 
       const admin = clients[0]!;
-      // Revocations live with their user (lib/redis/scripts.ts): a hash of notices and a sorted set of their times.
-      const [, churnerNotices, churnerTimes] = layoutOf(prefix).userKeys('churner');
-      const [, victimNotices, victimTimes] = layoutOf(prefix).userKeys('victim');
-      expect(await admin.zcard(churnerTimes)).to.equal(5);
-      expect(await admin.hlen(churnerNotices), "the churner's notices").to.equal(5);
-      expect(await admin.zcard(victimTimes)).to.equal(1);
-      expect(await admin.hlen(victimNotices), "the victim's notice").to.equal(1);
-      expect(await admin.pttl(churnerTimes)).to.be.above(0);
-      expect(await admin.pttl(churnerNotices)).to.be.above(0);
+      // Revocations live with their user (lib/redis/scripts.ts): one hash of "<revokedAt>|<n>|<notice>", and its count "#".
+      const [, churnerRevoked] = layoutOf(prefix).userKeys('churner');
+      const [, victimRevoked] = layoutOf(prefix).userKeys('victim');
+      expect(await admin.hlen(churnerRevoked), "the churner's revocations").to.equal(5 + 1);
+      expect(await admin.hlen(victimRevoked), "the victim's revocation").to.equal(1 + 1);
+      expect(await admin.hget(victimRevoked, oldPhone.session.sessionId)).to.match(/^\d+\|1\|\{.*"reason":"LoginElsewhere"/);
+      expect(await admin.pttl(churnerRevoked)).to.be.above(0);
     });
   });
 });

@@ -74,10 +74,10 @@ export class RedisLayout {
     return [`${base}stats`, `${base}expiry`, `${base}owned`, `${base}leases`, `${base}gone`];
   }
 
-  /** A user's keys, in the order the scripts take them: record, revoked sessions (notices), their times, admin kick marks. */
-  userKeys(userId: string): [record: string, revoked: string, revokedAt: string, kicks: string] {
+  /** A user's keys, in the order the scripts take them: record, revoked sessions (with when and why), admin kick marks. */
+  userKeys(userId: string): [record: string, revoked: string, kicks: string] {
     const base = this.base(bucketOf(userId));
-    return [`${base}u:${userId}`, `${base}r:${userId}`, `${base}rt:${userId}`, `${base}kk:${userId}`];
+    return [`${base}u:${userId}`, `${base}r:${userId}`, `${base}kk:${userId}`];
   }
 
   user(userId: string): string {

@@ -20,7 +20,8 @@ import type {
   StoreUserState,
 } from '../core/store.js';
 import type { Availability } from '../core/availability.js';
-import { presenceLibrary, type PresenceLibrary, type ScriptName } from './scripts.js';
+import { presenceLibrary, type ScriptName } from './scripts.js';
+import { FUNCTION_MISSING, LibraryLoader } from './functions.js';
 import { BUCKETS, BUCKET_TAGS, LAYOUT_VERSION, RedisLayout, bucketOf, slotOf } from './layout.js';
 import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
@@ -74,9 +75,6 @@ function storeError(error: unknown): unknown {
 
 /** Recent ends and admin kicks sent to Redis at once when applied again. */
 const REAPPLY_BATCH = 500;
-
-/** A Redis that lost the library (restarted empty, a promoted replica, a new master) answers this to FCALL: loaded again. */
-const FUNCTION_MISSING = /Function not found/i;
 
 /** The Redis Cluster slot of each bucket. */
 const BUCKET_SLOTS = BUCKET_TAGS.map(slotOf);
@@ -220,10 +218,7 @@ export class RedisStore extends SharedStore {
   private layoutReported = false;
   private readonly offlineTtl: number;
   /** The function library (lib/redis/lua/presence.lua), loaded on each master at the first call and whenever one lost it. */
-  private readonly library: PresenceLibrary;
-  private readonly functions = new Map<ScriptName, string>();
-  /** The load under way (one at a time, however many calls found the library missing at once). */
-  private loadingLibrary: Promise<void> | undefined;
+  private readonly library: LibraryLoader;
   private readonly maxRevokedSessionsPerUser: number;
 
   constructor(options: RedisStoreOptions) {
@@ -249,14 +244,14 @@ export class RedisStore extends SharedStore {
     this.layout = new RedisLayout(this.prefix);
     this.offlineTtl = positiveInteger('RedisStore', 'offlineTtl', options.offlineTtl, 30 * 24 * 3600 * 1000, 'milliseconds');
     this.maxRevokedSessionsPerUser = positiveInteger('RedisStore', 'maxRevokedSessionsPerUser', options.maxRevokedSessionsPerUser, 1000);
-    this.library = presenceLibrary();
-  }
-
-  /** The Redis function of an operation (`<library>_<name>`). */
-  private functionOf(name: ScriptName): string {
-    let fn = this.functions.get(name);
-    if (fn === undefined) this.functions.set(name, (fn = `${this.library.name}_${name}`));
-    return fn;
+    this.library = new LibraryLoader(
+      options.client,
+      presenceLibrary(),
+      (answer) =>
+        new StoreLayoutError(
+          `RedisStore needs Redis 7.0 or later (it runs as a Redis function library, FUNCTION LOAD and FCALL); this Redis answered: ${answer}`,
+        ),
+    );
   }
 
   /** Rooms are shared with the other processes through Redis (lib/redis/rooms.ts). */
@@ -345,20 +340,26 @@ export class RedisStore extends SharedStore {
    * to an admin kick made after `takenUpAt` (when this process took it up) that did not find it in Redis.
    */
   protected async loginStep(request: StoreLoginRequest, reassert: boolean, takenUpAt: number | undefined): Promise<SharedLoginResult> {
-    const raw = await this.runForUser('login', request.userId, [
+    const raw = await this.runForUser(
+      'login',
       request.userId,
-      request.platform,
-      request.instanceId,
-      request.resumeSessionId ?? '',
-      request.newSessionId,
-      request.version ?? '',
-      request.limits.loginPolicy,
-      request.limits.maxInstancesPerPlatform,
-      request.limits.maxWebInstances,
-      request.owner ?? this.owner,
-      reassert ? '1' : '0',
-      takenUpAt ?? '',
-    ]);
+      [
+        request.userId,
+        request.platform,
+        request.instanceId,
+        request.resumeSessionId ?? '',
+        request.newSessionId,
+        request.version ?? '',
+        request.limits.loginPolicy,
+        request.limits.maxInstancesPerPlatform,
+        request.limits.maxWebInstances,
+        request.owner ?? this.owner,
+        reassert ? '1' : '0',
+        takenUpAt ?? '',
+      ],
+      undefined,
+      true,
+    );
     const result = JSON.parse(raw as string) as {
       outcome: 'revoked' | 'resumed' | 'created';
       sessionId: string;
@@ -380,13 +381,13 @@ export class RedisStore extends SharedStore {
 
   protected async removeStep(request: StoreRemoveRequest): Promise<StoreChange | null> {
     const { userId, instanceId, sessionId, at, lastSeen, revoke, owner } = request;
-    return this.single(await this.runForUser('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at));
+    return this.single(await this.runForUser('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at, revoke));
   }
 
   protected async kickStep(request: StoreKickRequest, now: number): Promise<StoreChange[]> {
     const { userId, at } = request;
     const args = [userId, request.platform ?? '', request.instanceId ?? '', at, this.endMemory];
-    return toChanges(await this.runForUser('kick', userId, args, Math.max(now, at)));
+    return toChanges(await this.runForUser('kick', userId, args, Math.max(now, at), true));
   }
 
   protected async setCustomStatusStep(request: StoreCustomStatusRequest): Promise<StoreUserState | null> {
@@ -593,40 +594,30 @@ export class RedisStore extends SharedStore {
     await this.loadLibrary();
   }
 
-  /** ARGV[1..6] of every function in a bucket: see scripts.ts. */
-  private commonArgs(bucket: number, at: number | undefined): (string | number)[] {
+  /**
+   * ARGV[1..6] of every function: see scripts.ts. `ownEnds`: the engine has ended this process's own connections of the sessions
+   * the call ends (a logout, the devices a login displaced, an admin kick), so they are not published to this process.
+   */
+  private commonArgs(at: number | undefined, ownEnds = false): (string | number)[] {
     const context = this.context;
     if (!context) throw new Error('RedisStore used before createPresence() initialised it');
     return [
-      this.layout.endedChannel(bucket),
       at ?? context.clock.now(),
       context.pushOnlineTtl,
       this.offlineTtl,
       this.isCluster ? 'SPUBLISH' : 'PUBLISH',
       this.maxRevokedSessionsPerUser,
+      ownEnds ? context.owner : '',
     ];
   }
 
   /**
    * Loads the library (FUNCTION LOAD REPLACE) on the Redis, or on every master of a cluster: at the first call, and again when
-   * a call finds it missing (a Redis restarted empty, a replica promoted before it had it, a master added since). Concurrent
-   * calls share one load. A Redis older than 7.0 has no functions: refused for good, with what to do.
+   * a call finds it missing (a Redis restarted empty, a replica promoted before it had it, a master added since). A Redis older
+   * than 7.0 has no functions: refused for good, with what to do.
    */
   private loadLibrary(): Promise<void> {
-    this.loadingLibrary ??= (async () => {
-      const nodes = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis];
-      try {
-        await Promise.all(nodes.map((node) => node.call('FUNCTION', 'LOAD', 'REPLACE', this.library.code)));
-      } catch (error) {
-        if (error instanceof Error && error.name === 'ReplyError' && /unknown command/i.test(error.message)) {
-          throw new StoreLayoutError(
-            `RedisStore needs Redis 7.0 or later (it runs as a Redis function library, FUNCTION LOAD and FCALL); this Redis answered: ${error.message.split(',')[0]?.slice(0, 100)}`,
-          );
-        }
-        throw error;
-      }
-    })().finally(() => (this.loadingLibrary = undefined));
-    return this.loadingLibrary;
+    return this.library.load();
   }
 
   /** KEYS of a script in a bucket: its shared keys, then each user's. */
@@ -637,35 +628,28 @@ export class RedisStore extends SharedStore {
   }
 
   /** Runs a script on one user's slot. */
-  private runForUser(name: ScriptName, userId: string, args: (string | number)[], at?: number): Promise<unknown> {
-    return this.run(name, bucketOf(userId), [userId], args, at);
+  private runForUser(name: ScriptName, userId: string, args: (string | number)[], at?: number, ownEnds = false): Promise<unknown> {
+    return this.run(name, bucketOf(userId), [userId], args, at, ownEnds);
   }
 
   /** Calls a function on a bucket's slot, loading the library when Redis lost it (restarted empty, a new node, a promoted replica). */
-  private async run(name: ScriptName, bucket: number, userIds: readonly string[], args: (string | number)[], at?: number): Promise<unknown> {
+  private async run(name: ScriptName, bucket: number, userIds: readonly string[], args: (string | number)[], at?: number, ownEnds = false): Promise<unknown> {
     await this.checkLayout();
     const keys = this.scriptKeys(bucket, userIds);
-    const argv = [...this.commonArgs(bucket, at), ...args];
     try {
-      return await this.client.fcall(this.functionOf(name), keys.length, ...keys, ...argv);
+      return await this.library.call(name, keys, [...this.commonArgs(at, ownEnds), ...args]);
     } catch (error) {
-      if (!(error instanceof Error) || !FUNCTION_MISSING.test(error.message)) throw storeError(error);
-      try {
-        await this.loadLibrary();
-        return await this.client.fcall(this.functionOf(name), keys.length, ...keys, ...argv);
-      } catch (retried) {
-        throw storeError(retried);
-      }
+      throw storeError(error);
     }
   }
 
   /** Runs a script in each of `buckets` (no users), pipelined per node; answers each bucket's reply, or throws the first error. */
   private async runInBuckets(name: ScriptName, buckets: readonly number[], args: (string | number)[]): Promise<unknown[]> {
     await this.checkLayout();
-    const fn = this.functionOf(name);
+    const fn = this.library.functionOf(name);
     const replies = await this.pipelined(buckets, (pipeline, bucket) => {
       const keys = this.scriptKeys(bucket, []);
-      pipeline.fcall(fn, keys.length, ...keys, ...this.commonArgs(bucket, undefined), ...args);
+      pipeline.fcall(fn, keys.length, ...keys, ...this.commonArgs(undefined), ...args);
     });
     return Promise.all(
       replies.map(([error, reply], i) => {

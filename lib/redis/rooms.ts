@@ -1,6 +1,7 @@
 // Rooms in Redis: each room's keys share one hash slot ({r:<room>}), every script declares its keys, changes go to every process over pub/sub, dead processes' parts are reaped.
 
 import type { Cluster, Redis } from 'ioredis';
+import { LibraryLoader, luaLibrary } from './functions.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { Logger } from '../core/types.js';
 import type {
@@ -15,120 +16,6 @@ import type {
 
 /** How long the join order and version of an emptied room are kept (a room refilled within it keeps counting up). */
 const EMPTY_ROOM_TTL = 7 * 24 * 3600 * 1000;
-
-/**
- * Sets one process's part of a member. KEYS: order (zset userId → join seq; its size is the count),
- * seq, parts (hash userId → {owner: devices}), meta (hash userId → JSON), version. ARGV: room,
- * owner, userId, devices JSON ('' removes the part), meta JSON ('' keeps it), channel, ttl of an
- * emptied room's counters. Publishes and answers the change, or false when nothing changed.
- */
-const SET_PART = `
-local userId = ARGV[3]
-local raw = redis.call('HGET', KEYS[3], userId)
-local owners = {}
-if raw then owners = cjson.decode(raw) end
-if ARGV[4] == '' then owners[ARGV[2]] = nil else owners[ARGV[2]] = cjson.decode(ARGV[4]) end
-local kind
-if next(owners) ~= nil then
-  redis.call('HSET', KEYS[3], userId, cjson.encode(owners))
-  if raw then kind = 'updated' else
-    kind = 'joined'
-    redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), userId)
-  end
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[4], userId, ARGV[5]) end
-else
-  if not raw then return false end
-  kind = 'left'
-  redis.call('HDEL', KEYS[3], userId)
-  redis.call('HDEL', KEYS[4], userId)
-  redis.call('ZREM', KEYS[1], userId)
-end
-local count = redis.call('ZCARD', KEYS[1])
-local version = redis.call('INCR', KEYS[5])
-if count == 0 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[7])
-  redis.call('PEXPIRE', KEYS[5], ARGV[7])
-else
-  redis.call('PERSIST', KEYS[2])
-  redis.call('PERSIST', KEYS[5])
-end
-local meta = redis.call('HGET', KEYS[4], userId) or 'null'
-local parts = false
-if kind ~= 'left' then parts = redis.call('HGET', KEYS[3], userId) end
-local message = cjson.encode({ room = ARGV[1], version = version, userId = userId, kind = kind, parts = parts, meta = meta, count = count, by = ARGV[8] })
-redis.call('PUBLISH', ARGV[6], message)
-return message
-`;
-
-/**
- * Removes a dead process's parts of every member of a room. KEYS as SET_PART. ARGV: room, dead
- * owner, channel, ttl, this owner. Publishes each change; answers how many members lost a part.
- */
-const REAP_PARTS = `
-local all = redis.call('HGETALL', KEYS[3])
-local touched = 0
-for i = 1, #all, 2 do
-  local userId = all[i]
-  local owners = cjson.decode(all[i + 1])
-  if owners[ARGV[2]] ~= nil then
-    touched = touched + 1
-    owners[ARGV[2]] = nil
-    local kind = 'updated'
-    local parts = false
-    if next(owners) ~= nil then
-      parts = cjson.encode(owners)
-      redis.call('HSET', KEYS[3], userId, parts)
-    else
-      kind = 'left'
-      redis.call('HDEL', KEYS[3], userId)
-      redis.call('ZREM', KEYS[1], userId)
-    end
-    local meta = redis.call('HGET', KEYS[4], userId) or 'null'
-    if kind == 'left' then redis.call('HDEL', KEYS[4], userId) end
-    local count = redis.call('ZCARD', KEYS[1])
-    local version = redis.call('INCR', KEYS[5])
-    if count == 0 then
-      redis.call('PEXPIRE', KEYS[2], ARGV[4])
-      redis.call('PEXPIRE', KEYS[5], ARGV[4])
-    end
-    redis.call('PUBLISH', ARGV[3], cjson.encode({ room = ARGV[1], version = version, userId = userId, kind = kind, parts = parts, meta = meta, count = count, by = ARGV[5] }))
-  end
-end
-return touched
-`;
-
-/** The whole room, atomically with its version. KEYS: order, parts, meta, version. */
-const ROOM_STATE = `
-local order = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local out = { tonumber(redis.call('GET', KEYS[4]) or '0') }
-for i = 1, #order, 2 do
-  local userId = order[i]
-  table.insert(out, userId)
-  table.insert(out, order[i + 1])
-  table.insert(out, redis.call('HGET', KEYS[2], userId) or '{}')
-  table.insert(out, redis.call('HGET', KEYS[3], userId) or 'null')
-end
-return out
-`;
-
-/** A page after a join position. KEYS: order, parts, meta. ARGV: after, limit. Answers count, more (0/1), then 4 fields per member. */
-const ROOM_PAGE = `
-local limit = tonumber(ARGV[2])
-local order = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, limit + 1)
-local out = { redis.call('ZCARD', KEYS[1]), 0 }
-for i = 1, #order, 2 do
-  if (i + 1) / 2 > limit then
-    out[2] = 1
-    break
-  end
-  local userId = order[i]
-  table.insert(out, userId)
-  table.insert(out, order[i + 1])
-  table.insert(out, redis.call('HGET', KEYS[2], userId) or '{}')
-  table.insert(out, redis.call('HGET', KEYS[3], userId) or 'null')
-end
-return out
-`;
 
 export interface RedisRoomsOptions {
   readonly client: Redis | Cluster;
@@ -184,8 +71,16 @@ export class RedisRooms implements SharedRoomsBackend {
   /** The list change of each room in flight. */
   private readonly listing = new Map<string, Promise<void>>();
 
+  /** The rooms' function library (lib/redis/lua/rooms.lua). */
+  private readonly library: LibraryLoader;
+
   constructor(private readonly options: RedisRoomsOptions) {
     this.channel = `${options.prefix}rooms`;
+    this.library = new LibraryLoader(
+      options.client,
+      luaLibrary('rooms.lua', 'express_rooms_'),
+      (answer) => new Error(`express-presence: rooms in Redis need Redis 7.0 or later (a Redis function library); this Redis answered: ${answer}`),
+    );
   }
 
   private roomKeys(room: string): string[] {
@@ -253,10 +148,7 @@ export class RedisRooms implements SharedRoomsBackend {
       this.listed.add(room);
       await this.inTurn(room, () => client.sadd(this.ownerKey(this.owner, 'rooms'), room));
     } else await this.listing.get(room);
-    await client.eval(
-      SET_PART,
-      5,
-      ...this.roomKeys(room),
+    await this.library.call('set', this.roomKeys(room), [
       room,
       this.owner,
       userId,
@@ -265,12 +157,12 @@ export class RedisRooms implements SharedRoomsBackend {
       this.channel,
       EMPTY_ROOM_TTL,
       this.owner,
-    );
+    ]);
   }
 
   async state(room: string): Promise<SharedRoomState> {
     const [order, , parts, meta, version] = this.roomKeys(room) as [string, string, string, string, string];
-    const flat = (await this.options.client.eval(ROOM_STATE, 4, order, parts, meta, version)) as unknown[];
+    const flat = (await this.library.call('state', [order, parts, meta, version], [])) as unknown[];
     return { version: Number(flat[0]), users: usersOf(flat, 1) };
   }
 
@@ -280,7 +172,7 @@ export class RedisRooms implements SharedRoomsBackend {
 
   async page(room: string, limit: number, after: number): Promise<{ users: SharedRoomUser[]; count: number; more: boolean }> {
     const [order, , parts, meta] = this.roomKeys(room) as [string, string, string, string];
-    const flat = (await this.options.client.eval(ROOM_PAGE, 3, order, parts, meta, after, limit)) as unknown[];
+    const flat = (await this.library.call('page', [order, parts, meta], [after, limit])) as unknown[];
     return { count: Number(flat[0]), more: Number(flat[1]) === 1, users: usersOf(flat, 2) };
   }
 
@@ -361,7 +253,7 @@ export class RedisRooms implements SharedRoomsBackend {
         const listKey = this.ownerKey(owner, 'rooms');
         const rooms = await client.smembers(listKey);
         for (const room of rooms) {
-          await client.eval(REAP_PARTS, 5, ...this.roomKeys(room), room, owner, this.channel, EMPTY_ROOM_TTL, this.owner);
+          await this.library.call('reap', this.roomKeys(room), [room, owner, this.channel, EMPTY_ROOM_TTL, this.owner]);
           await client.srem(listKey, room);
         }
         // Gone only once every room is reaped: a sweep cut short is taken up by the next.

@@ -1,10 +1,7 @@
 // The Lua behind RedisStore: lib/redis/lua/presence.lua, one Redis function library. Each store operation is one function on
 // one hash slot, so each is atomic across processes; the library is loaded once per Redis (FUNCTION LOAD), not sent per call.
 
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { LUA_DIR } from './lua/dir.js';
+import { luaLibrary, type LuaLibrary } from './functions.js';
 
 /*
  * Layout (lib/redis/layout.ts; P is the key prefix, T the tag of the user's bucket, one of BUCKETS):
@@ -18,11 +15,12 @@ import { LUA_DIR } from './lua/dir.js';
  *                    owners: the processes holding the device live (each with a connection to it: tabs of one device can sit
  *                    on several): '' none (PushOnline), the owner itself when one holds it (the usual case), a list only while
  *                    several do.
- *   P{T}:r:<userId>  hash: the user's revoked sessions, sid -> the end notice as JSON, {reason, by?} (what a re-asserted device
- *                    that missed its `ended` message is told); P{T}:rt:<userId> sorted set of the same sids by revocation time.
- *                    A revocation lasts the PushOnline TTL; at most maxRevokedSessionsPerUser per user (the oldest forgotten).
- *                    Trimmed only when over that cap (the expired first): until then an expired one lingers unanswered, and both
- *                    keys expire the PushOnline TTL after the user's last revocation.
+ *   P{T}:r:<userId>  hash: the user's revoked sessions, sid -> "<revokedAt (ms)>|<n>|<the end notice as JSON, {reason, by?}>"
+ *                    (the notice is what a re-asserted device that missed its `ended` message is told; n numbers the user's
+ *                    revocations, from the field "#", so that those of one millisecond are forgotten oldest first). A
+ *                    revocation is answered while revokedAt + the PushOnline TTL is ahead; the hash expires the PushOnline TTL
+ *                    after the user's last revocation. At most maxRevokedSessionsPerUser per user: once over it, trimmed (the
+ *                    expired first, then the oldest) to a tenth under it; until then an expired one lingers unanswered.
  *   P{T}:kk:<userId> recent admin kicks of the user (PX: the store's end memory): cjson [[platform, instanceId, at], ...]
  *                    ('' for any); a device re-asserted later that was taken up at or before `at` and matches yields
  *   P{T}:stats       hash: u:Online, u:PushOnline, i:<platform>:<status> of the bucket's users (stats() adds the buckets up)
@@ -35,13 +33,16 @@ import { LUA_DIR } from './lua/dir.js';
  *                    it went: its close, or when a sweep first found its lease gone), <owner>:until (the end of the handover a
  *                    closing process asked for), <owner>:next (when its next device is due). A renewal deletes them.
  *   P{T}:ended:<owner>  channel: {sid, reason, by?} for sessions of the bucket ended by kicks and logouts, sent to the processes
- *                    holding the device (SPUBLISH on a Redis Cluster, PUBLISH on one Redis); P{T}:ended: the same for sessions no
- *                    process is known to hold (every process hears it)
+ *                    holding the device (SPUBLISH on a Redis Cluster, PUBLISH on one Redis), but the process whose engine made
+ *                    the end (it has ended its own connections already); P{T}:ended: the same for sessions no process is known
+ *                    to hold (every process hears it)
  *   P layout         the layout version (lib/redis/layout.ts LAYOUT_VERSION)
  *
- * Every function takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone), then 4 keys per user it touches
- * (record, revoked, revoked times, kicks), and ARGV[1..6]: the bucket's ended channel, now, the PushOnline TTL, offlineTtl, the
- * publish command, and maxRevokedSessionsPerUser (commonArgs in redis-store.ts).
+ * Every function takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone), then 3 keys per user it touches
+ * (record, revoked, kicks), and ARGV[1..6]: now, the PushOnline TTL, offlineTtl, the publish command, maxRevokedSessionsPerUser,
+ * and the calling process's owner when the engine has already ended its own connections of the sessions the call ends (a
+ * logout, a login's kicks, an admin kick: those ends are not published to it), '' otherwise (commonArgs in redis-store.ts).
+ * The ended channels are named from the stats key (its prefix and tag).
  */
 
 /** The store's operations: each is the function `<library>_<name>` of the library. */
@@ -50,25 +51,10 @@ export type ScriptName =
 
 /** KEYS and ARGV every function starts with. */
 export const SHARED_KEYS = 5;
-export const USER_KEYS = 4;
+export const USER_KEYS = 3;
 export const COMMON_ARGS = 6;
 
-/** The library as FUNCTION LOAD takes it, and its name (`express_presence_` and a hash of its source). */
-export interface PresenceLibrary {
-  readonly name: string;
-  readonly code: string;
-}
-
-let library: PresenceLibrary | undefined;
-
-/**
- * The library, read once per process. Its name carries a hash of its source, and so do its functions' names: two versions of
- * the library (processes of two releases during a rolling deploy) live side by side on one Redis, each calling its own.
- */
-export function presenceLibrary(): PresenceLibrary {
-  if (library) return library;
-  const source = readFileSync(join(LUA_DIR, 'presence.lua'), 'utf8');
-  const name = `express_presence_${createHash('sha1').update(source).digest('hex').slice(0, 16)}`;
-  library = { name, code: source.replaceAll('__LIBRARY__', name) };
-  return library;
+/** The store's library, read once per process (lib/redis/functions.ts). */
+export function presenceLibrary(): LuaLibrary {
+  return luaLibrary('presence.lua', 'express_presence_');
 }

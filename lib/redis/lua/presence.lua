@@ -2,26 +2,27 @@
 -- RedisStore's Lua, loaded once per Redis as a function library (FUNCTION LOAD): these helpers are defined once per load, not
 -- per call. lib/redis/scripts.ts names the functions and documents the key layout and the arguments of each.
 --
--- Every function takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone), then 4 keys per user it touches
--- (record, revoked, revoked times, kicks), and ARGV[1..6]: the bucket's ended channel, now, the PushOnline TTL, offlineTtl, the
--- publish command, and the store's maxRevokedSessionsPerUser. A call runs alone (Redis runs one function at a time), so the
--- upvalues below are simply set again by each call (begin) before it reads them.
+-- Every function takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone), then 3 keys per user it touches
+-- (record, revoked, kicks), and ARGV[1..6]: now, the PushOnline TTL, offlineTtl, the publish command, the store's
+-- maxRevokedSessionsPerUser, and the calling process's owner when it has ended its own connections of the sessions the call
+-- ends ('' otherwise: every holder is told). A call runs alone (Redis runs one function at a time), so the upvalues below are
+-- simply set again by each call (begin) before it reads them.
 
 local KEYS, ARGV
 local STATS, EXPIRY, OWNED, LEASES, GONE
-local CHANNEL, NOW, TTL, OFFLINE_TTL, PUBLISH, MAX_REVOKED_PER_USER
+local NOW, TTL, OFFLINE_TTL, PUBLISH, MAX_REVOKED_PER_USER, CALLER
 
 local function begin(keys, args)
   KEYS, ARGV = keys, args
   STATS, EXPIRY, OWNED, LEASES, GONE = keys[1], keys[2], keys[3], keys[4], keys[5]
-  CHANNEL, NOW, TTL, OFFLINE_TTL, PUBLISH = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4]), args[5]
-  MAX_REVOKED_PER_USER = tonumber(args[6])
+  NOW, TTL, OFFLINE_TTL, PUBLISH = tonumber(args[1]), tonumber(args[2]), tonumber(args[3]), args[4]
+  MAX_REVOKED_PER_USER, CALLER = tonumber(args[5]), args[6]
 end
 
 -- The keys of the n-th user a script touches.
 local function userKeys(n)
-  local k = 5 + (n - 1) * 4
-  return {u = KEYS[k + 1], r = KEYS[k + 2], rt = KEYS[k + 3], kk = KEYS[k + 4]}
+  local k = 5 + (n - 1) * 3
+  return {u = KEYS[k + 1], r = KEYS[k + 2], kk = KEYS[k + 3]}
 end
 local function member(userId, instanceId, sid) return cjson.encode({userId, instanceId, sid}) end
 local function ownedMember(owner, userId, instanceId, sid) return owner .. '\0' .. member(userId, instanceId, sid) end
@@ -174,13 +175,21 @@ local function wasReaped(user, sid)
   return false
 end
 
+-- A string as JSON (for the few messages built as text).
+local function js(v)
+  if string.find(v, '[%c"\\]') then return cjson.encode(v) end
+  return '"' .. v .. '"'
+end
+
 -- Bumps the user's sequence, writes the user back, keeps counts, and describes the change.
 local function change(user, r, instanceStatus, previous, kicked)
   user.seq = nextSeq(user)
   local now = status(user)
   save(user)
-  countUser(previous, -1)
-  countUser(now, 1)
+  if previous ~= now then
+    countUser(previous, -1)
+    countUser(now, 1)
+  end
   return {
     userId = user.id, instanceId = r.id, platform = r.platform, sessionId = r.sid,
     instanceStatus = instanceStatus, userStatus = now, previousUserStatus = previous,
@@ -190,50 +199,58 @@ local function change(user, r, instanceStatus, previous, kicked)
   }
 end
 
--- notice: the end as JSON ({reason, by?}), kept so that a device that missed its 'ended' message is told what ended it.
--- Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own memory).
+-- notice: the end as JSON ({reason, by?}), kept so that a device that missed its 'ended' message is told what ended it. Each
+-- is one field of the user's hash, "<revokedAt>|<n>|<notice>" (n: the hash's count of revocations, its field '#', so that
+-- those of one millisecond are still forgotten oldest first); the hash lives the PushOnline TTL from the user's last
+-- revocation. Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own memory).
 local function revoke(user, sid, notice)
-  local notices, times = user.keys.r, user.keys.rt
-  redis.call('HSET', notices, sid, notice)
-  -- Scored by revocation time, kept strictly increasing so that ties within a millisecond still forget the oldest first.
-  local score = NOW
-  local newest = redis.call('ZRANGE', times, -1, -1, 'WITHSCORES')
-  if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
-  redis.call('ZADD', times, score, sid)
-  -- Trimmed only when over the cap: those past their time first (revokedNotice no longer answers them), then the oldest. Until
-  -- then an expired one just waits, and the whole user's memory goes with the keys' expiry.
-  local over = redis.call('ZCARD', times) - MAX_REVOKED_PER_USER
-  if over > 0 then
-    local old = redis.call('ZRANGEBYSCORE', times, '-inf', NOW - TTL)
-    if #old > 0 then
-      redis.call('HDEL', notices, unpack(old))
-      redis.call('ZREMRANGEBYSCORE', times, '-inf', NOW - TTL)
-      over = over - #old
+  local key = user.keys.r
+  local n = redis.call('HINCRBY', key, '#', 1)
+  redis.call('HSET', key, sid, string.format('%d', NOW) .. '|' .. n .. '|' .. notice)
+  redis.call('PEXPIRE', key, TTL)
+  local over = redis.call('HLEN', key) - 1 - MAX_REVOKED_PER_USER
+  if over <= 0 then return end
+  -- Over the cap: those past their time go first (revokedNotice no longer answers them), then the oldest, down to a tenth
+  -- under the cap, so that a user at the cap reads the whole hash once per tenth of it, not at each revocation. Until then an
+  -- expired one just waits, and the whole hash goes with its expiry.
+  over = over + math.floor(MAX_REVOKED_PER_USER / 10)
+  local all = redis.call('HGETALL', key)
+  local drop, live = {}, {}
+  for i = 1, #all, 2 do
+    local field = all[i]
+    if field ~= sid and field ~= '#' then
+      local at, k = string.match(all[i + 1], '^(%d+)|(%d+)|')
+      at, k = tonumber(at) or 0, tonumber(k) or 0
+      if at + TTL <= NOW then table.insert(drop, field) else table.insert(live, {at, k, field}) end
     end
   end
-  if over > 0 then
-    redis.call('HDEL', notices, unpack(redis.call('ZRANGE', times, 0, over - 1)))
-    redis.call('ZREMRANGEBYRANK', times, 0, over - 1)
+  if #drop < over then
+    table.sort(live, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    for i = 1, math.min(over - #drop, #live) do table.insert(drop, live[i][3]) end
   end
-  redis.call('PEXPIRE', notices, TTL)
-  redis.call('PEXPIRE', times, TTL)
+  for i = 1, #drop, 500 do redis.call('HDEL', key, unpack(drop, i, math.min(i + 499, #drop))) end
 end
-local ADMIN_KICK = '{"reason":"AdminKick"}'
+local ADMIN_KICK, LOGOUT = '{"reason":"AdminKick"}', '{"reason":"Logout"}'
+-- The notice of a session revoked less than the PushOnline TTL ago, or nil.
 local function revokedNotice(user, sid)
   local value = redis.call('HGET', user.keys.r, sid)
   if not value then return nil end
-  local at = redis.call('ZSCORE', user.keys.rt, sid)
-  if not at or tonumber(at) <= NOW - TTL then return nil end
-  return value
+  local at, notice = string.match(value, '^(%d+)|%d+|(.*)$')
+  if not at or tonumber(at) + TTL <= NOW then return nil end
+  return notice
 end
 
--- An end goes to the processes holding the device; one nobody is known to hold, to every process.
-local function publishEnd(owners, message)
+-- An end goes to the processes holding the device; one nobody is known to hold, to every process. The calling process
+-- (CALLER) has ended its own connections to it already: it is not told again (another holder still is). The message is
+-- {sid, reason, by?}: the notice (a JSON object) with the sid added.
+local function publishEnd(owners, sid, notice)
   if #owners == 0 then
-    redis.call(PUBLISH, CHANNEL, message)
+    redis.call(PUBLISH, string.sub(STATS, 1, -6) .. 'ended', '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2))
     return
   end
-  for _, o in ipairs(owners) do redis.call(PUBLISH, CHANNEL .. ':' .. o, message) end
+  for _, o in ipairs(owners) do
+    if o ~= CALLER then redis.call(PUBLISH, string.sub(STATS, 1, -6) .. 'ended:' .. o, '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2)) end
+  end
 end
 
 local function find(user, instanceId, sid, owner)
@@ -277,6 +294,21 @@ local function stateOf(user)
     i = av.i or false, f = av.f or false, fc = av.fc or false}
 end
 
+
+-- The policy, as lib/core/policy.ts decides it.
+local function group(p) if p == 'Web' or p == 'MiniProgram' then return 'Web' end return p end
+local function class(p)
+  if isMobile(p) then return 'mobile' end
+  if p == 'Windows' or p == 'Mac' or p == 'Linux' then return 'desktop' end
+  return 'web'
+end
+local function category(policy, p)
+  if policy == 'single' then return 'any' end
+  if policy == 'dual' then if group(p) == 'Web' then return 'web' end return 'native' end
+  if policy == 'triple' then if group(p) == 'Web' then return 'web' end return class(p) end
+  return group(p)
+end
+local function byOrder(a, b) return a.order < b.order end
 
 -- KEYS: bucket, user. ARGV: common, userId, platform, instanceId, resumeSid, newSid, version, policy, maxPerPlatform, maxWeb,
 -- owner, reassert (0/1), takenUpAt (a re-asserted device: when its process took it up, ms; '' unknown). A revoked session
@@ -330,26 +362,12 @@ local function op_login()
     return cjson.encode({outcome = 'resumed', sessionId = existing.sid, change = change(user, existing, 'Online', previous)})
   end
 
-  -- The policy, as lib/core/policy.ts decides it.
-  local function group(p) if p == 'Web' or p == 'MiniProgram' then return 'Web' end return p end
-  local function class(p)
-    if isMobile(p) then return 'mobile' end
-    if p == 'Windows' or p == 'Mac' or p == 'Linux' then return 'desktop' end
-    return 'web'
-  end
-  local function category(p)
-    if policy == 'single' then return 'any' end
-    if policy == 'dual' then if group(p) == 'Web' then return 'web' end return 'native' end
-    if policy == 'triple' then if group(p) == 'Web' then return 'web' end return class(p) end
-    return group(p)
-  end
-  local byOrder = function(a, b) return a.order < b.order end
-  local own, ownCategory = group(platform), category(platform)
+  local own, ownCategory = group(platform), category(policy, platform)
   local displaced, same = {}, {}
   for _, r in ipairs(user.instances) do
     if r ~= existing then
       if group(r.platform) == own then table.insert(same, r)
-      elseif category(r.platform) == ownCategory then table.insert(displaced, r) end
+      elseif category(policy, r.platform) == ownCategory then table.insert(displaced, r) end
     end
   end
   local limit = maxPer
@@ -368,17 +386,18 @@ local function op_login()
   end
   -- Kicks are listed oldest first, the device's own earlier session among them.
   if existing then table.insert(displaced, existing) end
-  table.sort(displaced, byOrder)
-
   local kicked = {}
-  local by = {platform = platform, instanceId = instanceId}
-  local kickNotice = cjson.encode({reason = 'LoginElsewhere', by = by})
+  local kickNotice = nil
+  if #displaced > 0 then
+    table.sort(displaced, byOrder)
+    kickNotice = cjson.encode({reason = 'LoginElsewhere', by = {platform = platform, instanceId = instanceId}})
+  end
   for _, r in ipairs(displaced) do
     local holders = r.owners
     detach(user, r)
     revoke(user, r.sid, kickNotice)
     table.insert(kicked, {platform = r.platform, instanceId = r.id, sessionId = r.sid})
-    publishEnd(holders, cjson.encode({sid = r.sid, reason = 'LoginElsewhere', by = by}))
+    publishEnd(holders, r.sid, kickNotice)
   end
   user.order = user.order + 1
   local r = {id = instanceId, platform = platform, status = 'Online', since = NOW, order = user.order, sid = newSid, owners = {}, version = version}
@@ -410,10 +429,10 @@ local function op_remove()
   local user = load(userId, userKeys(1))
   local r = find(user, instanceId, sid, owner)
   if doRevoke and sid ~= '' then
-    revoke(user, sid, '{"reason":"Logout"}')
+    revoke(user, sid, LOGOUT)
     local holders = {}
     for _, x in ipairs(user.instances) do if x.sid == sid then holders = x.owners end end
-    publishEnd(holders, cjson.encode({sid = sid, reason = 'Logout'}))
+    publishEnd(holders, sid, LOGOUT)
   end
   if r == nil then return false end
   if owner ~= '' and not doRevoke and r.status == 'Online' and release(user, r, owner, lastSeen) then return false end
@@ -422,8 +441,8 @@ local function op_remove()
   local holders = r.owners
   detach(user, r)
   if doRevoke and sid == '' then
-    revoke(user, r.sid, '{"reason":"Logout"}')
-    publishEnd(holders, cjson.encode({sid = r.sid, reason = 'Logout'}))
+    revoke(user, r.sid, LOGOUT)
+    publishEnd(holders, r.sid, LOGOUT)
   end
   return cjson.encode(change(user, r, 'Offline', previous))
 end
@@ -453,7 +472,7 @@ local function op_kick()
     local holders = r.owners
     detach(user, r)
     revoke(user, r.sid, ADMIN_KICK)
-    publishEnd(holders, cjson.encode({sid = r.sid, reason = 'AdminKick'}))
+    publishEnd(holders, r.sid, ADMIN_KICK)
     table.insert(changes, change(user, r, 'Offline', previous))
   end
   return cjson.encode(changes)
@@ -623,9 +642,7 @@ local function op_reapplyEnds()
       detach(user, r)
       table.insert(changes, change(user, r, 'Offline', previous))
     end
-    local message = cjson.decode(notice)
-    message.sid = sid
-    publishEnd(holders, cjson.encode(message))
+    publishEnd(holders, sid, notice)
   end
   local byUser, keysOf = {}, {}
   for _, k in ipairs(cjson.decode(ARGV[9])) do
