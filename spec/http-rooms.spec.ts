@@ -3,8 +3,9 @@
 import { expect } from 'chai';
 import express from 'express';
 import request from 'supertest';
-import { MemoryStore, type PresenceStore } from '../lib/index.js';
+import type { PresenceStore } from '../lib/index.js';
 import { auth, startHarness, type Harness } from './fixtures/socket-harness.js';
+import { coreStore } from './helpers/core-store.js';
 
 const ADMIN = 'Bearer admin';
 
@@ -149,19 +150,8 @@ describe('http: rooms', () => {
   });
 
   it('on a store without rooms every room route refuses 501, saying rooms are not yet supported', async () => {
-    const memory = new MemoryStore();
     // Everything a store needs, and no `rooms` capability (a store of its own that shares no rooms).
-    const shared: PresenceStore = {
-      init: (context) => memory.init(context),
-      login: (req) => memory.login(req),
-      markPushOnline: (request) => memory.markPushOnline(request),
-      remove: (request) => memory.remove(request),
-      kick: (request) => memory.kick(request),
-      setCustomStatus: (request) => memory.setCustomStatus(request),
-      get: (userIds) => memory.get(userIds),
-      stats: () => memory.stats(),
-    };
-    await start(shared);
+    await start(coreStore());
     const page = await request(app).get('/api/rooms/r').set('Authorization', ADMIN).expect(501);
     expect(page.body.detail).to.match(/not yet supported/);
     const counts = await request(app)

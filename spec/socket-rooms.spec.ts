@@ -3,6 +3,7 @@
 import { expect } from 'chai';
 import { createPresence, MemoryStore, type PresenceStore, type RoomChange, type RoomMessage, type RoomSnapshot } from '../lib/index.js';
 import { auth, delay, startHarness, waitFor, type Device, type Harness, type HarnessOptions } from './fixtures/socket-harness.js';
+import { coreStore } from './helpers/core-store.js';
 
 type Answer<T = object> = ({ ok: true } & T) | { ok: false; code: string; message: string };
 
@@ -355,17 +356,7 @@ describe('socket: rooms', () => {
   describe('on a store that does not support rooms (Redis mode today)', () => {
     it('refuses joins UNSUPPORTED and presence.room() throws, naming the store', async () => {
       // A store shared by processes: everything a store needs, and no `rooms` capability.
-      const sharedStore = (memory = new MemoryStore()): PresenceStore => ({
-        init: (context) => memory.init(context),
-        login: (request) => memory.login(request),
-        markPushOnline: (request) => memory.markPushOnline(request),
-        remove: (request) => memory.remove(request),
-        kick: (request) => memory.kick(request),
-        setCustomStatus: (request) => memory.setCustomStatus(request),
-        get: (userIds) => memory.get(userIds),
-        stats: () => memory.stats(),
-        close: () => memory.close(),
-      });
+      const sharedStore = (memory = new MemoryStore()): PresenceStore => coreStore(memory);
       const h = await start({ ...allow, store: sharedStore() });
       const a = await h.connect(auth('a', 'Web'));
       const answer = await join(a, 'lobby');

@@ -11,6 +11,7 @@ import {
   type StoreContext,
 } from '../lib/index.js';
 import { auth, startHarness, type Harness } from './fixtures/socket-harness.js';
+import { coreStore } from './helpers/core-store.js';
 
 /** A MemoryStore whose init takes until `finish()` (or fails with `fail()`), as a store connecting to its database would. */
 class SlowStartStore extends MemoryStore {
@@ -122,19 +123,7 @@ describe('a store whose init is asynchronous, beyond the core', function () {
   /** A SlowStartStore that shares rooms through `binding`, as a multi-process store would. */
   function sharedSlowStart(binding: SharedRoomsBackend): { store: PresenceStore; inner: SlowStartStore } {
     const inner = new SlowStartStore();
-    const store: PresenceStore = {
-      init: (context) => inner.init(context),
-      login: (request) => inner.login(request),
-      markPushOnline: (request) => inner.markPushOnline(request),
-      remove: (request) => inner.remove(request),
-      kick: (request) => inner.kick(request),
-      setCustomStatus: (request) => inner.setCustomStatus(request),
-      get: (userIds) => inner.get(userIds),
-      stats: () => inner.stats(),
-      close: () => inner.close(),
-      rooms: 'shared',
-      sharedRooms: () => binding,
-    };
+    const store: PresenceStore = { ...coreStore(inner), rooms: 'shared', sharedRooms: () => binding };
     return { store, inner };
   }
 
@@ -244,18 +233,7 @@ describe('a MemoryStore with persistence, used directly', () => {
 });
 
 describe('createPresence checks the store it is given', () => {
-  const core = () => {
-    const memory = new MemoryStore();
-    return {
-      login: memory.login.bind(memory),
-      markPushOnline: memory.markPushOnline.bind(memory),
-      remove: memory.remove.bind(memory),
-      kick: memory.kick.bind(memory),
-      setCustomStatus: memory.setCustomStatus.bind(memory),
-      get: memory.get.bind(memory),
-      stats: memory.stats.bind(memory),
-    };
-  };
+  const core = () => coreStore(new MemoryStore(), { coreOnly: true });
 
   it('accepts the required core alone, with a synchronous init or none', async () => {
     const presence = createPresence({ store: core() });

@@ -357,8 +357,7 @@ export class RedisStore extends SharedStore {
         reassert ? '1' : '0',
         takenUpAt ?? '',
       ],
-      undefined,
-      true,
+      request.at,
     );
     const result = JSON.parse(raw as string) as {
       outcome: 'revoked' | 'resumed' | 'created';
@@ -387,7 +386,7 @@ export class RedisStore extends SharedStore {
   protected async kickStep(request: StoreKickRequest, now: number): Promise<StoreChange[]> {
     const { userId, at } = request;
     const args = [userId, request.platform ?? '', request.instanceId ?? '', at, this.endMemory];
-    return toChanges(await this.runForUser('kick', userId, args, Math.max(now, at), true));
+    return toChanges(await this.runForUser('kick', userId, args, Math.max(now, at)));
   }
 
   protected async setCustomStatusStep(request: StoreCustomStatusRequest): Promise<StoreUserState | null> {
@@ -597,6 +596,11 @@ export class RedisStore extends SharedStore {
   /**
    * ARGV[1..6] of every function: see scripts.ts. `ownEnds`: the engine has ended this process's own connections of the sessions
    * the call ends (a logout, the devices a login displaced, an admin kick), so they are not published to this process.
+   */
+  /**
+   * `ownEnds`: the ends this call makes are not published to this process (a logout: its engine ended its own connections before
+   * the call, so even an answer lost in a failover leaves them ended). A login's kicks and an admin kick are ended here only when
+   * their answer arrives, so they are published to this process too: an answer lost on the way still ends them.
    */
   private commonArgs(at: number | undefined, ownEnds = false): (string | number)[] {
     const context = this.context;

@@ -190,6 +190,10 @@ export class MemoryStore implements PresenceStore {
       return { outcome: 'resumed', sessionId: existing.sessionId, change: this.change(user, existing, 'Online', previousUserStatus, at, EMPTY_KICKS) };
     }
 
+    // A fresh login made before the device's current state began yields to it (a late attempt: see docs/STORES.md).
+    if (existing && at < existing.since) {
+      return { outcome: 'revoked', notice: { reason: 'LoginElsewhere', by: { platform: existing.platform, instanceId: existing.instanceId } } };
+    }
     // A fresh login. The same instance under another session is displaced like any device in the way.
     const others = user.instances.filter((instance) => instance !== existing);
     const displaced = kickOldestBeyondLimit(others, request.platform, request.limits);

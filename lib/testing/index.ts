@@ -370,6 +370,30 @@ export function storeConformance(name: string, factory: StoreFactory, functions?
       expect(await setAvailability({ kind: 'idle', userId: 'nobody', at: t, idleSince: t }), 'an unknown user').to.equal(null);
     });
 
+    it("lets a fresh login made before the device's current state began yield to it (a late attempt), the device untouched", async function () {
+      const { presence } = await open({ loginPolicy: 'multi' });
+      const store = presence.config.store;
+      const t = Date.now();
+      const base = {
+        userId: 'late',
+        platform: 'Windows',
+        instanceId: 'pc',
+        resumeSessionId: undefined,
+        version: undefined,
+        limits: { loginPolicy: 'multi', maxInstancesPerPlatform: 1, maxWebInstances: 1 },
+        owner: presence.engine.owner,
+      } as const;
+      expect(await store.login({ ...base, newSessionId: 's-current', at: t })).to.include({ outcome: 'created' });
+      const late = await store.login({ ...base, newSessionId: 's-late', at: t - 1000 });
+      expect(late.outcome, "a login older than the device's session").to.equal('revoked');
+      expect((await store.get(['late']))[0]?.instances.map((instance) => instance.sessionId)).to.deep.equal(['s-current']);
+      // One made after it displaces it, as the policy says.
+      const later = await store.login({ ...base, newSessionId: 's-later', at: t + 1 });
+      expect(later.outcome).to.equal('created');
+      expect(later.outcome === 'created' && later.change.kicked.map((kicked) => kicked.sessionId)).to.deep.equal(['s-current']);
+      expect((await store.get(['late']))[0]?.instances.map((instance) => instance.sessionId)).to.deep.equal(['s-later']);
+    });
+
     it('answers a custom status past its expiry as none, and clears only the status that expired', async function () {
       const { presence } = await open();
       const store = presence.config.store;

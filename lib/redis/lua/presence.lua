@@ -362,6 +362,14 @@ local function op_login()
     return cjson.encode({outcome = 'resumed', sessionId = existing.sid, change = change(user, existing, 'Online', previous)})
   end
 
+  -- A fresh login made before the device's current state began yields to it rather than displace it: an attempt the engine
+  -- gave up on that Redis ran late (during a failover ioredis retries each command on its own timer, so a refused attempt can
+  -- run after the retry that was answered). A re-assertion yields by its own rule below.
+  if existing and not reassert and NOW < existing.since then
+    local by = cjson.encode({reason = 'LoginElsewhere', by = {platform = existing.platform, instanceId = existing.id}})
+    return cjson.encode({outcome = 'revoked', notice = by})
+  end
+
   local own, ownCategory = group(platform), category(policy, platform)
   local displaced, same = {}, {}
   for _, r in ipairs(user.instances) do

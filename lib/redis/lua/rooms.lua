@@ -79,17 +79,19 @@ local function reap(KEYS, ARGV)
   return touched
 end
 
+-- The 4 fields of a member as state and page answer them: userId, join position, parts, meta (KEYS[2] parts, KEYS[3] meta).
+local function addMember(out, KEYS, userId, position)
+  table.insert(out, userId)
+  table.insert(out, position)
+  table.insert(out, redis.call('HGET', KEYS[2], userId) or '{}')
+  table.insert(out, redis.call('HGET', KEYS[3], userId) or 'null')
+end
+
 -- The whole room, atomically with its version. KEYS: order, parts, meta, version.
 local function state(KEYS, ARGV)
   local order = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
   local out = { tonumber(redis.call('GET', KEYS[4]) or '0') }
-  for i = 1, #order, 2 do
-    local userId = order[i]
-    table.insert(out, userId)
-    table.insert(out, order[i + 1])
-    table.insert(out, redis.call('HGET', KEYS[2], userId) or '{}')
-    table.insert(out, redis.call('HGET', KEYS[3], userId) or 'null')
-  end
+  for i = 1, #order, 2 do addMember(out, KEYS, order[i], order[i + 1]) end
   return out
 end
 
@@ -104,11 +106,7 @@ local function page(KEYS, ARGV)
       out[2] = 1
       break
     end
-    local userId = order[i]
-    table.insert(out, userId)
-    table.insert(out, order[i + 1])
-    table.insert(out, redis.call('HGET', KEYS[2], userId) or '{}')
-    table.insert(out, redis.call('HGET', KEYS[3], userId) or 'null')
+    addMember(out, KEYS, order[i], order[i + 1])
   end
   return out
 end
