@@ -2,6 +2,23 @@
 -- The rooms of RedisStore (lib/redis/rooms.ts), loaded once per Redis as a function library (lib/redis/functions.ts). Each
 -- function touches one room, whose keys share one hash slot ({r:<room>}), and declares them.
 
+-- After a member's change: the room's new count and version, its counters expiring once the room is empty (kept while it is
+-- not), and the change published on `channel`. Answers the message.
+local function announce(KEYS, room, userId, kind, parts, meta, channel, ttl, by)
+  local count = redis.call('ZCARD', KEYS[1])
+  local version = redis.call('INCR', KEYS[5])
+  if count == 0 then
+    redis.call('PEXPIRE', KEYS[2], ttl)
+    redis.call('PEXPIRE', KEYS[5], ttl)
+  else
+    redis.call('PERSIST', KEYS[2])
+    redis.call('PERSIST', KEYS[5])
+  end
+  local message = cjson.encode({ room = room, version = version, userId = userId, kind = kind, parts = parts, meta = meta, count = count, by = by })
+  redis.call('PUBLISH', channel, message)
+  return message
+end
+
 -- Sets one process's part of a member. KEYS: order (zset userId -> join seq; its size is the count), seq, parts (hash
 -- userId -> {owner: devices}), meta (hash userId -> JSON), version. ARGV: room, owner, userId, devices JSON ('' removes the
 -- part), meta JSON ('' keeps it), channel, ttl of an emptied room's counters. Publishes and answers the change, or false when
@@ -27,21 +44,10 @@ local function set(KEYS, ARGV)
     redis.call('HDEL', KEYS[4], userId)
     redis.call('ZREM', KEYS[1], userId)
   end
-  local count = redis.call('ZCARD', KEYS[1])
-  local version = redis.call('INCR', KEYS[5])
-  if count == 0 then
-    redis.call('PEXPIRE', KEYS[2], ARGV[7])
-    redis.call('PEXPIRE', KEYS[5], ARGV[7])
-  else
-    redis.call('PERSIST', KEYS[2])
-    redis.call('PERSIST', KEYS[5])
-  end
   local meta = redis.call('HGET', KEYS[4], userId) or 'null'
   local parts = false
   if kind ~= 'left' then parts = redis.call('HGET', KEYS[3], userId) end
-  local message = cjson.encode({ room = ARGV[1], version = version, userId = userId, kind = kind, parts = parts, meta = meta, count = count, by = ARGV[8] })
-  redis.call('PUBLISH', ARGV[6], message)
-  return message
+  return announce(KEYS, ARGV[1], userId, kind, parts, meta, ARGV[6], ARGV[7], ARGV[8])
 end
 
 -- Removes a dead process's parts of every member of a room. KEYS as set. ARGV: room, dead owner, channel, ttl, this owner.
@@ -67,13 +73,7 @@ local function reap(KEYS, ARGV)
       end
       local meta = redis.call('HGET', KEYS[4], userId) or 'null'
       if kind == 'left' then redis.call('HDEL', KEYS[4], userId) end
-      local count = redis.call('ZCARD', KEYS[1])
-      local version = redis.call('INCR', KEYS[5])
-      if count == 0 then
-        redis.call('PEXPIRE', KEYS[2], ARGV[4])
-        redis.call('PEXPIRE', KEYS[5], ARGV[4])
-      end
-      redis.call('PUBLISH', ARGV[3], cjson.encode({ room = ARGV[1], version = version, userId = userId, kind = kind, parts = parts, meta = meta, count = count, by = ARGV[5] }))
+      announce(KEYS, ARGV[1], userId, kind, parts, meta, ARGV[3], ARGV[4], ARGV[5])
     end
   end
   return touched
