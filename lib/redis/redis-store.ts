@@ -3,13 +3,11 @@
 import createDebug from 'debug';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import { PLATFORMS, type Platform } from '../core/platforms.js';
-import type { EndNotice, InstanceStatus, PresenceStats, UserStatus } from '../core/types.js';
+import type { EndNotice, InstanceStatus, PresenceStats } from '../core/types.js';
 import type {
   StoreChange,
   StoreContext,
-  StoreKicked,
   StoreLoginRequest,
-  StoredInstance,
   StoredUser,
   StoreAvailabilityRequest,
   StoreAvailabilityResult,
@@ -27,6 +25,8 @@ import { positiveInteger } from '../util/positive-integer.js';
 import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import { isStoreUnavailable, StoreUnavailableError } from '../core/errors.js';
 import { RedisRooms } from './rooms.js';
+import { planLogin, planRemove, RecordMemory, type Plan } from './planned.js';
+import { toChange, toChanges, toState, toStoredUser, type RawChange, type RawState, type UserRecord } from './record.js';
 import { SharedStore, type RememberedEnd, type RememberedKick, type SharedLoginResult } from '../store/shared-store.js';
 
 const debug = createDebug('express-presence:redis');
@@ -94,110 +94,6 @@ export class StoreLayoutError extends Error {
   }
 }
 
-/** What the scripts encode: cjson writes empty arrays as {} and nil as false; seq is a decimal string (cjson rounds numbers to 14 digits). */
-interface RawChange extends Omit<StoreChange, 'kicked' | 'lastSeen' | 'customStatus' | 'seq' | 'availability' | 'idleSince'> {
-  seq: string;
-  kicked: StoreKicked[] | Record<string, never>;
-  lastSeen: number | false;
-  customStatus: string | false;
-  availability?: Availability | false;
-  idleSince?: number | false;
-}
-
-/** The user's state as SET_CUSTOM_STATUS and SET_AVAILABILITY answer it (STATE_OF in scripts.ts). */
-interface RawState {
-  status: UserStatus;
-  ls: number | false;
-  cs: string | false;
-  cx: number | false;
-  v: Availability;
-  i: number | false;
-  f: number | false;
-  fc: string | false;
-}
-
-function toState(userId: string, raw: RawState): StoreUserState {
-  return {
-    userId,
-    userStatus: raw.status,
-    lastSeen: raw.ls === false ? null : raw.ls,
-    customStatus: raw.cs === false ? null : raw.cs,
-    customStatusExpiresAt: raw.cx === false ? null : raw.cx,
-    availability: raw.v,
-    idleSince: raw.i === false ? null : raw.i,
-    frozenLastSeen: raw.f === false ? null : raw.f,
-    frozenCustomStatus: raw.fc === false ? null : raw.fc,
-  };
-}
-
-function toChange(raw: RawChange): StoreChange {
-  return {
-    ...raw,
-    seq: Number(raw.seq),
-    kicked: Array.isArray(raw.kicked) ? raw.kicked : [],
-    version: raw.version === '' ? undefined : raw.version,
-    lastSeen: raw.lastSeen === false ? null : raw.lastSeen,
-    customStatus: raw.customStatus === false ? null : raw.customStatus,
-    availability: raw.availability === false || raw.availability === undefined ? 'available' : raw.availability,
-    idleSince: raw.idleSince === false || raw.idleSince === undefined ? null : raw.idleSince,
-  };
-}
-
-/** Settles when `work` does, or after `ms` at the latest. */
-function toChanges(raw: unknown): StoreChange[] {
-  const list = JSON.parse(raw as string) as RawChange[] | Record<string, never>;
-  return Array.isArray(list) ? list.map(toChange) : [];
-}
-
-/** A user as the scripts keep it (see scripts.ts); cjson writes an empty list as {}. */
-interface UserRecord {
-  /** seq (a decimal string; a number from older versions) and order: only the scripts read them. */
-  s: string | number;
-  o: number;
-  l?: number;
-  c?: string;
-  /** When the custom status expires (ms). */
-  x?: number;
-  /** Availability: chosen, idleSince, last activity, frozen last seen and custom status (while invisible). */
-  a?: { v?: Availability; i?: number; t?: number; f?: number; fc?: string };
-  i:
-    | [
-        instanceId: string,
-        platform: Platform,
-        status: InstanceStatus,
-        since: number,
-        order: number,
-        sessionId: string,
-        /** The processes holding it live: '' none, one owner, or a list while several do (tabs on several processes). */
-        owners: string | string[],
-        version: string,
-      ][]
-    | Record<string, never>;
-}
-
-/** One user's record, in the shape every store answers; a custom status past its expiry (`now`) is answered as none. */
-function toStoredUser(userId: string, record: UserRecord, now: number): StoredUser {
-  const list = Array.isArray(record.i) ? record.i : [];
-  const instances: StoredInstance[] = new Array(list.length);
-  for (let j = 0; j < list.length; j++) {
-    const [instanceId, platform, status, since, order, sessionId, , version] = list[j]!;
-    instances[j] = { instanceId, platform, status, since, order, sessionId, version: version === '' ? undefined : version };
-  }
-  const expired = record.x !== undefined && record.x <= now;
-  const a = record.a;
-  return {
-    userId,
-    instances,
-    lastSeen: record.l ?? null,
-    customStatus: expired ? null : (record.c ?? null),
-    customStatusExpiresAt: expired ? null : (record.x ?? null),
-    availability: a?.v ?? 'available',
-    idleSince: a?.i ?? null,
-    frozenLastSeen: a?.f ?? null,
-    frozenCustomStatus: a?.fc ?? null,
-  };
-}
-
 /**
  * Presence in Redis, so that every process behind a load balancer shares it: queries answer for
  * all users, the login policy is decided atomically in a script, kicks reach sockets on every
@@ -210,6 +106,8 @@ export class RedisStore extends SharedStore {
   /** Key names (lib/redis/layout.ts). */
   readonly layout: RedisLayout;
   private readonly client: Redis | Cluster;
+  /** Each user's record as this process last saw it, for planned logins and removes. */
+  private readonly records = new RecordMemory();
   /** True on a Redis Cluster: sharded pub/sub, and pipelines grouped by node. */
   private readonly isCluster: boolean;
   private subscriber: Redis | Cluster | undefined;
@@ -340,7 +238,14 @@ export class RedisStore extends SharedStore {
    * to an admin kick made after `takenUpAt` (when this process took it up) that did not find it in Redis.
    */
   protected async loginStep(request: StoreLoginRequest, reassert: boolean, takenUpAt: number | undefined): Promise<SharedLoginResult> {
-    const raw = await this.runForUser(
+    const owner = request.owner ?? this.owner;
+    if (!reassert) {
+      const seen = this.records.get(request.userId);
+      const plan = seen === undefined ? null : planLogin(seen, request, owner);
+      if (plan && (await this.runPlan('plannedLogin', request.userId, plan, request.at, false)))
+        return { outcome: 'created', sessionId: request.newSessionId, change: toChange(plan.change) };
+    }
+    const raw = await this.runRecorded(
       'login',
       request.userId,
       [
@@ -353,7 +258,7 @@ export class RedisStore extends SharedStore {
         request.limits.loginPolicy,
         request.limits.maxInstancesPerPlatform,
         request.limits.maxWebInstances,
-        request.owner ?? this.owner,
+        owner,
         reassert ? '1' : '0',
         takenUpAt ?? '',
       ],
@@ -375,23 +280,26 @@ export class RedisStore extends SharedStore {
 
   protected async pushOnlineStep(request: StorePushOnlineRequest): Promise<StoreChange | null> {
     const { userId, instanceId, sessionId, at, lastSeen, owner } = request;
-    return this.single(await this.runForUser('linkLost', userId, [userId, instanceId, sessionId, lastSeen, owner ?? ''], at));
+    return this.single(await this.runRecorded('linkLost', userId, [userId, instanceId, sessionId, lastSeen, owner ?? ''], at));
   }
 
   protected async removeStep(request: StoreRemoveRequest): Promise<StoreChange | null> {
     const { userId, instanceId, sessionId, at, lastSeen, revoke, owner } = request;
-    return this.single(await this.runForUser('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at, revoke));
+    const seen = this.records.get(userId);
+    const plan = seen === undefined ? null : planRemove(seen, request);
+    if (plan && (await this.runPlan('plannedRemove', userId, plan, at, revoke))) return toChange(plan.change);
+    return this.single(await this.runRecorded('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at, revoke));
   }
 
   protected async kickStep(request: StoreKickRequest, now: number): Promise<StoreChange[]> {
     const { userId, at } = request;
     const args = [userId, request.platform ?? '', request.instanceId ?? '', at, this.endMemory];
-    return toChanges(await this.runForUser('kick', userId, args, Math.max(now, at)));
+    return toChanges(await this.runRecorded('kick', userId, args, Math.max(now, at)));
   }
 
   protected async setCustomStatusStep(request: StoreCustomStatusRequest): Promise<StoreUserState | null> {
     const { userId, customStatus, at } = request;
-    const raw = await this.runForUser(
+    const raw = await this.runRecorded(
       'setCustomStatus',
       userId,
       [userId, customStatus ?? '', customStatus === null ? '1' : '0', request.expiresAt ?? '', request.ifExpiresAt ?? ''],
@@ -402,7 +310,7 @@ export class RedisStore extends SharedStore {
 
   protected async setAvailabilityStep(request: StoreAvailabilityRequest): Promise<StoreAvailabilityResult | null> {
     const arg = request.kind === 'set' ? request.availability : request.kind === 'idle' ? request.idleSince : '';
-    const raw = await this.runForUser('setAvailability', request.userId, [request.userId, request.kind, arg], request.at);
+    const raw = await this.runRecorded('setAvailability', request.userId, [request.userId, request.kind, arg], request.at);
     if (raw === null || raw === false) return null;
     const answer = JSON.parse(raw as string) as { state: RawState; previous: Availability; previousIdle: number | false };
     return {
@@ -636,12 +544,58 @@ export class RedisStore extends SharedStore {
     return this.run(name, bucketOf(userId), [userId], args, at, ownEnds);
   }
 
+  /**
+   * Runs a planned change (lib/redis/planned.ts): true when Redis still held the record it was planned from and applied it;
+   * false when the record changed meanwhile (the caller runs the full function).
+   */
+  private async runPlan(name: 'plannedLogin' | 'plannedRemove', userId: string, plan: Plan, at: number, ownEnds: boolean): Promise<boolean> {
+    const applied = await this.recording(userId, () =>
+      name === 'plannedLogin' ? this.runLean(name, userId, plan.args) : this.runForUser(name, userId, [userId, ...plan.args], at, ownEnds),
+    );
+    this.records.set(userId, applied === 1 ? plan.next : false);
+    return applied === 1;
+  }
+
+  /** Runs a function on one user, which answers [its answer, the user's record as it left it]: remembered for the next plan. */
+  private async runRecorded(
+    name: 'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'setAvailability',
+    userId: string,
+    args: (string | number)[],
+    at?: number,
+    ownEnds = false,
+  ): Promise<unknown> {
+    const [answer, record] = (await this.recording(userId, () => this.runForUser(name, userId, args, at, ownEnds))) as [unknown, unknown];
+    this.records.set(userId, record);
+    return answer;
+  }
+
+  /** A call on the user whose outcome is unknown when it fails: the record remembered is forgotten. */
+  private async recording<T>(userId: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      this.records.forget(userId);
+      throw error;
+    }
+  }
+
   /** Calls a function on a bucket's slot, loading the library when Redis lost it (restarted empty, a new node, a promoted replica). */
   private async run(name: ScriptName, bucket: number, userIds: readonly string[], args: (string | number)[], at?: number, ownEnds = false): Promise<unknown> {
     await this.checkLayout();
     const keys = this.scriptKeys(bucket, userIds);
     try {
       return await this.library.call(name, keys, [...this.commonArgs(at, ownEnds), ...args]);
+    } catch (error) {
+      throw storeError(error);
+    }
+  }
+
+  /** Calls plannedLogin, which takes only the keys it writes (the user's record, the bucket's stats and owned devices) and no common arguments. */
+  private async runLean(name: 'plannedLogin', userId: string, args: (string | number)[]): Promise<unknown> {
+    await this.checkLayout();
+    const [stats, , owned] = this.layout.shared(bucketOf(userId));
+    try {
+      return await this.library.call(name, [this.layout.user(userId), stats, owned], args);
     } catch (error) {
       throw storeError(error);
     }

@@ -16,8 +16,9 @@ import { luaLibrary, type LuaLibrary } from './functions.js';
  *                    on several): '' none (PushOnline), the owner itself when one holds it (the usual case), a list only while
  *                    several do.
  *   P{T}:r:<userId>  hash: the user's revoked sessions, sid -> "<revokedAt (ms)>|<n>|<the end notice as JSON, {reason, by?}>"
- *                    (the notice is what a re-asserted device that missed its `ended` message is told; n numbers the user's
- *                    revocations, from the field "#", so that those of one millisecond are forgotten oldest first). A
+ *                    (the notice is what a re-asserted device that missed its `ended` message is told; n is the user's sequence
+ *                    number when it was revoked, 0 when the call did not read it, so that those of one millisecond are forgotten
+ *                    oldest first). A
  *                    revocation is answered while revokedAt + the PushOnline TTL is ahead; the hash expires the PushOnline TTL
  *                    after the user's last revocation. At most maxRevokedSessionsPerUser per user: once over it, trimmed (the
  *                    expired first, then the oldest) to a tenth under it; until then an expired one lingers unanswered.
@@ -47,7 +48,19 @@ import { luaLibrary, type LuaLibrary } from './functions.js';
 
 /** The store's operations: each is the function `<library>_<name>` of the library. */
 export type ScriptName =
-  'login' | 'linkLost' | 'remove' | 'kick' | 'setCustomStatus' | 'setAvailability' | 'expireDue' | 'reap' | 'reapplyEnds' | 'renew' | 'leave';
+  | 'login'
+  | 'linkLost'
+  | 'remove'
+  | 'plannedLogin'
+  | 'plannedRemove'
+  | 'kick'
+  | 'setCustomStatus'
+  | 'setAvailability'
+  | 'expireDue'
+  | 'reap'
+  | 'reapplyEnds'
+  | 'renew'
+  | 'leave';
 
 /** KEYS and ARGV every function starts with. */
 export const SHARED_KEYS = 5;

@@ -11,9 +11,11 @@
 local KEYS, ARGV
 local STATS, EXPIRY, OWNED, LEASES, GONE
 local NOW, TTL, OFFLINE_TTL, PUBLISH, MAX_REVOKED_PER_USER, CALLER
+-- The user's record as the call last read or wrote it (login and remove answer it, so that the caller can plan its next change).
+local TEXT
 
 local function begin(keys, args)
-  KEYS, ARGV = keys, args
+  KEYS, ARGV, TEXT = keys, args, nil
   STATS, EXPIRY, OWNED, LEASES, GONE = keys[1], keys[2], keys[3], keys[4], keys[5]
   NOW, TTL, OFFLINE_TTL, PUBLISH = tonumber(args[1]), tonumber(args[2]), tonumber(args[3]), args[4]
   MAX_REVOKED_PER_USER, CALLER = tonumber(args[5]), args[6]
@@ -81,6 +83,7 @@ end
 local function load(userId, keys)
   local user = {id = userId, keys = keys, instances = {}, seq = 0, run = nil, reaped = {}, order = 0, ls = nil, cs = nil, found = false, stored = {}}
   local text = redis.call('GET', keys.u)
+  TEXT = text
   if not text then return user end
   local stored = cjson.decode(text)
   user.found = true
@@ -112,6 +115,7 @@ local function save(user)
   local out = user.stored
   out.s, out.e, out.g, out.o, out.l, out.c, out.x, out.a, out.i = string.format('%d', user.seq), user.run, g, user.order, user.ls, user.cs, user.cx, user.av, list
   local text = cjson.encode(out)
+  TEXT = text
   if status(user) == 'Offline' then redis.call('SET', user.keys.u, text, 'PX', OFFLINE_TTL)
   else redis.call('SET', user.keys.u, text) end
 end
@@ -200,15 +204,15 @@ local function change(user, r, instanceStatus, previous, kicked)
 end
 
 -- notice: the end as JSON ({reason, by?}), kept so that a device that missed its 'ended' message is told what ended it. Each
--- is one field of the user's hash, "<revokedAt>|<n>|<notice>" (n: the hash's count of revocations, its field '#', so that
--- those of one millisecond are still forgotten oldest first); the hash lives the PushOnline TTL from the user's last
--- revocation. Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own memory).
+-- is one field of the user's hash, "<revokedAt>|<n>|<notice>" (n: the user's sequence number when it was revoked, 0 when not
+-- read, so that those of one millisecond are still forgotten oldest first); the hash lives the PushOnline TTL from the user's
+-- last revocation. Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own
+-- memory).
 local function revoke(user, sid, notice)
   local key = user.keys.r
-  local n = redis.call('HINCRBY', key, '#', 1)
-  redis.call('HSET', key, sid, string.format('%d', NOW) .. '|' .. n .. '|' .. notice)
+  redis.call('HSET', key, sid, string.format('%d', NOW) .. '|' .. string.format('%d', user.seq or 0) .. '|' .. notice)
   redis.call('PEXPIRE', key, TTL)
-  local over = redis.call('HLEN', key) - 1 - MAX_REVOKED_PER_USER
+  local over = redis.call('HLEN', key) - MAX_REVOKED_PER_USER
   if over <= 0 then return end
   -- Over the cap: those past their time go first (revokedNotice no longer answers them), then the oldest, down to a tenth
   -- under the cap, so that a user at the cap reads the whole hash once per tenth of it, not at each revocation. Until then an
@@ -218,7 +222,7 @@ local function revoke(user, sid, notice)
   local drop, live = {}, {}
   for i = 1, #all, 2 do
     local field = all[i]
-    if field ~= sid and field ~= '#' then
+    if field ~= sid then
       local at, k = string.match(all[i + 1], '^(%d+)|(%d+)|')
       at, k = tonumber(at) or 0, tonumber(k) or 0
       if at + TTL <= NOW then table.insert(drop, field) else table.insert(live, {at, k, field}) end
@@ -695,6 +699,57 @@ local function op_leave()
 end
 
 
+-- The fast path of a fresh login and of a device's end: the calling process planned the change itself from the user's record as
+-- it last saw it (lib/redis/planned.ts), and sends that record as it saw it and as it becomes. When Redis still holds exactly
+-- that text, numbered in this run, the change is the one op_login or op_remove would make: it is applied as planned, without
+-- decoding the record; the indexes and counts below are theirs. Otherwise nothing is done and false is answered: the caller
+-- runs the full function.
+local function unchanged(record, seen, run)
+  return run == runId() and redis.call('GET', record) == seen
+end
+local function countChange(previous, now)
+  if previous ~= now then
+    countUser(previous, -1)
+    countUser(now, 1)
+  end
+end
+
+-- A login that creates a device and kicks nobody. Only what it writes, and no common arguments: KEYS: the user's record, the
+-- bucket's stats and owned devices. ARGV: the record as seen, its run, the record as it becomes, platform, userId, instanceId,
+-- sid, owner, the user's status before and after.
+local function op_plannedLogin(keys, args)
+  if not unchanged(keys[1], args[1], args[2]) then return false end
+  STATS = keys[2]
+  redis.call('SET', keys[1], args[3])
+  count('i:' .. args[4] .. ':Online', 1)
+  countChange(args[9], args[10])
+  redis.call('ZADD', keys[3], 0, ownedMember(args[8], args[5], args[6], args[7]))
+  return 1
+end
+
+-- KEYS: bucket, user. ARGV: common, userId, the record as seen, its run, the record as it becomes, platform, instanceId, sid,
+-- the device's status, revoke (0/1), the user's status before and after, its sequence number as seen, then the device's
+-- holders. A device found and gone
+-- (op_remove without a release): with revoke, a logout.
+local function op_plannedRemove()
+  local keys = userKeys(1)
+  if not unchanged(keys.u, ARGV[8], ARGV[9]) then return false end
+  local userId, platform, instanceId, sid, instanceStatus = ARGV[7], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+  local holders = {}
+  for i = 19, #ARGV do holders[#holders + 1] = ARGV[i] end
+  if ARGV[15] == '1' then
+    revoke({keys = keys, seq = tonumber(ARGV[18])}, sid, LOGOUT)
+    publishEnd(holders, sid, LOGOUT)
+  end
+  count('i:' .. platform .. ':' .. instanceStatus, -1)
+  if instanceStatus == 'PushOnline' then redis.call('ZREM', EXPIRY, member(userId, instanceId, sid)) end
+  for _, o in ipairs(holders) do redis.call('ZREM', OWNED, ownedMember(o, userId, instanceId, sid)) end
+  if ARGV[17] == 'Offline' then redis.call('SET', keys.u, ARGV[10], 'PX', OFFLINE_TTL)
+  else redis.call('SET', keys.u, ARGV[10]) end
+  countChange(ARGV[16], ARGV[17])
+  return 1
+end
+
 -- Each store operation is one function: `<library>_<name>`, so that two versions of the library never clash.
 local LIBRARY = '__LIBRARY__'
 local function register(name, body)
@@ -703,12 +758,16 @@ local function register(name, body)
     return body()
   end)
 end
-register('login', op_login)
-register('linkLost', op_linkLost)
-register('remove', op_remove)
-register('kick', op_kick)
-register('setCustomStatus', op_setCustomStatus)
-register('setAvailability', op_setAvailability)
+-- The functions on one user also answer the user's record as they left it (false: not read), for the caller's next plan.
+local function withRecord(body) return function() return {body(), TEXT or false} end end
+register('login', withRecord(op_login))
+register('linkLost', withRecord(op_linkLost))
+register('remove', withRecord(op_remove))
+redis.register_function(LIBRARY .. '_plannedLogin', op_plannedLogin)
+register('plannedRemove', op_plannedRemove)
+register('kick', withRecord(op_kick))
+register('setCustomStatus', withRecord(op_setCustomStatus))
+register('setAvailability', withRecord(op_setAvailability))
 register('expireDue', op_expireDue)
 register('reap', op_reap)
 register('reapplyEnds', op_reapplyEnds)
