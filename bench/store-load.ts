@@ -2,16 +2,22 @@
 // started and stopped by the parent (bench/store.part.ts), which reads Redis's CPU around the window.
 
 import { Redis } from 'ioredis';
-import { createPresence } from '../lib/index.js';
-import { RedisStore } from '../lib/redis/index.js';
+import { pathToFileURL } from 'node:url';
+import type * as Library from '../lib/index.js';
+import type * as RedisLibrary from '../lib/redis/index.js';
 
-const { url, prefix, kind, concurrency, index } = JSON.parse(process.argv[2] as string) as {
+/** lib: the library's directory, this tree's by default, or an earlier version's checkout (BENCH_BASELINE_TREE). */
+const { url, prefix, kind, concurrency, index, lib } = JSON.parse(process.argv[2] as string) as {
   url: string;
   prefix: string;
   kind: 'pairs' | 'trivial';
   concurrency: number;
   index: number;
+  lib?: string;
 };
+const from = (path: string) => (lib ? pathToFileURL(`${lib}/${path}`).href : new URL(`../lib/${path}`, import.meta.url).href);
+const { createPresence } = (await import(from('index.ts'))) as typeof Library;
+const { RedisStore } = (await import(from('redis/index.ts'))) as typeof RedisLibrary;
 const noop = () => {};
 const send = (message: unknown) => process.send?.(message);
 

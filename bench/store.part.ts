@@ -15,6 +15,11 @@ const noop = () => {};
 /** The saturation part: processes and loops in flight per process (BENCH_LOAD_PROCESSES, BENCH_LOAD_CONCURRENCY). */
 const LOAD_PROCESSES = Number(process.env.BENCH_LOAD_PROCESSES ?? 3);
 const LOAD_CONCURRENCY = Number(process.env.BENCH_LOAD_CONCURRENCY ?? 64);
+/**
+ * A checkout of an earlier version (its own lib/ and node_modules), measured in the same run near saturation as the baseline of
+ * this version's Redis CPU per pair: `git worktree add /tmp/v01 3dd00b3` (0.1) and `BENCH_BASELINE_TREE=/tmp/v01`.
+ */
+const BASELINE_TREE = process.env.BENCH_BASELINE_TREE;
 
 /** Redis CPU (user + sys, µs) of each master. */
 async function cpu(nodes: Redis[]): Promise<number[]> {
@@ -91,10 +96,11 @@ async function trivial(client: Redis | Cluster, nodes: Redis[]): Promise<{ perSe
  * Redis near saturation, as 0.1's figure was measured: LOAD_PROCESSES processes (bench/store-load.ts) each with
  * LOAD_CONCURRENCY loops in flight for PAIR_MS; answers completions per second and Redis CPU (µs) per completion.
  */
-async function saturated(url: string, prefix: string, kind: 'pairs' | 'trivial'): Promise<{ perSecond: number; cpuPer: number }> {
+async function saturated(url: string, prefix: string, kind: 'pairs' | 'trivial', tree?: string): Promise<{ perSecond: number; cpuPer: number }> {
   const admin = new Redis(url);
+  const lib = tree === undefined ? undefined : `${tree}/lib`;
   const children = Array.from({ length: LOAD_PROCESSES }, (_, index) =>
-    fork(fileURLToPath(new URL('./store-load.ts', import.meta.url)), [JSON.stringify({ url, prefix, kind, concurrency: LOAD_CONCURRENCY, index })], {
+    fork(fileURLToPath(new URL('./store-load.ts', import.meta.url)), [JSON.stringify({ url, prefix, kind, concurrency: LOAD_CONCURRENCY, index, lib })], {
       execArgv: ['--import', 'tsx'],
     }),
   );
@@ -212,6 +218,18 @@ export async function storeBenchmark(url: string, prefix: string): Promise<Figur
       note: 'INFO cpu: the whole server, networking included',
     },
   );
+  if (BASELINE_TREE !== undefined) {
+    const earlier = await saturated(url, `${prefix}sat-baseline:`, 'pairs', BASELINE_TREE);
+    figures.push({
+      name: 'Redis CPU per login+logout pair near saturation, against an earlier version in the same run',
+      value: loaded.cpuPer,
+      unit: 'µs',
+      higherIsBetter: false,
+      baseline: earlier.cpuPer,
+      baselineName: `${BASELINE_TREE} (${Math.round(earlier.perSecond).toLocaleString('en-US')} pairs/s)`,
+      target: '≤ 0.37x of 0.1 (15 µs where 0.1 measured 40.8 µs)',
+    });
+  }
   const reap = await reapBlock(url, `${prefix}reap:`);
   figures.push(
     {
