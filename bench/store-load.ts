@@ -6,14 +6,18 @@ import { pathToFileURL } from 'node:url';
 import type * as Library from '../lib/index.js';
 import type * as RedisLibrary from '../lib/redis/index.js';
 
-/** lib: the library's directory, this tree's by default, or an earlier version's checkout (BENCH_BASELINE_TREE). */
-const { url, prefix, kind, concurrency, index, lib } = JSON.parse(process.argv[2] as string) as {
+/**
+ * lib: the library's directory, this tree's by default, or an earlier version's checkout (BENCH_BASELINE_TREE). rate: pairs per
+ * second this process offers (0: as many as its loops can), so that two versions are compared at the same load on Redis.
+ */
+const { url, prefix, kind, concurrency, index, lib, rate } = JSON.parse(process.argv[2] as string) as {
   url: string;
   prefix: string;
   kind: 'pairs' | 'trivial';
   concurrency: number;
   index: number;
   lib?: string;
+  rate?: number;
 };
 const from = (path: string) => (lib ? pathToFileURL(`${lib}/${path}`).href : new URL(`../lib/${path}`, import.meta.url).href);
 const { createPresence } = (await import(from('index.ts'))) as typeof Library;
@@ -43,9 +47,14 @@ let done = 0;
 process.on('message', async (message: { go?: boolean; stop?: boolean }) => {
   if (message.go) {
     running = true;
+    const start = performance.now();
     await Promise.all(
       Array.from({ length: concurrency }, async (_, loop) => {
-        for (let i = loop; running; i += concurrency) {
+        for (let i = loop, n = 0; running; i += concurrency, n++) {
+          // At a fixed rate, each loop starts its n-th pair at its turn (or at once when late).
+          const wait = rate ? start + (n * concurrency * 1000) / rate - performance.now() : 0;
+          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+          if (!running) break;
           await work(i);
           done++;
         }
