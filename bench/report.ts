@@ -34,3 +34,8 @@ export function report(suite: string, figures: readonly Figure[]): void {
   const file = process.env.BENCH_JSON;
   if (file) writeFileSync(file, JSON.stringify({ suite, figures }, null, 2));
 }
+
+/** The middle value (the upper one of an even count): the figure of several rounds on a noisy machine. */
+export function median(values: readonly number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
+}

@@ -12,6 +12,8 @@ import { pathToFileURL } from 'node:url';
 import type * as Library from '../lib/index.js';
 import type * as RedisLibrary from '../lib/redis/index.js';
 import { deleteKeys } from '../spec/helpers/redis.js';
+import { median } from './report.js';
+import { cpu } from './store.part.js';
 
 const REDIS = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const BASELINE = process.env.BENCH_BASELINE_TREE;
@@ -43,9 +45,7 @@ async function reading(): Promise<{ cpu: number; scripts: number; calls: Map<str
     calls.set(match[1] as string, Number(match[2]));
     if (/^(fcall|fcall_ro|evalsha|eval)$/.test(match[1] as string)) scripts += Number(match[3]);
   }
-  const cpu = await admin.info('cpu');
-  const read = (field: string) => Number(new RegExp(`${field}:([0-9.]+)`).exec(cpu)?.[1] ?? 0);
-  return { cpu: (read('used_cpu_user') + read('used_cpu_sys')) * 1e6, scripts, calls };
+  return { cpu: (await cpu([admin]))[0] as number, scripts, calls };
 }
 
 interface Round {
@@ -99,8 +99,6 @@ async function round(version: Versions, label: string): Promise<Round> {
     calls,
   };
 }
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 
 const versions = { 'this tree': await load(new URL('../lib', import.meta.url).pathname), [BASELINE]: await load(`${BASELINE}/lib`) };
 const rounds = new Map<string, Round[]>(Object.keys(versions).map((label) => [label, []]));

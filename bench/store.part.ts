@@ -6,7 +6,7 @@ import { Redis, type Cluster } from 'ioredis';
 import { createPresence } from '../lib/index.js';
 import { RedisStore } from '../lib/redis/index.js';
 import { clusterClient, deleteKeys, expireLease, REDIS_CLUSTER_NODES } from '../spec/helpers/redis.js';
-import type { Figure } from './report.js';
+import { median, type Figure } from './report.js';
 
 const PAIR_MS = Number(process.env.BENCH_PAIR_MS ?? 3000);
 const CONCURRENCY = 32;
@@ -26,7 +26,7 @@ const COMPARE_RATE = Number(process.env.BENCH_COMPARE_RATE ?? 3000);
 const COMPARE_ROUNDS = Number(process.env.BENCH_COMPARE_ROUNDS ?? 3);
 
 /** Redis CPU (user + sys, µs) of each master. */
-async function cpu(nodes: Redis[]): Promise<number[]> {
+export async function cpu(nodes: Redis[]): Promise<number[]> {
   return Promise.all(
     nodes.map(async (node) => {
       const info = await node.info('cpu');
@@ -252,7 +252,6 @@ export async function storeBenchmark(url: string, prefix: string): Promise<Figur
       theirs.push(other.cpuPer);
       reached.push(one.perSecond, other.perSecond);
     }
-    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
     figures.push({
       name: `Redis CPU per login+logout pair at ${COMPARE_RATE.toLocaleString('en-US')} pairs/s offered, against an earlier version (median of ${COMPARE_ROUNDS} alternating rounds)`,
       value: median(ours),
