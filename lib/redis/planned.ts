@@ -1,6 +1,6 @@
 // Planned changes: the common login (a new device that kicks nobody) and a device's end (a logout, a link lost), computed by the
 // process from the user's record as it last saw it. Redis then only checks that it still holds exactly that record and writes
-// the planned one (plannedLogin and plannedRemove in presence.lua), instead of decoding and re-encoding it in Lua: the work moves
+// the planned one (plannedBatch in presence.lua, many users per call), instead of decoding and re-encoding it in Lua: the work moves
 // from the one Redis every process shares to the processes. A plan mirrors what op_login and op_remove do in those cases; any
 // other case, or a record that changed meanwhile, goes to the full function.
 
@@ -32,7 +32,7 @@ export class RecordMemory {
   }
 }
 
-/** A change planned from a record: its function's arguments (after the common ones and the user id for plannedRemove), the record it writes, the change it reports. */
+/** A change planned from a record: its arguments in plannedBatch (after the time, caller and user id for an end), the record it writes, the change it reports. */
 export interface Plan {
   readonly args: (string | number)[];
   readonly next: string;

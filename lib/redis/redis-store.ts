@@ -26,6 +26,7 @@ import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import { isStoreUnavailable, StoreUnavailableError } from '../core/errors.js';
 import { RedisRooms } from './rooms.js';
 import { planLogin, planRemove, RecordMemory, type Plan } from './planned.js';
+import { PlanBatches, type BatchEntry } from './batch.js';
 import { toChange, toChanges, toState, toStoredUser, type RawChange, type RawState, type UserRecord } from './record.js';
 import { SharedStore, type RememberedEnd, type RememberedKick, type SharedLoginResult } from '../store/shared-store.js';
 
@@ -73,6 +74,9 @@ function storeError(error: unknown): unknown {
   return new StoreUnavailableError(`Redis cannot be reached (${detail.slice(0, 200)}); try again shortly`, { cause: error });
 }
 
+/** A cluster node's refusal of a key it does not serve (a slot moved): the call changed nothing there. */
+const ELSEWHERE = /^(MOVED|ASK|CROSSSLOT|TRYAGAIN)\b|non local key/;
+
 /** Recent ends and admin kicks sent to Redis at once when applied again. */
 const REAPPLY_BATCH = 500;
 
@@ -108,6 +112,8 @@ export class RedisStore extends SharedStore {
   private readonly client: Redis | Cluster;
   /** Each user's record as this process last saw it, for planned logins and removes. */
   private readonly records = new RecordMemory();
+  /** Planned changes on their way to Redis, one call per node at a time. */
+  private readonly batches = new PlanBatches((node, entries) => this.sendBatch(entries));
   /** True on a Redis Cluster: sharded pub/sub, and pipelines grouped by node. */
   private readonly isCluster: boolean;
   private subscriber: Redis | Cluster | undefined;
@@ -242,7 +248,7 @@ export class RedisStore extends SharedStore {
     if (!reassert) {
       const seen = this.records.get(request.userId);
       const plan = seen === undefined ? null : planLogin(seen, request, owner);
-      if (plan && (await this.runPlan('plannedLogin', request.userId, plan, request.at, false)))
+      if (plan && (await this.runPlan('L', request.userId, plan, request.at, false)))
         return { outcome: 'created', sessionId: request.newSessionId, change: toChange(plan.change) };
     }
     const raw = await this.runRecorded(
@@ -287,7 +293,7 @@ export class RedisStore extends SharedStore {
     const { userId, instanceId, sessionId, at, lastSeen, revoke, owner } = request;
     const seen = this.records.get(userId);
     const plan = seen === undefined ? null : planRemove(seen, request);
-    if (plan && (await this.runPlan('plannedRemove', userId, plan, at, revoke))) return toChange(plan.change);
+    if (plan && (await this.runPlan('R', userId, plan, at, revoke))) return toChange(plan.change);
     return this.single(await this.runRecorded('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at, revoke));
   }
 
@@ -545,15 +551,56 @@ export class RedisStore extends SharedStore {
   }
 
   /**
-   * Runs a planned change (lib/redis/planned.ts): true when Redis still held the record it was planned from and applied it;
-   * false when the record changed meanwhile (the caller runs the full function).
+   * Runs a planned change (lib/redis/planned.ts), a login ('L') or a device's end ('R'), in the node's next batch: true when
+   * Redis still held the record it was planned from and applied it; false when the record changed meanwhile (the caller runs
+   * the full function).
    */
-  private async runPlan(name: 'plannedLogin' | 'plannedRemove', userId: string, plan: Plan, at: number, ownEnds: boolean): Promise<boolean> {
-    const applied = await this.recording(userId, () =>
-      name === 'plannedLogin' ? this.runLean(name, userId, plan.args) : this.runForUser(name, userId, [userId, ...plan.args], at, ownEnds),
-    );
-    this.records.set(userId, applied === 1 ? plan.next : false);
-    return applied === 1;
+  private async runPlan(kind: 'L' | 'R', userId: string, plan: Plan, at: number, ownEnds: boolean): Promise<boolean> {
+    await this.checkLayout();
+    const bucket = bucketOf(userId);
+    const [stats, expiry, owned] = this.layout.shared(bucket);
+    const [record, revoked] = this.layout.userKeys(userId);
+    const entry: BatchEntry =
+      kind === 'L'
+        ? { stats, keys: [record, owned], args: ['L', plan.args.length, ...plan.args] }
+        : (() => {
+            const args = [Math.trunc(at), ownEnds ? this.owner : '', userId, ...plan.args];
+            return { stats, keys: [record, owned, revoked, expiry], args: ['R', args.length, ...args] };
+          })();
+    const applied = await this.recording(userId, async () => {
+      try {
+        return await this.batches.add(this.nodeOf(bucket), entry);
+      } catch (error) {
+        throw storeError(error);
+      }
+    });
+    this.records.set(userId, applied ? plan.next : false);
+    return applied;
+  }
+
+  /**
+   * One plannedBatch call (presence.lua). On a cluster only the first entry's keys are declared (a call's declared keys share a
+   * slot); the others' follow in ARGV. When the cluster moved a slot since the batch was grouped, the node refuses before it
+   * changed anything, and each entry is sent alone (routed by its own keys).
+   */
+  private async sendBatch(entries: readonly BatchEntry[]): Promise<boolean[]> {
+    const context = this.context;
+    if (!context) throw new Error('RedisStore used before createPresence() initialised it');
+    const first = entries[0] as BatchEntry;
+    const keys: string[] = [first.stats];
+    const args: (string | number)[] = [];
+    for (const entry of entries) keys.push(...entry.keys);
+    const declared = this.isCluster ? 1 + first.keys.length : keys.length;
+    args.push(keys.length - declared, ...keys.slice(declared));
+    args.push(context.pushOnlineTtl, this.offlineTtl, this.isCluster ? 'SPUBLISH' : 'PUBLISH', this.maxRevokedSessionsPerUser);
+    for (const entry of entries) args.push(...entry.args);
+    try {
+      const answers = (await this.library.call('plannedBatch', keys.slice(0, declared), args)) as number[];
+      return answers.map((answer) => answer === 1);
+    } catch (error) {
+      if (entries.length === 1 || !this.isCluster || !ELSEWHERE.test(error instanceof Error ? error.message : '')) throw error;
+      return (await Promise.all(entries.map((entry) => this.sendBatch([entry])))).flat();
+    }
   }
 
   /** Runs a function on one user, which answers [its answer, the user's record as it left it]: remembered for the next plan. */
@@ -585,17 +632,6 @@ export class RedisStore extends SharedStore {
     const keys = this.scriptKeys(bucket, userIds);
     try {
       return await this.library.call(name, keys, [...this.commonArgs(at, ownEnds), ...args]);
-    } catch (error) {
-      throw storeError(error);
-    }
-  }
-
-  /** Calls plannedLogin, which takes only the keys it writes (the user's record, the bucket's stats and owned devices) and no common arguments. */
-  private async runLean(name: 'plannedLogin', userId: string, args: (string | number)[]): Promise<unknown> {
-    await this.checkLayout();
-    const [stats, , owned] = this.layout.shared(bucketOf(userId));
-    try {
-      return await this.library.call(name, [this.layout.user(userId), stats, owned], args);
     } catch (error) {
       throw storeError(error);
     }

@@ -24,7 +24,9 @@ import { luaLibrary, type LuaLibrary } from './functions.js';
  *                    expired first, then the oldest) to a tenth under it; until then an expired one lingers unanswered.
  *   P{T}:kk:<userId> recent admin kicks of the user (PX: the store's end memory): cjson [[platform, instanceId, at], ...]
  *                    ('' for any); a device re-asserted later that was taken up at or before `at` and matches yields
- *   P{T}:stats       hash: u:Online, u:PushOnline, i:<platform>:<status> of the bucket's users (stats() adds the buckets up)
+ *   P{T}:stats       hash: u:Online, u:PushOnline, i:<platform>:<status>: counts moved by the changes made in the bucket, and by
+ *                    batches of planned changes whose first change is of the bucket (stats() adds the buckets up; one bucket's
+ *                    own count may be off, or below zero)
  *   P{T}:expiry      sorted set of the bucket's PushOnline devices by due time; member cjson [userId, instanceId, sessionId]
  *   P{T}:owned       sorted set (all scores 0, read by lex range): "<owner>\0<cjson [userId, instanceId, sessionId]>" for each
  *                    Online device of the bucket a process holds
@@ -43,24 +45,13 @@ import { luaLibrary, type LuaLibrary } from './functions.js';
  * (record, revoked, kicks), and ARGV[1..6]: now, the PushOnline TTL, offlineTtl, the publish command, maxRevokedSessionsPerUser,
  * and the calling process's owner when the engine has already ended its own connections of the sessions the call ends (a
  * logout, a login's kicks, an admin kick: those ends are not published to it), '' otherwise (commonArgs in redis-store.ts).
- * The ended channels are named from the stats key (its prefix and tag).
+ * The ended channels are named from the stats key (its prefix and tag). plannedBatch, which carries the planned changes of
+ * many users and buckets, takes its own layout (presence.lua).
  */
 
 /** The store's operations: each is the function `<library>_<name>` of the library. */
 export type ScriptName =
-  | 'login'
-  | 'linkLost'
-  | 'remove'
-  | 'plannedLogin'
-  | 'plannedRemove'
-  | 'kick'
-  | 'setCustomStatus'
-  | 'setAvailability'
-  | 'expireDue'
-  | 'reap'
-  | 'reapplyEnds'
-  | 'renew'
-  | 'leave';
+  'login' | 'linkLost' | 'remove' | 'plannedBatch' | 'kick' | 'setCustomStatus' | 'setAvailability' | 'expireDue' | 'reap' | 'reapplyEnds' | 'renew' | 'leave';
 
 /** KEYS and ARGV every function starts with. */
 export const SHARED_KEYS = 5;

@@ -2,7 +2,7 @@
 -- RedisStore's Lua, loaded once per Redis as a function library (FUNCTION LOAD): these helpers are defined once per load, not
 -- per call. lib/redis/scripts.ts names the functions and documents the key layout and the arguments of each.
 --
--- Every function takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone), then 3 keys per user it touches
+-- Every function but plannedBatch (see there) takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone), then 3 keys per user it touches
 -- (record, revoked, kicks), and ARGV[1..6]: now, the PushOnline TTL, offlineTtl, the publish command, the store's
 -- maxRevokedSessionsPerUser, and the calling process's owner when it has ended its own connections of the sessions the call
 -- ends ('' otherwise: every holder is told). A call runs alone (Redis runs one function at a time), so the upvalues below are
@@ -10,14 +10,20 @@
 
 local KEYS, ARGV
 local STATS, EXPIRY, OWNED, LEASES, GONE
+-- The start of the bucket's keys (`<prefix>{<tag>}:`), which names its ended channels.
+local BASE
 local NOW, TTL, OFFLINE_TTL, PUBLISH, MAX_REVOKED_PER_USER, CALLER
+-- The two TTLs as given, for the commands that take them (a number would be formatted again at each call).
+local TTL_TEXT, OFFLINE_TTL_TEXT
 -- The user's record as the call last read or wrote it (login and remove answer it, so that the caller can plan its next change).
 local TEXT
 
 local function begin(keys, args)
   KEYS, ARGV, TEXT = keys, args, nil
   STATS, EXPIRY, OWNED, LEASES, GONE = keys[1], keys[2], keys[3], keys[4], keys[5]
+  BASE = string.sub(STATS, 1, -6)
   NOW, TTL, OFFLINE_TTL, PUBLISH = tonumber(args[1]), tonumber(args[2]), tonumber(args[3]), args[4]
+  TTL_TEXT, OFFLINE_TTL_TEXT = args[2], args[3]
   MAX_REVOKED_PER_USER, CALLER = tonumber(args[5]), args[6]
 end
 
@@ -116,11 +122,16 @@ local function save(user)
   out.s, out.e, out.g, out.o, out.l, out.c, out.x, out.a, out.i = string.format('%d', user.seq), user.run, g, user.order, user.ls, user.cs, user.cx, user.av, list
   local text = cjson.encode(out)
   TEXT = text
-  if status(user) == 'Offline' then redis.call('SET', user.keys.u, text, 'PX', OFFLINE_TTL)
+  if status(user) == 'Offline' then redis.call('SET', user.keys.u, text, 'PX', OFFLINE_TTL_TEXT)
   else redis.call('SET', user.keys.u, text) end
 end
 
-local function count(field, delta) redis.call('HINCRBY', STATS, field, delta) end
+-- While a batch of planned changes runs, its counts are summed first (DELTAS) and written once each at its end.
+local DELTAS = nil
+local function count(field, delta)
+  if DELTAS then DELTAS[field] = (DELTAS[field] or 0) + delta
+  else redis.call('HINCRBY', STATS, field, delta) end
+end
 local function countInstance(r, delta) count('i:' .. r.platform .. ':' .. r.status, delta) end
 local function countUser(s, delta) if s ~= 'Offline' then count('u:' .. s, delta) end end
 
@@ -208,10 +219,10 @@ end
 -- read, so that those of one millisecond are still forgotten oldest first); the hash lives the PushOnline TTL from the user's
 -- last revocation. Each user keeps at most MAX_REVOKED_PER_USER (a user kicking themselves in a loop only shortens their own
 -- memory).
-local function revoke(user, sid, notice)
-  local key = user.keys.r
-  redis.call('HSET', key, sid, string.format('%d', NOW) .. '|' .. string.format('%d', user.seq or 0) .. '|' .. notice)
-  redis.call('PEXPIRE', key, TTL)
+-- revokeAs: the same, given the hash and the value.
+local function revokeAs(key, sid, value)
+  redis.call('HSET', key, sid, value)
+  redis.call('PEXPIRE', key, TTL_TEXT)
   local over = redis.call('HLEN', key) - MAX_REVOKED_PER_USER
   if over <= 0 then return end
   -- Over the cap: those past their time go first (revokedNotice no longer answers them), then the oldest, down to a tenth
@@ -234,6 +245,9 @@ local function revoke(user, sid, notice)
   end
   for i = 1, #drop, 500 do redis.call('HDEL', key, unpack(drop, i, math.min(i + 499, #drop))) end
 end
+local function revoke(user, sid, notice)
+  revokeAs(user.keys.r, sid, string.format('%d', NOW) .. '|' .. string.format('%d', user.seq or 0) .. '|' .. notice)
+end
 local ADMIN_KICK, LOGOUT = '{"reason":"AdminKick"}', '{"reason":"Logout"}'
 -- The notice of a session revoked less than the PushOnline TTL ago, or nil.
 local function revokedNotice(user, sid)
@@ -249,11 +263,11 @@ end
 -- {sid, reason, by?}: the notice (a JSON object) with the sid added.
 local function publishEnd(owners, sid, notice)
   if #owners == 0 then
-    redis.call(PUBLISH, string.sub(STATS, 1, -6) .. 'ended', '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2))
+    redis.call(PUBLISH, BASE .. 'ended', '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2))
     return
   end
   for _, o in ipairs(owners) do
-    if o ~= CALLER then redis.call(PUBLISH, string.sub(STATS, 1, -6) .. 'ended:' .. o, '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2)) end
+    if o ~= CALLER then redis.call(PUBLISH, BASE .. 'ended:' .. o, '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2)) end
   end
 end
 
@@ -702,11 +716,25 @@ end
 -- The fast path of a fresh login and of a device's end: the calling process planned the change itself from the user's record as
 -- it last saw it (lib/redis/planned.ts), and sends that record as it saw it and as it becomes. When Redis still holds exactly
 -- that text, numbered in this run, the change is the one op_login or op_remove would make: it is applied as planned, without
--- decoding the record; the indexes and counts below are theirs. Otherwise nothing is done and false is answered: the caller
--- runs the full function.
-local function unchanged(record, seen, run)
-  return run == runId() and redis.call('GET', record) == seen
-end
+-- decoding the record; the indexes and counts below are theirs. Otherwise nothing is done and 0 is answered: the caller runs the
+-- full function.
+--
+-- A process sends the plans of many users in one call (lib/redis/batch.ts: those queued while its previous call to the node was
+-- in flight), so that the cost of a call is shared, and their counts are summed (in the stats of the call's first bucket:
+-- stats() adds the buckets up). The keys: the stats key, then per change its user's record and its bucket's owned devices, and
+-- for an end also the user's revoked sessions and the bucket's expiry queue. The first ones are declared (KEYS); on a Redis
+-- Cluster a call's declared keys must share a slot, so those of the other changes (of the same node: the function's
+-- allow-cross-slot-keys flag lets it reach them, and Redis refuses any another node serves) follow in ARGV. Every record is read
+-- and checked before anything is written, so a key the node does not serve fails the call before it changed anything; a user
+-- met again in the same call is answered 0 (planned from the record its first change replaces).
+-- ARGV: how many keys follow in ARGV, those keys, the PushOnline TTL, offlineTtl, the publish command,
+-- maxRevokedSessionsPerUser, then each change: its kind ('L' a login, 'R' an end), how many arguments follow, and those:
+--   L: the record as seen, its run, the record as it becomes, platform, userId, instanceId, sid, owner, the user's status
+--      before and after;
+--   R: now, the caller (its owner when it ended its own connections already, '' otherwise), userId, the record as seen, its
+--      run, the record as it becomes, platform, instanceId, sid, the device's status, revoke (0/1), the user's status before
+--      and after, its sequence number as seen, then the device's holders.
+-- Answers 1 (applied) or 0 per change, in order.
 local function countChange(previous, now)
   if previous ~= now then
     countUser(previous, -1)
@@ -714,40 +742,68 @@ local function countChange(previous, now)
   end
 end
 
--- A login that creates a device and kicks nobody. Only what it writes, and no common arguments: KEYS: the user's record, the
--- bucket's stats and owned devices. ARGV: the record as seen, its run, the record as it becomes, platform, userId, instanceId,
--- sid, owner, the user's status before and after.
-local function op_plannedLogin(keys, args)
-  if not unchanged(keys[1], args[1], args[2]) then return false end
-  STATS = keys[2]
-  redis.call('SET', keys[1], args[3])
-  count('i:' .. args[4] .. ':Online', 1)
-  countChange(args[9], args[10])
-  redis.call('ZADD', keys[3], 0, ownedMember(args[8], args[5], args[6], args[7]))
-  return 1
+local function plannedLogin(record, owned, a, at)
+  redis.call('SET', record, a[at + 3])
+  count('i:' .. a[at + 4] .. ':Online', 1)
+  countChange(a[at + 9], a[at + 10])
+  redis.call('ZADD', owned, '0', ownedMember(a[at + 8], a[at + 5], a[at + 6], a[at + 7]))
 end
 
--- KEYS: bucket, user. ARGV: common, userId, the record as seen, its run, the record as it becomes, platform, instanceId, sid,
--- the device's status, revoke (0/1), the user's status before and after, its sequence number as seen, then the device's
--- holders. A device found and gone
--- (op_remove without a release): with revoke, a logout.
-local function op_plannedRemove()
-  local keys = userKeys(1)
-  if not unchanged(keys.u, ARGV[8], ARGV[9]) then return false end
-  local userId, platform, instanceId, sid, instanceStatus = ARGV[7], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
-  local holders = {}
-  for i = 19, #ARGV do holders[#holders + 1] = ARGV[i] end
-  if ARGV[15] == '1' then
-    revoke({keys = keys, seq = tonumber(ARGV[18])}, sid, LOGOUT)
+local function plannedEnd(record, owned, revoked, expiry, a, at, n)
+  NOW, CALLER, BASE = tonumber(a[at + 1]), a[at + 2], string.sub(owned, 1, -6)
+  local userId, platform, instanceId, sid, instanceStatus = a[at + 3], a[at + 7], a[at + 8], a[at + 9], a[at + 10]
+  if a[at + 11] == '1' then
+    revokeAs(revoked, sid, a[at + 1] .. '|' .. a[at + 14] .. '|' .. LOGOUT)
+    local holders = {}
+    for i = at + 15, at + n do holders[#holders + 1] = a[i] end
     publishEnd(holders, sid, LOGOUT)
   end
   count('i:' .. platform .. ':' .. instanceStatus, -1)
-  if instanceStatus == 'PushOnline' then redis.call('ZREM', EXPIRY, member(userId, instanceId, sid)) end
-  for _, o in ipairs(holders) do redis.call('ZREM', OWNED, ownedMember(o, userId, instanceId, sid)) end
-  if ARGV[17] == 'Offline' then redis.call('SET', keys.u, ARGV[10], 'PX', OFFLINE_TTL)
-  else redis.call('SET', keys.u, ARGV[10]) end
-  countChange(ARGV[16], ARGV[17])
-  return 1
+  if instanceStatus == 'PushOnline' then redis.call('ZREM', expiry, member(userId, instanceId, sid)) end
+  for i = at + 15, at + n do redis.call('ZREM', owned, ownedMember(a[i], userId, instanceId, sid)) end
+  if a[at + 13] == 'Offline' then redis.call('SET', record, a[at + 6], 'PX', OFFLINE_TTL_TEXT)
+  else redis.call('SET', record, a[at + 6]) end
+  countChange(a[at + 12], a[at + 13])
+end
+
+local function op_plannedBatch(keys, args)
+  local extra = tonumber(args[1])
+  local all = keys
+  if extra > 0 then
+    all = {}
+    for i = 1, #keys do all[i] = keys[i] end
+    for i = 1, extra do all[#all + 1] = args[1 + i] end
+  end
+  local at = 2 + extra
+  TTL, OFFLINE_TTL, PUBLISH, MAX_REVOKED_PER_USER = tonumber(args[at]), tonumber(args[at + 1]), args[at + 2], tonumber(args[at + 3])
+  TTL_TEXT, OFFLINE_TTL_TEXT = args[at], args[at + 1]
+  at = at + 4
+  -- Each change: where its arguments start (at its count), its first key, and whether it applies (0: not).
+  local starts, firsts, applies, run, met = {}, {}, {}, runId(), {}
+  local k = 2
+  while at <= #args do
+    local isEnd = args[at] == 'R'
+    local record, seen = all[k], at + 2
+    if isEnd then seen = at + 5 end
+    local ok = not met[record] and args[seen + 1] == run and redis.call('GET', record) == args[seen]
+    met[record] = true
+    starts[#starts + 1], firsts[#firsts + 1], applies[#applies + 1] = at + 1, k, ok and 1 or 0
+    if isEnd then k = k + 4 else k = k + 2 end
+    at = at + 2 + tonumber(args[at + 1])
+  end
+  STATS, DELTAS = all[1], {}
+  for i = 1, #starts do
+    if applies[i] == 1 then
+      local c, k = starts[i], firsts[i]
+      if args[c - 1] == 'L' then plannedLogin(all[k], all[k + 1], args, c)
+      else plannedEnd(all[k], all[k + 1], all[k + 2], all[k + 3], args, c, tonumber(args[c])) end
+    end
+  end
+  for field, delta in pairs(DELTAS) do
+    if delta ~= 0 then redis.call('HINCRBY', STATS, field, delta) end
+  end
+  DELTAS = nil
+  return applies
 end
 
 -- Each store operation is one function: `<library>_<name>`, so that two versions of the library never clash.
@@ -763,8 +819,7 @@ local function withRecord(body) return function() return {body(), TEXT or false}
 register('login', withRecord(op_login))
 register('linkLost', withRecord(op_linkLost))
 register('remove', withRecord(op_remove))
-redis.register_function(LIBRARY .. '_plannedLogin', op_plannedLogin)
-register('plannedRemove', op_plannedRemove)
+redis.register_function{function_name = LIBRARY .. '_plannedBatch', callback = op_plannedBatch, flags = {'allow-cross-slot-keys'}}
 register('kick', withRecord(op_kick))
 register('setCustomStatus', withRecord(op_setCustomStatus))
 register('setAvailability', withRecord(op_setAvailability))
