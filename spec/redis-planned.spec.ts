@@ -11,7 +11,8 @@ import { RedisStore } from '../lib/redis/index.js';
 import { deleteKeys, redisClient, uniquePrefix } from './helpers/redis.js';
 
 const PLATFORMS: Platform[] = ['Web', 'MiniProgram', 'Android', 'iPhone', 'Windows', 'Mac'];
-const INSTANCES = ['a', 'b', 'c', 'd'];
+/** Device ids as the scripts' cjson writes them in index members: '/' escaped, '"' not planned (the full function). */
+const INSTANCES = ['a', 'b/2', 'c"3', 'd'];
 const OWNERS = ['o1', 'o2'];
 /** Sequences tried (PLANNED_RUNS to try more). */
 const RUNS = Number(process.env.PLANNED_RUNS ?? 150);

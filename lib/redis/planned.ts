@@ -32,7 +32,7 @@ export class RecordMemory {
   }
 }
 
-/** A change planned from a record: its arguments in plannedBatch (after the time, caller and user id for an end), the record it writes, the change it reports. */
+/** A change planned from a record: its arguments in plannedBatch (after its kind and count), the record it writes, the change it reports. */
 export interface Plan {
   readonly args: (string | number)[];
   readonly next: string;
@@ -104,6 +104,35 @@ function changeOf(
   };
 }
 
+/**
+ * A JSON array of strings as the scripts' cjson writes it (member() and ownedMember() in presence.lua), or null when one of
+ * them has a character cjson escapes otherwise than JSON.stringify would (then the full function runs).
+ */
+function cjsonStrings(values: readonly string[]): string | null {
+  for (const value of values) if (!PLAIN.test(value)) return null;
+  return `["${values.map((value) => value.replaceAll('/', '\\/')).join('","')}"]`;
+}
+/** Printable ASCII but `"` and `\`: the same in cjson and JSON.stringify, but `/` (cjson writes `\/`). */
+const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/** A device's member of the owned set: `<owner>\0<cjson [userId, instanceId, sessionId]>`. */
+function ownedMember(owner: string, device: string): string {
+  return `${owner}\0${device}`;
+}
+
+/** The counts a change moves, as plannedBatch takes them: `+field` or `-field`, the user's status only when it changed. */
+function countsOf(instance: string, previous: UserStatus, now: UserStatus): string[] {
+  const fields = [instance];
+  if (previous !== now) {
+    if (previous !== 'Offline') fields.push(`-u:${previous}`);
+    if (now !== 'Offline') fields.push(`+u:${now}`);
+  }
+  return fields;
+}
+
+/** The end notice of a logout, as presence.lua's LOGOUT. */
+const LOGOUT = '{"reason":"Logout"}';
+
 /** A fresh login (no session to resume) of a device the user does not have, that the policy lets in beside the others. */
 export function planLogin(text: string, request: StoreLoginRequest, owner: string): Plan | null {
   if (request.resumeSessionId !== undefined && request.resumeSessionId !== '') return null;
@@ -117,6 +146,8 @@ export function planLogin(text: string, request: StoreLoginRequest, owner: strin
     others.push({ platform: device[1], instanceId: device[0], order: device[4] });
   }
   if (kickOldestBeyondLimit(others, request.platform, request.limits).length > 0) return null;
+  const member = cjsonStrings([request.userId, request.instanceId, request.newSessionId]);
+  if (member === null) return null;
   const previous = statusOf(devices);
   const order = record.o + 1;
   const device: StoredDevice = [request.instanceId, request.platform, 'Online', request.at, order, request.newSessionId, owner, request.version ?? ''];
@@ -124,16 +155,17 @@ export function planLogin(text: string, request: StoreLoginRequest, owner: strin
   const written = JSON.stringify(next);
   return {
     next: written,
-    args: [text, run, written, request.platform, request.userId, request.instanceId, request.newSessionId, owner, previous, 'Online'],
+    args: [text, run, written, ownedMember(owner, member), ...countsOf(`+i:${request.platform}:Online`, previous, 'Online')],
     change: changeOf(next, request.userId, device, 'Online', previous, 'Online', seq, request.at),
   };
 }
 
 /**
  * A device found by its session and gone: a logout (revoke), or a link lost for good on the process that was its only holder. A
- * link lost while other processes still hold the device only lets go of it: the full function.
+ * link lost while other processes still hold the device only lets go of it: the full function. `caller`: the calling process
+ * when its engine has ended its own connection to the device already (it is not told again), '' otherwise.
  */
-export function planRemove(text: string, request: StoreRemoveRequest): Plan | null {
+export function planRemove(text: string, request: StoreRemoveRequest, caller: string): Plan | null {
   const sid = request.sessionId ?? '';
   if (sid === '') return null;
   const read = readable(text);
@@ -148,15 +180,34 @@ export function planRemove(text: string, request: StoreRemoveRequest): Plan | nu
   if (owner !== '' && !request.revoke && device[2] === 'Online' && holders.length > 1) return null;
   // The end is published to the holders of the session's device: this one, unless another device holds the same session.
   if (devices.findLastIndex((d) => d[5] === sid) !== index) return null;
+  const member = cjsonStrings([request.userId, device[0], sid]);
+  if (member === null) return null;
   const previous = statusOf(devices);
   const rest = devices.filter((_, i) => i !== index);
   const now = statusOf(rest);
   const next: UserRecord = { ...record, s: seq, i: rest };
   if (device[2] === 'Online' && (record.l === undefined || request.lastSeen > record.l)) next.l = request.lastSeen;
   const written = JSON.stringify(next);
+  const at = Math.trunc(request.at);
+  // A logout's end goes to the device's holders but the caller, or to every process when none is known to hold it ('').
+  const targets = !request.revoke ? [] : holders.length === 0 ? [''] : holders.filter((holder) => holder !== caller);
   return {
     next: written,
-    args: [text, run, written, device[1], device[0], sid, device[2], request.revoke ? '1' : '0', previous, now, seen, ...holders],
+    args: [
+      text,
+      run,
+      written,
+      at,
+      now === 'Offline' ? 'px' : '',
+      sid,
+      request.revoke ? `${at}|${seen}|${LOGOUT}` : '',
+      device[2] === 'PushOnline' ? member : '',
+      holders.length,
+      ...holders.map((holder) => ownedMember(holder, member)),
+      targets.length,
+      ...targets,
+      ...countsOf(`-i:${device[1]}:${device[2]}`, previous, now),
+    ],
     change: changeOf(next, request.userId, device, 'Offline', previous, now, seq, request.at),
   };
 }

@@ -248,7 +248,7 @@ export class RedisStore extends SharedStore {
     if (!reassert) {
       const seen = this.records.get(request.userId);
       const plan = seen === undefined ? null : planLogin(seen, request, owner);
-      if (plan && (await this.runPlan('L', request.userId, plan, request.at, false)))
+      if (plan && (await this.runPlan('L', request.userId, plan)))
         return { outcome: 'created', sessionId: request.newSessionId, change: toChange(plan.change) };
     }
     const raw = await this.runRecorded(
@@ -292,8 +292,9 @@ export class RedisStore extends SharedStore {
   protected async removeStep(request: StoreRemoveRequest): Promise<StoreChange | null> {
     const { userId, instanceId, sessionId, at, lastSeen, revoke, owner } = request;
     const seen = this.records.get(userId);
-    const plan = seen === undefined ? null : planRemove(seen, request);
-    if (plan && (await this.runPlan('R', userId, plan, at, revoke))) return toChange(plan.change);
+    // A logout's caller has ended its own connection to the device already: its end is not published to it.
+    const plan = seen === undefined ? null : planRemove(seen, request, revoke ? this.owner : '');
+    if (plan && (await this.runPlan('R', userId, plan))) return toChange(plan.change);
     return this.single(await this.runRecorded('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at, revoke));
   }
 
@@ -555,18 +556,13 @@ export class RedisStore extends SharedStore {
    * Redis still held the record it was planned from and applied it; false when the record changed meanwhile (the caller runs
    * the full function).
    */
-  private async runPlan(kind: 'L' | 'R', userId: string, plan: Plan, at: number, ownEnds: boolean): Promise<boolean> {
+  private async runPlan(kind: 'L' | 'R', userId: string, plan: Plan): Promise<boolean> {
     await this.checkLayout();
     const bucket = bucketOf(userId);
     const [stats, expiry, owned] = this.layout.shared(bucket);
     const [record, revoked] = this.layout.userKeys(userId);
-    const entry: BatchEntry =
-      kind === 'L'
-        ? { stats, keys: [record, owned], args: ['L', plan.args.length, ...plan.args] }
-        : (() => {
-            const args = [Math.trunc(at), ownEnds ? this.owner : '', userId, ...plan.args];
-            return { stats, keys: [record, owned, revoked, expiry], args: ['R', args.length, ...args] };
-          })();
+    const keys = kind === 'L' ? [record, owned] : [record, owned, revoked, expiry];
+    const entry: BatchEntry = { stats, keys, args: [kind, plan.args.length, ...plan.args] };
     const applied = await this.recording(userId, async () => {
       try {
         return await this.batches.add(this.nodeOf(bucket), entry);

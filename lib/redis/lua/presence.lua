@@ -728,42 +728,47 @@ end
 -- and checked before anything is written, so a key the node does not serve fails the call before it changed anything; a user
 -- met again in the same call is answered 0 (planned from the record its first change replaces).
 -- ARGV: how many keys follow in ARGV, those keys, the PushOnline TTL, offlineTtl, the publish command,
--- maxRevokedSessionsPerUser, then each change: its kind ('L' a login, 'R' an end), how many arguments follow, and those:
---   L: the record as seen, its run, the record as it becomes, platform, userId, instanceId, sid, owner, the user's status
---      before and after;
---   R: now, the caller (its owner when it ended its own connections already, '' otherwise), userId, the record as seen, its
---      run, the record as it becomes, platform, instanceId, sid, the device's status, revoke (0/1), the user's status before
---      and after, its sequence number as seen, then the device's holders.
--- Answers 1 (applied) or 0 per change, in order.
-local function countChange(previous, now)
-  if previous ~= now then
-    countUser(previous, -1)
-    countUser(now, 1)
+-- maxRevokedSessionsPerUser, then each change: its kind ('L' a login, 'R' an end), how many arguments follow, and those, all
+-- made by the process (lib/redis/planned.ts: members as member() and ownedMember() write them, counts as count fields):
+--   L: the record as seen, its run, the record as it becomes, the device's owned member, then the counts it moves;
+--   R: the record as seen, its run, the record as it becomes, now, 'px' when the user becomes Offline ('' otherwise), sid, the
+--      revocation's value ('' when it is not revoked), the device's expiry member ('' unless PushOnline), how many owned
+--      members and those, how many processes its end is published to and those ('' for every process), then the counts.
+-- A count is '+<field>' or '-<field>'. Answers 1 (applied) or 0 per change, in order.
+local function countAll(a, from, to)
+  for i = from, to do
+    local f = a[i]
+    if string.byte(f) == 45 then count(string.sub(f, 2), -1) else count(string.sub(f, 2), 1) end
   end
 end
 
-local function plannedLogin(record, owned, a, at)
+local function plannedLogin(record, owned, a, at, n)
   redis.call('SET', record, a[at + 3])
-  count('i:' .. a[at + 4] .. ':Online', 1)
-  countChange(a[at + 9], a[at + 10])
-  redis.call('ZADD', owned, '0', ownedMember(a[at + 8], a[at + 5], a[at + 6], a[at + 7]))
+  redis.call('ZADD', owned, '0', a[at + 4])
+  countAll(a, at + 5, at + n)
 end
 
 local function plannedEnd(record, owned, revoked, expiry, a, at, n)
-  NOW, CALLER, BASE = tonumber(a[at + 1]), a[at + 2], string.sub(owned, 1, -6)
-  local userId, platform, instanceId, sid, instanceStatus = a[at + 3], a[at + 7], a[at + 8], a[at + 9], a[at + 10]
-  if a[at + 11] == '1' then
-    revokeAs(revoked, sid, a[at + 1] .. '|' .. a[at + 14] .. '|' .. LOGOUT)
-    local holders = {}
-    for i = at + 15, at + n do holders[#holders + 1] = a[i] end
-    publishEnd(holders, sid, LOGOUT)
+  local sid = a[at + 6]
+  if a[at + 7] ~= '' then
+    NOW = tonumber(a[at + 4])
+    revokeAs(revoked, sid, a[at + 7])
   end
-  count('i:' .. platform .. ':' .. instanceStatus, -1)
-  if instanceStatus == 'PushOnline' then redis.call('ZREM', expiry, member(userId, instanceId, sid)) end
-  for i = at + 15, at + n do redis.call('ZREM', owned, ownedMember(a[i], userId, instanceId, sid)) end
-  if a[at + 13] == 'Offline' then redis.call('SET', record, a[at + 6], 'PX', OFFLINE_TTL_TEXT)
-  else redis.call('SET', record, a[at + 6]) end
-  countChange(a[at + 12], a[at + 13])
+  if a[at + 8] ~= '' then redis.call('ZREM', expiry, a[at + 8]) end
+  local i = at + 10
+  for j = i, i + tonumber(a[at + 9]) - 1 do redis.call('ZREM', owned, a[j]) end
+  i = i + tonumber(a[at + 9])
+  local targets = tonumber(a[i])
+  if targets > 0 then
+    local base, message = string.sub(owned, 1, -6), '{"sid":' .. js(sid) .. ',' .. string.sub(LOGOUT, 2)
+    for j = i + 1, i + targets do
+      if a[j] == '' then redis.call(PUBLISH, base .. 'ended', message)
+      else redis.call(PUBLISH, base .. 'ended:' .. a[j], message) end
+    end
+  end
+  if a[at + 5] == 'px' then redis.call('SET', record, a[at + 3], 'PX', OFFLINE_TTL_TEXT)
+  else redis.call('SET', record, a[at + 3]) end
+  countAll(a, i + targets + 1, at + n)
 end
 
 local function op_plannedBatch(keys, args)
@@ -775,27 +780,25 @@ local function op_plannedBatch(keys, args)
     for i = 1, extra do all[#all + 1] = args[1 + i] end
   end
   local at = 2 + extra
-  TTL, OFFLINE_TTL, PUBLISH, MAX_REVOKED_PER_USER = tonumber(args[at]), tonumber(args[at + 1]), args[at + 2], tonumber(args[at + 3])
+  TTL, PUBLISH, MAX_REVOKED_PER_USER = tonumber(args[at]), args[at + 2], tonumber(args[at + 3])
   TTL_TEXT, OFFLINE_TTL_TEXT = args[at], args[at + 1]
   at = at + 4
   -- Each change: where its arguments start (at its count), its first key, and whether it applies (0: not).
   local starts, firsts, applies, run, met = {}, {}, {}, runId(), {}
   local k = 2
   while at <= #args do
-    local isEnd = args[at] == 'R'
-    local record, seen = all[k], at + 2
-    if isEnd then seen = at + 5 end
-    local ok = not met[record] and args[seen + 1] == run and redis.call('GET', record) == args[seen]
+    local record = all[k]
+    local ok = not met[record] and args[at + 3] == run and redis.call('GET', record) == args[at + 2]
     met[record] = true
     starts[#starts + 1], firsts[#firsts + 1], applies[#applies + 1] = at + 1, k, ok and 1 or 0
-    if isEnd then k = k + 4 else k = k + 2 end
+    if args[at] == 'R' then k = k + 4 else k = k + 2 end
     at = at + 2 + tonumber(args[at + 1])
   end
   STATS, DELTAS = all[1], {}
   for i = 1, #starts do
     if applies[i] == 1 then
       local c, k = starts[i], firsts[i]
-      if args[c - 1] == 'L' then plannedLogin(all[k], all[k + 1], args, c)
+      if args[c - 1] == 'L' then plannedLogin(all[k], all[k + 1], args, c, tonumber(args[c]))
       else plannedEnd(all[k], all[k + 1], all[k + 2], all[k + 3], args, c, tonumber(args[c])) end
     end
   end
