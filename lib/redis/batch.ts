@@ -13,8 +13,11 @@ export interface BatchEntry {
   readonly args: readonly (string | number)[];
 }
 
-/** Sends one batch of a node and answers, per entry and in order, whether it applied. */
-export type SendBatch = (node: string, entries: readonly BatchEntry[]) => Promise<boolean[]>;
+/** Per entry: whether it applied (false: its record had changed), or why its call failed. */
+export type BatchAnswer = boolean | { readonly error: unknown };
+
+/** Sends one batch of a node and answers each entry, in order (a rejection fails them all). */
+export type SendBatch = (node: string, entries: readonly BatchEntry[]) => Promise<BatchAnswer[]>;
 
 /** At most this many plans in one call: a call stays well under a millisecond of Redis's time. */
 export const MAX_BATCH = 64;
@@ -54,7 +57,12 @@ export class PlanBatches {
       batch.map((w) => w.entry),
     )
       .then(
-        (applied) => batch.forEach((w, i) => w.resolve(applied[i] === true)),
+        (answers) =>
+          batch.forEach((w, i) => {
+            const answer = answers[i];
+            if (typeof answer === 'object') w.reject(answer.error);
+            else w.resolve(answer === true);
+          }),
         (error: unknown) => batch.forEach((w) => w.reject(error)),
       )
       .finally(() => {

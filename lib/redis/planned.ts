@@ -163,9 +163,11 @@ export function planLogin(text: string, request: StoreLoginRequest, owner: strin
 /**
  * A device found by its session and gone: a logout (revoke), or a link lost for good on the process that was its only holder. A
  * link lost while other processes still hold the device only lets go of it: the full function. `caller`: the calling process
- * when its engine has ended its own connection to the device already (it is not told again), '' otherwise.
+ * when its engine has ended its own connection to the device already (it is not told again), '' otherwise. `mayPublish`:
+ * false on a Redis Cluster, where a logout whose end must be published (to another holder, or to every process) is left to
+ * the full function (plannedBatch in presence.lua says why).
  */
-export function planRemove(text: string, request: StoreRemoveRequest, caller: string): Plan | null {
+export function planRemove(text: string, request: StoreRemoveRequest, caller: string, mayPublish: boolean): Plan | null {
   const sid = request.sessionId ?? '';
   if (sid === '') return null;
   const read = readable(text);
@@ -191,6 +193,7 @@ export function planRemove(text: string, request: StoreRemoveRequest, caller: st
   const at = Math.trunc(request.at);
   // A logout's end goes to the device's holders but the caller, or to every process when none is known to hold it ('').
   const targets = !request.revoke ? [] : holders.length === 0 ? [''] : holders.filter((holder) => holder !== caller);
+  if (targets.length > 0 && !mayPublish) return null;
   return {
     next: written,
     args: [

@@ -26,7 +26,7 @@ import { refuseUnknownKeys } from '../util/did-you-mean.js';
 import { isStoreUnavailable, StoreUnavailableError } from '../core/errors.js';
 import { RedisRooms } from './rooms.js';
 import { planLogin, planRemove, RecordMemory, type Plan } from './planned.js';
-import { PlanBatches, type BatchEntry } from './batch.js';
+import { PlanBatches, type BatchAnswer, type BatchEntry } from './batch.js';
 import { toChange, toChanges, toState, toStoredUser, type RawChange, type RawState, type UserRecord } from './record.js';
 import { SharedStore, type RememberedEnd, type RememberedKick, type SharedLoginResult } from '../store/shared-store.js';
 
@@ -114,6 +114,11 @@ export class RedisStore extends SharedStore {
   private readonly records = new RecordMemory();
   /** Planned changes on their way to Redis, one call per node at a time. */
   private readonly batches = new PlanBatches((node, entries) => this.sendBatch(entries));
+  /**
+   * The last plan of each user still waiting for its answer: a full function on that user waits for it first, so that the
+   * user's changes reach Redis in the order they were made, as when every call went out at once.
+   */
+  private readonly plansInFlight = new Map<string, Promise<unknown>>();
   /** True on a Redis Cluster: sharded pub/sub, and pipelines grouped by node. */
   private readonly isCluster: boolean;
   private subscriber: Redis | Cluster | undefined;
@@ -293,7 +298,7 @@ export class RedisStore extends SharedStore {
     const { userId, instanceId, sessionId, at, lastSeen, revoke, owner } = request;
     const seen = this.records.get(userId);
     // A logout's caller has ended its own connection to the device already: its end is not published to it.
-    const plan = seen === undefined ? null : planRemove(seen, request, revoke ? this.owner : '');
+    const plan = seen === undefined ? null : planRemove(seen, request, revoke ? this.owner : '', !this.isCluster);
     if (plan && (await this.runPlan('R', userId, plan))) return toChange(plan.change);
     return this.single(await this.runRecorded('remove', userId, [userId, instanceId, sessionId ?? '', lastSeen, revoke ? '1' : '0', owner ?? ''], at, revoke));
   }
@@ -557,17 +562,24 @@ export class RedisStore extends SharedStore {
    * the full function).
    */
   private async runPlan(kind: 'L' | 'R', userId: string, plan: Plan): Promise<boolean> {
-    await this.checkLayout();
     const bucket = bucketOf(userId);
     const [stats, expiry, owned] = this.layout.shared(bucket);
     const [record, revoked] = this.layout.userKeys(userId);
     const keys = kind === 'L' ? [record, owned] : [record, owned, revoked, expiry];
     const entry: BatchEntry = { stats, keys, args: [kind, plan.args.length, ...plan.args] };
+    // Noted before anything is awaited: a full function on the user called after this one waits for it.
+    const answer = (async () => {
+      await this.checkLayout();
+      return this.batches.add(this.nodeOf(bucket), entry);
+    })();
+    this.plansInFlight.set(userId, answer);
     const applied = await this.recording(userId, async () => {
       try {
-        return await this.batches.add(this.nodeOf(bucket), entry);
+        return await answer;
       } catch (error) {
         throw storeError(error);
+      } finally {
+        if (this.plansInFlight.get(userId) === answer) this.plansInFlight.delete(userId);
       }
     });
     this.records.set(userId, applied ? plan.next : false);
@@ -577,9 +589,9 @@ export class RedisStore extends SharedStore {
   /**
    * One plannedBatch call (presence.lua). On a cluster only the first entry's keys are declared (a call's declared keys share a
    * slot); the others' follow in ARGV. When the cluster moved a slot since the batch was grouped, the node refuses before it
-   * changed anything, and each entry is sent alone (routed by its own keys).
+   * changed anything (the function reads every key it writes first), and each entry is sent alone (routed by its own keys).
    */
-  private async sendBatch(entries: readonly BatchEntry[]): Promise<boolean[]> {
+  private async sendBatch(entries: readonly BatchEntry[]): Promise<BatchAnswer[]> {
     const context = this.context;
     if (!context) throw new Error('RedisStore used before createPresence() initialised it');
     const first = entries[0] as BatchEntry;
@@ -588,14 +600,16 @@ export class RedisStore extends SharedStore {
     for (const entry of entries) keys.push(...entry.keys);
     const declared = this.isCluster ? 1 + first.keys.length : keys.length;
     args.push(keys.length - declared, ...keys.slice(declared));
-    args.push(context.pushOnlineTtl, this.offlineTtl, this.isCluster ? 'SPUBLISH' : 'PUBLISH', this.maxRevokedSessionsPerUser);
+    args.push(context.pushOnlineTtl, this.offlineTtl, this.isCluster ? 'SPUBLISH' : 'PUBLISH', this.maxRevokedSessionsPerUser, this.isCluster ? '1' : '');
     for (const entry of entries) args.push(...entry.args);
     try {
       const answers = (await this.library.call('plannedBatch', keys.slice(0, declared), args)) as number[];
       return answers.map((answer) => answer === 1);
     } catch (error) {
       if (entries.length === 1 || !this.isCluster || !ELSEWHERE.test(error instanceof Error ? error.message : '')) throw error;
-      return (await Promise.all(entries.map((entry) => this.sendBatch([entry])))).flat();
+      // Each alone, each with its own outcome: one refused again fails only itself.
+      const alone = await Promise.allSettled(entries.map((entry) => this.sendBatch([entry])));
+      return alone.map((result) => (result.status === 'fulfilled' ? (result.value[0] as BatchAnswer) : { error: result.reason as unknown }));
     }
   }
 
@@ -607,6 +621,8 @@ export class RedisStore extends SharedStore {
     at?: number,
     ownEnds = false,
   ): Promise<unknown> {
+    const planned = this.plansInFlight.get(userId);
+    if (planned) await planned.catch(() => {});
     const [answer, record] = (await this.recording(userId, () => this.runForUser(name, userId, args, at, ownEnds))) as [unknown, unknown];
     this.records.set(userId, record);
     return answer;

@@ -155,7 +155,9 @@ export interface Delivery {
  * What the server's handler receives for values a client emitted: JSON's rules (undefined,
  * functions and non-finite numbers dropped or nulled, own enumerable keys only, `__proto__` kept
  * as an own key) with binary kept as Buffers, which is how socket.io-parser carries them. Done by
- * JSON itself, so values nested a thousand deep need no recursion here.
+ * JSON itself, so values nested a thousand deep need no recursion here. A message carrying binary
+ * loses every own `__proto__` key on the way: socket.io-parser copies it by assignment before
+ * encoding (deconstructPacket), which sets the copy's prototype instead.
  */
 export function deliver(values: readonly unknown[], limit: number): Delivery {
   const binaries: Buffer[] = [];
@@ -168,7 +170,8 @@ export function deliver(values: readonly unknown[], limit: number): Delivery {
   });
   const bytes = Buffer.byteLength(text);
   if (bytes > limit) return { bytes, values: undefined };
-  const parsed = JSON.parse(text, (_key, item: unknown) => {
+  const parsed = JSON.parse(text, (key, item: unknown) => {
+    if (binaries.length > 0 && key === '__proto__') return undefined;
     if (binaries.length > 0 && typeof item === 'object' && item !== null && Object.prototype.hasOwnProperty.call(item, BINARY_MARK)) {
       return binaries[(item as Record<string, number>)[BINARY_MARK] as number];
     }

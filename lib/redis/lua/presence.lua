@@ -17,9 +17,12 @@ local NOW, TTL, OFFLINE_TTL, PUBLISH, MAX_REVOKED_PER_USER, CALLER
 local TTL_TEXT, OFFLINE_TTL_TEXT
 -- The user's record as the call last read or wrote it (login and remove answer it, so that the caller can plan its next change).
 local TEXT
+-- While a batch of planned changes runs, its counts are summed first (DELTAS) and written once each at its end; nil otherwise
+-- (every other function starts by setting it so, even after a batch that failed half-way).
+local DELTAS = nil
 
 local function begin(keys, args)
-  KEYS, ARGV, TEXT = keys, args, nil
+  KEYS, ARGV, TEXT, DELTAS = keys, args, nil, nil
   STATS, EXPIRY, OWNED, LEASES, GONE = keys[1], keys[2], keys[3], keys[4], keys[5]
   BASE = string.sub(STATS, 1, -6)
   NOW, TTL, OFFLINE_TTL, PUBLISH = tonumber(args[1]), tonumber(args[2]), tonumber(args[3]), args[4]
@@ -126,8 +129,6 @@ local function save(user)
   else redis.call('SET', user.keys.u, text) end
 end
 
--- While a batch of planned changes runs, its counts are summed first (DELTAS) and written once each at its end.
-local DELTAS = nil
 local function count(field, delta)
   if DELTAS then DELTAS[field] = (DELTAS[field] or 0) + delta
   else redis.call('HINCRBY', STATS, field, delta) end
@@ -724,11 +725,13 @@ end
 -- stats() adds the buckets up). The keys: the stats key, then per change its user's record and its bucket's owned devices, and
 -- for an end also the user's revoked sessions and the bucket's expiry queue. The first ones are declared (KEYS); on a Redis
 -- Cluster a call's declared keys must share a slot, so those of the other changes (of the same node: the function's
--- allow-cross-slot-keys flag lets it reach them, and Redis refuses any another node serves) follow in ARGV. Every record is read
--- and checked before anything is written, so a key the node does not serve fails the call before it changed anything; a user
+-- allow-cross-slot-keys flag lets it reach them, and Redis refuses any another node serves) follow in ARGV. Every key a change
+-- writes is read before anything is written (its record by GET, and on a cluster the others by EXISTS: a key missing from a
+-- slot being migrated away is refused too), so a key the node does not serve fails the call before it changed anything; on a
+-- cluster an end published to another process is not planned (its shard channel could be refused after the writes). A user
 -- met again in the same call is answered 0 (planned from the record its first change replaces).
 -- ARGV: how many keys follow in ARGV, those keys, the PushOnline TTL, offlineTtl, the publish command,
--- maxRevokedSessionsPerUser, then each change: its kind ('L' a login, 'R' an end), how many arguments follow, and those, all
+-- maxRevokedSessionsPerUser, '1' on a cluster ('' otherwise), then each change: its kind ('L' a login, 'R' an end), how many arguments follow, and those, all
 -- made by the process (lib/redis/planned.ts: members as member() and ownedMember() write them, counts as count fields):
 --   L: the record as seen, its run, the record as it becomes, the device's owned member, then the counts it moves;
 --   R: the record as seen, its run, the record as it becomes, now, 'px' when the user becomes Offline ('' otherwise), sid, the
@@ -782,7 +785,8 @@ local function op_plannedBatch(keys, args)
   local at = 2 + extra
   TTL, PUBLISH, MAX_REVOKED_PER_USER = tonumber(args[at]), args[at + 2], tonumber(args[at + 3])
   TTL_TEXT, OFFLINE_TTL_TEXT = args[at], args[at + 1]
-  at = at + 4
+  local cluster = args[at + 4] == '1'
+  at = at + 5
   -- Each change: where its arguments start (at its count), its first key, and whether it applies (0: not).
   local starts, firsts, applies, run, met = {}, {}, {}, runId(), {}
   local k = 2
@@ -791,7 +795,13 @@ local function op_plannedBatch(keys, args)
     local ok = not met[record] and args[at + 3] == run and redis.call('GET', record) == args[at + 2]
     met[record] = true
     starts[#starts + 1], firsts[#firsts + 1], applies[#applies + 1] = at + 1, k, ok and 1 or 0
-    if args[at] == 'R' then k = k + 4 else k = k + 2 end
+    if args[at] == 'R' then
+      if ok and cluster then redis.call('EXISTS', all[k + 1], all[k + 2], all[k + 3]) end
+      k = k + 4
+    else
+      if ok and cluster then redis.call('EXISTS', all[k + 1]) end
+      k = k + 2
+    end
     at = at + 2 + tonumber(args[at + 1])
   end
   STATS, DELTAS = all[1], {}
