@@ -5,33 +5,14 @@
 
 import { expect } from 'chai';
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
-import type { StoreContext } from '../lib/core/store.js';
 import { RedisStore } from '../lib/redis/index.js';
 import { BUCKET_TAGS, bucketOf as bucketOfUser, slotOf } from '../lib/redis/layout.js';
 import { planLogin } from '../lib/redis/planned.js';
 import type { BatchAnswer, BatchEntry } from '../lib/redis/batch.js';
-import { clusterClient, deleteKeys, layoutOf, ownedBy, redisClient, requireCluster, uniquePrefix } from './helpers/redis.js';
+import { clusterClient, deleteKeys, directContext, layoutOf, ownedBy, redisClient, requireCluster, uniquePrefix } from './helpers/redis.js';
 
 const USERS = 60;
 const limits = { loginPolicy: 'multi' as const, maxInstancesPerPlatform: 10, maxWebInstances: 10 };
-
-function context(): StoreContext {
-  return {
-    clock: {
-      now: () => Date.now(),
-      setTimeout: (callback: () => void, ms: number) => setTimeout(callback, ms),
-      clearTimeout: (handle: unknown) => clearTimeout(handle as NodeJS.Timeout),
-    },
-    pushOnlineTtl: 3_600_000,
-    reconnectGrace: { mobile: 0, desktop: 0, web: 0, miniProgram: 0 },
-    logger: { info: () => {}, warn: () => {}, error: () => {} },
-    owner: 'o1',
-    expired: () => {},
-    changed: () => {},
-    ended: () => {},
-    liveInstances: () => [],
-  } as unknown as StoreContext;
-}
 
 /** The number of changes of each plannedBatch call the client sends. */
 function batchSizes(client: Redis | Cluster): number[] {
@@ -72,7 +53,7 @@ for (const where of ['one Redis', 'a Redis Cluster'] as const) {
       admin = where === 'one Redis' ? redisClient() : clusterClient();
       sizes = batchSizes(client);
       store = new RedisStore({ client, prefix, sweepInterval: 3_600_000 });
-      await store.init(context());
+      await store.init(directContext());
     });
 
     after(async () => {

@@ -6,9 +6,9 @@ import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import type { Platform } from '../lib/index.js';
 import type { LoginPolicy } from '../lib/core/types.js';
-import type { StoreContext, StoreChange, StoreLoginResult } from '../lib/core/store.js';
+import type { StoreChange, StoreLoginResult } from '../lib/core/store.js';
 import { RedisStore } from '../lib/redis/index.js';
-import { deleteKeys, redisClient, uniquePrefix } from './helpers/redis.js';
+import { deleteKeys, directContext, redisClient, uniquePrefix } from './helpers/redis.js';
 
 const PLATFORMS: Platform[] = ['Web', 'MiniProgram', 'Android', 'iPhone', 'Windows', 'Mac'];
 /** Device ids as the scripts' cjson writes them in index members: '/' escaped, '"' not planned (the full function). */
@@ -54,24 +54,6 @@ const op: fc.Arbitrary<Op> = fc.oneof(
     arbitrary: fc.record({ kind: fc.constant('customStatus' as const), user: fc.nat(1), text: fc.option(fc.constantFrom('busy', 'in "a" meeting / út')) }),
   },
 );
-
-function contextAt(now: { at: number }): StoreContext {
-  return {
-    clock: {
-      now: () => now.at,
-      setTimeout: (callback: () => void, ms: number) => setTimeout(callback, ms),
-      clearTimeout: (handle: unknown) => clearTimeout(handle as NodeJS.Timeout),
-    },
-    pushOnlineTtl: 3_600_000,
-    reconnectGrace: { mobile: 0, desktop: 0, web: 0, miniProgram: 0 },
-    logger: { info: () => {}, warn: () => {}, error: () => {} },
-    owner: 'o1',
-    expired: () => {},
-    changed: () => {},
-    ended: () => {},
-    liveInstances: () => [],
-  } as unknown as StoreContext;
-}
 
 /** Seq numbers start from each Redis's clock for a new user: the two stores' numbers of a user differ by one constant. */
 class SeqPairs {
@@ -168,8 +150,8 @@ describe('RedisStore planned logins and removes', function () {
         return done;
       },
     });
-    await planned.init(contextAt(now));
-    await full.init(contextAt(now));
+    await planned.init(directContext(() => now.at));
+    await full.init(directContext(() => now.at));
   });
 
   after(async () => {

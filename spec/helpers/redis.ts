@@ -2,6 +2,7 @@
 
 import { Cluster, Redis } from 'ioredis';
 import { BUCKETS, RedisLayout } from '../../lib/redis/layout.js';
+import type { StoreContext } from '../../lib/core/store.js';
 import { skipBecause } from './skip.js';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -98,4 +99,26 @@ export async function notedGone(client: Redis | Cluster, prefix: string, owner: 
   const layout = new RedisLayout(prefix);
   for (let bucket = 0; bucket < BUCKETS; bucket++) if ((await client.hexists(layout.shared(bucket)[4], `${owner}:at`)) === 1) return true;
   return false;
+}
+
+/**
+ * The context of a store driven directly by a spec, with no engine behind it: process `o1`, a PushOnline TTL of an hour, no
+ * reconnect grace, and callbacks that do nothing. `now`: the clock.
+ */
+export function directContext(now: () => number = () => Date.now()): StoreContext {
+  return {
+    clock: {
+      now,
+      setTimeout: (callback: () => void, ms: number) => setTimeout(callback, ms),
+      clearTimeout: (handle: unknown) => clearTimeout(handle as NodeJS.Timeout),
+    },
+    pushOnlineTtl: 3_600_000,
+    reconnectGrace: { mobile: 0, desktop: 0, web: 0, miniProgram: 0 },
+    logger: { info: () => {}, warn: () => {}, error: () => {} },
+    owner: 'o1',
+    expired: () => {},
+    changed: () => {},
+    ended: () => {},
+    liveInstances: () => [],
+  } as unknown as StoreContext;
 }
