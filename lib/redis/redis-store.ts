@@ -59,6 +59,11 @@ export interface RedisStoreOptions {
   maxRevokedSessionsPerUser?: number;
 }
 
+/** A fault of the code or of what it was given (a TypeError, a record that is not JSON), not of Redis: never an outage. */
+function isCodeError(error: unknown): boolean {
+  return error instanceof TypeError || error instanceof RangeError || error instanceof SyntaxError;
+}
+
 /** Redis answers that mean it cannot serve now (loading after a restart, a failover, a busy script), not a refusal of the command. */
 const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS)\b/;
 
@@ -67,7 +72,7 @@ const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READON
  * lost, ioredis giving up its retries) is a StoreUnavailableError, so routes refuse with 503 instead of failing with 500.
  */
 function storeError(error: unknown): unknown {
-  if (isStoreUnavailable(error) || error instanceof StoreLayoutError) return error;
+  if (isStoreUnavailable(error) || error instanceof StoreLayoutError || isCodeError(error)) return error;
   const isReply = error instanceof Error && error.name === 'ReplyError';
   if (isReply && !UNAVAILABLE_REPLY.test(error.message)) return error;
   const detail = error instanceof Error ? error.message : String(error);
@@ -228,9 +233,9 @@ export class RedisStore extends SharedStore {
   private readonly onReady = (): void => this.backendReady();
   private readonly onClose = (): void => this.backendClosed();
 
-  /** Layout refusals are not outages: Redis answers, but holds data this version must not touch. */
+  /** Layout refusals are not outages: Redis answers, but holds data this version must not touch; nor are faults of the code. */
   protected override isOutage(error: unknown): boolean {
-    return !(error instanceof StoreLayoutError);
+    return !(error instanceof StoreLayoutError) && !isCodeError(error);
   }
 
   /** Said once; every call refuses with it. */

@@ -315,6 +315,7 @@ export class MemoryStore implements PresenceStore {
   }
 
   get(userIds: readonly string[]): MaybePromise<(StoredUser | undefined)[]> {
+    if (!Array.isArray(userIds)) throw new TypeError(`MemoryStore get(userIds): userIds must be an array of user ids; got ${typeof userIds}`);
     if (this.loading) return this.loading.then(() => this.get(userIds));
     const found: (StoredUser | undefined)[] = new Array(userIds.length);
     for (let i = 0; i < userIds.length; i++) {

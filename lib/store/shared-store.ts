@@ -304,6 +304,7 @@ export abstract class SharedStore implements PresenceStore, MultiProcessStore {
   }
 
   async get(userIds: readonly string[]): Promise<(StoredUser | undefined)[]> {
+    if (!Array.isArray(userIds)) throw new TypeError(`${this.backend} store get(userIds): userIds must be an array of user ids; got ${typeof userIds}`);
     // Refused rather than guessed: a copy from before the outage would call users connected meanwhile Offline.
     if (this.down) throw this.away();
     if (userIds.length === 0) return [];
