@@ -16,8 +16,8 @@ export interface BatchEntry {
 /** Per entry: whether it applied (false: its record had changed), or why its call failed. */
 export type BatchAnswer = boolean | { readonly error: unknown };
 
-/** Sends one batch of a node and answers each entry, in order (a rejection fails them all). */
-export type SendBatch = (node: string, entries: readonly BatchEntry[]) => Promise<BatchAnswer[]>;
+/** Sends one batch (the entries of one node) and answers each entry, in order (a rejection fails them all). */
+export type SendBatch = (entries: readonly BatchEntry[]) => Promise<BatchAnswer[]>;
 
 /** At most this many plans in one call: a call stays well under a millisecond of Redis's time. */
 export const MAX_BATCH = 64;
@@ -52,10 +52,7 @@ export class PlanBatches {
     const batch = queue.splice(0, MAX_BATCH);
     if (queue.length === 0) this.waiting.delete(node);
     this.busy.add(node);
-    this.send(
-      node,
-      batch.map((w) => w.entry),
-    )
+    this.send(batch.map((w) => w.entry))
       .then(
         (answers) =>
           batch.forEach((w, i) => {

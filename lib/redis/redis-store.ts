@@ -118,7 +118,7 @@ export class RedisStore extends SharedStore {
   /** Each user's record as this process last saw it, for planned logins and removes. */
   private readonly records = new RecordMemory();
   /** Planned changes on their way to Redis, one call per node at a time. */
-  private readonly batches = new PlanBatches((node, entries) => this.sendBatch(entries));
+  private readonly batches = new PlanBatches((entries) => this.sendBatch(entries));
   /**
    * The last plan of each user still waiting for its answer: a full function on that user waits for it first, so that the
    * user's changes reach Redis in the order they were made, as when every call went out at once.

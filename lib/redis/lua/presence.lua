@@ -2,11 +2,11 @@
 -- RedisStore's Lua, loaded once per Redis as a function library (FUNCTION LOAD): these helpers are defined once per load, not
 -- per call. lib/redis/scripts.ts names the functions and documents the key layout and the arguments of each.
 --
--- Every function but plannedBatch (see there) takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone), then 3 keys per user it touches
--- (record, revoked, kicks), and ARGV[1..6]: now, the PushOnline TTL, offlineTtl, the publish command, the store's
--- maxRevokedSessionsPerUser, and the calling process's owner when it has ended its own connections of the sessions the call
--- ends ('' otherwise: every holder is told). A call runs alone (Redis runs one function at a time), so the upvalues below are
--- simply set again by each call (begin) before it reads them.
+-- Every function but plannedBatch (see there) takes the bucket's keys as KEYS[1..5] (stats, expiry, owned, leases, gone),
+-- then 3 keys per user it touches (record, revoked, kicks), and ARGV[1..6]: now, the PushOnline TTL, offlineTtl, the publish
+-- command, the store's maxRevokedSessionsPerUser, and the calling process's owner when it has ended its own connections of
+-- the sessions the call ends ('' otherwise: every holder is told). A call runs alone (Redis runs one function at a time), so
+-- the upvalues below are simply set again by each call (begin) before it reads them.
 
 local KEYS, ARGV
 local STATS, EXPIRY, OWNED, LEASES, GONE
@@ -262,13 +262,19 @@ end
 -- An end goes to the processes holding the device; one nobody is known to hold, to every process. The calling process
 -- (CALLER) has ended its own connections to it already: it is not told again (another holder still is). The message is
 -- {sid, reason, by?}: the notice (a JSON object) with the sid added.
+-- endMessage and endChannel: that message, and the channel of one process ('' for every process) under a bucket's BASE.
+local function endMessage(sid, notice) return '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2) end
+local function endChannel(base, owner)
+  if owner == '' then return base .. 'ended' end
+  return base .. 'ended:' .. owner
+end
 local function publishEnd(owners, sid, notice)
   if #owners == 0 then
-    redis.call(PUBLISH, BASE .. 'ended', '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2))
+    redis.call(PUBLISH, endChannel(BASE, ''), endMessage(sid, notice))
     return
   end
   for _, o in ipairs(owners) do
-    if o ~= CALLER then redis.call(PUBLISH, BASE .. 'ended:' .. o, '{"sid":' .. js(sid) .. ',' .. string.sub(notice, 2)) end
+    if o ~= CALLER then redis.call(PUBLISH, endChannel(BASE, o), endMessage(sid, notice)) end
   end
 end
 
@@ -731,8 +737,8 @@ end
 -- cluster an end published to another process is not planned (its shard channel could be refused after the writes). A user
 -- met again in the same call is answered 0 (planned from the record its first change replaces).
 -- ARGV: how many keys follow in ARGV, those keys, the PushOnline TTL, offlineTtl, the publish command,
--- maxRevokedSessionsPerUser, '1' on a cluster ('' otherwise), then each change: its kind ('L' a login, 'R' an end), how many arguments follow, and those, all
--- made by the process (lib/redis/planned.ts: members as member() and ownedMember() write them, counts as count fields):
+-- maxRevokedSessionsPerUser, '1' on a cluster ('' otherwise), then each change: its kind ('L' a login, 'R' an end), how
+-- many arguments follow, and those, all made by the process (lib/redis/planned.ts: members as member() and ownedMember() write them, counts as count fields):
 --   L: the record as seen, its run, the record as it becomes, the device's owned member, then the counts it moves;
 --   R: the record as seen, its run, the record as it becomes, now, 'px' when the user becomes Offline ('' otherwise), sid, the
 --      revocation's value ('' when it is not revoked), the device's expiry member ('' unless PushOnline), how many owned
@@ -763,11 +769,8 @@ local function plannedEnd(record, owned, revoked, expiry, a, at, n)
   i = i + tonumber(a[at + 9])
   local targets = tonumber(a[i])
   if targets > 0 then
-    local base, message = string.sub(owned, 1, -6), '{"sid":' .. js(sid) .. ',' .. string.sub(LOGOUT, 2)
-    for j = i + 1, i + targets do
-      if a[j] == '' then redis.call(PUBLISH, base .. 'ended', message)
-      else redis.call(PUBLISH, base .. 'ended:' .. a[j], message) end
-    end
+    local base, message = string.sub(owned, 1, -6), endMessage(sid, LOGOUT)
+    for j = i + 1, i + targets do redis.call(PUBLISH, endChannel(base, a[j]), message) end
   end
   if a[at + 5] == 'px' then redis.call('SET', record, a[at + 3], 'PX', OFFLINE_TTL_TEXT)
   else redis.call('SET', record, a[at + 3]) end
