@@ -843,6 +843,9 @@ export class ChaosRun {
     if (rolling) this.graceful.rolling++;
     const order = rolling ? [0, 1, 2] : [Math.floor(this.rng() * this.nodes.length)];
     const outcome = new Map<Slot, Handover>();
+    // The changes of the steps just made may still be on their way to the watchers (a user's logout just before): they arrive
+    // first, so that the deploy's check sees only what came after its SIGTERM.
+    await this.watchersQuiet();
     for (const watcher of this.watchers) if (watcher) watcher.changes.length = 0;
     this.steppedUsers.clear();
     let end = Date.now();
@@ -852,6 +855,13 @@ export class ChaosRun {
     // The quiet check looks past the grace, when a wrong end of a resumed device would have been made.
     this.notBefore = Math.max(this.notBefore, end + HANDOVER + TIMINGS.sweepInterval);
     return { measured: 'graceful restart (SIGTERM)', end, handovers: [...outcome.values()] };
+  }
+
+  /** Until no watcher has seen a change for 150 ms (at most a second). */
+  private async watchersQuiet(): Promise<void> {
+    const until = Date.now() + 1000;
+    const latest = () => Math.max(0, ...this.watchers.flatMap((watcher) => watcher?.changes.map((change) => change.at) ?? []));
+    while (Date.now() - latest() < 150 && Date.now() < until) await delay(20);
   }
 
   /**
